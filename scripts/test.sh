@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# prodcat's test command (the README's and CI's): provisions what the tests need (ONNX Runtime,
+# base model, Kafka broker), starts the broker, runs every test, stops the broker.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/provision.sh all
+bash scripts/provision.sh kafka
+export KAFKA_PORT=${KAFKA_PORT:-19092}
+bash scripts/kafka-broker.sh start
+trap 'bash scripts/kafka-broker.sh stop' EXIT
+export PRODCAT_TEST_KAFKA=127.0.0.1:$KAFKA_PORT
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo test --doc --workspace
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
