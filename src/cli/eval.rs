@@ -1,0 +1,92 @@
+//! `prodcat eval`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use prodcat::data::{LabeledData, LabeledDataSpec};
+use prodcat::eval::{evaluate, format_report, label_ids, write_report};
+use prodcat::serve::{ExecutionTarget, LoadedModel, SessionSettings};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Registry model: a version folder, a model folder with `current`, or a one-model registry.
+    #[arg(long, env = "PRODCAT_MODEL")]
+    model: PathBuf,
+    /// Labeled data: CSV, TSV, JSONL or Parquet.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    text_column: String,
+    #[arg(long)]
+    label_column: String,
+    /// Folder for metrics.json and the PNG plots (default: reports/<name>-<version>).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Use only the first N usable rows.
+    #[arg(long)]
+    max_rows: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Drop rows with an empty text or label instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Execution provider: cpu or cuda.
+    #[arg(long, default_value = "cpu", env = "PRODCAT_DEVICE")]
+    device: ExecutionTarget,
+}
+
+pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = SessionSettings {
+        target: args.device,
+        intra_threads: 0,
+        ort_library: ort_lib,
+    };
+    let mut model = LoadedModel::load(&args.model, &settings)?;
+    let spec = LabeledDataSpec {
+        path: args.data.clone(),
+        text_column: args.text_column.clone(),
+        label_column: args.label_column.clone(),
+        group_column: None,
+        max_rows: args.max_rows,
+        skip_invalid: args.skip_invalid,
+    };
+    let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
+    let origin = format!("{} column `{}`", args.data.display(), args.label_column);
+    let y_true = label_ids(&model.labels, &data.labels, &origin)?;
+    let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let evaluation = evaluate(&mut model, &texts, y_true, args.batch_size)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let report_dir = args.report.unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("{}-{}", model.card.name, model.card.version))
+    });
+    let extra = serde_json::json!({
+        "model": model.id(),
+        "model_dir": model.dir.display().to_string(),
+        "data": args.data.display().to_string(),
+        "rows_rejected": data.rejected,
+        "seconds": seconds,
+        "texts_per_second": data.len() as f64 / seconds.max(1e-9),
+    });
+    let files = write_report(&report_dir, &evaluation, extra)?;
+    println!(
+        "{} on {} ({} rows, {:.0} texts/s)\n",
+        model.id(),
+        args.data.display(),
+        data.len(),
+        data.len() as f64 / seconds.max(1e-9)
+    );
+    println!("{}", format_report(&evaluation.report));
+    println!("report:  {}", files.metrics_json.display());
+    println!(
+        "plots:   {}, {}",
+        files.confusion_png.display(),
+        files.roc_png.display()
+    );
+    println!(
+        "macro_f1={:.4} accuracy={:.4}",
+        evaluation.report.macro_f1, evaluation.report.accuracy
+    );
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `prodcat split`: writes the train/validation/test assignment that `prodcat train` uses for the
+//! same data, columns and seed, so other tools (baselines, notebooks) can score on the same rows.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use prodcat::data::{LabeledData, LabeledDataSpec, Split, stratified_group_split};
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    text_column: String,
+    #[arg(long)]
+    label_column: String,
+    #[arg(long)]
+    group_column: Option<String>,
+    #[arg(long)]
+    max_rows: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Output CSV with columns `text,label,split` (one row per usable input row, in order).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: SplitArgs) -> anyhow::Result<()> {
+    let spec = LabeledDataSpec {
+        path: args.data.clone(),
+        text_column: args.text_column,
+        label_column: args.label_column,
+        group_column: args.group_column,
+        max_rows: args.max_rows,
+        skip_invalid: args.skip_invalid,
+    };
+    let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
+    let fractions = prodcat::train::TrainSettings::default().split;
+    let split = stratified_group_split(&data.labels, data.groups.as_deref(), fractions, args.seed);
+    let mut which = vec![Split::Train; data.len()];
+    for s in [Split::Validation, Split::Test] {
+        for &r in split.rows(s) {
+            which[r] = s;
+        }
+    }
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    writeln!(w, "text,label,split")?;
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    for (i, s) in which.iter().enumerate() {
+        let name = match s {
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        };
+        writeln!(
+            w,
+            "{},{},{name}",
+            quote(&data.texts[i]),
+            quote(&data.labels[i])
+        )?;
+    }
+    w.flush()?;
+    println!(
+        "{}: train {} validation {} test {}",
+        args.out.display(),
+        split.train.len(),
+        split.validation.len(),
+        split.test.len()
+    );
+    Ok(())
+}

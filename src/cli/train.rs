@@ -1,0 +1,188 @@
+//! `prodcat train`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use prodcat::data::{LabeledData, LabeledDataSpec};
+use prodcat::encoder::{LoraSettings, LoraTarget, Pooling};
+use prodcat::eval::format_report;
+use prodcat::serve::{ExecutionTarget, SessionSettings};
+use prodcat::train::{DataSource, TrainJob, TrainSettings, fit};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Labeled data: CSV, TSV, JSONL or Parquet.
+    #[arg(long, env = "PRODCAT_TRAIN_DATA")]
+    data: PathBuf,
+    /// Column holding the product text.
+    #[arg(long)]
+    text_column: String,
+    /// Column holding the category.
+    #[arg(long)]
+    label_column: String,
+    /// Column grouping rows of the same product (kept in one split).
+    #[arg(long)]
+    group_column: Option<String>,
+    /// Hugging Face base model folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, env = "PRODCAT_BASE_MODEL")]
+    base: PathBuf,
+    /// Registry folder to publish into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Model name inside the registry.
+    #[arg(long, default_value = "classifier")]
+    name: String,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Use only the first N usable rows.
+    #[arg(long)]
+    max_rows: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Continue the interrupted run with the same data and settings from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Peak learning rate (AdamW, linear warm-up and decay).
+    #[arg(long = "lr", default_value_t = 1e-3)]
+    learning_rate: f64,
+    /// Tokens per text (longer texts are truncated).
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    #[arg(long, default_value_t = 16)]
+    lora_rank: usize,
+    #[arg(long, default_value_t = 32.0)]
+    lora_alpha: f64,
+    #[arg(long, default_value_t = 0.05)]
+    lora_dropout: f32,
+    /// Dense layers that get adapters: query,key,value,attention_output,intermediate,output.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "query,key,value,attention_output"
+    )]
+    lora_targets: Vec<LoraTarget>,
+    /// Train only the classification head on the frozen encoder (no adapters): the baseline.
+    #[arg(long)]
+    head_only: bool,
+    /// Pooling of token states: mean or cls.
+    #[arg(long, default_value = "mean")]
+    pooling: Pooling,
+    /// Weight the loss by inverse class frequency.
+    #[arg(long)]
+    class_weights: bool,
+    /// Epochs without validation improvement before stopping early.
+    #[arg(long, default_value_t = 2)]
+    patience: usize,
+    /// Drop rows with an empty text or label instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Threads for training (default: all cores).
+    #[arg(long, env = "PRODCAT_TRAIN_THREADS")]
+    threads: Option<usize>,
+}
+
+pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
+    // Fail early (before minutes of training) if ONNX Runtime is unusable.
+    prodcat::runtime::environment(ort_lib.as_deref())?;
+    let spec = LabeledDataSpec {
+        path: args.data.clone(),
+        text_column: args.text_column.clone(),
+        label_column: args.label_column.clone(),
+        group_column: args.group_column.clone(),
+        max_rows: args.max_rows,
+        skip_invalid: args.skip_invalid,
+    };
+    let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
+    let settings = TrainSettings {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        max_length: args.max_length,
+        patience: args.patience,
+        class_weights: args.class_weights,
+        seed: args.seed,
+        lora: LoraSettings {
+            rank: args.lora_rank,
+            alpha: args.lora_alpha,
+            dropout: args.lora_dropout,
+            targets: if args.head_only {
+                Vec::new()
+            } else {
+                args.lora_targets
+            },
+        },
+        pooling: args.pooling,
+        ..Default::default()
+    };
+    let job = TrainJob {
+        data: &data,
+        source: DataSource {
+            file: args.data.display().to_string(),
+            text_column: args.text_column,
+            label_column: args.label_column,
+            group_column: args.group_column,
+        },
+        base_dir: args.base,
+        registry: args.out.clone(),
+        name: args.name,
+        settings,
+        resume: args.resume,
+        session: SessionSettings {
+            target: ExecutionTarget::Cpu,
+            intra_threads: 0,
+            ort_library: ort_lib,
+        },
+        show_progress: !args.no_progress,
+        cancel: None,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()
+        .context("building the training thread pool")?;
+    let candidate = pool.install(|| fit(job))?;
+    if let Some(test) = &candidate.test {
+        println!(
+            "test split ({} rows), through ONNX Runtime:\n{}",
+            test.report.rows,
+            format_report(&test.report)
+        );
+    }
+    let card = candidate.card.clone();
+    let dir = candidate.publish(true)?;
+    let training = card.training.as_ref();
+    let transformer = card.transformer.as_ref();
+    println!("model:        {}", dir.display());
+    println!(
+        "current:      {}",
+        args.out.join(&card.name).join("current").display()
+    );
+    if let (Some(t), Some(m)) = (training, transformer) {
+        println!(
+            "trainable:    {} parameters ({:.2}% of {})",
+            m.trainable_parameters,
+            m.trainable_percent,
+            m.base_parameters_total()
+        );
+        println!(
+            "training:     {} epochs (best {}), {:.1} samples/s, {:.1} s wall",
+            t.epochs_run, t.best_epoch, t.samples_per_second, t.wall_seconds
+        );
+    }
+    if let Some(p) = &card.parity {
+        println!(
+            "parity:       max |candle - onnx| = {:.2e} over {} texts (tolerance {:.0e})",
+            p.max_abs_diff, p.samples, p.tolerance
+        );
+    }
+    if let Some(m) = &card.test_metrics {
+        println!("macro_f1={:.4} accuracy={:.4}", m.macro_f1, m.accuracy);
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Labeled example data: reading text/label/group columns from CSV, JSONL or Parquet files, and
+//! splitting them into train/validation/test sets.
+
+mod split;
+mod table;
+
+pub use split::{Split, SplitAssignment, stratified_group_split};
+pub use table::{FileFormat, LabeledData, LabeledDataSpec, read_string_columns};

@@ -1,0 +1,273 @@
+//! Reading named columns of a CSV / JSONL / Parquet file as strings, through DataFusion.
+//!
+//! All three formats go through one code path (a DataFusion scan with a projection), so a column
+//! is found by its exact name (names may contain spaces), numbers and booleans are cast to text,
+//! and a missing column is reported with the columns that do exist.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use datafusion::prelude::{
+    CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext, cast, ident,
+};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The on-disk formats prodcat reads tables from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Tsv,
+    JsonLines,
+    Parquet,
+}
+
+impl FileFormat {
+    /// Chooses the format from the file extension.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Ok(Self::Csv),
+            "tsv" => Ok(Self::Tsv),
+            "jsonl" | "ndjson" | "json" => Ok(Self::JsonLines),
+            "parquet" | "pq" => Ok(Self::Parquet),
+            _ => Err(Error::data(
+                path,
+                format!(
+                    "unknown file type `.{ext}`: expected .csv, .tsv, .jsonl/.ndjson or .parquet"
+                ),
+            )),
+        }
+    }
+}
+
+/// Reads `columns` of `path` as optional strings, in file order (one `Vec` per column).
+///
+/// Missing columns fail with an error that names the file, the column and the columns present.
+pub async fn read_string_columns(
+    path: &Path,
+    columns: &[&str],
+) -> Result<Vec<Vec<Option<String>>>> {
+    if !path.is_file() {
+        return Err(Error::data(path, "no such file"));
+    }
+    let format = FileFormat::from_path(path)?;
+    // One partition keeps rows in file order, which the seeded split depends on.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    let location = path
+        .to_str()
+        .ok_or_else(|| Error::data(path, "path is not valid UTF-8"))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| format!(".{e}"))
+        .unwrap_or_default();
+    let read_err = |e: datafusion::error::DataFusionError| {
+        Error::data(path, format!("cannot read as {format:?}: {e}"))
+    };
+    let frame = match format {
+        FileFormat::Csv | FileFormat::Tsv => {
+            let delimiter = if format == FileFormat::Tsv {
+                b'\t'
+            } else {
+                b','
+            };
+            let options = CsvReadOptions::new()
+                .has_header(true)
+                .delimiter(delimiter)
+                .newlines_in_values(true)
+                .schema_infer_max_records(10_000)
+                .file_extension(&ext);
+            ctx.read_csv(location, options).await.map_err(read_err)?
+        }
+        FileFormat::JsonLines => ctx
+            .read_json(location, JsonReadOptions::default().file_extension(&ext))
+            .await
+            .map_err(read_err)?,
+        FileFormat::Parquet => ctx
+            .read_parquet(location, ParquetReadOptions::default().file_extension(&ext))
+            .await
+            .map_err(read_err)?,
+    };
+    let present: Vec<String> = frame
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    for column in columns {
+        if !present.iter().any(|p| p == column) {
+            return Err(Error::data(
+                path,
+                format!(
+                    "column `{column}` not found; the file has: {}",
+                    present.join(", ")
+                ),
+            ));
+        }
+    }
+    let projection = columns
+        .iter()
+        .map(|c| cast(ident(*c), DataType::Utf8).alias(*c))
+        .collect::<Vec<_>>();
+    let batches = frame
+        .select(projection)
+        .map_err(read_err)?
+        .collect()
+        .await
+        .map_err(read_err)?;
+    let mut out: Vec<Vec<Option<String>>> = vec![Vec::new(); columns.len()];
+    for batch in &batches {
+        for (i, column) in out.iter_mut().enumerate() {
+            let array = arrow::compute::cast(batch.column(i), &DataType::Utf8)
+                .map_err(|e| Error::data(path, format!("column `{}`: {e}", columns[i])))?;
+            let strings = array.as_string::<i32>();
+            column.extend(
+                (0..strings.len())
+                    .map(|r| strings.is_valid(r).then(|| strings.value(r).to_string())),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Which columns of which file hold the examples.
+#[derive(Debug, Clone)]
+pub struct LabeledDataSpec {
+    pub path: PathBuf,
+    pub text_column: String,
+    pub label_column: String,
+    pub group_column: Option<String>,
+    /// Keep at most this many rows (the first ones in file order).
+    pub max_rows: Option<usize>,
+    /// Drop rows with empty text or label (counted) instead of failing on the first one.
+    pub skip_invalid: bool,
+}
+
+/// Labeled examples read from a file: texts, labels, optional group keys, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct LabeledData {
+    pub texts: Vec<String>,
+    pub labels: Vec<String>,
+    /// Group key per row (e.g. a product cluster); `None` when no group column was given.
+    pub groups: Option<Vec<String>>,
+    /// Rows dropped because text or label was empty (only with `skip_invalid`).
+    pub rejected: usize,
+}
+
+impl LabeledData {
+    /// Reads and validates the examples described by `spec`.
+    pub async fn read(spec: &LabeledDataSpec) -> Result<Self> {
+        let mut wanted = vec![spec.text_column.as_str(), spec.label_column.as_str()];
+        if let Some(group) = &spec.group_column {
+            wanted.push(group.as_str());
+        }
+        let mut columns = read_string_columns(&spec.path, &wanted).await?.into_iter();
+        let (texts, labels) = (
+            columns.next().unwrap_or_default(),
+            columns.next().unwrap_or_default(),
+        );
+        let groups = columns.next();
+        let mut data = LabeledData {
+            groups: groups.as_ref().map(|_| Vec::new()),
+            ..Default::default()
+        };
+        for (row, (text, label)) in texts.into_iter().zip(labels).enumerate() {
+            if spec.max_rows.is_some_and(|max| data.texts.len() >= max) {
+                break;
+            }
+            let text = text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+            let label = label
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty());
+            let (text, label) = match (text, label) {
+                (Some(t), Some(l)) => (t, l),
+                (text, _) => {
+                    let column = if text.is_none() {
+                        &spec.text_column
+                    } else {
+                        &spec.label_column
+                    };
+                    if spec.skip_invalid {
+                        data.rejected += 1;
+                        continue;
+                    }
+                    // Row numbers are 1-based data rows (the CSV header is not counted).
+                    return Err(Error::data(
+                        &spec.path,
+                        format!(
+                            "row {}: column `{column}` is empty (use --skip-invalid to drop such rows)",
+                            row + 1
+                        ),
+                    ));
+                }
+            };
+            data.texts.push(text);
+            data.labels.push(label);
+            if let (Some(out), Some(groups)) = (data.groups.as_mut(), groups.as_ref()) {
+                // A row without a group key is its own group.
+                out.push(
+                    groups[row]
+                        .clone()
+                        .unwrap_or_else(|| format!("\u{0}row{row}")),
+                );
+            }
+        }
+        if data.rejected > 0 {
+            tracing::warn!(
+                file = %spec.path.display(),
+                rows = data.rejected,
+                "dropped rows with an empty `{}` or `{}`",
+                spec.text_column,
+                spec.label_column
+            );
+        }
+        if data.texts.is_empty() {
+            return Err(Error::data(
+                &spec.path,
+                "no usable rows (every row has an empty text or label)",
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// True when there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    /// The distinct labels, sorted.
+    pub fn label_set(&self) -> Vec<String> {
+        let mut labels: Vec<String> = self.labels.clone();
+        labels.sort();
+        labels.dedup();
+        labels
+    }
+
+    /// SHA-256 over the examples (text, label, group) in order: identifies a data snapshot.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for i in 0..self.len() {
+            hasher.update(self.texts[i].as_bytes());
+            hasher.update([0x1f]);
+            hasher.update(self.labels[i].as_bytes());
+            hasher.update([0x1f]);
+            if let Some(groups) = &self.groups {
+                hasher.update(groups[i].as_bytes());
+            }
+            hasher.update([0x1e]);
+        }
+        format!("{:x}", hasher.finalize())
+    }
+}

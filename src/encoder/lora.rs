@@ -1,0 +1,171 @@
+//! LoRA: a trainable low-rank update `ΔW = (α/r)·B·A` beside a frozen dense layer.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::ops::FrozenLinear;
+
+/// Dense layers of an encoder block that can carry a LoRA adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraTarget {
+    Query,
+    Key,
+    Value,
+    /// The attention output projection.
+    AttentionOutput,
+    /// The first feed-forward layer (hidden → intermediate).
+    Intermediate,
+    /// The second feed-forward layer (intermediate → hidden).
+    Output,
+}
+
+impl LoraTarget {
+    /// Every target, in block order.
+    pub const ALL: [LoraTarget; 6] = [
+        Self::Query,
+        Self::Key,
+        Self::Value,
+        Self::AttentionOutput,
+        Self::Intermediate,
+        Self::Output,
+    ];
+
+    /// The name used on the command line and in model cards.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Key => "key",
+            Self::Value => "value",
+            Self::AttentionOutput => "attention_output",
+            Self::Intermediate => "intermediate",
+            Self::Output => "output",
+        }
+    }
+}
+
+impl fmt::Display for LoraTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LoraTarget {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown LoRA target `{s}`; expected one of: {}",
+                    Self::ALL.map(LoraTarget::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// LoRA hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSettings {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f32,
+    pub targets: Vec<LoraTarget>,
+}
+
+impl Default for LoraSettings {
+    fn default() -> Self {
+        Self {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.05,
+            targets: vec![
+                LoraTarget::Query,
+                LoraTarget::Key,
+                LoraTarget::Value,
+                LoraTarget::AttentionOutput,
+            ],
+        }
+    }
+}
+
+impl LoraSettings {
+    /// The factor applied to `B·A`.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+}
+
+/// The trainable pair `A` (`[r, in]`) and `B` (`[out, r]`).
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    pub a: Var,
+    pub b: Var,
+    pub scale: f64,
+}
+
+impl LoraAdapter {
+    /// A fresh adapter: `A` Kaiming-uniform (bound `1/√in`, as PEFT), `B` zero so `ΔW = 0`.
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        settings: &LoraSettings,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
+        let bound = 1.0 / (in_features as f32).sqrt();
+        let a: Vec<f32> = (0..settings.rank * in_features)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let a = Tensor::from_vec(a, (settings.rank, in_features), &Device::Cpu)?;
+        let b = Tensor::zeros((out_features, settings.rank), DType::F32, &Device::Cpu)?;
+        Ok(Self {
+            a: Var::from_tensor(&a)?,
+            b: Var::from_tensor(&b)?,
+            scale: settings.scale(),
+        })
+    }
+
+    /// `scale · (x·Aᵀ)·Bᵀ` for `x` of shape `[rows, in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.a.as_tensor().t()?)?
+            .matmul(&self.b.as_tensor().t()?)?
+            * self.scale
+    }
+
+    /// `ΔW = scale · B·A`, shape `[out, in]`.
+    pub fn delta(&self) -> Result<Tensor> {
+        self.b.as_tensor().matmul(self.a.as_tensor())? * self.scale
+    }
+}
+
+/// A frozen dense layer with an optional LoRA adapter.
+#[derive(Debug, Clone)]
+pub struct AdaptedLinear {
+    pub base: FrozenLinear,
+    pub adapter: Option<LoraAdapter>,
+}
+
+impl AdaptedLinear {
+    /// `x·Wᵀ + b + ΔW(x)`; `dropped` is `x` after LoRA dropout (or `x` itself when not training).
+    pub fn forward(&self, x: &Tensor, dropped: &Tensor) -> Result<Tensor> {
+        let y = self.base.forward(x)?;
+        match &self.adapter {
+            Some(adapter) => y + adapter.forward(dropped)?,
+            None => Ok(y),
+        }
+    }
+
+    /// The weight with the adapter merged in: `W + ΔW` (`[out, in]`).
+    pub fn merged_weight(&self) -> Result<Tensor> {
+        match &self.adapter {
+            Some(adapter) => self.base.weight() + adapter.delta()?,
+            None => Ok(self.base.weight().clone()),
+        }
+    }
+}

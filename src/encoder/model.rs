@@ -1,0 +1,425 @@
+//! A BERT-family encoder with LoRA adapters and a classification head, in candle.
+//!
+//! This is the training-time and reference forward pass. The same computation is written out as
+//! an ONNX graph by [`crate::onnx::transformer`], and the two are checked against each other
+//! (parity) before a model is published.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Result as CandleResult, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::EncoderConfig;
+use super::lora::{AdaptedLinear, LoraAdapter, LoraSettings, LoraTarget};
+use super::ops::{FrozenLayerNorm, FrozenLinear, SoftmaxLastDim};
+use crate::error::{Error, Result};
+use crate::tokenize::PaddedBatch;
+
+/// Additive attention bias for padded positions (large enough to zero them, small enough for fp16).
+pub const MASK_BIAS: f32 = -10_000.0;
+
+/// How token states become one vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Mean of the token states under the attention mask (sentence-transformers' default).
+    #[default]
+    Mean,
+    /// The state of the first (`[CLS]`) token.
+    Cls,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "mean" => Ok(Self::Mean),
+            "cls" => Ok(Self::Cls),
+            _ => Err(format!("unknown pooling `{s}`; expected `mean` or `cls`")),
+        }
+    }
+}
+
+/// The frozen embedding tables and their LayerNorm.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub word: Tensor,
+    pub position: Tensor,
+    pub token_type: Tensor,
+    pub norm: FrozenLayerNorm,
+    pub norm_weight: Tensor,
+    pub norm_bias: Tensor,
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    pub query: AdaptedLinear,
+    pub key: AdaptedLinear,
+    pub value: AdaptedLinear,
+    pub attention_output: AdaptedLinear,
+    pub attention_norm: (Tensor, Tensor),
+    pub intermediate: AdaptedLinear,
+    pub output: AdaptedLinear,
+    pub output_norm: (Tensor, Tensor),
+    attention_norm_op: FrozenLayerNorm,
+    output_norm_op: FrozenLayerNorm,
+}
+
+impl EncoderLayer {
+    /// The dense layer for a LoRA target.
+    pub fn dense(&self, target: LoraTarget) -> &AdaptedLinear {
+        match target {
+            LoraTarget::Query => &self.query,
+            LoraTarget::Key => &self.key,
+            LoraTarget::Value => &self.value,
+            LoraTarget::AttentionOutput => &self.attention_output,
+            LoraTarget::Intermediate => &self.intermediate,
+            LoraTarget::Output => &self.output,
+        }
+    }
+
+    fn dense_mut(&mut self, target: LoraTarget) -> &mut AdaptedLinear {
+        match target {
+            LoraTarget::Query => &mut self.query,
+            LoraTarget::Key => &mut self.key,
+            LoraTarget::Value => &mut self.value,
+            LoraTarget::AttentionOutput => &mut self.attention_output,
+            LoraTarget::Intermediate => &mut self.intermediate,
+            LoraTarget::Output => &mut self.output,
+        }
+    }
+}
+
+/// The trainable classification head (`[classes, hidden]` weight and `[classes]` bias).
+#[derive(Debug, Clone)]
+pub struct ClassifierHead {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+/// LoRA dropout driven by a seeded generator, so a seed fixes the whole training run.
+#[derive(Debug)]
+pub struct Dropout {
+    rng: ChaCha8Rng,
+    p: f32,
+}
+
+impl Dropout {
+    /// Dropout with probability `p`, seeded.
+    pub fn new(p: f32, seed: u64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            p,
+        }
+    }
+
+    /// `x` with elements zeroed with probability `p` and the rest scaled by `1/(1-p)`.
+    pub fn apply(&mut self, x: &Tensor) -> CandleResult<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if self.rng.random::<f32>() < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        x * Tensor::from_vec(mask, x.shape(), x.device())?
+    }
+}
+
+/// Encoder + LoRA + pooling + linear head.
+#[derive(Debug, Clone)]
+pub struct EncoderClassifier {
+    pub config: EncoderConfig,
+    pub pooling: Pooling,
+    pub lora: LoraSettings,
+    pub embeddings: Embeddings,
+    pub layers: Vec<EncoderLayer>,
+    pub head: ClassifierHead,
+    /// Parameters of the frozen base (for the trainable-% report).
+    pub base_parameters: usize,
+}
+
+/// Reads a Hugging Face `model.safetensors` into f32 tensors, with any `bert.`/`roberta.` prefix removed.
+pub fn load_base_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
+    if !path.is_file() {
+        return Err(Error::model(path, "model.safetensors not found"));
+    }
+    let raw = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| Error::model(path, format!("cannot read safetensors: {e}")))?;
+    let prefix = ["bert.", "roberta.", "model."]
+        .into_iter()
+        .find(|p| raw.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
+        .unwrap_or("");
+    raw.into_iter()
+        .filter_map(|(name, t)| name.strip_prefix(prefix).map(|n| (n.to_string(), t)))
+        .map(|(name, t)| Ok((name, t.to_dtype(DType::F32)?)))
+        .collect()
+}
+
+impl EncoderClassifier {
+    /// Builds the model from base weights, fresh LoRA adapters and a fresh head (all seeded).
+    pub fn new(
+        config: EncoderConfig,
+        weights: &HashMap<String, Tensor>,
+        weights_path: &Path,
+        lora: LoraSettings,
+        pooling: Pooling,
+        num_classes: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let get = |name: &str| -> Result<Tensor> {
+            weights
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::model(weights_path, format!("tensor `{name}` is missing")))
+        };
+        let h = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let emb_w = get("embeddings.LayerNorm.weight")?;
+        let emb_b = get("embeddings.LayerNorm.bias")?;
+        let token_type = match weights.get("embeddings.token_type_embeddings.weight") {
+            Some(t) => t.clone(),
+            None => Tensor::zeros((1, h), DType::F32, &Device::Cpu)?,
+        };
+        let embeddings = Embeddings {
+            word: get("embeddings.word_embeddings.weight")?,
+            position: get("embeddings.position_embeddings.weight")?,
+            token_type,
+            norm: FrozenLayerNorm::new(&emb_w, &emb_b, eps)?,
+            norm_weight: emb_w,
+            norm_bias: emb_b,
+        };
+        let dense = |name: &str| -> Result<AdaptedLinear> {
+            Ok(AdaptedLinear {
+                base: FrozenLinear::new(
+                    get(&format!("{name}.weight"))?,
+                    get(&format!("{name}.bias"))?,
+                )?,
+                adapter: None,
+            })
+        };
+        let norm = |name: &str| -> Result<(Tensor, Tensor)> {
+            Ok((
+                get(&format!("{name}.weight"))?,
+                get(&format!("{name}.bias"))?,
+            ))
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let p = format!("encoder.layer.{i}");
+            let attention_norm = norm(&format!("{p}.attention.output.LayerNorm"))?;
+            let output_norm = norm(&format!("{p}.output.LayerNorm"))?;
+            let mut layer = EncoderLayer {
+                query: dense(&format!("{p}.attention.self.query"))?,
+                key: dense(&format!("{p}.attention.self.key"))?,
+                value: dense(&format!("{p}.attention.self.value"))?,
+                attention_output: dense(&format!("{p}.attention.output.dense"))?,
+                intermediate: dense(&format!("{p}.intermediate.dense"))?,
+                output: dense(&format!("{p}.output.dense"))?,
+                attention_norm_op: FrozenLayerNorm::new(&attention_norm.0, &attention_norm.1, eps)?,
+                output_norm_op: FrozenLayerNorm::new(&output_norm.0, &output_norm.1, eps)?,
+                attention_norm,
+                output_norm,
+            };
+            for &target in &lora.targets {
+                let dense = layer.dense_mut(target);
+                let (out_f, in_f) = dense.base.weight().dims2()?;
+                dense.adapter = Some(LoraAdapter::new(in_f, out_f, &lora, &mut rng)?);
+            }
+            layers.push(layer);
+        }
+        let head_w: Vec<f32> = (0..num_classes * h)
+            .map(|_| normal(&mut rng) * 0.02)
+            .collect();
+        let head = ClassifierHead {
+            weight: Var::from_tensor(&Tensor::from_vec(head_w, (num_classes, h), &Device::Cpu)?)?,
+            bias: Var::zeros(num_classes, DType::F32, &Device::Cpu)?,
+        };
+        let base_parameters = weights
+            .iter()
+            .filter(|(name, _)| !name.ends_with("position_ids") && !name.starts_with("pooler."))
+            .map(|(_, t)| t.elem_count())
+            .sum();
+        Ok(Self {
+            config,
+            pooling,
+            lora,
+            embeddings,
+            layers,
+            head,
+            base_parameters,
+        })
+    }
+
+    /// Number of classes the head predicts.
+    pub fn num_classes(&self) -> usize {
+        self.head.bias.as_tensor().dims()[0]
+    }
+
+    /// Every trainable variable with a stable name (LoRA `A`/`B` per layer and target, the head).
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for target in LoraTarget::ALL {
+                if let Some(adapter) = &layer.dense(target).adapter {
+                    out.push((format!("layer.{i}.{target}.lora_a"), adapter.a.clone()));
+                    out.push((format!("layer.{i}.{target}.lora_b"), adapter.b.clone()));
+                }
+            }
+        }
+        out.push(("head.weight".into(), self.head.weight.clone()));
+        out.push(("head.bias".into(), self.head.bias.clone()));
+        out
+    }
+
+    /// Count of trainable parameters.
+    pub fn trainable_parameters(&self) -> usize {
+        self.trainable().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Overwrites trainable variables from named tensors (a checkpoint); every name must match.
+    pub fn load_trainable(&self, tensors: &HashMap<String, Tensor>, origin: &Path) -> Result<()> {
+        for (name, var) in self.trainable() {
+            let t = tensors.get(&name).ok_or_else(|| {
+                Error::model(origin, format!("checkpoint has no tensor `{name}`"))
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::model(
+                    origin,
+                    format!(
+                        "checkpoint tensor `{name}` has shape {:?}, expected {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            var.set(t)?;
+        }
+        Ok(())
+    }
+
+    /// A copy of the trainable tensors (for checkpoints and best-epoch snapshots).
+    pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
+        self.trainable()
+            .into_iter()
+            .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
+            .collect()
+    }
+
+    /// Logits `[batch, classes]`; `dropout` switches on training-mode LoRA dropout.
+    pub fn forward(
+        &self,
+        batch: &PaddedBatch,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let (b, s, h) = (batch.batch, batch.seq, self.config.hidden_size);
+        if s > self.config.max_sequence() {
+            return Err(Error::Other(format!(
+                "sequence of {s} tokens exceeds the model's {} positions",
+                self.config.max_sequence()
+            )));
+        }
+        let dev = Device::Cpu;
+        let to_u32 = |v: &[i64]| v.iter().map(|&x| x as u32).collect::<Vec<u32>>();
+        let ids = Tensor::from_vec(to_u32(&batch.input_ids), b * s, &dev)?;
+        let types = Tensor::from_vec(to_u32(&batch.token_type_ids), b * s, &dev)?;
+        let mask: Vec<f32> = batch.attention_mask.iter().map(|&m| m as f32).collect();
+        let mask = Tensor::from_vec(mask, (b, s), &dev)?;
+
+        let e = &self.embeddings;
+        let positions = e.position.narrow(0, self.config.position_offset(), s)?;
+        let positions = positions
+            .unsqueeze(0)?
+            .broadcast_as((b, s, h))?
+            .reshape((b * s, h))?;
+        let type_rows = if e.token_type.dims()[0] == 1 {
+            types.zeros_like()?
+        } else {
+            types
+        };
+        let x = ((e.word.index_select(&ids, 0)? + e.token_type.index_select(&type_rows, 0)?)?
+            + positions)?;
+        let mut x = e.norm.forward(&x)?;
+
+        let bias = ((mask.ones_like()? - &mask)? * f64::from(MASK_BIAS))?.reshape((b, 1, 1, s))?;
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, b, s, &bias, dropout.as_deref_mut())?;
+        }
+        let x = x.reshape((b, s, h))?;
+        let pooled = match self.pooling {
+            Pooling::Mean => {
+                let summed = x.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+                summed.broadcast_div(&mask.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?)?
+            }
+            Pooling::Cls => x.narrow(1, 0, 1)?.squeeze(1)?,
+        };
+        let logits = pooled
+            .matmul(&self.head.weight.as_tensor().t()?)?
+            .broadcast_add(self.head.bias.as_tensor())?;
+        Ok(logits)
+    }
+
+    fn layer_forward(
+        &self,
+        layer: &EncoderLayer,
+        x: &Tensor,
+        b: usize,
+        s: usize,
+        bias: &Tensor,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let (nh, hd, h) = (
+            self.config.num_heads,
+            self.config.head_dim(),
+            self.config.hidden_size,
+        );
+        let targets = &self.lora.targets;
+        // LoRA dropout acts on the adapter's input; one mask per distinct input tensor.
+        let mut dropped = |input: &Tensor, uses: &[LoraTarget]| -> CandleResult<Tensor> {
+            match dropout.as_deref_mut() {
+                Some(d) if uses.iter().any(|t| targets.contains(t)) => d.apply(input),
+                _ => Ok(input.clone()),
+            }
+        };
+        let x_in = dropped(x, &[LoraTarget::Query, LoraTarget::Key, LoraTarget::Value])?;
+        let heads = |t: Tensor| -> CandleResult<Tensor> {
+            t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(layer.query.forward(x, &x_in)?)?;
+        let k = heads(layer.key.forward(x, &x_in)?)?;
+        let v = heads(layer.value.forward(x, &x_in)?)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let probs = SoftmaxLastDim::forward(&scores.broadcast_add(bias)?)?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * s, h))?;
+        let context_in = dropped(&context, &[LoraTarget::AttentionOutput])?;
+        let attended = layer.attention_output.forward(&context, &context_in)?;
+        let h1 = layer.attention_norm_op.forward(&(attended + x)?)?;
+        let h1_in = dropped(&h1, &[LoraTarget::Intermediate])?;
+        let inner = layer.intermediate.forward(&h1, &h1_in)?.gelu_erf()?;
+        let inner_in = dropped(&inner, &[LoraTarget::Output])?;
+        let out = layer.output.forward(&inner, &inner_in)?;
+        Ok(layer.output_norm_op.forward(&(out + h1)?)?)
+    }
+}
+
+/// A standard normal sample (Box–Muller), from the seeded generator.
+fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}

@@ -1,0 +1,223 @@
+//! Classification metrics: accuracy, per-class and macro precision/recall/F1, one-vs-rest ROC
+//! curves and AUC, and the confusion matrix.
+
+use serde::{Deserialize, Serialize};
+
+/// Metrics of one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    pub label: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+    /// One-vs-rest ROC AUC; `None` when the class has no positives or no negatives.
+    pub roc_auc: Option<f64>,
+}
+
+/// A full classification report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassificationReport {
+    pub rows: usize,
+    pub accuracy: f64,
+    pub macro_precision: f64,
+    pub macro_recall: f64,
+    pub macro_f1: f64,
+    pub weighted_f1: f64,
+    pub macro_roc_auc: Option<f64>,
+    pub per_class: Vec<ClassMetrics>,
+    /// `confusion[true][predicted]`, in label order.
+    pub confusion: Vec<Vec<usize>>,
+    pub labels: Vec<String>,
+}
+
+fn ratio(num: usize, den: usize) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// Confusion matrix `[true][predicted]`.
+pub fn confusion_matrix(y_true: &[usize], y_pred: &[usize], classes: usize) -> Vec<Vec<usize>> {
+    let mut m = vec![vec![0usize; classes]; classes];
+    for (&t, &p) in y_true.iter().zip(y_pred) {
+        m[t][p] += 1;
+    }
+    m
+}
+
+/// Macro-averaged F1 over the classes that occur in `y_true` or `y_pred` (scikit-learn's default).
+pub fn macro_f1(y_true: &[usize], y_pred: &[usize], classes: usize) -> f64 {
+    let m = confusion_matrix(y_true, y_pred, classes);
+    let (sum, n) = (0..classes).fold((0.0, 0usize), |(sum, n), c| {
+        let support: usize = m[c].iter().sum();
+        let predicted: usize = m.iter().map(|row| row[c]).sum();
+        if support == 0 && predicted == 0 {
+            (sum, n)
+        } else {
+            (sum + f1(m[c][c], predicted, support), n + 1)
+        }
+    });
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+fn f1(tp: usize, predicted: usize, support: usize) -> f64 {
+    let (p, r) = (ratio(tp, predicted), ratio(tp, support));
+    if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    }
+}
+
+/// ROC curve points `(false positive rate, true positive rate)` for scores of a binary problem,
+/// one point per distinct threshold, from (0,0) to (1,1).
+pub fn roc_curve(scores: &[f32], positive: &[bool]) -> Vec<(f64, f64)> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let pos = positive.iter().filter(|&&p| p).count();
+    let neg = positive.len() - pos;
+    let mut points = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut i = 0;
+    while i < order.len() {
+        let threshold = scores[order[i]];
+        while i < order.len() && scores[order[i]] == threshold {
+            if positive[order[i]] {
+                tp += 1
+            } else {
+                fp += 1
+            }
+            i += 1;
+        }
+        points.push((ratio(fp, neg), ratio(tp, pos)));
+    }
+    points
+}
+
+/// Area under the ROC curve (trapezoidal, ties handled exactly); `None` for a one-sided problem.
+pub fn roc_auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
+    let pos = positive.iter().filter(|&&p| p).count();
+    if pos == 0 || pos == positive.len() {
+        return None;
+    }
+    let curve = roc_curve(scores, positive);
+    Some(
+        curve
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+            .sum(),
+    )
+}
+
+impl ClassificationReport {
+    /// Computes the report; `scores` are row-major class probabilities (`[rows, classes]`).
+    pub fn compute(
+        labels: &[String],
+        y_true: &[usize],
+        y_pred: &[usize],
+        scores: Option<&[f32]>,
+    ) -> Self {
+        let classes = labels.len();
+        let m = confusion_matrix(y_true, y_pred, classes);
+        let rows = y_true.len();
+        let correct: usize = (0..classes).map(|c| m[c][c]).sum();
+        let mut per_class = Vec::with_capacity(classes);
+        let mut aucs = Vec::new();
+        for c in 0..classes {
+            let support: usize = m[c].iter().sum();
+            let predicted: usize = m.iter().map(|row| row[c]).sum();
+            let roc_auc = scores.and_then(|s| {
+                let class_scores: Vec<f32> = (0..rows).map(|r| s[r * classes + c]).collect();
+                let positive: Vec<bool> = y_true.iter().map(|&t| t == c).collect();
+                roc_auc(&class_scores, &positive)
+            });
+            aucs.extend(roc_auc);
+            per_class.push(ClassMetrics {
+                label: labels[c].clone(),
+                precision: ratio(m[c][c], predicted),
+                recall: ratio(m[c][c], support),
+                f1: f1(m[c][c], predicted, support),
+                support,
+                roc_auc,
+            });
+        }
+        let present: Vec<&ClassMetrics> = per_class
+            .iter()
+            .enumerate()
+            .filter(|(c, pc)| pc.support > 0 || m.iter().any(|row| row[*c] > 0))
+            .map(|(_, pc)| pc)
+            .collect();
+        let mean = |f: fn(&ClassMetrics) -> f64| {
+            if present.is_empty() {
+                0.0
+            } else {
+                present.iter().map(|pc| f(pc)).sum::<f64>() / present.len() as f64
+            }
+        };
+        let weighted_f1 = if rows == 0 {
+            0.0
+        } else {
+            per_class
+                .iter()
+                .map(|pc| pc.f1 * pc.support as f64)
+                .sum::<f64>()
+                / rows as f64
+        };
+        Self {
+            rows,
+            accuracy: ratio(correct, rows),
+            macro_precision: mean(|pc| pc.precision),
+            macro_recall: mean(|pc| pc.recall),
+            macro_f1: mean(|pc| pc.f1),
+            weighted_f1,
+            macro_roc_auc: (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64),
+            per_class,
+            confusion: m,
+            labels: labels.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_values() {
+        let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let y_true = [0, 0, 1, 1, 2, 2];
+        let y_pred = [0, 1, 1, 1, 2, 0];
+        let r = ClassificationReport::compute(&labels, &y_true, &y_pred, None);
+        assert!((r.accuracy - 4.0 / 6.0).abs() < 1e-12);
+        // a: p=1/2 r=1/2 f=1/2; b: p=2/3 r=1 f=0.8; c: p=1 r=1/2 f=2/3
+        assert!((r.per_class[1].f1 - 0.8).abs() < 1e-12);
+        assert!((r.macro_f1 - (0.5 + 0.8 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        assert_eq!(
+            r.confusion,
+            vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]
+        );
+        assert!((macro_f1(&y_true, &y_pred, 3) - r.macro_f1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auc_perfect_random_and_ties() {
+        assert_eq!(
+            roc_auc(&[0.9, 0.8, 0.2, 0.1], &[true, true, false, false]),
+            Some(1.0)
+        );
+        assert_eq!(
+            roc_auc(&[0.1, 0.2, 0.8, 0.9], &[true, true, false, false]),
+            Some(0.0)
+        );
+        assert_eq!(
+            roc_auc(&[0.5, 0.5, 0.5, 0.5], &[true, false, true, false]),
+            Some(0.5)
+        );
+        // One positive ranked above one of two negatives.
+        assert_eq!(roc_auc(&[0.3, 0.6, 0.1], &[true, false, false]), Some(0.5));
+        assert_eq!(roc_auc(&[0.3, 0.6], &[true, true]), None);
+    }
+}

@@ -1,0 +1,32 @@
+//! prodcat: a streaming pipeline that categorizes e-commerce products.
+//!
+//! Product records come from Kafka or Parquet, their text is micro-batched through classifiers
+//! served by ONNX Runtime, and labeled records go to Arrow IPC, Parquet or Kafka. Classifiers are
+//! fine-tuned inside prodcat (LoRA on a BERT-family encoder, with candle), exported to ONNX from
+//! Rust, checked for parity and kept in an on-disk registry.
+//!
+//! Module map:
+//! - [`data`]: reading labeled tables, train/validation/test splits
+//! - [`tokenize`]: `tokenizer.json` handling and padded batches
+//! - [`encoder`]: the candle encoder with LoRA, used for training and as the parity reference
+//! - [`train`]: the fine-tuning recipe, export, parity, publication
+//! - [`onnx`]: writing ONNX graphs from Rust
+//! - [`registry`]: model versions on disk and their cards
+//! - [`serve`]: ONNX Runtime sessions
+//! - [`eval`]: metrics, reports and plots
+//! - [`runtime`]: locating and loading the ONNX Runtime library
+
+pub mod data;
+pub mod encoder;
+pub mod error;
+pub mod eval;
+pub mod onnx;
+pub mod registry;
+pub mod runtime;
+pub mod serve;
+#[doc(hidden)]
+pub mod testkit;
+pub mod tokenize;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,257 @@
+//! A small builder for ONNX graphs: named initializers, nodes with attributes, typed inputs and
+//! outputs with symbolic (dynamic) dimensions, serialised with prost.
+
+use super::proto::{
+    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor,
+    ValueInfoProto, attribute_type, data_type,
+};
+use prost::Message;
+
+/// The default ONNX opset prodcat targets (LayerNormalization needs 17).
+pub const OPSET: i64 = 17;
+/// IR version matching opset 17.
+pub const IR_VERSION: i64 = 8;
+
+/// A graph dimension: fixed or symbolic.
+#[derive(Debug, Clone)]
+pub enum Dim {
+    Fixed(i64),
+    Named(&'static str),
+}
+
+/// A node attribute value.
+#[derive(Debug, Clone)]
+pub enum Attr {
+    Int(i64),
+    Float(f32),
+    Ints(Vec<i64>),
+    Str(String),
+}
+
+/// Builds one ONNX graph.
+#[derive(Debug, Default)]
+pub struct GraphBuilder {
+    graph: GraphProto,
+    counter: usize,
+    uses_microsoft_domain: bool,
+}
+
+impl GraphBuilder {
+    /// An empty graph with the given name.
+    pub fn new(name: &str) -> Self {
+        Self {
+            graph: GraphProto {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn value_info(name: &str, elem_type: i32, dims: &[Dim]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => Dimension {
+                    dim_value: Some(*v),
+                    dim_param: None,
+                },
+                Dim::Named(n) => Dimension {
+                    dim_value: None,
+                    dim_param: Some((*n).into()),
+                },
+            })
+            .collect();
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TypeProtoTensor {
+                    elem_type: Some(elem_type),
+                    shape: Some(TensorShapeProto { dim }),
+                }),
+            }),
+        }
+    }
+
+    /// Declares a graph input.
+    pub fn input(&mut self, name: &str, elem_type: i32, dims: &[Dim]) -> String {
+        self.graph
+            .input
+            .push(Self::value_info(name, elem_type, dims));
+        name.to_string()
+    }
+
+    /// Declares a graph output (the value must be produced by a node of the same name).
+    pub fn output(&mut self, name: &str, elem_type: i32, dims: &[Dim]) {
+        self.graph
+            .output
+            .push(Self::value_info(name, elem_type, dims));
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
+    /// Adds a raw initializer.
+    pub fn initializer(
+        &mut self,
+        name: &str,
+        elem_type: i32,
+        dims: &[usize],
+        raw: Vec<u8>,
+    ) -> String {
+        self.graph.initializer.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(elem_type),
+            name: Some(name.into()),
+            raw_data: Some(raw),
+        });
+        name.to_string()
+    }
+
+    /// Adds an f32 initializer.
+    pub fn f32_tensor(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(name, data_type::FLOAT, dims, raw)
+    }
+
+    /// Adds an fp16 initializer (values converted from f32).
+    pub fn f16_tensor(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        let raw = data
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        self.initializer(name, data_type::FLOAT16, dims, raw)
+    }
+
+    /// Adds an i64 initializer.
+    pub fn i64_tensor(&mut self, name: &str, dims: &[usize], data: &[i64]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(name, data_type::INT64, dims, raw)
+    }
+
+    /// A scalar f32 constant (auto-named).
+    pub fn scalar_f32(&mut self, value: f32) -> String {
+        let name = self.fresh("const_f");
+        self.f32_tensor(&name, &[], &[value])
+    }
+
+    /// A 1-D i64 constant (auto-named).
+    pub fn ints(&mut self, values: &[i64]) -> String {
+        let name = self.fresh("const_i");
+        self.i64_tensor(&name, &[values.len()], values)
+    }
+
+    /// A scalar i64 constant (auto-named).
+    pub fn scalar_i64(&mut self, value: i64) -> String {
+        let name = self.fresh("const_i");
+        self.i64_tensor(&name, &[], &[value])
+    }
+
+    /// Adds a node in the default domain with one output, auto-named after the op.
+    pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+        let out = self.fresh(&op_type.to_ascii_lowercase());
+        self.op_into(op_type, inputs, attrs, &out);
+        out
+    }
+
+    /// Adds a node in the default domain whose single output has the given name.
+    pub fn op_into(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: &[(&str, Attr)],
+        output: &str,
+    ) {
+        self.node(op_type, "", inputs, attrs, &[output]);
+    }
+
+    /// Adds a node in the `com.microsoft` domain (ONNX Runtime contrib ops) with one output.
+    pub fn ms_op(&mut self, op_type: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+        self.uses_microsoft_domain = true;
+        let out = self.fresh(&op_type.to_ascii_lowercase());
+        self.node(op_type, "com.microsoft", inputs, attrs, &[&out]);
+        out
+    }
+
+    /// Adds a node with any domain and outputs.
+    pub fn node(
+        &mut self,
+        op_type: &str,
+        domain: &str,
+        inputs: &[&str],
+        attrs: &[(&str, Attr)],
+        outputs: &[&str],
+    ) {
+        let attribute = attrs
+            .iter()
+            .map(|(name, value)| {
+                let mut a = AttributeProto {
+                    name: Some((*name).into()),
+                    ..Default::default()
+                };
+                match value {
+                    Attr::Int(v) => {
+                        a.r#type = Some(attribute_type::INT);
+                        a.i = Some(*v);
+                    }
+                    Attr::Float(v) => {
+                        a.r#type = Some(attribute_type::FLOAT);
+                        a.f = Some(*v);
+                    }
+                    Attr::Ints(v) => {
+                        a.r#type = Some(attribute_type::INTS);
+                        a.ints = v.clone();
+                    }
+                    Attr::Str(v) => {
+                        a.r#type = Some(attribute_type::STRING);
+                        a.s = Some(v.as_bytes().to_vec());
+                    }
+                }
+                a
+            })
+            .collect();
+        let name = self.fresh(&format!("n_{op_type}"));
+        self.graph.node.push(NodeProto {
+            input: inputs.iter().map(|s| (*s).to_string()).collect(),
+            output: outputs.iter().map(|s| (*s).to_string()).collect(),
+            name: Some(name),
+            op_type: Some(op_type.into()),
+            domain: (!domain.is_empty()).then(|| domain.to_string()),
+            attribute,
+            doc_string: None,
+        });
+    }
+
+    /// Finishes the model and serialises it to bytes.
+    pub fn finish(self, metadata: &[(&str, String)]) -> Vec<u8> {
+        let mut opset_import = vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }];
+        if self.uses_microsoft_domain {
+            opset_import.push(OperatorSetIdProto {
+                domain: Some("com.microsoft".into()),
+                version: Some(1),
+            });
+        }
+        let model = ModelProto {
+            ir_version: Some(IR_VERSION),
+            opset_import,
+            producer_name: Some("prodcat".into()),
+            producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+            graph: Some(self.graph),
+            metadata_props: metadata
+                .iter()
+                .map(|(k, v)| StringStringEntryProto {
+                    key: Some((*k).into()),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        model.encode_to_vec()
+    }
+}

@@ -1,0 +1,6 @@
+//! Writing ONNX models from Rust: the protobuf messages, a graph builder, and the exporters for
+//! each model type.
+
+pub mod graph;
+pub mod proto;
+pub mod transformer;

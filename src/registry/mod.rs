@@ -1,0 +1,289 @@
+//! The model registry on disk: `<registry>/<name>/<version>/{model.onnx, tokenizer.json,
+//! labels.json, card.json}` plus a `current` symlink per model name, replaced atomically.
+//!
+//! A version is written into a hidden staging folder and renamed into place only when complete,
+//! so a reader never sees half a model. Version numbers are reserved with an exclusive
+//! `create_dir`, so two publishers (the pipeline's trainer and a `prodcat train`) never collide.
+
+pub mod card;
+
+use std::path::{Path, PathBuf};
+
+pub use card::{ModelCard, ModelType};
+
+use crate::error::{Error, IoContext, Result};
+
+/// File names inside a version folder.
+pub mod files {
+    pub const MODEL: &str = "model.onnx";
+    pub const TOKENIZER: &str = "tokenizer.json";
+    pub const LABELS: &str = "labels.json";
+    pub const CARD: &str = "card.json";
+    /// Name of the pointer to the serving version.
+    pub const CURRENT: &str = "current";
+}
+
+/// A registry rooted at a folder.
+#[derive(Debug, Clone)]
+pub struct ModelRegistry {
+    root: PathBuf,
+}
+
+/// A version being written; [`ModelRegistry::publish`] moves it into place.
+#[derive(Debug)]
+pub struct StagedVersion {
+    pub dir: PathBuf,
+    name: String,
+}
+
+impl Drop for StagedVersion {
+    fn drop(&mut self) {
+        // A staged version that was never published (e.g. parity failed) leaves nothing behind.
+        if self.dir.exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn parse_version(name: &str) -> Option<u64> {
+    name.strip_prefix('v')?.parse().ok()
+}
+
+impl ModelRegistry {
+    /// Opens (without creating) a registry at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The registry's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder holding every version of `name`.
+    pub fn model_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Published versions of `name`, ascending.
+    pub fn versions(&self, name: &str) -> Result<Vec<u64>> {
+        let dir = self.model_dir(name);
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<u64> = std::fs::read_dir(&dir)
+            .at(&dir)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join(files::CARD).is_file())
+            .filter_map(|e| parse_version(&e.file_name().to_string_lossy()))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Starts a new version of `name` in a hidden staging folder.
+    pub fn stage(&self, name: &str) -> Result<StagedVersion> {
+        validate_name(name)?;
+        let parent = self.model_dir(name);
+        std::fs::create_dir_all(&parent).at(&parent)?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = parent.join(format!(".staging-{}-{nonce}", std::process::id()));
+        std::fs::create_dir(&dir).at(&dir)?;
+        Ok(StagedVersion {
+            dir,
+            name: name.to_string(),
+        })
+    }
+
+    /// Reserves the next version number of `name` (an empty folder, created exclusively).
+    pub fn reserve_version(&self, staged: &StagedVersion) -> Result<String> {
+        let parent = self.model_dir(&staged.name);
+        loop {
+            let next = std::fs::read_dir(&parent)
+                .at(&parent)?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| parse_version(&e.file_name().to_string_lossy()))
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let version = format!("v{next}");
+            match std::fs::create_dir(parent.join(&version)) {
+                Ok(()) => return Ok(version),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(parent.join(&version), e)),
+            }
+        }
+    }
+
+    /// Moves a staged version into its reserved folder and, if asked, points `current` at it.
+    pub fn publish(
+        &self,
+        staged: StagedVersion,
+        version: &str,
+        make_current: bool,
+    ) -> Result<PathBuf> {
+        let parent = self.model_dir(&staged.name);
+        let target = parent.join(version);
+        for required in [files::MODEL, files::LABELS, files::CARD] {
+            if !staged.dir.join(required).is_file() {
+                return Err(Error::model(
+                    &staged.dir,
+                    format!("{required} was not written"),
+                ));
+            }
+        }
+        // Replaces the empty reserved folder atomically.
+        std::fs::rename(&staged.dir, &target).at(&target)?;
+        if make_current {
+            self.set_current(&staged.name, version)?;
+        }
+        Ok(target)
+    }
+
+    /// Points `<name>/current` at `version` (atomic symlink replace).
+    pub fn set_current(&self, name: &str, version: &str) -> Result<()> {
+        let parent = self.model_dir(name);
+        if !parent.join(version).join(files::CARD).is_file() {
+            return Err(Error::model(
+                parent.join(version),
+                "no such published version",
+            ));
+        }
+        let tmp = parent.join(format!(".current-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(version, &tmp).at(&tmp)?;
+        std::fs::rename(&tmp, parent.join(files::CURRENT)).at(parent.join(files::CURRENT))
+    }
+
+    /// The version `current` points at, if any.
+    pub fn current(&self, name: &str) -> Result<Option<String>> {
+        let link = self.model_dir(name).join(files::CURRENT);
+        match std::fs::read_link(&link) {
+            Ok(target) => Ok(Some(target.to_string_lossy().into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(link, e)),
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "--name",
+            format!("`{name}` is not a valid model name (letters, digits, - _ .)"),
+        ))
+    }
+}
+
+/// Resolves what a user passed as a model: a version folder (has `model.onnx`), a model folder
+/// (has `current`), or a registry root holding exactly one model.
+pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
+    if !path.exists() {
+        return Err(Error::model(path, "no such folder"));
+    }
+    if path.join(files::CARD).is_file() || path.join(files::MODEL).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let current = path.join(files::CURRENT);
+    if current.exists() {
+        return resolve_model_dir(&current);
+    }
+    let models: Vec<PathBuf> = std::fs::read_dir(path)
+        .at(path)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join(files::CURRENT).exists())
+        .collect();
+    match models.as_slice() {
+        [one] => resolve_model_dir(one),
+        [] => Err(Error::model(
+            path,
+            "not a model folder: expected model.onnx and card.json, a `current` pointer, or a registry with one model",
+        )),
+        many => Err(Error::model(
+            path,
+            format!(
+                "registry holds several models ({}); name one of them",
+                many.iter()
+                    .filter_map(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// Reads `labels.json` (a JSON array of label strings, index = class id).
+pub fn read_labels(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    let labels: Vec<String> = serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if labels.is_empty() {
+        return Err(Error::model(path, "labels.json lists no labels"));
+    }
+    Ok(labels)
+}
+
+/// Writes `labels.json`.
+pub fn write_labels(path: &Path, labels: &[String]) -> Result<()> {
+    let text = serde_json::to_string_pretty(labels).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::write(path, text + "\n").at(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish_dummy(registry: &ModelRegistry, name: &str) -> String {
+        let staged = registry.stage(name).unwrap();
+        for f in [files::MODEL, files::LABELS, files::CARD] {
+            std::fs::write(staged.dir.join(f), "x").unwrap();
+        }
+        let version = registry.reserve_version(&staged).unwrap();
+        registry.publish(staged, &version, true).unwrap();
+        version
+    }
+
+    #[test]
+    fn versions_increase_and_current_follows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = ModelRegistry::new(tmp.path());
+        assert_eq!(publish_dummy(&registry, "m"), "v1");
+        assert_eq!(publish_dummy(&registry, "m"), "v2");
+        assert_eq!(registry.versions("m").unwrap(), vec![1, 2]);
+        assert_eq!(registry.current("m").unwrap().as_deref(), Some("v2"));
+        assert_eq!(
+            resolve_model_dir(tmp.path()).unwrap(),
+            tmp.path().join("m/current")
+        );
+        registry.set_current("m", "v1").unwrap();
+        assert_eq!(registry.current("m").unwrap().as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn unpublished_stage_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = ModelRegistry::new(tmp.path());
+        let staged = registry.stage("m").unwrap();
+        let dir = staged.dir.clone();
+        drop(staged);
+        assert!(!dir.exists());
+        assert!(registry.versions("m").unwrap().is_empty());
+    }
+}

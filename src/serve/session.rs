@@ -1,0 +1,284 @@
+//! A registry model version loaded into an ONNX Runtime session.
+//!
+//! [`LoadedModel`] checks the folder (every file present, labels consistent with the graph),
+//! builds the session on the CPU or CUDA execution provider with a log line saying which one runs,
+//! and turns padded token batches into logits and probabilities.
+
+use std::path::{Path, PathBuf};
+
+use ort::ep::ExecutionProvider;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+use crate::error::{Error, Result};
+use crate::onnx::transformer::names;
+use crate::registry::{ModelCard, files, read_labels, resolve_model_dir};
+use crate::tokenize::{PaddedBatch, TextTokenizer};
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionTarget {
+    #[default]
+    Cpu,
+    /// CUDA if this ONNX Runtime build and machine support it, else CPU (with a warning).
+    Cuda,
+}
+
+impl std::str::FromStr for ExecutionTarget {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            _ => Err(format!("unknown device `{s}`; expected `cpu` or `cuda`")),
+        }
+    }
+}
+
+/// How to build sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSettings {
+    pub target: ExecutionTarget,
+    /// ONNX Runtime intra-op threads; 0 = one per physical core.
+    pub intra_threads: usize,
+    /// Explicit ONNX Runtime library path (else the standard search).
+    pub ort_library: Option<PathBuf>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            target: ExecutionTarget::Cpu,
+            intra_threads: 0,
+            ort_library: None,
+        }
+    }
+}
+
+/// Logits and probabilities of one batch, row-major `[rows, classes]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelOutput {
+    pub rows: usize,
+    pub classes: usize,
+    pub logits: Vec<f32>,
+    pub probabilities: Vec<f32>,
+}
+
+impl ModelOutput {
+    /// Probabilities of row `i`.
+    pub fn probs(&self, i: usize) -> &[f32] {
+        &self.probabilities[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// Logits of row `i`.
+    pub fn logits_row(&self, i: usize) -> &[f32] {
+        &self.logits[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// Index and probability of the most likely class of row `i`.
+    pub fn argmax(&self, i: usize) -> (usize, f32) {
+        self.probs(i)
+            .iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f32::MIN),
+                |best, (j, p)| if p > best.1 { (j, p) } else { best },
+            )
+    }
+}
+
+/// A model version ready to serve.
+pub struct LoadedModel {
+    pub dir: PathBuf,
+    pub card: ModelCard,
+    pub labels: Vec<String>,
+    pub tokenizer: TextTokenizer,
+    session: Session,
+    uses_token_types: bool,
+    /// The execution provider actually in use.
+    pub target: ExecutionTarget,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("dir", &self.dir)
+            .field("version", &self.card.version)
+            .finish()
+    }
+}
+
+fn ort_err(
+    context: &str,
+    path: &Path,
+) -> impl Fn(ort::Error<ort::session::builder::SessionBuilder>) -> Error {
+    let (context, path) = (context.to_string(), path.to_path_buf());
+    move |e| Error::model(&path, format!("{context}: {e}"))
+}
+
+impl LoadedModel {
+    /// Loads the model at `path` (a version folder, a model's `current`, or a one-model registry).
+    pub fn load(path: &Path, settings: &SessionSettings) -> Result<Self> {
+        let dir = resolve_model_dir(path)?;
+        for required in [files::MODEL, files::TOKENIZER, files::LABELS, files::CARD] {
+            if !dir.join(required).is_file() {
+                return Err(Error::model(&dir, format!("{required} is missing")));
+            }
+        }
+        let card = ModelCard::read(&dir.join(files::CARD))?;
+        let labels = read_labels(&dir.join(files::LABELS))?;
+        if labels.len() != card.num_labels {
+            return Err(Error::model(
+                &dir,
+                format!(
+                    "labels.json has {} labels but card.json says {}",
+                    labels.len(),
+                    card.num_labels
+                ),
+            ));
+        }
+        let tokenizer = TextTokenizer::from_file(&dir.join(files::TOKENIZER), card.max_length)?;
+        let (session, target) = build_session(&dir.join(files::MODEL), settings)?;
+        let uses_token_types = session
+            .inputs()
+            .iter()
+            .any(|i| i.name() == names::TOKEN_TYPE_IDS);
+        for required in [names::INPUT_IDS, names::ATTENTION_MASK] {
+            if !session.inputs().iter().any(|i| i.name() == required) {
+                return Err(Error::model(
+                    &dir,
+                    format!("model.onnx has no input `{required}`"),
+                ));
+            }
+        }
+        Ok(Self {
+            dir,
+            card,
+            labels,
+            tokenizer,
+            session,
+            uses_token_types,
+            target,
+        })
+    }
+
+    /// `<name>:<version>` of this model.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.card.name, self.card.version)
+    }
+
+    /// Runs one padded batch.
+    pub fn run(&mut self, batch: &PaddedBatch) -> Result<ModelOutput> {
+        let shape = [batch.batch as i64, batch.seq as i64];
+        let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
+        let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))?;
+        let outputs = if self.uses_token_types {
+            let types = TensorRef::from_array_view((shape, batch.token_type_ids.as_slice()))?;
+            self.session.run(ort::inputs![names::INPUT_IDS => ids, names::ATTENTION_MASK => mask, names::TOKEN_TYPE_IDS => types])?
+        } else {
+            self.session
+                .run(ort::inputs![names::INPUT_IDS => ids, names::ATTENTION_MASK => mask])?
+        };
+        let (logit_shape, logits) = outputs[names::LOGITS].try_extract_tensor::<f32>()?;
+        let (_, probabilities) = outputs[names::PROBABILITIES].try_extract_tensor::<f32>()?;
+        let classes = logit_shape.last().copied().unwrap_or(0) as usize;
+        if classes != self.labels.len() {
+            return Err(Error::model(
+                &self.dir,
+                format!(
+                    "model.onnx produces {classes} classes but labels.json has {}",
+                    self.labels.len()
+                ),
+            ));
+        }
+        Ok(ModelOutput {
+            rows: batch.batch,
+            classes,
+            logits: logits.to_vec(),
+            probabilities: probabilities.to_vec(),
+        })
+    }
+
+    /// Tokenizes and classifies texts in length-sorted batches of `batch_size`, in input order.
+    pub fn predict_texts(&mut self, texts: &[&str], batch_size: usize) -> Result<ModelOutput> {
+        let tokens = self.tokenizer.encode_batch(texts)?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| tokens[i].len());
+        let mut out = ModelOutput {
+            rows: texts.len(),
+            classes: self.labels.len(),
+            ..Default::default()
+        };
+        out.logits = vec![0.0; texts.len() * out.classes];
+        out.probabilities = vec![0.0; texts.len() * out.classes];
+        let mut batch = PaddedBatch::default();
+        for chunk in order.chunks(batch_size.max(1)) {
+            batch.fill(chunk.iter().map(|&i| &tokens[i]));
+            let result = self.run(&batch)?;
+            for (row, &i) in chunk.iter().enumerate() {
+                let c = out.classes;
+                out.logits[i * c..(i + 1) * c].copy_from_slice(result.logits_row(row));
+                out.probabilities[i * c..(i + 1) * c].copy_from_slice(result.probs(row));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Builds an ORT session for `model`, on CUDA when asked and possible, else on CPU.
+pub fn build_session(
+    model: &Path,
+    settings: &SessionSettings,
+) -> Result<(Session, ExecutionTarget)> {
+    let env = crate::runtime::environment(settings.ort_library.as_deref())?;
+    let threads = if settings.intra_threads == 0 {
+        num_cpus::get_physical().max(1)
+    } else {
+        settings.intra_threads
+    };
+    let builder = Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(ort_err("setting optimization level", model))?
+        .with_intra_threads(threads)
+        .map_err(ort_err("setting intra-op threads", model))?;
+    let mut target = ExecutionTarget::Cpu;
+    let builder = if settings.target == ExecutionTarget::Cuda {
+        match ort::ep::CUDA::is_available() {
+            Ok(true) => {
+                let ep = ort::ep::CUDA::default().build().error_on_failure();
+                match builder.clone().with_execution_providers([ep]) {
+                    Ok(b) => {
+                        target = ExecutionTarget::Cuda;
+                        b
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "CUDA execution provider failed to load; falling back to CPU");
+                        builder
+                    }
+                }
+            }
+            _ => {
+                tracing::warn!(
+                    "CUDA requested but this ONNX Runtime build has no CUDA support; using CPU"
+                );
+                builder
+            }
+        }
+    } else {
+        builder
+    };
+    let mut builder = builder;
+    let session = builder
+        .commit_from_file(model)
+        .map_err(|e| Error::model(model, format!("cannot load: {e}")))?;
+    tracing::info!(
+        model = %model.display(),
+        execution_provider = if target == ExecutionTarget::Cuda { "CUDA" } else { "CPU" },
+        intra_threads = threads,
+        "ONNX Runtime session ready"
+    );
+    Ok((session, target))
+}

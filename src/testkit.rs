@@ -1,0 +1,275 @@
+//! Helpers for tests, benchmarks and the demo: a tiny random-weight BERT base model built on the
+//! spot, and synthetic product titles. Not part of the stable API.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokenizers::Tokenizer;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::template::TemplateProcessing;
+
+use crate::encoder::{EncoderConfig, EncoderFamily};
+use crate::error::{Error, IoContext, Result};
+
+/// Categories and vocabulary of the synthetic catalogue.
+pub const CATEGORIES: [(&str, &[&str]); 5] = [
+    (
+        "Phones",
+        &[
+            "smartphone",
+            "phone",
+            "dual",
+            "sim",
+            "5g",
+            "unlocked",
+            "android",
+            "iphone",
+            "galaxy",
+            "pixel",
+        ],
+    ),
+    (
+        "Laptops",
+        &[
+            "laptop",
+            "notebook",
+            "ultrabook",
+            "ssd",
+            "ram",
+            "intel",
+            "ryzen",
+            "thinkpad",
+            "macbook",
+            "chromebook",
+        ],
+    ),
+    (
+        "Fridges",
+        &[
+            "fridge",
+            "freezer",
+            "litre",
+            "frost",
+            "free",
+            "larder",
+            "cooler",
+            "a++",
+            "integrated",
+            "tall",
+        ],
+    ),
+    (
+        "Shoes",
+        &[
+            "sneaker", "trainer", "running", "shoe", "leather", "boot", "sole", "laces", "size",
+            "mesh",
+        ],
+    ),
+    (
+        "Books",
+        &[
+            "paperback",
+            "hardcover",
+            "novel",
+            "edition",
+            "author",
+            "illustrated",
+            "guide",
+            "cookbook",
+            "volume",
+            "stories",
+        ],
+    ),
+];
+
+const FILLER: [&str; 10] = [
+    "black", "white", "new", "pro", "max", "mini", "2024", "series", "pack", "deluxe",
+];
+
+/// A synthetic product title with its category and a group key (the "product" it belongs to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntheticProduct {
+    pub title: String,
+    pub category: String,
+    pub group: String,
+}
+
+/// `n` synthetic products; titles mix category words and shared filler words.
+pub fn synthetic_products(n: usize, seed: u64) -> Vec<SyntheticProduct> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let (category, words) = CATEGORIES[i % CATEGORIES.len()];
+            let mut title: Vec<&str> = (0..3)
+                .map(|_| *words.choose(&mut rng).unwrap_or(&"item"))
+                .collect();
+            title.extend(
+                (0..rng.random_range(1..4)).map(|_| *FILLER.choose(&mut rng).unwrap_or(&"new")),
+            );
+            title.shuffle_in_place(&mut rng);
+            SyntheticProduct {
+                title: title.join(" "),
+                category: category.to_string(),
+                group: format!("p{}", i / 3),
+            }
+        })
+        .collect()
+}
+
+trait ShuffleInPlace {
+    fn shuffle_in_place(&mut self, rng: &mut ChaCha8Rng);
+}
+
+impl<T> ShuffleInPlace for Vec<T> {
+    fn shuffle_in_place(&mut self, rng: &mut ChaCha8Rng) {
+        use rand::seq::SliceRandom;
+        self.shuffle(rng);
+    }
+}
+
+/// Writes products as a CSV with columns `id,title,category,group`.
+pub fn write_products_csv(path: &Path, products: &[SyntheticProduct]) -> Result<()> {
+    let mut out = String::from("id,title,category,group\n");
+    for (i, p) in products.iter().enumerate() {
+        out.push_str(&format!(
+            "{i},\"{}\",{},{}\n",
+            p.title.replace('"', "\"\""),
+            p.category,
+            p.group
+        ));
+    }
+    std::fs::write(path, out).at(path)
+}
+
+/// Shape of the tiny test encoder.
+pub fn tiny_config(vocab_size: usize) -> EncoderConfig {
+    EncoderConfig {
+        family: EncoderFamily::Bert,
+        vocab_size,
+        hidden_size: 32,
+        num_layers: 2,
+        num_heads: 4,
+        intermediate_size: 64,
+        max_positions: 64,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+    }
+}
+
+/// Builds a tiny random-weight BERT (config.json, model.safetensors, tokenizer.json) in `dir`.
+///
+/// The WordPiece vocabulary holds the special tokens, single characters (as word starts and
+/// `##` continuations) and every word of [`CATEGORIES`] and the filler list, so any ASCII text
+/// tokenizes without unknown tokens.
+pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .map(String::from)
+        .to_vec();
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789+-.,'&/()!?:".chars() {
+        vocab.push(c.to_string());
+        vocab.push(format!("##{c}"));
+    }
+    for (_, words) in CATEGORIES {
+        vocab.extend(words.iter().map(|w| w.to_string()));
+    }
+    vocab.extend(FILLER.iter().map(|w| w.to_string()));
+    vocab.dedup();
+    let mut seen = std::collections::HashSet::new();
+    vocab.retain(|w| seen.insert(w.clone()));
+    let vocab_path = dir.join("vocab.txt");
+    std::fs::write(&vocab_path, vocab.join("\n") + "\n").at(&vocab_path)?;
+
+    let tok_err = |e: Box<dyn std::error::Error + Send + Sync>| {
+        Error::Other(format!("building tiny tokenizer: {e}"))
+    };
+    let vocab_file = vocab_path
+        .to_str()
+        .ok_or_else(|| Error::Other("non-UTF-8 temp path".into()))?;
+    let wordpiece = WordPiece::from_file(vocab_file)
+        .unk_token("[UNK]".into())
+        .build()
+        .map_err(tok_err)?;
+    let mut tokenizer = Tokenizer::new(wordpiece);
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .map_err(tok_err)?;
+    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    let template = TemplateProcessing::builder()
+        .try_single("[CLS] $A [SEP]")
+        .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
+        .map_err(|e| Error::Other(format!("building tiny tokenizer template: {e}")))?
+        .special_tokens(vec![("[CLS]", 2), ("[SEP]", 3)])
+        .build()
+        .map_err(|e| Error::Other(format!("building tiny tokenizer template: {e}")))?;
+    tokenizer.with_post_processor(Some(template));
+    tokenizer
+        .save(dir.join("tokenizer.json"), false)
+        .map_err(tok_err)?;
+
+    let config = tiny_config(vocab.len());
+    let json = serde_json::to_string_pretty(&config.to_hf_json())
+        .map_err(|e| Error::Other(e.to_string()))?;
+    std::fs::write(dir.join("config.json"), json).at(dir.join("config.json"))?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (h, i, dev) = (config.hidden_size, config.intermediate_size, Device::Cpu);
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut random = |shape: &[usize], std: f32| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| rng.random_range(-std..std) * 1.7).collect();
+        Ok(Tensor::from_vec(data, shape, &dev)?)
+    };
+    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu);
+    let zeros = |n: usize| Tensor::zeros(n, DType::F32, &Device::Cpu);
+    tensors.insert(
+        "embeddings.word_embeddings.weight".into(),
+        random(&[config.vocab_size, h], 1.0)?,
+    );
+    tensors.insert(
+        "embeddings.position_embeddings.weight".into(),
+        random(&[config.max_positions, h], 0.1)?,
+    );
+    tensors.insert(
+        "embeddings.token_type_embeddings.weight".into(),
+        random(&[2, h], 0.1)?,
+    );
+    tensors.insert("embeddings.LayerNorm.weight".into(), ones(h)?);
+    tensors.insert("embeddings.LayerNorm.bias".into(), zeros(h)?);
+    let std_h = 1.0 / (h as f32).sqrt();
+    let std_i = 1.0 / (i as f32).sqrt();
+    for l in 0..config.num_layers {
+        let p = format!("encoder.layer.{l}");
+        for name in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ] {
+            tensors.insert(format!("{p}.{name}.weight"), random(&[h, h], std_h)?);
+            tensors.insert(format!("{p}.{name}.bias"), random(&[h], 0.02)?);
+        }
+        tensors.insert(
+            format!("{p}.intermediate.dense.weight"),
+            random(&[i, h], std_h)?,
+        );
+        tensors.insert(format!("{p}.intermediate.dense.bias"), random(&[i], 0.02)?);
+        tensors.insert(format!("{p}.output.dense.weight"), random(&[h, i], std_i)?);
+        tensors.insert(format!("{p}.output.dense.bias"), random(&[h], 0.02)?);
+        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            tensors.insert(format!("{p}.{norm}.weight"), ones(h)?);
+            tensors.insert(format!("{p}.{norm}.bias"), zeros(h)?);
+        }
+    }
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &path)
+        .map_err(|e| Error::model(&path, e.to_string()))?;
+    Ok(config)
+}

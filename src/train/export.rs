@@ -1,0 +1,215 @@
+//! Turning a trained [`EncoderClassifier`] into a staged registry version: ONNX export with merged
+//! adapters, the candle-vs-ONNX-Runtime parity check, test-split metrics, and the model card.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::checkpoint::RunState;
+use super::{Examples, TrainJob, base_model_name, parity_rows};
+use crate::data::SplitAssignment;
+use crate::encoder::EncoderClassifier;
+use crate::error::{Error, IoContext, Result};
+use crate::eval::{Evaluation, evaluate};
+use crate::onnx::graph::OPSET;
+use crate::onnx::transformer::{self, names};
+use crate::registry::card::{
+    BaseModelInfo, DataInfo, OnnxInfo, ParityInfo, SplitMetrics, TrainingInfo, TransformerInfo,
+};
+use crate::registry::{ModelCard, ModelRegistry, ModelType, StagedVersion, files, write_labels};
+use crate::serve::LoadedModel;
+use crate::tokenize::{PaddedBatch, TextTokenizer};
+
+/// A trained, exported and checked model waiting to be published.
+pub struct Candidate {
+    pub registry: ModelRegistry,
+    pub name: String,
+    pub staged: StagedVersion,
+    pub card: ModelCard,
+    /// Test-split evaluation through ONNX Runtime (absent when the test split is empty).
+    pub test: Option<Evaluation>,
+}
+
+impl Candidate {
+    /// Publishes the candidate as the next version; `make_current` also points `current` at it.
+    pub fn publish(mut self, make_current: bool) -> Result<PathBuf> {
+        let version = self.registry.reserve_version(&self.staged)?;
+        self.card.version = version.clone();
+        let card_path = self.staged.dir.join(files::CARD);
+        if let Err(e) = self.card.write(&card_path) {
+            let _ = std::fs::remove_dir(self.registry.model_dir(&self.name).join(&version));
+            return Err(e);
+        }
+        self.registry.publish(self.staged, &version, make_current)
+    }
+}
+
+pub(super) struct ExportInputs<'a> {
+    pub job: &'a TrainJob<'a>,
+    pub model: &'a EncoderClassifier,
+    pub tokenizer: &'a TextTokenizer,
+    pub labels: &'a [String],
+    pub examples: &'a Examples,
+    pub split: &'a SplitAssignment,
+    pub data_info: DataInfo,
+    pub state: &'a RunState,
+    pub started: Instant,
+    pub texts: &'a [&'a str],
+}
+
+/// Largest |a − b| over two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
+    let ExportInputs {
+        job,
+        model,
+        tokenizer,
+        labels,
+        examples,
+        split,
+        data_info,
+        state,
+        started,
+        texts,
+    } = inputs;
+    let settings = &job.settings;
+    let registry = ModelRegistry::new(&job.registry);
+    let staged = registry.stage(&job.name)?;
+    let dir = staged.dir.clone();
+
+    let onnx = transformer::export(
+        model,
+        &[
+            ("prodcat.model_type", "transformer".into()),
+            ("prodcat.labels", labels.join("\n")),
+        ],
+    )?;
+    let model_path = dir.join(files::MODEL);
+    std::fs::write(&model_path, &onnx).at(&model_path)?;
+    tokenizer.save(&dir.join(files::TOKENIZER))?;
+    write_labels(&dir.join(files::LABELS), labels)?;
+
+    let trainable = model.trainable_parameters();
+    let mut inputs_names = vec![
+        names::INPUT_IDS.to_string(),
+        names::ATTENTION_MASK.to_string(),
+    ];
+    if model.embeddings.token_type.dims()[0] > 1 {
+        inputs_names.push(names::TOKEN_TYPE_IDS.to_string());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let mut card = ModelCard {
+        name: job.name.clone(),
+        version: String::new(),
+        model_type: ModelType::Transformer,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        prodcat_version: env!("CARGO_PKG_VERSION").into(),
+        max_length: tokenizer.max_length(),
+        num_labels: labels.len(),
+        transformer: Some(TransformerInfo {
+            base_model: BaseModelInfo {
+                path: job.base_dir.display().to_string(),
+                name: base_model_name(&job.base_dir),
+                architecture: model.config.clone(),
+                parameters: model.base_parameters,
+            },
+            lora: model.lora.clone(),
+            pooling: model.pooling,
+            trainable_parameters: trainable,
+            trainable_percent: 100.0 * trainable as f64
+                / (model.base_parameters + trainable) as f64,
+        }),
+        data: Some(data_info),
+        training: Some(TrainingInfo {
+            seed: settings.seed,
+            epochs_requested: settings.epochs,
+            epochs_run: state.epochs_done,
+            best_epoch: state.best_epoch,
+            batch_size: settings.batch_size,
+            learning_rate: settings.learning_rate,
+            class_weights: settings.class_weights,
+            best_validation_macro_f1: state.best_macro_f1,
+            samples_per_second: state.train_samples as f64 / state.train_seconds.max(1e-9),
+            wall_seconds: wall,
+            validation_macro_f1: state.validation_macro_f1.clone(),
+        }),
+        test_metrics: None,
+        parity: None,
+        onnx: OnnxInfo {
+            opset: OPSET,
+            precision: "fp32".into(),
+            inputs: inputs_names,
+            outputs: vec![names::LOGITS.into(), names::PROBABILITIES.into()],
+            file_bytes: onnx.len() as u64,
+        },
+    };
+    card.write(&dir.join(files::CARD))?;
+
+    // Parity: the same padded batch through candle (adapters unmerged) and ONNX Runtime (merged).
+    let mut served = LoadedModel::load(&dir, &job.session)?;
+    let rows = parity_rows(split, &examples.lengths, 32);
+    let batch = PaddedBatch::from_tokens(rows.iter().map(|&r| &examples.tokens[r]));
+    let reference = model
+        .forward(&batch, None)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let exported = served.run(&batch)?;
+    let diff = max_abs_diff(&reference, &exported.logits);
+    let parity = ParityInfo {
+        samples: rows.len(),
+        max_abs_diff: diff,
+        tolerance: settings.parity_tolerance,
+        passed: diff <= settings.parity_tolerance,
+    };
+    tracing::info!(
+        samples = rows.len(),
+        max_abs_diff = diff,
+        tolerance = settings.parity_tolerance,
+        "parity check"
+    );
+    if !parity.passed {
+        return Err(Error::Parity {
+            max_abs_diff: diff,
+            tolerance: settings.parity_tolerance,
+        });
+    }
+    card.parity = Some(parity);
+
+    let test = if split.test.is_empty() {
+        None
+    } else {
+        let test_texts: Vec<&str> = split.test.iter().map(|&r| texts[r]).collect();
+        let y_true: Vec<usize> = split.test.iter().map(|&r| examples.y[r]).collect();
+        let evaluation = evaluate(&mut served, &test_texts, y_true, settings.eval_batch_size)?;
+        let r = &evaluation.report;
+        card.test_metrics = Some(SplitMetrics {
+            rows: r.rows,
+            accuracy: r.accuracy,
+            macro_f1: r.macro_f1,
+            macro_precision: r.macro_precision,
+            macro_recall: r.macro_recall,
+            per_class_f1: r
+                .per_class
+                .iter()
+                .map(|c| (c.label.clone(), c.f1))
+                .collect(),
+        });
+        Some(evaluation)
+    };
+    if let Some(training) = card.training.as_mut() {
+        training.wall_seconds = started.elapsed().as_secs_f64();
+    }
+    card.write(&dir.join(files::CARD))?;
+    Ok(Candidate {
+        registry,
+        name: job.name.clone(),
+        staged,
+        card,
+        test,
+    })
+}

@@ -1,0 +1,492 @@
+//! Fine-tuning a LoRA classifier in-process with candle, then exporting, checking and publishing it.
+//!
+//! [`fit`] runs the whole recipe on labeled examples: stratified grouped split, tokenization,
+//! LoRA + head training with AdamW (class weights, early stopping on validation macro-F1, a
+//! checkpoint per epoch), merge and ONNX export into a staged registry version, the parity check
+//! against ONNX Runtime, and test-split metrics through the exported model. The result is a
+//! [`Candidate`]; [`Candidate::publish`] makes it a registry version.
+
+pub mod batches;
+pub mod checkpoint;
+mod export;
+pub mod optim;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{D, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use export::Candidate;
+
+use crate::data::{LabeledData, SplitAssignment, stratified_group_split};
+use crate::encoder::{
+    Dropout, EncoderClassifier, EncoderConfig, LoraSettings, Pooling, load_base_weights,
+};
+use crate::error::{Error, Result};
+use crate::eval::macro_f1;
+use crate::registry::card::DataInfo;
+use crate::serve::SessionSettings;
+use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
+use batches::{bucketed_batches, sorted_batches};
+use checkpoint::{Checkpoint, RunState};
+use optim::{AdamW, AdamWSettings, LinearSchedule};
+
+/// Hyper-parameters of a fine-tuning run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainSettings {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Fraction of optimizer steps spent warming the learning rate up.
+    pub warmup_ratio: f64,
+    /// Texts are truncated to this many tokens.
+    pub max_length: usize,
+    /// Stop after this many epochs without a better validation macro-F1.
+    pub patience: usize,
+    /// Weight the loss by inverse class frequency.
+    pub class_weights: bool,
+    pub seed: u64,
+    pub lora: LoraSettings,
+    pub pooling: Pooling,
+    /// Train/validation/test fractions.
+    pub split: [f64; 3],
+    /// Largest tolerated |candle − ONNX Runtime| logit difference.
+    pub parity_tolerance: f32,
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            weight_decay: 0.01,
+            warmup_ratio: 0.06,
+            max_length: 128,
+            patience: 2,
+            class_weights: false,
+            seed: 42,
+            lora: LoraSettings::default(),
+            pooling: Pooling::Mean,
+            split: [0.8, 0.1, 0.1],
+            parity_tolerance: 1e-3,
+            eval_batch_size: 64,
+        }
+    }
+}
+
+impl TrainSettings {
+    /// Checks value ranges, reporting every problem at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.epochs == 0 {
+            problems.push("epochs must be at least 1".to_string());
+        }
+        if self.batch_size == 0 {
+            problems.push("batch_size must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0) {
+            problems.push("learning_rate must be positive".into());
+        }
+        if self.lora.rank == 0 {
+            problems.push("lora rank must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.lora.dropout) {
+            problems.push("lora dropout must be in [0, 1)".into());
+        }
+        if self.max_length < 4 {
+            problems.push("max_length must be at least 4".into());
+        }
+        let sum: f64 = self.split.iter().sum();
+        if (sum - 1.0).abs() > 1e-6 || self.split.iter().any(|f| *f < 0.0) || self.split[0] <= 0.0 {
+            problems.push(format!(
+                "split fractions {:?} must be non-negative and sum to 1",
+                self.split
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::config("train", problems.join("; ")))
+        }
+    }
+
+    /// Hash of everything that shapes a run except its length (epochs, patience), so `--resume`
+    /// with more epochs continues the same run.
+    fn run_key(&self, data_fingerprint: &str, base: &Path) -> String {
+        let mut shape = self.clone();
+        shape.epochs = 0;
+        shape.patience = 0;
+        let mut h = Sha256::new();
+        h.update(data_fingerprint.as_bytes());
+        h.update(serde_json::to_vec(&shape).unwrap_or_default());
+        h.update(base.to_string_lossy().as_bytes());
+        format!("{:x}", h.finalize())[..16].to_string()
+    }
+}
+
+/// Where training data came from (recorded in the model card).
+#[derive(Debug, Clone, Default)]
+pub struct DataSource {
+    pub file: String,
+    pub text_column: String,
+    pub label_column: String,
+    pub group_column: Option<String>,
+}
+
+/// Everything a fine-tuning run needs.
+pub struct TrainJob<'a> {
+    pub data: &'a LabeledData,
+    pub source: DataSource,
+    /// Hugging Face base model folder (config.json, model.safetensors, tokenizer.json).
+    pub base_dir: PathBuf,
+    pub registry: PathBuf,
+    pub name: String,
+    pub settings: TrainSettings,
+    pub resume: bool,
+    pub session: SessionSettings,
+    pub show_progress: bool,
+    /// Set to stop training at the next batch boundary.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Tokenized examples with their class ids.
+pub(crate) struct Examples {
+    pub tokens: Vec<TokenizedText>,
+    pub lengths: Vec<usize>,
+    pub y: Vec<usize>,
+}
+
+impl Examples {
+    fn batch(&self, rows: &[usize]) -> PaddedBatch {
+        PaddedBatch::from_tokens(rows.iter().map(|&r| &self.tokens[r]))
+    }
+}
+
+/// Predicted class per row of `rows` (candle forward, no dropout).
+pub(crate) fn predict_rows(
+    model: &EncoderClassifier,
+    ex: &Examples,
+    rows: &[usize],
+    batch_size: usize,
+) -> Result<Vec<usize>> {
+    let mut pred = vec![0usize; ex.y.len()];
+    for chunk in sorted_batches(rows, &ex.lengths, batch_size) {
+        let logits = model.forward(&ex.batch(&chunk), None)?;
+        let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        for (&r, &p) in chunk.iter().zip(&best) {
+            pred[r] = p as usize;
+        }
+    }
+    Ok(rows.iter().map(|&r| pred[r]).collect())
+}
+
+fn weighted_cross_entropy(logits: &Tensor, y: &[usize], class_weight: &[f32]) -> Result<Tensor> {
+    let dev = Device::Cpu;
+    let targets = Tensor::from_vec(
+        y.iter().map(|&c| c as u32).collect::<Vec<_>>(),
+        (y.len(), 1),
+        &dev,
+    )?;
+    let weights: Vec<f32> = y.iter().map(|&c| class_weight[c]).collect();
+    let total: f32 = weights.iter().sum();
+    let weights = Tensor::from_vec(weights, y.len(), &dev)?;
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_probs.gather(&targets, 1)?.squeeze(1)?;
+    Ok((picked.mul(&weights)?.sum_all()? * (-1.0 / f64::from(total)))?)
+}
+
+/// Counts of each label.
+fn class_counts(labels: &[String]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for l in labels {
+        *counts.entry(l.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// Trains, exports and checks a model; see the module docs.
+pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
+    let settings = &job.settings;
+    settings.validate()?;
+    let started = Instant::now();
+    let data = job.data;
+    let labels = data.label_set();
+    if labels.len() < 2 {
+        return Err(Error::data(
+            &job.source.file,
+            format!(
+                "column `{}` has fewer than 2 distinct labels",
+                job.source.label_column
+            ),
+        ));
+    }
+    let label_index: HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let y: Vec<usize> = data
+        .labels
+        .iter()
+        .map(|l| label_index[l.as_str()])
+        .collect();
+    let split = stratified_group_split(
+        &data.labels,
+        data.groups.as_deref(),
+        settings.split,
+        settings.seed,
+    );
+    if split.train.is_empty() || split.validation.is_empty() {
+        return Err(Error::data(
+            &job.source.file,
+            format!("too few rows ({}) for a train/validation split", data.len()),
+        ));
+    }
+
+    // Base model.
+    let base = &job.base_dir;
+    let config = EncoderConfig::from_hf_file(&base.join("config.json"))?;
+    let tokenizer = TextTokenizer::from_file(
+        &base.join("tokenizer.json"),
+        settings.max_length.min(config.max_sequence()),
+    )?;
+    let weights_path = base.join("model.safetensors");
+    let weights = load_base_weights(&weights_path)?;
+    let model = EncoderClassifier::new(
+        config,
+        &weights,
+        &weights_path,
+        settings.lora.clone(),
+        settings.pooling,
+        labels.len(),
+        settings.seed,
+    )?;
+    drop(weights);
+
+    let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+    let tokens = tokenizer.encode_batch(&texts)?;
+    let lengths = tokens.iter().map(TokenizedText::len).collect();
+    let ex = Examples { tokens, lengths, y };
+
+    // Class weights: inverse frequency in the training split, mean 1.
+    let mut train_counts = vec![0usize; labels.len()];
+    for &r in &split.train {
+        train_counts[ex.y[r]] += 1;
+    }
+    let class_weight: Vec<f32> = train_counts
+        .iter()
+        .map(|&n| {
+            if settings.class_weights && n > 0 {
+                split.train.len() as f32 / (labels.len() as f32 * n as f32)
+            } else {
+                1.0
+            }
+        })
+        .collect();
+
+    let fingerprint = data.fingerprint();
+    let checkpoint = Checkpoint::new(
+        &job.registry.join(&job.name).join(".checkpoints"),
+        &settings.run_key(&fingerprint, base),
+    );
+    let steps_per_epoch = split.train.len().div_ceil(settings.batch_size);
+    let schedule = LinearSchedule {
+        warmup_steps: ((steps_per_epoch * settings.epochs) as f64 * settings.warmup_ratio)
+            .ceil()
+            .max(1.0) as usize,
+        total_steps: steps_per_epoch * settings.epochs,
+    };
+    let mut optimizer = AdamW::new(
+        model.trainable(),
+        AdamWSettings {
+            lr: settings.learning_rate,
+            weight_decay: settings.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut state = RunState::default();
+    let mut best = model.snapshot()?;
+    if job.resume && checkpoint.exists() {
+        let (last, best_saved, opt_state, saved) = checkpoint.load()?;
+        model.load_trainable(&last, &checkpoint.dir)?;
+        optimizer.load_state(&opt_state, saved.optimizer_step);
+        best = best_saved;
+        tracing::info!(checkpoint = %checkpoint.dir.display(), epochs_done = saved.epochs_done, "resuming training");
+        state = saved;
+    } else {
+        if job.resume {
+            tracing::warn!(checkpoint = %checkpoint.dir.display(), "--resume: no checkpoint for this data and settings; starting fresh");
+        }
+        checkpoint.clear()?;
+    }
+
+    tracing::info!(
+        rows = data.len(),
+        train = split.train.len(),
+        validation = split.validation.len(),
+        test = split.test.len(),
+        classes = labels.len(),
+        trainable_parameters = model.trainable_parameters(),
+        "training LoRA classifier"
+    );
+    let cancelled = || {
+        job.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    };
+    while state.epochs_done < settings.epochs
+        && state.epochs_without_improvement < settings.patience.max(1)
+    {
+        let epoch = state.epochs_done + 1;
+        let epoch_seed = settings
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(epoch as u64);
+        let plan = bucketed_batches(&split.train, &ex.lengths, settings.batch_size, epoch_seed);
+        let progress = progress_bar(
+            job.show_progress,
+            plan.len() as u64,
+            format!("epoch {epoch}/{}", settings.epochs),
+        );
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut seen) = (0f64, 0usize);
+        for (i, rows) in plan.iter().enumerate() {
+            if cancelled() {
+                return Err(Error::Other("training cancelled".into()));
+            }
+            let mut dropout =
+                Dropout::new(settings.lora.dropout, epoch_seed ^ ((i as u64 + 1) << 20));
+            let logits = model.forward(&ex.batch(rows), Some(&mut dropout))?;
+            let targets: Vec<usize> = rows.iter().map(|&r| ex.y[r]).collect();
+            let loss = weighted_cross_entropy(&logits, &targets, &class_weight)?;
+            let grads = loss.backward()?;
+            optimizer.step(&grads, schedule.factor(optimizer.step))?;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?) * rows.len() as f64;
+            seen += rows.len();
+            let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            progress.set_message(format!(
+                "loss {:.4} · {rate:.0} samples/s",
+                loss_sum / seen as f64
+            ));
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        let epoch_seconds = epoch_start.elapsed().as_secs_f64();
+        state.train_seconds += epoch_seconds;
+        state.train_samples += seen;
+        let val_pred = predict_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
+        let val_true: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
+        let f1 = macro_f1(&val_true, &val_pred, labels.len());
+        state.validation_macro_f1.push(f1);
+        state.epochs_done = epoch;
+        state.optimizer_step = optimizer.step;
+        if f1 > state.best_macro_f1 || state.best_epoch == 0 {
+            state.best_macro_f1 = f1;
+            state.best_epoch = epoch;
+            state.epochs_without_improvement = 0;
+            best = model.snapshot()?;
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        tracing::info!(
+            epoch,
+            loss = format!("{:.4}", loss_sum / seen.max(1) as f64),
+            validation_macro_f1 = format!("{f1:.4}"),
+            samples_per_second = format!("{:.1}", seen as f64 / epoch_seconds.max(1e-9)),
+            "epoch finished"
+        );
+        checkpoint.save(&model.snapshot()?, &best, &optimizer.state(), &state)?;
+    }
+    model.load_trainable(&best, &checkpoint.dir)?;
+
+    let source = &job.source;
+    let data_info = DataInfo {
+        file: source.file.clone(),
+        text_column: source.text_column.clone(),
+        label_column: source.label_column.clone(),
+        group_column: source.group_column.clone(),
+        sha256: fingerprint,
+        rows: data.len(),
+        rows_rejected: data.rejected,
+        train_rows: split.train.len(),
+        validation_rows: split.validation.len(),
+        test_rows: split.test.len(),
+        class_counts: class_counts(&data.labels),
+    };
+    export::export_candidate(export::ExportInputs {
+        job: &job,
+        model: &model,
+        tokenizer: &tokenizer,
+        labels: &labels,
+        examples: &ex,
+        split: &split,
+        data_info,
+        state: &state,
+        started,
+        texts: &texts,
+    })
+}
+
+fn progress_bar(visible: bool, len: u64, prefix: String) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// Rows of a split (re-exported for the export step's parity sample).
+pub(crate) fn parity_rows(split: &SplitAssignment, lengths: &[usize], n: usize) -> Vec<usize> {
+    let pool: Vec<usize> = if split.test.is_empty() {
+        split.validation.clone()
+    } else {
+        split.test.clone()
+    };
+    let mut sorted = pool;
+    sorted.sort_by_key(|&r| lengths[r]);
+    if sorted.len() <= n {
+        return sorted;
+    }
+    // Evenly spaced over lengths, so the batch mixes short and long texts (exercises masking).
+    (0..n)
+        .map(|i| sorted[i * (sorted.len() - 1) / (n - 1).max(1)])
+        .collect()
+}
+
+/// Path helper: the base model's display name (`_name_or_path` or the folder name).
+pub(crate) fn base_model_name(base: &Path) -> String {
+    std::fs::read_to_string(base.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v.get("_name_or_path")
+                .and_then(|n| n.as_str())
+                .map(str::to_string)
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            base.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+}
+
+/// Where a model's checkpoints live.
+pub fn checkpoint_root(registry: &Path, name: &str) -> PathBuf {
+    registry.join(name).join(".checkpoints")
+}

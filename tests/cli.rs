@@ -1,0 +1,252 @@
+//! The `prodcat train` / `prodcat eval` command lines: the happy path, resume after a kill, and
+//! every kind of bad input ending in a clear message (never a panic).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn train_tiny(fx: &Fixture, registry: &str, extra: &[&str]) -> std::process::Output {
+    let out = run_strings(&train_args(fx, registry, extra));
+    assert!(out.status.success(), "train failed: {}", stderr(&out));
+    out
+}
+
+#[test]
+fn train_then_eval_prints_metrics_and_writes_report() {
+    let fx = Fixture::new(400);
+    let out = train_tiny(&fx, "reg", &["--epochs", "3"]);
+    let text = stdout(&out);
+    assert!(text.contains("parity:"), "{text}");
+    assert!(
+        text.contains(&fx.path("reg/tiny/v1").display().to_string()),
+        "{text}"
+    );
+
+    let report = fx.path("report");
+    let model = fx.path("reg/tiny/current").display().to_string();
+    let csv = fx.csv.display().to_string();
+    let report_arg = report.display().to_string();
+    let out = prodcat(&[
+        "eval",
+        "--model",
+        &model,
+        "--data",
+        &csv,
+        "--text-column",
+        "title",
+        "--label-column",
+        "category",
+        "--report",
+        &report_arg,
+    ]);
+    assert!(out.status.success(), "eval failed: {}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap_or_default();
+    let parts: Vec<&str> = last.split(' ').collect();
+    assert_eq!(parts.len(), 2, "last line: {last}");
+    let f1: f64 = parts[0]
+        .strip_prefix("macro_f1=")
+        .expect(last)
+        .parse()
+        .unwrap();
+    let acc: f64 = parts[1]
+        .strip_prefix("accuracy=")
+        .expect(last)
+        .parse()
+        .unwrap();
+    assert!(f1 > 0.5 && acc > 0.5, "{last}");
+    for label in ["Phones", "Laptops", "Fridges", "Shoes", "Books"] {
+        assert!(text.contains(label), "table lacks {label}");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap())
+            .unwrap();
+    assert!((metrics["macro_f1"].as_f64().unwrap() - f1).abs() < 1e-4);
+    assert_eq!(metrics["confusion"].as_array().unwrap().len(), 5);
+    assert!(metrics["per_class"][0]["roc_auc"].as_f64().is_some());
+    for png in ["confusion_matrix.png", "roc_curves.png"] {
+        let bytes = std::fs::read(report.join(png)).unwrap();
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000,
+            "{png} is not a real plot"
+        );
+    }
+}
+
+#[test]
+fn killed_training_resumes_to_the_same_model() {
+    let fx = Fixture::new(2500);
+    // Reference: an uninterrupted run.
+    train_tiny(&fx, "full", &["--epochs", "3"]);
+
+    // Interrupted run: killed right after its first checkpoint, then resumed.
+    let args = train_args(&fx, "resumed", &["--epochs", "3"]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prodcat"))
+        .args(&args)
+        .env("PRODCAT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoints = fx.path("resumed/tiny/.checkpoints");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let first_epoch_saved = || {
+        std::fs::read_dir(&checkpoints)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("state.json"))
+                    .is_ok_and(|s| s.contains("\"epochs_done\": 1"))
+            })
+    };
+    while !first_epoch_saved() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before its first checkpoint was seen"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !fx.path("resumed/tiny/v1").exists(),
+        "the run finished before it was killed; the test needs a longer run"
+    );
+
+    let out = train_tiny(&fx, "resumed", &["--epochs", "3", "--resume"]);
+    let _ = out;
+    let a = std::fs::read(fx.path("full/tiny/v1/model.onnx")).unwrap();
+    let b = std::fs::read(fx.path("resumed/tiny/v1/model.onnx")).unwrap();
+    assert!(
+        a == b,
+        "resumed training differs from the uninterrupted run"
+    );
+}
+
+#[test]
+fn bad_training_input_gives_clear_errors() {
+    let fx = Fixture::new(50);
+    let csv = fx.csv.display().to_string();
+    let base = fx.base.display().to_string();
+    let out_dir = fx.path("reg").display().to_string();
+    let train = |data: &str, text: &str, label: &str, base: &str| {
+        prodcat(&[
+            "train",
+            "--data",
+            data,
+            "--text-column",
+            text,
+            "--label-column",
+            label,
+            "--base",
+            base,
+            "--out",
+            &out_dir,
+            "--no-progress",
+            "--epochs",
+            "1",
+        ])
+    };
+    // A missing column names the column, the file and the columns that exist.
+    let o = train(&csv, "name", "category", &base);
+    assert_clean_failure(&o, &["`name`", "products.csv", "title"]);
+    // An empty text names the file, row and column.
+    let empty = fx.path("empty.csv");
+    std::fs::write(&empty, "title,category\nphone dual sim,Phones\n,Books\n").unwrap();
+    let o = train(&empty.display().to_string(), "title", "category", &base);
+    assert_clean_failure(&o, &["empty.csv", "row 2", "`title`", "empty"]);
+    // An unknown file type and a missing file.
+    let o = train(
+        &fx.path("data.xlsx").display().to_string(),
+        "title",
+        "category",
+        &base,
+    );
+    assert_clean_failure(&o, &["data.xlsx"]);
+    // A base model folder without weights names the missing file.
+    std::fs::remove_file(fx.base.join("model.safetensors")).unwrap();
+    let o = train(&csv, "title", "category", &base);
+    assert_clean_failure(&o, &["model.safetensors"]);
+    assert!(!fx.path("reg/classifier/v1").exists());
+}
+
+#[test]
+fn bad_eval_input_gives_clear_errors() {
+    let fx = Fixture::new(300);
+    train_tiny(&fx, "reg", &["--epochs", "1"]);
+    let model = fx.path("reg/tiny/v1");
+    let model_arg = model.display().to_string();
+    let eval = |model: &str, data: &str, label: &str, env: &[(&str, &str)]| {
+        prodcat_env(
+            &[
+                "eval",
+                "--model",
+                model,
+                "--data",
+                data,
+                "--text-column",
+                "title",
+                "--label-column",
+                label,
+                "--report",
+                &fx.path("r").display().to_string(),
+            ],
+            env,
+        )
+    };
+    // A label the model has never seen.
+    let unknown = fx.path("unknown.csv");
+    std::fs::write(
+        &unknown,
+        "title,category\nsmartphone 5g,Phones\nelectric guitar,Guitars\n",
+    )
+    .unwrap();
+    let o = eval(&model_arg, &unknown.display().to_string(), "category", &[]);
+    assert_clean_failure(&o, &["`Guitars`", "row 2", "unknown.csv"]);
+    // A missing label column.
+    let o = eval(&model_arg, &fx.csv.display().to_string(), "label", &[]);
+    assert_clean_failure(&o, &["`label`", "products.csv"]);
+    // A missing or wrong ONNX Runtime library.
+    let csv = fx.csv.display().to_string();
+    let o = eval(
+        &model_arg,
+        &csv,
+        "category",
+        &[("PRODCAT_ORT_LIB", "/nonexistent/libonnxruntime.so")],
+    );
+    assert_clean_failure(
+        &o,
+        &[
+            "ONNX Runtime",
+            "/nonexistent/libonnxruntime.so",
+            "provision",
+        ],
+    );
+    let not_ort = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists());
+    if let Some(lib) = not_ort {
+        let o = eval(&model_arg, &csv, "category", &[("PRODCAT_ORT_LIB", lib)]);
+        assert_clean_failure(&o, &["ONNX Runtime", lib]);
+    }
+    // A model folder missing a file names the file.
+    std::fs::remove_file(model.join("labels.json")).unwrap();
+    let o = eval(&model_arg, &csv, "category", &[]);
+    assert_clean_failure(&o, &["labels.json"]);
+    let o = eval(
+        &fx.path("nowhere").display().to_string(),
+        &csv,
+        "category",
+        &[],
+    );
+    assert_clean_failure(&o, &["nowhere"]);
+}
