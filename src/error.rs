@@ -75,42 +75,27 @@ pub enum Error {
 impl Error {
     /// Attach a path to an I/O error.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// A problem with an input file as a whole.
     pub fn data(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Data {
-            file: file.into(),
-            message: message.into(),
-        }
+        Error::Data { file: file.into(), message: message.into() }
     }
 
     /// A problem with a model folder.
     pub fn model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Model {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::Model { path: path.into(), message: message.into() }
     }
 
     /// A configuration problem tied to a key.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config {
-            key: key.into(),
-            message: message.into(),
-        }
+        Error::Config { key: key.into(), message: message.into() }
     }
 
     /// A table-processing failure with the context it happened in.
     pub fn table(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        Error::Table {
-            context: context.into(),
-            message: err.to_string(),
-        }
+        Error::Table { context: context.into(), message: err.to_string() }
     }
 }
 

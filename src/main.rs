@@ -7,6 +7,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // candle's element-wise thread pool spins at a barrier and serialises concurrent callers;
+    // prodcat parallelises training itself (data-parallel shards), so keep candle's ops inline.
+    // Set before any thread starts, as the variable is read once when candle's pool is created.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet, so nothing can read the environment concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("CANDLE_NUM_THREADS", "1")
+        };
+    }
     let args = cli::Cli::parse();
     cli::init_logging(&args.log);
     match cli::run(args) {

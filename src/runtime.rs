@@ -26,6 +26,22 @@ const LIB_NAME: &str = "libonnxruntime.so";
 
 static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
 
+/// Finds `name` in `.deps/lib` of the working directory, its parents, or the executable's folders.
+pub fn find_in_deps(name: &str) -> Option<PathBuf> {
+    search_roots().into_iter().map(|root| root.join(DEPS_DIR).join("lib").join(name)).find(|p| p.is_file())
+}
+
+fn search_roots() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots
+}
+
 /// Finds the ONNX Runtime library; `explicit` wins over the environment and the search path.
 pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
@@ -36,17 +52,8 @@ pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf> {
             return existing(PathBuf::from(value), var);
         }
     }
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.extend(cwd.ancestors().map(Path::to_path_buf));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-    }
-    let candidates: Vec<PathBuf> = roots
-        .iter()
-        .map(|root| root.join(DEPS_DIR).join("lib").join(LIB_NAME))
-        .collect();
+    let roots = search_roots();
+    let candidates: Vec<PathBuf> = roots.iter().map(|root| root.join(DEPS_DIR).join("lib").join(LIB_NAME)).collect();
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         Error::Runtime(format!(
             "the ONNX Runtime library ({LIB_NAME}, version {ORT_VERSION}) was not found; run \
@@ -74,8 +81,7 @@ fn existing(path: PathBuf, source: &str) -> Result<PathBuf> {
 /// Later calls return the same environment whatever `explicit` says.
 pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment> {
     let slot = ENVIRONMENT.get_or_init(|| load(explicit).map_err(|e| e.to_string()));
-    slot.as_ref()
-        .map_err(|message| Error::Runtime(message.clone()))
+    slot.as_ref().map_err(|message| Error::Runtime(message.clone()))
 }
 
 fn load(explicit: Option<&Path>) -> Result<Environment> {
@@ -87,12 +93,10 @@ fn load(explicit: Option<&Path>) -> Result<Environment> {
             path.display()
         ))
     })?;
-    let env = builder.with_name("prodcat").build().map_err(|e| {
-        Error::Runtime(format!(
-            "creating the ONNX Runtime environment from {}: {e}",
-            path.display()
-        ))
-    })?;
+    let env = builder
+        .with_name("prodcat")
+        .build()
+        .map_err(|e| Error::Runtime(format!("creating the ONNX Runtime environment from {}: {e}", path.display())))?;
     tracing::debug!(library = %path.display(), "ONNX Runtime loaded");
     Ok(env)
 }

@@ -19,58 +19,13 @@ use crate::error::{Error, IoContext, Result};
 
 /// Categories and vocabulary of the synthetic catalogue.
 pub const CATEGORIES: [(&str, &[&str]); 5] = [
-    (
-        "Phones",
-        &[
-            "smartphone",
-            "phone",
-            "dual",
-            "sim",
-            "5g",
-            "unlocked",
-            "android",
-            "iphone",
-            "galaxy",
-            "pixel",
-        ],
-    ),
+    ("Phones", &["smartphone", "phone", "dual", "sim", "5g", "unlocked", "android", "iphone", "galaxy", "pixel"]),
     (
         "Laptops",
-        &[
-            "laptop",
-            "notebook",
-            "ultrabook",
-            "ssd",
-            "ram",
-            "intel",
-            "ryzen",
-            "thinkpad",
-            "macbook",
-            "chromebook",
-        ],
+        &["laptop", "notebook", "ultrabook", "ssd", "ram", "intel", "ryzen", "thinkpad", "macbook", "chromebook"],
     ),
-    (
-        "Fridges",
-        &[
-            "fridge",
-            "freezer",
-            "litre",
-            "frost",
-            "free",
-            "larder",
-            "cooler",
-            "a++",
-            "integrated",
-            "tall",
-        ],
-    ),
-    (
-        "Shoes",
-        &[
-            "sneaker", "trainer", "running", "shoe", "leather", "boot", "sole", "laces", "size",
-            "mesh",
-        ],
-    ),
+    ("Fridges", &["fridge", "freezer", "litre", "frost", "free", "larder", "cooler", "a++", "integrated", "tall"]),
+    ("Shoes", &["sneaker", "trainer", "running", "shoe", "leather", "boot", "sole", "laces", "size", "mesh"]),
     (
         "Books",
         &[
@@ -88,9 +43,7 @@ pub const CATEGORIES: [(&str, &[&str]); 5] = [
     ),
 ];
 
-const FILLER: [&str; 10] = [
-    "black", "white", "new", "pro", "max", "mini", "2024", "series", "pack", "deluxe",
-];
+const FILLER: [&str; 10] = ["black", "white", "new", "pro", "max", "mini", "2024", "series", "pack", "deluxe"];
 
 /// A synthetic product title with its category and a group key (the "product" it belongs to).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,18 +59,10 @@ pub fn synthetic_products(n: usize, seed: u64) -> Vec<SyntheticProduct> {
     (0..n)
         .map(|i| {
             let (category, words) = CATEGORIES[i % CATEGORIES.len()];
-            let mut title: Vec<&str> = (0..3)
-                .map(|_| *words.choose(&mut rng).unwrap_or(&"item"))
-                .collect();
-            title.extend(
-                (0..rng.random_range(1..4)).map(|_| *FILLER.choose(&mut rng).unwrap_or(&"new")),
-            );
+            let mut title: Vec<&str> = (0..3).map(|_| *words.choose(&mut rng).unwrap_or(&"item")).collect();
+            title.extend((0..rng.random_range(1..4)).map(|_| *FILLER.choose(&mut rng).unwrap_or(&"new")));
             title.shuffle_in_place(&mut rng);
-            SyntheticProduct {
-                title: title.join(" "),
-                category: category.to_string(),
-                group: format!("p{}", i / 3),
-            }
+            SyntheticProduct { title: title.join(" "), category: category.to_string(), group: format!("p{}", i / 3) }
         })
         .collect()
 }
@@ -137,12 +82,7 @@ impl<T> ShuffleInPlace for Vec<T> {
 pub fn write_products_csv(path: &Path, products: &[SyntheticProduct]) -> Result<()> {
     let mut out = String::from("id,title,category,group\n");
     for (i, p) in products.iter().enumerate() {
-        out.push_str(&format!(
-            "{i},\"{}\",{},{}\n",
-            p.title.replace('"', "\"\""),
-            p.category,
-            p.group
-        ));
+        out.push_str(&format!("{i},\"{}\",{},{}\n", p.title.replace('"', "\"\""), p.category, p.group));
     }
     std::fs::write(path, out).at(path)
 }
@@ -170,9 +110,7 @@ pub fn tiny_config(vocab_size: usize) -> EncoderConfig {
 /// tokenizes without unknown tokens.
 pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
     std::fs::create_dir_all(dir).at(dir)?;
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        .map(String::from)
-        .to_vec();
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec();
     for c in "abcdefghijklmnopqrstuvwxyz0123456789+-.,'&/()!?:".chars() {
         vocab.push(c.to_string());
         vocab.push(format!("##{c}"));
@@ -187,20 +125,11 @@ pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
     let vocab_path = dir.join("vocab.txt");
     std::fs::write(&vocab_path, vocab.join("\n") + "\n").at(&vocab_path)?;
 
-    let tok_err = |e: Box<dyn std::error::Error + Send + Sync>| {
-        Error::Other(format!("building tiny tokenizer: {e}"))
-    };
-    let vocab_file = vocab_path
-        .to_str()
-        .ok_or_else(|| Error::Other("non-UTF-8 temp path".into()))?;
-    let wordpiece = WordPiece::from_file(vocab_file)
-        .unk_token("[UNK]".into())
-        .build()
-        .map_err(tok_err)?;
+    let tok_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Other(format!("building tiny tokenizer: {e}"));
+    let vocab_file = vocab_path.to_str().ok_or_else(|| Error::Other("non-UTF-8 temp path".into()))?;
+    let wordpiece = WordPiece::from_file(vocab_file).unk_token("[UNK]".into()).build().map_err(tok_err)?;
     let mut tokenizer = Tokenizer::new(wordpiece);
-    tokenizer
-        .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
-        .map_err(tok_err)?;
+    tokenizer.with_normalizer(Some(BertNormalizer::new(true, true, None, true))).map_err(tok_err)?;
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
     let template = TemplateProcessing::builder()
         .try_single("[CLS] $A [SEP]")
@@ -210,13 +139,10 @@ pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
         .build()
         .map_err(|e| Error::Other(format!("building tiny tokenizer template: {e}")))?;
     tokenizer.with_post_processor(Some(template));
-    tokenizer
-        .save(dir.join("tokenizer.json"), false)
-        .map_err(tok_err)?;
+    tokenizer.save(dir.join("tokenizer.json"), false).map_err(tok_err)?;
 
     let config = tiny_config(vocab.len());
-    let json = serde_json::to_string_pretty(&config.to_hf_json())
-        .map_err(|e| Error::Other(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| Error::Other(e.to_string()))?;
     std::fs::write(dir.join("config.json"), json).at(dir.join("config.json"))?;
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -229,37 +155,20 @@ pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
     };
     let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu);
     let zeros = |n: usize| Tensor::zeros(n, DType::F32, &Device::Cpu);
-    tensors.insert(
-        "embeddings.word_embeddings.weight".into(),
-        random(&[config.vocab_size, h], 1.0)?,
-    );
-    tensors.insert(
-        "embeddings.position_embeddings.weight".into(),
-        random(&[config.max_positions, h], 0.1)?,
-    );
-    tensors.insert(
-        "embeddings.token_type_embeddings.weight".into(),
-        random(&[2, h], 0.1)?,
-    );
+    tensors.insert("embeddings.word_embeddings.weight".into(), random(&[config.vocab_size, h], 1.0)?);
+    tensors.insert("embeddings.position_embeddings.weight".into(), random(&[config.max_positions, h], 0.1)?);
+    tensors.insert("embeddings.token_type_embeddings.weight".into(), random(&[2, h], 0.1)?);
     tensors.insert("embeddings.LayerNorm.weight".into(), ones(h)?);
     tensors.insert("embeddings.LayerNorm.bias".into(), zeros(h)?);
     let std_h = 1.0 / (h as f32).sqrt();
     let std_i = 1.0 / (i as f32).sqrt();
     for l in 0..config.num_layers {
         let p = format!("encoder.layer.{l}");
-        for name in [
-            "attention.self.query",
-            "attention.self.key",
-            "attention.self.value",
-            "attention.output.dense",
-        ] {
+        for name in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
             tensors.insert(format!("{p}.{name}.weight"), random(&[h, h], std_h)?);
             tensors.insert(format!("{p}.{name}.bias"), random(&[h], 0.02)?);
         }
-        tensors.insert(
-            format!("{p}.intermediate.dense.weight"),
-            random(&[i, h], std_h)?,
-        );
+        tensors.insert(format!("{p}.intermediate.dense.weight"), random(&[i, h], std_h)?);
         tensors.insert(format!("{p}.intermediate.dense.bias"), random(&[i], 0.02)?);
         tensors.insert(format!("{p}.output.dense.weight"), random(&[h, i], std_i)?);
         tensors.insert(format!("{p}.output.dense.bias"), random(&[h], 0.02)?);
@@ -269,7 +178,6 @@ pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
         }
     }
     let path = dir.join("model.safetensors");
-    candle_core::safetensors::save(&tensors, &path)
-        .map_err(|e| Error::model(&path, e.to_string()))?;
+    candle_core::safetensors::save(&tensors, &path).map_err(|e| Error::model(&path, e.to_string()))?;
     Ok(config)
 }

@@ -39,36 +39,23 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer")
-            .field("path", &self.path)
-            .field("max_length", &self.max_length)
-            .finish()
+        f.debug_struct("TextTokenizer").field("path", &self.path).field("max_length", &self.max_length).finish()
     }
 }
 
 impl TextTokenizer {
     /// Loads `path` (a `tokenizer.json`), truncating every text to `max_length` tokens.
     pub fn from_file(path: &Path, max_length: usize) -> Result<Self> {
-        let err = |message: String| Error::Tokenizer {
-            path: path.to_path_buf(),
-            message,
-        };
+        let err = |message: String| Error::Tokenizer { path: path.to_path_buf(), message };
         if !path.is_file() {
             return Err(err("file not found".into()));
         }
         let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
         inner.with_padding(None);
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                ..Default::default()
-            }))
+            .with_truncation(Some(TruncationParams { max_length, ..Default::default() }))
             .map_err(|e| err(e.to_string()))?;
-        Ok(Self {
-            inner,
-            path: path.to_path_buf(),
-            max_length,
-        })
+        Ok(Self { inner, path: path.to_path_buf(), max_length })
     }
 
     /// The file this tokenizer was loaded from.
@@ -83,10 +70,7 @@ impl TextTokenizer {
 
     /// Writes the configured tokenizer (no padding, this truncation) as a `tokenizer.json`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner.save(path, false).map_err(|e| Error::Tokenizer {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        self.inner.save(path, false).map_err(|e| Error::Tokenizer { path: path.to_path_buf(), message: e.to_string() })
     }
 
     /// Tokenizes one text.
@@ -94,14 +78,8 @@ impl TextTokenizer {
         let encoding = self
             .inner
             .encode_fast(text, true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(TokenizedText {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-        })
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })?;
+        Ok(TokenizedText { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() })
     }
 
     /// Tokenizes many texts (in parallel inside the tokenizers crate).
@@ -109,16 +87,10 @@ impl TextTokenizer {
         let encodings = self
             .inner
             .encode_batch_fast(texts.to_vec(), true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })?;
         Ok(encodings
             .iter()
-            .map(|e| TokenizedText {
-                ids: e.get_ids().to_vec(),
-                type_ids: e.get_type_ids().to_vec(),
-            })
+            .map(|e| TokenizedText { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec() })
             .collect())
     }
 
@@ -148,21 +120,11 @@ impl PaddedBatch {
 
     /// Refills this batch from `items`, reusing its buffers.
     pub fn fill<'a>(&mut self, items: impl IntoIterator<Item = &'a TokenizedText> + Clone) {
-        let seq = items
-            .clone()
-            .into_iter()
-            .map(TokenizedText::len)
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let seq = items.clone().into_iter().map(TokenizedText::len).max().unwrap_or(0).max(1);
         let batch = items.clone().into_iter().count();
         self.batch = batch;
         self.seq = seq;
-        for buf in [
-            &mut self.input_ids,
-            &mut self.attention_mask,
-            &mut self.token_type_ids,
-        ] {
+        for buf in [&mut self.input_ids, &mut self.attention_mask, &mut self.token_type_ids] {
             buf.clear();
             buf.resize(batch * seq, 0);
         }
@@ -188,14 +150,8 @@ mod tests {
 
     #[test]
     fn pads_to_longest_with_mask() {
-        let a = TokenizedText {
-            ids: vec![1, 5, 2],
-            type_ids: vec![0, 0, 0],
-        };
-        let b = TokenizedText {
-            ids: vec![1, 2],
-            type_ids: vec![0, 0],
-        };
+        let a = TokenizedText { ids: vec![1, 5, 2], type_ids: vec![0, 0, 0] };
+        let b = TokenizedText { ids: vec![1, 2], type_ids: vec![0, 0] };
         let batch = PaddedBatch::from_tokens([&a, &b]);
         assert_eq!((batch.batch, batch.seq), (2, 3));
         assert_eq!(batch.input_ids, vec![1, 5, 2, 1, 2, 0]);

@@ -19,10 +19,7 @@ fn train_then_eval_prints_metrics_and_writes_report() {
     let out = train_tiny(&fx, "reg", &["--epochs", "3"]);
     let text = stdout(&out);
     assert!(text.contains("parity:"), "{text}");
-    assert!(
-        text.contains(&fx.path("reg/tiny/v1").display().to_string()),
-        "{text}"
-    );
+    assert!(text.contains(&fx.path("reg/tiny/v1").display().to_string()), "{text}");
 
     let report = fx.path("report");
     let model = fx.path("reg/tiny/current").display().to_string();
@@ -46,32 +43,20 @@ fn train_then_eval_prints_metrics_and_writes_report() {
     let last = text.lines().last().unwrap_or_default();
     let parts: Vec<&str> = last.split(' ').collect();
     assert_eq!(parts.len(), 2, "last line: {last}");
-    let f1: f64 = parts[0]
-        .strip_prefix("macro_f1=")
-        .expect(last)
-        .parse()
-        .unwrap();
-    let acc: f64 = parts[1]
-        .strip_prefix("accuracy=")
-        .expect(last)
-        .parse()
-        .unwrap();
+    let f1: f64 = parts[0].strip_prefix("macro_f1=").expect(last).parse().unwrap();
+    let acc: f64 = parts[1].strip_prefix("accuracy=").expect(last).parse().unwrap();
     assert!(f1 > 0.5 && acc > 0.5, "{last}");
     for label in ["Phones", "Laptops", "Fridges", "Shoes", "Books"] {
         assert!(text.contains(label), "table lacks {label}");
     }
     let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap()).unwrap();
     assert!((metrics["macro_f1"].as_f64().unwrap() - f1).abs() < 1e-4);
     assert_eq!(metrics["confusion"].as_array().unwrap().len(), 5);
     assert!(metrics["per_class"][0]["roc_auc"].as_f64().is_some());
     for png in ["confusion_matrix.png", "roc_curves.png"] {
         let bytes = std::fs::read(report.join(png)).unwrap();
-        assert!(
-            bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000,
-            "{png} is not a real plot"
-        );
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000, "{png} is not a real plot");
     }
 }
 
@@ -93,39 +78,24 @@ fn killed_training_resumes_to_the_same_model() {
     let checkpoints = fx.path("resumed/tiny/.checkpoints");
     let deadline = Instant::now() + Duration::from_secs(300);
     let first_epoch_saved = || {
-        std::fs::read_dir(&checkpoints)
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read_to_string(e.path().join("state.json"))
-                    .is_ok_and(|s| s.contains("\"epochs_done\": 1"))
-            })
+        std::fs::read_dir(&checkpoints).ok().into_iter().flatten().flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("state.json")).is_ok_and(|s| s.contains("\"epochs_done\": 1"))
+        })
     };
     while !first_epoch_saved() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "training ended before its first checkpoint was seen"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "training ended before its first checkpoint was seen");
         assert!(Instant::now() < deadline, "no checkpoint after 300 s");
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        !fx.path("resumed/tiny/v1").exists(),
-        "the run finished before it was killed; the test needs a longer run"
-    );
+    assert!(!fx.path("resumed/tiny/v1").exists(), "the run finished before it was killed; the test needs a longer run");
 
     let out = train_tiny(&fx, "resumed", &["--epochs", "3", "--resume"]);
     let _ = out;
     let a = std::fs::read(fx.path("full/tiny/v1/model.onnx")).unwrap();
     let b = std::fs::read(fx.path("resumed/tiny/v1/model.onnx")).unwrap();
-    assert!(
-        a == b,
-        "resumed training differs from the uninterrupted run"
-    );
+    assert!(a == b, "resumed training differs from the uninterrupted run");
 }
 
 #[test]
@@ -161,12 +131,7 @@ fn bad_training_input_gives_clear_errors() {
     let o = train(&empty.display().to_string(), "title", "category", &base);
     assert_clean_failure(&o, &["empty.csv", "row 2", "`title`", "empty"]);
     // An unknown file type and a missing file.
-    let o = train(
-        &fx.path("data.xlsx").display().to_string(),
-        "title",
-        "category",
-        &base,
-    );
+    let o = train(&fx.path("data.xlsx").display().to_string(), "title", "category", &base);
     assert_clean_failure(&o, &["data.xlsx"]);
     // A base model folder without weights names the missing file.
     std::fs::remove_file(fx.base.join("model.safetensors")).unwrap();
@@ -201,11 +166,7 @@ fn bad_eval_input_gives_clear_errors() {
     };
     // A label the model has never seen.
     let unknown = fx.path("unknown.csv");
-    std::fs::write(
-        &unknown,
-        "title,category\nsmartphone 5g,Phones\nelectric guitar,Guitars\n",
-    )
-    .unwrap();
+    std::fs::write(&unknown, "title,category\nsmartphone 5g,Phones\nelectric guitar,Guitars\n").unwrap();
     let o = eval(&model_arg, &unknown.display().to_string(), "category", &[]);
     assert_clean_failure(&o, &["`Guitars`", "row 2", "unknown.csv"]);
     // A missing label column.
@@ -213,27 +174,12 @@ fn bad_eval_input_gives_clear_errors() {
     assert_clean_failure(&o, &["`label`", "products.csv"]);
     // A missing or wrong ONNX Runtime library.
     let csv = fx.csv.display().to_string();
-    let o = eval(
-        &model_arg,
-        &csv,
-        "category",
-        &[("PRODCAT_ORT_LIB", "/nonexistent/libonnxruntime.so")],
-    );
-    assert_clean_failure(
-        &o,
-        &[
-            "ONNX Runtime",
-            "/nonexistent/libonnxruntime.so",
-            "provision",
-        ],
-    );
-    let not_ort = [
-        "/lib/x86_64-linux-gnu/libz.so.1",
-        "/usr/lib/x86_64-linux-gnu/libz.so.1",
-        "/lib/x86_64-linux-gnu/libc.so.6",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists());
+    let o = eval(&model_arg, &csv, "category", &[("PRODCAT_ORT_LIB", "/nonexistent/libonnxruntime.so")]);
+    assert_clean_failure(&o, &["ONNX Runtime", "/nonexistent/libonnxruntime.so", "provision"]);
+    let not_ort =
+        ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libc.so.6"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
     if let Some(lib) = not_ort {
         let o = eval(&model_arg, &csv, "category", &[("PRODCAT_ORT_LIB", lib)]);
         assert_clean_failure(&o, &["ONNX Runtime", lib]);
@@ -242,11 +188,6 @@ fn bad_eval_input_gives_clear_errors() {
     std::fs::remove_file(model.join("labels.json")).unwrap();
     let o = eval(&model_arg, &csv, "category", &[]);
     assert_clean_failure(&o, &["labels.json"]);
-    let o = eval(
-        &fx.path("nowhere").display().to_string(),
-        &csv,
-        "category",
-        &[],
-    );
+    let o = eval(&fx.path("nowhere").display().to_string(), &csv, "category", &[]);
     assert_clean_failure(&o, &["nowhere"]);
 }

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use common::Fixture;
 use prodcat::data::{LabeledData, LabeledDataSpec};
-use prodcat::encoder::{
-    EncoderClassifier, EncoderConfig, LoraSettings, LoraTarget, Pooling, load_base_weights,
-};
+use prodcat::encoder::{EncoderClassifier, EncoderConfig, LoraSettings, LoraTarget, Pooling, load_base_weights};
 use prodcat::onnx::transformer;
 use prodcat::registry::{ModelCard, files};
 use prodcat::serve::{LoadedModel, SessionSettings};
@@ -21,20 +19,14 @@ fn tiny_classifier(fx: &Fixture, targets: Vec<LoraTarget>, pooling: Pooling) -> 
     let config = EncoderConfig::from_hf_file(&fx.base.join("config.json")).unwrap();
     let path = fx.base.join("model.safetensors");
     let weights = load_base_weights(&path).unwrap();
-    let lora = LoraSettings {
-        targets,
-        ..Default::default()
-    };
+    let lora = LoraSettings { targets, ..Default::default() };
     let model = EncoderClassifier::new(config, &weights, &path, lora, pooling, 5, 3).unwrap();
     // Non-zero B so the merge is really exercised (fresh adapters have ΔW = 0).
     for (i, (name, var)) in model.trainable().into_iter().enumerate() {
         if name.ends_with("lora_b") {
             let n = var.elem_count();
-            let data: Vec<f32> = (0..n)
-                .map(|j| (((i * 31 + j * 17) % 23) as f32 - 11.0) * 0.01)
-                .collect();
-            var.set(&Tensor::from_vec(data, var.shape(), &Device::Cpu).unwrap())
-                .unwrap();
+            let data: Vec<f32> = (0..n).map(|j| (((i * 31 + j * 17) % 23) as f32 - 11.0) * 0.01).collect();
+            var.set(&Tensor::from_vec(data, var.shape(), &Device::Cpu).unwrap()).unwrap();
         }
     }
     model
@@ -44,11 +36,7 @@ fn tiny_classifier(fx: &Fixture, targets: Vec<LoraTarget>, pooling: Pooling) -> 
 fn served(fx: &Fixture, model: &EncoderClassifier, name: &str) -> LoadedModel {
     let dir = fx.path(name);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join(files::MODEL),
-        transformer::export(model, &[]).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join(files::MODEL), transformer::export(model, &[]).unwrap()).unwrap();
     std::fs::copy(fx.base.join("tokenizer.json"), dir.join(files::TOKENIZER)).unwrap();
     let labels: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
     prodcat::registry::write_labels(&dir.join(files::LABELS), &labels).unwrap();
@@ -78,33 +66,16 @@ fn mixed_batch(fx: &Fixture) -> PaddedBatch {
 fn exported_onnx_matches_candle_for_every_target_and_pooling() {
     let fx = Fixture::new(10);
     let batch = mixed_batch(&fx);
-    assert!(
-        batch.attention_mask.contains(&0),
-        "batch should contain padding"
-    );
-    for (targets, pooling) in [
-        (LoraSettings::default().targets, Pooling::Mean),
-        (LoraTarget::ALL.to_vec(), Pooling::Cls),
-    ] {
+    assert!(batch.attention_mask.contains(&0), "batch should contain padding");
+    for (targets, pooling) in
+        [(LoraSettings::default().targets, Pooling::Mean), (LoraTarget::ALL.to_vec(), Pooling::Cls)]
+    {
         let model = tiny_classifier(&fx, targets.clone(), pooling);
-        let reference = model
-            .forward(&batch, None)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let mut onnx = served(&fx, &model, &format!("parity-{pooling:?}"));
+        let reference = model.forward(&batch, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let onnx = served(&fx, &model, &format!("parity-{pooling:?}"));
         let out = onnx.run(&batch).unwrap();
-        let diff = reference
-            .iter()
-            .zip(&out.logits)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            diff <= 1e-3,
-            "{targets:?}/{pooling:?}: max |candle - onnx| = {diff}"
-        );
+        let diff = reference.iter().zip(&out.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-3, "{targets:?}/{pooling:?}: max |candle - onnx| = {diff}");
         // Probabilities are the softmax of the logits, per row.
         for row in 0..out.rows {
             let sum: f32 = out.probs(row).iter().sum();
@@ -118,40 +89,21 @@ fn merging_changes_the_model_and_parity_catches_a_wrong_merge() {
     let fx = Fixture::new(10);
     let batch = mixed_batch(&fx);
     let model = tiny_classifier(&fx, LoraSettings::default().targets, Pooling::Mean);
-    let with_lora = model
-        .forward(&batch, None)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let with_lora = model.forward(&batch, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     // Export the same model with adapters zeroed: ONNX must now disagree with the LoRA forward.
     let zeroed = model.clone();
     let snapshot: HashMap<String, Tensor> = zeroed
         .snapshot()
         .unwrap()
         .into_iter()
-        .map(|(n, t)| {
-            if n.ends_with("lora_b") {
-                (n, t.zeros_like().unwrap())
-            } else {
-                (n, t)
-            }
-        })
+        .map(|(n, t)| if n.ends_with("lora_b") { (n, t.zeros_like().unwrap()) } else { (n, t) })
         .collect();
     let detached = tiny_classifier(&fx, LoraSettings::default().targets, Pooling::Mean);
     detached.load_trainable(&snapshot, &fx.base).unwrap();
-    let mut onnx = served(&fx, &detached, "zeroed");
+    let onnx = served(&fx, &detached, "zeroed");
     let out = onnx.run(&batch).unwrap();
-    let diff = with_lora
-        .iter()
-        .zip(&out.logits)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        diff > 1e-3,
-        "a model without its LoRA deltas should not pass parity (diff {diff})"
-    );
+    let diff = with_lora.iter().zip(&out.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff > 1e-3, "a model without its LoRA deltas should not pass parity (diff {diff})");
 }
 
 fn job<'a>(fx: &'a Fixture, data: &'a LabeledData, registry: &str, epochs: usize) -> TrainJob<'a> {
@@ -166,12 +118,7 @@ fn job<'a>(fx: &'a Fixture, data: &'a LabeledData, registry: &str, epochs: usize
         base_dir: fx.base.clone(),
         registry: fx.path(registry),
         name: "tiny".into(),
-        settings: TrainSettings {
-            epochs,
-            learning_rate: 1e-2,
-            max_length: 32,
-            ..Default::default()
-        },
+        settings: TrainSettings { epochs, learning_rate: 1e-2, max_length: 32, ..Default::default() },
         resume: false,
         session: SessionSettings::default(),
         show_progress: false,
@@ -188,10 +135,7 @@ fn read(fx: &Fixture) -> LabeledData {
         max_rows: None,
         skip_invalid: false,
     };
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(LabeledData::read(&spec))
-        .unwrap()
+    tokio::runtime::Runtime::new().unwrap().block_on(LabeledData::read(&spec)).unwrap()
 }
 
 #[test]
@@ -205,44 +149,27 @@ fn training_learns_and_publishes_a_complete_registry_version() {
     for f in [files::MODEL, files::TOKENIZER, files::LABELS, files::CARD] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
-    assert_eq!(
-        std::fs::read_link(fx.path("registry/tiny/current"))
-            .unwrap()
-            .to_string_lossy(),
-        "v1"
-    );
+    assert_eq!(std::fs::read_link(fx.path("registry/tiny/current")).unwrap().to_string_lossy(), "v1");
     let card = ModelCard::read(&dir.join(files::CARD)).unwrap();
     assert_eq!(card.version, "v1");
     let parity = card.parity.clone().unwrap();
     assert!(parity.passed && parity.max_abs_diff <= 1e-3 && parity.samples > 0);
     let data_info = card.data.clone().unwrap();
     assert_eq!(data_info.rows, 600);
-    assert_eq!(
-        data_info.train_rows + data_info.validation_rows + data_info.test_rows,
-        600
-    );
+    assert_eq!(data_info.train_rows + data_info.validation_rows + data_info.test_rows, 600);
     let t = card.transformer.clone().unwrap();
     assert!(t.trainable_parameters > 0 && t.trainable_percent > 0.0 && t.trainable_percent < 100.0);
     assert_eq!(t.lora.rank, 16);
     // Five balanced classes: chance is 0.2. The tiny model must clearly learn.
     let metrics = card.test_metrics.clone().unwrap();
-    assert!(
-        metrics.accuracy > 0.6,
-        "test accuracy {} (report {test:?})",
-        metrics.accuracy
-    );
+    assert!(metrics.accuracy > 0.6, "test accuracy {} (report {test:?})", metrics.accuracy);
     assert!((metrics.accuracy - test.accuracy).abs() < 1e-12);
 
     // A second run publishes v2 and moves `current`.
     let candidate = fit(job(&fx, &data, "registry", 1)).unwrap();
     candidate.publish(true).unwrap();
-    assert_eq!(
-        std::fs::read_link(fx.path("registry/tiny/current"))
-            .unwrap()
-            .to_string_lossy(),
-        "v2"
-    );
-    let mut model = LoadedModel::load(&fx.path("registry"), &SessionSettings::default()).unwrap();
+    assert_eq!(std::fs::read_link(fx.path("registry/tiny/current")).unwrap().to_string_lossy(), "v2");
+    let model = LoadedModel::load(&fx.path("registry"), &SessionSettings::default()).unwrap();
     assert_eq!(model.card.version, "v2");
     let out = model.predict_texts(&["smartphone dual sim 5g"], 8).unwrap();
     assert_eq!(model.labels[out.argmax(0).0], "Phones");
@@ -255,15 +182,9 @@ fn same_seed_gives_the_same_model() {
     let a = fit(job(&fx, &data, "a", 2)).unwrap().publish(true).unwrap();
     let b = fit(job(&fx, &data, "b", 2)).unwrap().publish(true).unwrap();
     let bytes = |d: &std::path::Path| std::fs::read(d.join(files::MODEL)).unwrap();
-    assert!(
-        bytes(&a) == bytes(&b),
-        "same seed produced different model.onnx"
-    );
+    assert!(bytes(&a) == bytes(&b), "same seed produced different model.onnx");
     let mut other = job(&fx, &data, "c", 2);
     other.settings.seed = 7;
     let c = fit(other).unwrap().publish(true).unwrap();
-    assert!(
-        bytes(&a) != bytes(&c),
-        "a different seed should give a different model"
-    );
+    assert!(bytes(&a) != bytes(&c), "a different seed should give a different model");
 }

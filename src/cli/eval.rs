@@ -37,12 +37,8 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = SessionSettings {
-        target: args.device,
-        intra_threads: 0,
-        ort_library: ort_lib,
-    };
-    let mut model = LoadedModel::load(&args.model, &settings)?;
+    let settings = SessionSettings { target: args.device, intra_threads: 0, ort_library: ort_lib };
+    let model = LoadedModel::load(&args.model, &settings)?;
     let spec = LabeledDataSpec {
         path: args.data.clone(),
         text_column: args.text_column.clone(),
@@ -56,11 +52,11 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let y_true = label_ids(&model.labels, &data.labels, &origin)?;
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
     let started = std::time::Instant::now();
-    let evaluation = evaluate(&mut model, &texts, y_true, args.batch_size)?;
+    let evaluation = evaluate(&model, &texts, y_true, args.batch_size)?;
     let seconds = started.elapsed().as_secs_f64();
-    let report_dir = args.report.unwrap_or_else(|| {
-        PathBuf::from("reports").join(format!("{}-{}", model.card.name, model.card.version))
-    });
+    let report_dir = args
+        .report
+        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", model.card.name, model.card.version)));
     let extra = serde_json::json!({
         "model": model.id(),
         "model_dir": model.dir.display().to_string(),
@@ -79,14 +75,7 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     );
     println!("{}", format_report(&evaluation.report));
     println!("report:  {}", files.metrics_json.display());
-    println!(
-        "plots:   {}, {}",
-        files.confusion_png.display(),
-        files.roc_png.display()
-    );
-    println!(
-        "macro_f1={:.4} accuracy={:.4}",
-        evaluation.report.macro_f1, evaluation.report.accuracy
-    );
+    println!("plots:   {}, {}", files.confusion_png.display(), files.roc_png.display());
+    println!("macro_f1={:.4} accuracy={:.4}", evaluation.report.macro_f1, evaluation.report.accuracy);
     Ok(())
 }

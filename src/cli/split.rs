@@ -48,8 +48,7 @@ pub fn run(args: SplitArgs) -> anyhow::Result<()> {
             which[r] = s;
         }
     }
-    let file = std::fs::File::create(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut w = std::io::BufWriter::new(file);
     writeln!(w, "text,label,split")?;
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
@@ -59,12 +58,7 @@ pub fn run(args: SplitArgs) -> anyhow::Result<()> {
             Split::Validation => "validation",
             Split::Test => "test",
         };
-        writeln!(
-            w,
-            "{},{},{name}",
-            quote(&data.texts[i]),
-            quote(&data.labels[i])
-        )?;
+        writeln!(w, "{},{},{name}", quote(&data.texts[i]), quote(&data.labels[i]))?;
     }
     w.flush()?;
     println!(

@@ -59,11 +59,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.05)]
     lora_dropout: f32,
     /// Dense layers that get adapters: query,key,value,attention_output,intermediate,output.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "query,key,value,attention_output"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "query,key,value,attention_output")]
     lora_targets: Vec<LoraTarget>,
     /// Train only the classification head on the frozen encoder (no adapters): the baseline.
     #[arg(long)]
@@ -112,11 +108,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
             rank: args.lora_rank,
             alpha: args.lora_alpha,
             dropout: args.lora_dropout,
-            targets: if args.head_only {
-                Vec::new()
-            } else {
-                args.lora_targets
-            },
+            targets: if args.head_only { Vec::new() } else { args.lora_targets },
         },
         pooling: args.pooling,
         ..Default::default()
@@ -134,11 +126,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         name: args.name,
         settings,
         resume: args.resume,
-        session: SessionSettings {
-            target: ExecutionTarget::Cpu,
-            intra_threads: 0,
-            ort_library: ort_lib,
-        },
+        session: SessionSettings { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: ort_lib },
         show_progress: !args.no_progress,
         cancel: None,
     };
@@ -148,21 +136,14 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         .context("building the training thread pool")?;
     let candidate = pool.install(|| fit(job))?;
     if let Some(test) = &candidate.test {
-        println!(
-            "test split ({} rows), through ONNX Runtime:\n{}",
-            test.report.rows,
-            format_report(&test.report)
-        );
+        println!("test split ({} rows), through ONNX Runtime:\n{}", test.report.rows, format_report(&test.report));
     }
     let card = candidate.card.clone();
     let dir = candidate.publish(true)?;
     let training = card.training.as_ref();
     let transformer = card.transformer.as_ref();
     println!("model:        {}", dir.display());
-    println!(
-        "current:      {}",
-        args.out.join(&card.name).join("current").display()
-    );
+    println!("current:      {}", args.out.join(&card.name).join("current").display());
     if let (Some(t), Some(m)) = (training, transformer) {
         println!(
             "trainable:    {} parameters ({:.2}% of {})",

@@ -74,11 +74,7 @@ pub fn stratified_group_split(
         for &r in rows {
             *counts.entry(labels[r].as_str()).or_default() += 1;
         }
-        let majority = counts
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(l, _)| *l)
-            .unwrap_or("");
+        let majority = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(l, _)| *l).unwrap_or("");
         strata.entry(majority).or_default().push(g);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -92,10 +88,8 @@ pub fn stratified_group_split(
             let pick = (0..3)
                 .filter(|&s| fractions[s] > 0.0)
                 .max_by(|&a, &b| {
-                    let deficit = |s: usize| {
-                        (fractions[s] * total as f64 - filled[s] as f64)
-                            / (fractions[s] * total as f64)
-                    };
+                    let deficit =
+                        |s: usize| (fractions[s] * total as f64 - filled[s] as f64) / (fractions[s] * total as f64);
                     deficit(a).total_cmp(&deficit(b)).then(b.cmp(&a))
                 })
                 .unwrap_or(0);
@@ -126,10 +120,7 @@ mod tests {
     fn proportions_follow_fractions_per_label() {
         let labels = labels(1000, 4);
         let split = stratified_group_split(&labels, None, [0.8, 0.1, 0.1], 7);
-        assert_eq!(
-            split.train.len() + split.validation.len() + split.test.len(),
-            1000
-        );
+        assert_eq!(split.train.len() + split.validation.len() + split.test.len(), 1000);
         for class in ["c0", "c1", "c2", "c3"] {
             let count = |rows: &[usize]| rows.iter().filter(|&&r| labels[r] == class).count();
             assert_eq!(count(&split.train), 200);
@@ -144,9 +135,7 @@ mod tests {
         let groups: Vec<String> = (0..900).map(|i| format!("g{}", i / 6)).collect();
         let split = stratified_group_split(&labels, Some(&groups), [0.8, 0.1, 0.1], 1);
         let where_is = |row: usize| {
-            [Split::Train, Split::Validation, Split::Test]
-                .into_iter()
-                .find(|s| split.rows(*s).contains(&row))
+            [Split::Train, Split::Validation, Split::Test].into_iter().find(|s| split.rows(*s).contains(&row))
         };
         for g in 0..150 {
             let first = where_is(g * 6);

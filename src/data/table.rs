@@ -27,11 +27,7 @@ pub enum FileFormat {
 impl FileFormat {
     /// Chooses the format from the file extension.
     pub fn from_path(path: &Path) -> Result<Self> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             "csv" => Ok(Self::Csv),
             "tsv" => Ok(Self::Tsv),
@@ -39,9 +35,7 @@ impl FileFormat {
             "parquet" | "pq" => Ok(Self::Parquet),
             _ => Err(Error::data(
                 path,
-                format!(
-                    "unknown file type `.{ext}`: expected .csv, .tsv, .jsonl/.ndjson or .parquet"
-                ),
+                format!("unknown file type `.{ext}`: expected .csv, .tsv, .jsonl/.ndjson or .parquet"),
             )),
         }
     }
@@ -50,34 +44,19 @@ impl FileFormat {
 /// Reads `columns` of `path` as optional strings, in file order (one `Vec` per column).
 ///
 /// Missing columns fail with an error that names the file, the column and the columns present.
-pub async fn read_string_columns(
-    path: &Path,
-    columns: &[&str],
-) -> Result<Vec<Vec<Option<String>>>> {
+pub async fn read_string_columns(path: &Path, columns: &[&str]) -> Result<Vec<Vec<Option<String>>>> {
     if !path.is_file() {
         return Err(Error::data(path, "no such file"));
     }
     let format = FileFormat::from_path(path)?;
     // One partition keeps rows in file order, which the seeded split depends on.
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-    let location = path
-        .to_str()
-        .ok_or_else(|| Error::data(path, "path is not valid UTF-8"))?;
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| format!(".{e}"))
-        .unwrap_or_default();
-    let read_err = |e: datafusion::error::DataFusionError| {
-        Error::data(path, format!("cannot read as {format:?}: {e}"))
-    };
+    let location = path.to_str().ok_or_else(|| Error::data(path, "path is not valid UTF-8"))?;
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    let read_err = |e: datafusion::error::DataFusionError| Error::data(path, format!("cannot read as {format:?}: {e}"));
     let frame = match format {
         FileFormat::Csv | FileFormat::Tsv => {
-            let delimiter = if format == FileFormat::Tsv {
-                b'\t'
-            } else {
-                b','
-            };
+            let delimiter = if format == FileFormat::Tsv { b'\t' } else { b',' };
             let options = CsvReadOptions::new()
                 .has_header(true)
                 .delimiter(delimiter)
@@ -86,52 +65,31 @@ pub async fn read_string_columns(
                 .file_extension(&ext);
             ctx.read_csv(location, options).await.map_err(read_err)?
         }
-        FileFormat::JsonLines => ctx
-            .read_json(location, JsonReadOptions::default().file_extension(&ext))
-            .await
-            .map_err(read_err)?,
-        FileFormat::Parquet => ctx
-            .read_parquet(location, ParquetReadOptions::default().file_extension(&ext))
-            .await
-            .map_err(read_err)?,
+        FileFormat::JsonLines => {
+            ctx.read_json(location, JsonReadOptions::default().file_extension(&ext)).await.map_err(read_err)?
+        }
+        FileFormat::Parquet => {
+            ctx.read_parquet(location, ParquetReadOptions::default().file_extension(&ext)).await.map_err(read_err)?
+        }
     };
-    let present: Vec<String> = frame
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let present: Vec<String> = frame.schema().fields().iter().map(|f| f.name().clone()).collect();
     for column in columns {
         if !present.iter().any(|p| p == column) {
             return Err(Error::data(
                 path,
-                format!(
-                    "column `{column}` not found; the file has: {}",
-                    present.join(", ")
-                ),
+                format!("column `{column}` not found; the file has: {}", present.join(", ")),
             ));
         }
     }
-    let projection = columns
-        .iter()
-        .map(|c| cast(ident(*c), DataType::Utf8).alias(*c))
-        .collect::<Vec<_>>();
-    let batches = frame
-        .select(projection)
-        .map_err(read_err)?
-        .collect()
-        .await
-        .map_err(read_err)?;
+    let projection = columns.iter().map(|c| cast(ident(*c), DataType::Utf8).alias(*c)).collect::<Vec<_>>();
+    let batches = frame.select(projection).map_err(read_err)?.collect().await.map_err(read_err)?;
     let mut out: Vec<Vec<Option<String>>> = vec![Vec::new(); columns.len()];
     for batch in &batches {
         for (i, column) in out.iter_mut().enumerate() {
             let array = arrow::compute::cast(batch.column(i), &DataType::Utf8)
                 .map_err(|e| Error::data(path, format!("column `{}`: {e}", columns[i])))?;
             let strings = array.as_string::<i32>();
-            column.extend(
-                (0..strings.len())
-                    .map(|r| strings.is_valid(r).then(|| strings.value(r).to_string())),
-            );
+            column.extend((0..strings.len()).map(|r| strings.is_valid(r).then(|| strings.value(r).to_string())));
         }
     }
     Ok(out)
@@ -169,31 +127,19 @@ impl LabeledData {
             wanted.push(group.as_str());
         }
         let mut columns = read_string_columns(&spec.path, &wanted).await?.into_iter();
-        let (texts, labels) = (
-            columns.next().unwrap_or_default(),
-            columns.next().unwrap_or_default(),
-        );
+        let (texts, labels) = (columns.next().unwrap_or_default(), columns.next().unwrap_or_default());
         let groups = columns.next();
-        let mut data = LabeledData {
-            groups: groups.as_ref().map(|_| Vec::new()),
-            ..Default::default()
-        };
+        let mut data = LabeledData { groups: groups.as_ref().map(|_| Vec::new()), ..Default::default() };
         for (row, (text, label)) in texts.into_iter().zip(labels).enumerate() {
             if spec.max_rows.is_some_and(|max| data.texts.len() >= max) {
                 break;
             }
             let text = text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-            let label = label
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty());
+            let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
             let (text, label) = match (text, label) {
                 (Some(t), Some(l)) => (t, l),
                 (text, _) => {
-                    let column = if text.is_none() {
-                        &spec.text_column
-                    } else {
-                        &spec.label_column
-                    };
+                    let column = if text.is_none() { &spec.text_column } else { &spec.label_column };
                     if spec.skip_invalid {
                         data.rejected += 1;
                         continue;
@@ -201,10 +147,7 @@ impl LabeledData {
                     // Row numbers are 1-based data rows (the CSV header is not counted).
                     return Err(Error::data(
                         &spec.path,
-                        format!(
-                            "row {}: column `{column}` is empty (use --skip-invalid to drop such rows)",
-                            row + 1
-                        ),
+                        format!("row {}: column `{column}` is empty (use --skip-invalid to drop such rows)", row + 1),
                     ));
                 }
             };
@@ -212,11 +155,7 @@ impl LabeledData {
             data.labels.push(label);
             if let (Some(out), Some(groups)) = (data.groups.as_mut(), groups.as_ref()) {
                 // A row without a group key is its own group.
-                out.push(
-                    groups[row]
-                        .clone()
-                        .unwrap_or_else(|| format!("\u{0}row{row}")),
-                );
+                out.push(groups[row].clone().unwrap_or_else(|| format!("\u{0}row{row}")));
             }
         }
         if data.rejected > 0 {
@@ -229,10 +168,7 @@ impl LabeledData {
             );
         }
         if data.texts.is_empty() {
-            return Err(Error::data(
-                &spec.path,
-                "no usable rows (every row has an empty text or label)",
-            ));
+            return Err(Error::data(&spec.path, "no usable rows (every row has an empty text or label)"));
         }
         Ok(data)
     }

@@ -54,10 +54,8 @@ impl EncoderConfig {
     /// Reads `config.json` from a Hugging Face model folder.
     pub fn from_hf_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
-        let raw: HfConfig = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let raw: HfConfig =
+            serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
         let missing = |key: &str| Error::model(path, format!("config.json has no `{key}`"));
         let family = match raw.model_type.as_deref() {
             Some("bert") | None => EncoderFamily::Bert,
@@ -70,16 +68,9 @@ impl EncoderConfig {
             }
         };
         if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "gelu") {
-            return Err(Error::model(
-                path,
-                format!("hidden_act `{act}` is not supported (only `gelu`)"),
-            ));
+            return Err(Error::model(path, format!("hidden_act `{act}` is not supported (only `gelu`)")));
         }
-        if let Some(kind) = raw
-            .position_embedding_type
-            .as_deref()
-            .filter(|p| *p != "absolute")
-        {
+        if let Some(kind) = raw.position_embedding_type.as_deref().filter(|p| *p != "absolute") {
             return Err(Error::model(
                 path,
                 format!("position_embedding_type `{kind}` is not supported (only `absolute`)"),
@@ -89,15 +80,9 @@ impl EncoderConfig {
             family,
             vocab_size: raw.vocab_size.ok_or_else(|| missing("vocab_size"))?,
             hidden_size: raw.hidden_size.ok_or_else(|| missing("hidden_size"))?,
-            num_layers: raw
-                .num_hidden_layers
-                .ok_or_else(|| missing("num_hidden_layers"))?,
-            num_heads: raw
-                .num_attention_heads
-                .ok_or_else(|| missing("num_attention_heads"))?,
-            intermediate_size: raw
-                .intermediate_size
-                .ok_or_else(|| missing("intermediate_size"))?,
+            num_layers: raw.num_hidden_layers.ok_or_else(|| missing("num_hidden_layers"))?,
+            num_heads: raw.num_attention_heads.ok_or_else(|| missing("num_attention_heads"))?,
+            intermediate_size: raw.intermediate_size.ok_or_else(|| missing("intermediate_size"))?,
             max_positions: raw.max_position_embeddings.unwrap_or(512),
             type_vocab_size: raw.type_vocab_size.unwrap_or(2),
             layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-12),

@@ -27,14 +27,8 @@ pub enum LoraTarget {
 
 impl LoraTarget {
     /// Every target, in block order.
-    pub const ALL: [LoraTarget; 6] = [
-        Self::Query,
-        Self::Key,
-        Self::Value,
-        Self::AttentionOutput,
-        Self::Intermediate,
-        Self::Output,
-    ];
+    pub const ALL: [LoraTarget; 6] =
+        [Self::Query, Self::Key, Self::Value, Self::AttentionOutput, Self::Intermediate, Self::Output];
 
     /// The name used on the command line and in model cards.
     pub fn as_str(self) -> &'static str {
@@ -58,15 +52,9 @@ impl fmt::Display for LoraTarget {
 impl FromStr for LoraTarget {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown LoRA target `{s}`; expected one of: {}",
-                    Self::ALL.map(LoraTarget::as_str).join(", ")
-                )
-            })
+        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            format!("unknown LoRA target `{s}`; expected one of: {}", Self::ALL.map(LoraTarget::as_str).join(", "))
+        })
     }
 }
 
@@ -85,12 +73,7 @@ impl Default for LoraSettings {
             rank: 16,
             alpha: 32.0,
             dropout: 0.05,
-            targets: vec![
-                LoraTarget::Query,
-                LoraTarget::Key,
-                LoraTarget::Value,
-                LoraTarget::AttentionOutput,
-            ],
+            targets: vec![LoraTarget::Query, LoraTarget::Key, LoraTarget::Value, LoraTarget::AttentionOutput],
         }
     }
 }
@@ -112,30 +95,17 @@ pub struct LoraAdapter {
 
 impl LoraAdapter {
     /// A fresh adapter: `A` Kaiming-uniform (bound `1/√in`, as PEFT), `B` zero so `ΔW = 0`.
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        settings: &LoraSettings,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Self> {
+    pub fn new(in_features: usize, out_features: usize, settings: &LoraSettings, rng: &mut ChaCha8Rng) -> Result<Self> {
         let bound = 1.0 / (in_features as f32).sqrt();
-        let a: Vec<f32> = (0..settings.rank * in_features)
-            .map(|_| rng.random_range(-bound..bound))
-            .collect();
+        let a: Vec<f32> = (0..settings.rank * in_features).map(|_| rng.random_range(-bound..bound)).collect();
         let a = Tensor::from_vec(a, (settings.rank, in_features), &Device::Cpu)?;
         let b = Tensor::zeros((out_features, settings.rank), DType::F32, &Device::Cpu)?;
-        Ok(Self {
-            a: Var::from_tensor(&a)?,
-            b: Var::from_tensor(&b)?,
-            scale: settings.scale(),
-        })
+        Ok(Self { a: Var::from_tensor(&a)?, b: Var::from_tensor(&b)?, scale: settings.scale() })
     }
 
     /// `scale · (x·Aᵀ)·Bᵀ` for `x` of shape `[rows, in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.a.as_tensor().t()?)?
-            .matmul(&self.b.as_tensor().t()?)?
-            * self.scale
+        x.matmul(&self.a.as_tensor().t()?)?.matmul(&self.b.as_tensor().t()?)? * self.scale
     }
 
     /// `ΔW = scale · B·A`, shape `[out, in]`.

@@ -2,6 +2,7 @@
 //! and the candle model.
 
 pub mod config;
+pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod ops;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::EncoderConfig;
 use super::lora::{AdaptedLinear, LoraAdapter, LoraSettings, LoraTarget};
-use super::ops::{FrozenLayerNorm, FrozenLinear, SoftmaxLastDim};
+use super::ops::{FrozenLayerNorm, FrozenLinear, Gelu, SoftmaxLastDim};
 use crate::error::{Error, Result};
 use crate::tokenize::PaddedBatch;
 
@@ -111,10 +111,7 @@ pub struct Dropout {
 impl Dropout {
     /// Dropout with probability `p`, seeded.
     pub fn new(p: f32, seed: u64) -> Self {
-        Self {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            p,
-        }
+        Self { rng: ChaCha8Rng::seed_from_u64(seed), p }
     }
 
     /// `x` with elements zeroed with probability `p` and the rest scaled by `1/(1-p)`.
@@ -123,15 +120,8 @@ impl Dropout {
             return Ok(x.clone());
         }
         let keep = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if self.rng.random::<f32>() < self.p {
-                    0.0
-                } else {
-                    keep
-                }
-            })
-            .collect();
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if self.rng.random::<f32>() < self.p { 0.0 } else { keep }).collect();
         x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
 }
@@ -178,10 +168,7 @@ impl EncoderClassifier {
         seed: u64,
     ) -> Result<Self> {
         let get = |name: &str| -> Result<Tensor> {
-            weights
-                .get(name)
-                .cloned()
-                .ok_or_else(|| Error::model(weights_path, format!("tensor `{name}` is missing")))
+            weights.get(name).cloned().ok_or_else(|| Error::model(weights_path, format!("tensor `{name}` is missing")))
         };
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
@@ -201,18 +188,12 @@ impl EncoderClassifier {
         };
         let dense = |name: &str| -> Result<AdaptedLinear> {
             Ok(AdaptedLinear {
-                base: FrozenLinear::new(
-                    get(&format!("{name}.weight"))?,
-                    get(&format!("{name}.bias"))?,
-                )?,
+                base: FrozenLinear::new(get(&format!("{name}.weight"))?, get(&format!("{name}.bias"))?)?,
                 adapter: None,
             })
         };
         let norm = |name: &str| -> Result<(Tensor, Tensor)> {
-            Ok((
-                get(&format!("{name}.weight"))?,
-                get(&format!("{name}.bias"))?,
-            ))
+            Ok((get(&format!("{name}.weight"))?, get(&format!("{name}.bias"))?))
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut layers = Vec::with_capacity(config.num_layers);
@@ -239,9 +220,7 @@ impl EncoderClassifier {
             }
             layers.push(layer);
         }
-        let head_w: Vec<f32> = (0..num_classes * h)
-            .map(|_| normal(&mut rng) * 0.02)
-            .collect();
+        let head_w: Vec<f32> = (0..num_classes * h).map(|_| normal(&mut rng) * 0.02).collect();
         let head = ClassifierHead {
             weight: Var::from_tensor(&Tensor::from_vec(head_w, (num_classes, h), &Device::Cpu)?)?,
             bias: Var::zeros(num_classes, DType::F32, &Device::Cpu)?,
@@ -251,15 +230,7 @@ impl EncoderClassifier {
             .filter(|(name, _)| !name.ends_with("position_ids") && !name.starts_with("pooler."))
             .map(|(_, t)| t.elem_count())
             .sum();
-        Ok(Self {
-            config,
-            pooling,
-            lora,
-            embeddings,
-            layers,
-            head,
-            base_parameters,
-        })
+        Ok(Self { config, pooling, lora, embeddings, layers, head, base_parameters })
     }
 
     /// Number of classes the head predicts.
@@ -291,17 +262,12 @@ impl EncoderClassifier {
     /// Overwrites trainable variables from named tensors (a checkpoint); every name must match.
     pub fn load_trainable(&self, tensors: &HashMap<String, Tensor>, origin: &Path) -> Result<()> {
         for (name, var) in self.trainable() {
-            let t = tensors.get(&name).ok_or_else(|| {
-                Error::model(origin, format!("checkpoint has no tensor `{name}`"))
-            })?;
+            let t =
+                tensors.get(&name).ok_or_else(|| Error::model(origin, format!("checkpoint has no tensor `{name}`")))?;
             if t.dims() != var.dims() {
                 return Err(Error::model(
                     origin,
-                    format!(
-                        "checkpoint tensor `{name}` has shape {:?}, expected {:?}",
-                        t.dims(),
-                        var.dims()
-                    ),
+                    format!("checkpoint tensor `{name}` has shape {:?}, expected {:?}", t.dims(), var.dims()),
                 ));
             }
             var.set(t)?;
@@ -311,18 +277,11 @@ impl EncoderClassifier {
 
     /// A copy of the trainable tensors (for checkpoints and best-epoch snapshots).
     pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
-        self.trainable()
-            .into_iter()
-            .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
-            .collect()
+        self.trainable().into_iter().map(|(n, v)| Ok((n, v.as_tensor().copy()?))).collect()
     }
 
     /// Logits `[batch, classes]`; `dropout` switches on training-mode LoRA dropout.
-    pub fn forward(
-        &self,
-        batch: &PaddedBatch,
-        mut dropout: Option<&mut Dropout>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, batch: &PaddedBatch, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let (b, s, h) = (batch.batch, batch.seq, self.config.hidden_size);
         if s > self.config.max_sequence() {
             return Err(Error::Other(format!(
@@ -339,17 +298,9 @@ impl EncoderClassifier {
 
         let e = &self.embeddings;
         let positions = e.position.narrow(0, self.config.position_offset(), s)?;
-        let positions = positions
-            .unsqueeze(0)?
-            .broadcast_as((b, s, h))?
-            .reshape((b * s, h))?;
-        let type_rows = if e.token_type.dims()[0] == 1 {
-            types.zeros_like()?
-        } else {
-            types
-        };
-        let x = ((e.word.index_select(&ids, 0)? + e.token_type.index_select(&type_rows, 0)?)?
-            + positions)?;
+        let positions = positions.unsqueeze(0)?.broadcast_as((b, s, h))?.reshape((b * s, h))?;
+        let type_rows = if e.token_type.dims()[0] == 1 { types.zeros_like()? } else { types };
+        let x = ((e.word.index_select(&ids, 0)? + e.token_type.index_select(&type_rows, 0)?)? + positions)?;
         let mut x = e.norm.forward(&x)?;
 
         let bias = ((mask.ones_like()? - &mask)? * f64::from(MASK_BIAS))?.reshape((b, 1, 1, s))?;
@@ -364,9 +315,7 @@ impl EncoderClassifier {
             }
             Pooling::Cls => x.narrow(1, 0, 1)?.squeeze(1)?,
         };
-        let logits = pooled
-            .matmul(&self.head.weight.as_tensor().t()?)?
-            .broadcast_add(self.head.bias.as_tensor())?;
+        let logits = pooled.matmul(&self.head.weight.as_tensor().t()?)?.broadcast_add(self.head.bias.as_tensor())?;
         Ok(logits)
     }
 
@@ -379,11 +328,7 @@ impl EncoderClassifier {
         bias: &Tensor,
         mut dropout: Option<&mut Dropout>,
     ) -> Result<Tensor> {
-        let (nh, hd, h) = (
-            self.config.num_heads,
-            self.config.head_dim(),
-            self.config.hidden_size,
-        );
+        let (nh, hd, h) = (self.config.num_heads, self.config.head_dim(), self.config.hidden_size);
         let targets = &self.lora.targets;
         // LoRA dropout acts on the adapter's input; one mask per distinct input tensor.
         let mut dropped = |input: &Tensor, uses: &[LoraTarget]| -> CandleResult<Tensor> {
@@ -393,24 +338,18 @@ impl EncoderClassifier {
             }
         };
         let x_in = dropped(x, &[LoraTarget::Query, LoraTarget::Key, LoraTarget::Value])?;
-        let heads = |t: Tensor| -> CandleResult<Tensor> {
-            t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()
-        };
+        let heads = |t: Tensor| -> CandleResult<Tensor> { t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous() };
         let q = heads(layer.query.forward(x, &x_in)?)?;
         let k = heads(layer.key.forward(x, &x_in)?)?;
         let v = heads(layer.value.forward(x, &x_in)?)?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
         let probs = SoftmaxLastDim::forward(&scores.broadcast_add(bias)?)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * s, h))?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, h))?;
         let context_in = dropped(&context, &[LoraTarget::AttentionOutput])?;
         let attended = layer.attention_output.forward(&context, &context_in)?;
         let h1 = layer.attention_norm_op.forward(&(attended + x)?)?;
         let h1_in = dropped(&h1, &[LoraTarget::Intermediate])?;
-        let inner = layer.intermediate.forward(&h1, &h1_in)?.gelu_erf()?;
+        let inner = Gelu::forward(&layer.intermediate.forward(&h1, &h1_in)?)?;
         let inner_in = dropped(&inner, &[LoraTarget::Output])?;
         let out = layer.output.forward(&inner, &inner_in)?;
         Ok(layer.output_norm_op.forward(&(out + h1)?)?)

@@ -32,11 +32,7 @@ pub struct ClassificationReport {
 }
 
 fn ratio(num: usize, den: usize) -> f64 {
-    if den == 0 {
-        0.0
-    } else {
-        num as f64 / den as f64
-    }
+    if den == 0 { 0.0 } else { num as f64 / den as f64 }
 }
 
 /// Confusion matrix `[true][predicted]`.
@@ -54,22 +50,14 @@ pub fn macro_f1(y_true: &[usize], y_pred: &[usize], classes: usize) -> f64 {
     let (sum, n) = (0..classes).fold((0.0, 0usize), |(sum, n), c| {
         let support: usize = m[c].iter().sum();
         let predicted: usize = m.iter().map(|row| row[c]).sum();
-        if support == 0 && predicted == 0 {
-            (sum, n)
-        } else {
-            (sum + f1(m[c][c], predicted, support), n + 1)
-        }
+        if support == 0 && predicted == 0 { (sum, n) } else { (sum + f1(m[c][c], predicted, support), n + 1) }
     });
     if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
 fn f1(tp: usize, predicted: usize, support: usize) -> f64 {
     let (p, r) = (ratio(tp, predicted), ratio(tp, support));
-    if p + r == 0.0 {
-        0.0
-    } else {
-        2.0 * p * r / (p + r)
-    }
+    if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
 }
 
 /// ROC curve points `(false positive rate, true positive rate)` for scores of a binary problem,
@@ -104,22 +92,12 @@ pub fn roc_auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
         return None;
     }
     let curve = roc_curve(scores, positive);
-    Some(
-        curve
-            .windows(2)
-            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
-            .sum(),
-    )
+    Some(curve.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum())
 }
 
 impl ClassificationReport {
     /// Computes the report; `scores` are row-major class probabilities (`[rows, classes]`).
-    pub fn compute(
-        labels: &[String],
-        y_true: &[usize],
-        y_pred: &[usize],
-        scores: Option<&[f32]>,
-    ) -> Self {
+    pub fn compute(labels: &[String], y_true: &[usize], y_pred: &[usize], scores: Option<&[f32]>) -> Self {
         let classes = labels.len();
         let m = confusion_matrix(y_true, y_pred, classes);
         let rows = y_true.len();
@@ -151,20 +129,12 @@ impl ClassificationReport {
             .map(|(_, pc)| pc)
             .collect();
         let mean = |f: fn(&ClassMetrics) -> f64| {
-            if present.is_empty() {
-                0.0
-            } else {
-                present.iter().map(|pc| f(pc)).sum::<f64>() / present.len() as f64
-            }
+            if present.is_empty() { 0.0 } else { present.iter().map(|pc| f(pc)).sum::<f64>() / present.len() as f64 }
         };
         let weighted_f1 = if rows == 0 {
             0.0
         } else {
-            per_class
-                .iter()
-                .map(|pc| pc.f1 * pc.support as f64)
-                .sum::<f64>()
-                / rows as f64
+            per_class.iter().map(|pc| pc.f1 * pc.support as f64).sum::<f64>() / rows as f64
         };
         Self {
             rows,
@@ -195,27 +165,15 @@ mod tests {
         // a: p=1/2 r=1/2 f=1/2; b: p=2/3 r=1 f=0.8; c: p=1 r=1/2 f=2/3
         assert!((r.per_class[1].f1 - 0.8).abs() < 1e-12);
         assert!((r.macro_f1 - (0.5 + 0.8 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
-        assert_eq!(
-            r.confusion,
-            vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]
-        );
+        assert_eq!(r.confusion, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
         assert!((macro_f1(&y_true, &y_pred, 3) - r.macro_f1).abs() < 1e-12);
     }
 
     #[test]
     fn auc_perfect_random_and_ties() {
-        assert_eq!(
-            roc_auc(&[0.9, 0.8, 0.2, 0.1], &[true, true, false, false]),
-            Some(1.0)
-        );
-        assert_eq!(
-            roc_auc(&[0.1, 0.2, 0.8, 0.9], &[true, true, false, false]),
-            Some(0.0)
-        );
-        assert_eq!(
-            roc_auc(&[0.5, 0.5, 0.5, 0.5], &[true, false, true, false]),
-            Some(0.5)
-        );
+        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &[true, true, false, false]), Some(1.0));
+        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &[true, true, false, false]), Some(0.0));
+        assert_eq!(roc_auc(&[0.5, 0.5, 0.5, 0.5], &[true, false, true, false]), Some(0.5));
         // One positive ranked above one of two negatives.
         assert_eq!(roc_auc(&[0.3, 0.6, 0.1], &[true, false, false]), Some(0.5));
         assert_eq!(roc_auc(&[0.3, 0.6], &[true, true]), None);

@@ -15,11 +15,7 @@ use crate::serve::{LoadedModel, ModelOutput};
 /// Maps label strings to the model's class ids; a label the model does not know is an error
 /// naming the label, the row and where it came from.
 pub fn label_ids(model_labels: &[String], labels: &[String], origin: &str) -> Result<Vec<usize>> {
-    let index: HashMap<&str, usize> = model_labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = model_labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     labels
         .iter()
         .enumerate()
@@ -44,21 +40,11 @@ pub struct Evaluation {
 }
 
 /// Runs `model` over `texts` and scores it against `y_true`.
-pub fn evaluate(
-    model: &mut LoadedModel,
-    texts: &[&str],
-    y_true: Vec<usize>,
-    batch_size: usize,
-) -> Result<Evaluation> {
+pub fn evaluate(model: &LoadedModel, texts: &[&str], y_true: Vec<usize>, batch_size: usize) -> Result<Evaluation> {
     let output = model.predict_texts(texts, batch_size)?;
     let y_pred: Vec<usize> = (0..output.rows).map(|i| output.argmax(i).0).collect();
-    let report =
-        ClassificationReport::compute(&model.labels, &y_true, &y_pred, Some(&output.probabilities));
-    Ok(Evaluation {
-        report,
-        y_true,
-        output,
-    })
+    let report = ClassificationReport::compute(&model.labels, &y_true, &y_pred, Some(&output.probabilities));
+    Ok(Evaluation { report, y_true, output })
 }
 
 /// Files written by [`write_report`].
@@ -70,48 +56,29 @@ pub struct ReportFiles {
 }
 
 /// Writes `metrics.json`, `confusion_matrix.png` and `roc_curves.png` into `dir`.
-pub fn write_report(
-    dir: &Path,
-    evaluation: &Evaluation,
-    extra: serde_json::Value,
-) -> Result<ReportFiles> {
+pub fn write_report(dir: &Path, evaluation: &Evaluation, extra: serde_json::Value) -> Result<ReportFiles> {
     std::fs::create_dir_all(dir).at(dir)?;
     let files = ReportFiles {
         metrics_json: dir.join("metrics.json"),
         confusion_png: dir.join("confusion_matrix.png"),
         roc_png: dir.join("roc_curves.png"),
     };
-    let mut json = serde_json::to_value(&evaluation.report).map_err(|source| Error::Json {
-        path: files.metrics_json.clone(),
-        source,
-    })?;
+    let mut json = serde_json::to_value(&evaluation.report)
+        .map_err(|source| Error::Json { path: files.metrics_json.clone(), source })?;
     if let (Some(obj), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
         obj.extend(extra);
     }
-    let text = serde_json::to_string_pretty(&json).map_err(|source| Error::Json {
-        path: files.metrics_json.clone(),
-        source,
-    })?;
+    let text = serde_json::to_string_pretty(&json)
+        .map_err(|source| Error::Json { path: files.metrics_json.clone(), source })?;
     std::fs::write(&files.metrics_json, text + "\n").at(&files.metrics_json)?;
     plots::confusion_heatmap(&evaluation.report, &files.confusion_png)?;
-    plots::roc_curves(
-        &evaluation.report,
-        &evaluation.y_true,
-        &evaluation.output.probabilities,
-        &files.roc_png,
-    )?;
+    plots::roc_curves(&evaluation.report, &evaluation.y_true, &evaluation.output.probabilities, &files.roc_png)?;
     Ok(files)
 }
 
 /// The per-class table and the confusion matrix, as printed on the terminal.
 pub fn format_report(report: &ClassificationReport) -> String {
-    let width = report
-        .labels
-        .iter()
-        .map(|l| l.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 32);
+    let width = report.labels.iter().map(|l| l.chars().count()).max().unwrap_or(5).clamp(5, 32);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -119,47 +86,23 @@ pub fn format_report(report: &ClassificationReport) -> String {
         "label", "precision", "recall", "f1", "roc_auc", "support"
     );
     for c in &report.per_class {
-        let auc = c
-            .roc_auc
-            .map(|a| format!("{a:.4}"))
-            .unwrap_or_else(|| "-".into());
+        let auc = c.roc_auc.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             s,
             "{:<width$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}  {:>7}",
             c.label, c.precision, c.recall, c.f1, auc, c.support
         );
     }
-    let auc = report
-        .macro_roc_auc
-        .map(|a| format!("{a:.4}"))
-        .unwrap_or_else(|| "-".into());
+    let auc = report.macro_roc_auc.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
     let _ = writeln!(
         s,
         "{:<width$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}  {:>7}",
         "macro avg", report.macro_precision, report.macro_recall, report.macro_f1, auc, report.rows
     );
-    let _ = writeln!(
-        s,
-        "{:<width$}  {:>9}  {:>9}  {:>9.4}",
-        "weighted f1", "", "", report.weighted_f1
-    );
-    let _ = writeln!(
-        s,
-        "{:<width$}  {:>9}  {:>9}  {:>9.4}",
-        "accuracy", "", "", report.accuracy
-    );
-    let _ = writeln!(
-        s,
-        "\nconfusion matrix (rows: true, columns: predicted; columns in row order)"
-    );
-    let cell = report
-        .confusion
-        .iter()
-        .flatten()
-        .max()
-        .map(|m| m.to_string().len())
-        .unwrap_or(1)
-        .max(3);
+    let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "weighted f1", "", "", report.weighted_f1);
+    let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "accuracy", "", "", report.accuracy);
+    let _ = writeln!(s, "\nconfusion matrix (rows: true, columns: predicted; columns in row order)");
+    let cell = report.confusion.iter().flatten().max().map(|m| m.to_string().len()).unwrap_or(1).max(3);
     for (label, row) in report.labels.iter().zip(&report.confusion) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:>cell$}")).collect();
         let _ = writeln!(s, "{label:<width$}  {}", cells.join(" "));

@@ -18,9 +18,7 @@ fn register_font() {
     FONT_ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
             if plotters::style::register_font("sans-serif", style, FONT).is_err() {
-                tracing::warn!(
-                    "could not register the embedded plot font; plot text may be missing"
-                );
+                tracing::warn!("could not register the embedded plot font; plot text may be missing");
             }
         }
     });
@@ -50,10 +48,7 @@ pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<(
     let labels = report.labels.clone();
     let labels_y = report.labels.clone();
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Confusion matrix (rows: true, columns: predicted)",
-            ("sans-serif", 20),
-        )
+        .caption("Confusion matrix (rows: true, columns: predicted)", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(110)
         .y_label_area_size(150)
@@ -64,20 +59,14 @@ pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<(
         .disable_mesh()
         .x_labels(n)
         .y_labels(n)
-        .x_label_style(
-            ("sans-serif", 13)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
+        .x_label_style(("sans-serif", 13).into_font().transform(FontTransform::Rotate90))
         .y_label_style(("sans-serif", 13))
         .x_label_formatter(&move |v| match v {
             SegmentValue::CenterOf(i) if *i < labels.len() => short(&labels[*i]),
             _ => String::new(),
         })
         .y_label_formatter(&move |v| match v {
-            SegmentValue::CenterOf(i) if *i < labels_y.len() => {
-                short(&labels_y[labels_y.len() - 1 - *i])
-            }
+            SegmentValue::CenterOf(i) if *i < labels_y.len() => short(&labels_y[labels_y.len() - 1 - *i]),
             _ => String::new(),
         })
         .draw()
@@ -87,11 +76,8 @@ pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<(
         let y = n - 1 - t;
         for (p, &count) in row.iter().enumerate() {
             let share = count as f64 / total as f64;
-            let color = RGBColor(
-                (255.0 - 225.0 * share) as u8,
-                (255.0 - 160.0 * share) as u8,
-                255 - (60.0 * share) as u8,
-            );
+            let color =
+                RGBColor((255.0 - 225.0 * share) as u8, (255.0 - 160.0 * share) as u8, 255 - (60.0 * share) as u8);
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [
@@ -106,10 +92,7 @@ pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<(
                 .draw_series(std::iter::once(Text::new(
                     count.to_string(),
                     (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
-                    ("sans-serif", 14)
-                        .into_font()
-                        .color(&text_color)
-                        .pos(Pos::new(HPos::Center, VPos::Center)),
+                    ("sans-serif", 14).into_font().color(&text_color).pos(Pos::new(HPos::Center, VPos::Center)),
                 )))
                 .map_err(|e| err(e.to_string()))?;
         }
@@ -119,12 +102,7 @@ pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<(
 }
 
 /// Draws one-vs-rest ROC curves, one per class, with AUC in the legend.
-pub fn roc_curves(
-    report: &ClassificationReport,
-    y_true: &[usize],
-    scores: &[f32],
-    path: &Path,
-) -> Result<()> {
+pub fn roc_curves(report: &ClassificationReport, y_true: &[usize], scores: &[f32], path: &Path) -> Result<()> {
     register_font();
     let err = plot_err(path);
     let classes = report.labels.len();
@@ -143,9 +121,7 @@ pub fn roc_curves(
         .y_desc("True positive rate")
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    chart
-        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
-        .map_err(|e| err(e.to_string()))?;
+    chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))).map_err(|e| err(e.to_string()))?;
     for c in 0..classes {
         let class_scores: Vec<f32> = (0..y_true.len()).map(|r| scores[r * classes + c]).collect();
         let positive: Vec<bool> = y_true.iter().map(|&t| t == c).collect();
@@ -153,20 +129,12 @@ pub fn roc_curves(
             continue;
         }
         let color = Palette99::pick(c).to_rgba();
-        let auc = report.per_class[c]
-            .roc_auc
-            .map(|a| format!("{a:.4}"))
-            .unwrap_or_else(|| "n/a".into());
+        let auc = report.per_class[c].roc_auc.map(|a| format!("{a:.4}")).unwrap_or_else(|| "n/a".into());
         chart
-            .draw_series(LineSeries::new(
-                roc_curve(&class_scores, &positive),
-                color.stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(roc_curve(&class_scores, &positive), color.stroke_width(2)))
             .map_err(|e| err(e.to_string()))?
             .label(format!("{} (AUC {auc})", short(&report.labels[c])))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
     chart
         .configure_series_labels()

@@ -2,9 +2,8 @@
 //! outputs with symbolic (dynamic) dimensions, serialised with prost.
 
 use super::proto::{
-    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor,
-    ValueInfoProto, attribute_type, data_type,
+    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type, data_type,
 };
 use prost::Message;
 
@@ -40,27 +39,15 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     /// An empty graph with the given name.
     pub fn new(name: &str) -> Self {
-        Self {
-            graph: GraphProto {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
+        Self { graph: GraphProto { name: Some(name.into()), ..Default::default() }, ..Default::default() }
     }
 
     fn value_info(name: &str, elem_type: i32, dims: &[Dim]) -> ValueInfoProto {
         let dim = dims
             .iter()
             .map(|d| match d {
-                Dim::Fixed(v) => Dimension {
-                    dim_value: Some(*v),
-                    dim_param: None,
-                },
-                Dim::Named(n) => Dimension {
-                    dim_value: None,
-                    dim_param: Some((*n).into()),
-                },
+                Dim::Fixed(v) => Dimension { dim_value: Some(*v), dim_param: None },
+                Dim::Named(n) => Dimension { dim_value: None, dim_param: Some((*n).into()) },
             })
             .collect();
         ValueInfoProto {
@@ -76,17 +63,13 @@ impl GraphBuilder {
 
     /// Declares a graph input.
     pub fn input(&mut self, name: &str, elem_type: i32, dims: &[Dim]) -> String {
-        self.graph
-            .input
-            .push(Self::value_info(name, elem_type, dims));
+        self.graph.input.push(Self::value_info(name, elem_type, dims));
         name.to_string()
     }
 
     /// Declares a graph output (the value must be produced by a node of the same name).
     pub fn output(&mut self, name: &str, elem_type: i32, dims: &[Dim]) {
-        self.graph
-            .output
-            .push(Self::value_info(name, elem_type, dims));
+        self.graph.output.push(Self::value_info(name, elem_type, dims));
     }
 
     fn fresh(&mut self, hint: &str) -> String {
@@ -95,13 +78,7 @@ impl GraphBuilder {
     }
 
     /// Adds a raw initializer.
-    pub fn initializer(
-        &mut self,
-        name: &str,
-        elem_type: i32,
-        dims: &[usize],
-        raw: Vec<u8>,
-    ) -> String {
+    pub fn initializer(&mut self, name: &str, elem_type: i32, dims: &[usize], raw: Vec<u8>) -> String {
         self.graph.initializer.push(TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
             data_type: Some(elem_type),
@@ -119,10 +96,7 @@ impl GraphBuilder {
 
     /// Adds an fp16 initializer (values converted from f32).
     pub fn f16_tensor(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
-        let raw = data
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect();
+        let raw = data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
         self.initializer(name, data_type::FLOAT16, dims, raw)
     }
 
@@ -158,13 +132,7 @@ impl GraphBuilder {
     }
 
     /// Adds a node in the default domain whose single output has the given name.
-    pub fn op_into(
-        &mut self,
-        op_type: &str,
-        inputs: &[&str],
-        attrs: &[(&str, Attr)],
-        output: &str,
-    ) {
+    pub fn op_into(&mut self, op_type: &str, inputs: &[&str], attrs: &[(&str, Attr)], output: &str) {
         self.node(op_type, "", inputs, attrs, &[output]);
     }
 
@@ -177,21 +145,11 @@ impl GraphBuilder {
     }
 
     /// Adds a node with any domain and outputs.
-    pub fn node(
-        &mut self,
-        op_type: &str,
-        domain: &str,
-        inputs: &[&str],
-        attrs: &[(&str, Attr)],
-        outputs: &[&str],
-    ) {
+    pub fn node(&mut self, op_type: &str, domain: &str, inputs: &[&str], attrs: &[(&str, Attr)], outputs: &[&str]) {
         let attribute = attrs
             .iter()
             .map(|(name, value)| {
-                let mut a = AttributeProto {
-                    name: Some((*name).into()),
-                    ..Default::default()
-                };
+                let mut a = AttributeProto { name: Some((*name).into()), ..Default::default() };
                 match value {
                     Attr::Int(v) => {
                         a.r#type = Some(attribute_type::INT);
@@ -227,15 +185,9 @@ impl GraphBuilder {
 
     /// Finishes the model and serialises it to bytes.
     pub fn finish(self, metadata: &[(&str, String)]) -> Vec<u8> {
-        let mut opset_import = vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(OPSET),
-        }];
+        let mut opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }];
         if self.uses_microsoft_domain {
-            opset_import.push(OperatorSetIdProto {
-                domain: Some("com.microsoft".into()),
-                version: Some(1),
-            });
+            opset_import.push(OperatorSetIdProto { domain: Some("com.microsoft".into()), version: Some(1) });
         }
         let model = ModelProto {
             ir_version: Some(IR_VERSION),
@@ -245,10 +197,7 @@ impl GraphBuilder {
             graph: Some(self.graph),
             metadata_props: metadata
                 .iter()
-                .map(|(k, v)| StringStringEntryProto {
-                    key: Some((*k).into()),
-                    value: Some(v.clone()),
-                })
+                .map(|(k, v)| StringStringEntryProto { key: Some((*k).into()), value: Some(v.clone()) })
                 .collect(),
             ..Default::default()
         };

@@ -36,17 +36,12 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
     let ids = g.input(names::INPUT_IDS, data_type::INT64, &dyn_dims);
     let mask = g.input(names::ATTENTION_MASK, data_type::INT64, &dyn_dims);
     let uses_token_types = model.embeddings.token_type.dims()[0] > 1;
-    let types =
-        uses_token_types.then(|| g.input(names::TOKEN_TYPE_IDS, data_type::INT64, &dyn_dims));
+    let types = uses_token_types.then(|| g.input(names::TOKEN_TYPE_IDS, data_type::INT64, &dyn_dims));
 
     // Embeddings: word + position + token type, then LayerNorm.
     let e = &model.embeddings;
     let word_table = g.f32_tensor("embeddings.word", &[cfg.vocab_size, h], &values(&e.word)?);
-    let pos_table = g.f32_tensor(
-        "embeddings.position",
-        &[e.position.dims()[0], h],
-        &values(&e.position)?,
-    );
+    let pos_table = g.f32_tensor("embeddings.position", &[e.position.dims()[0], h], &values(&e.position)?);
     let word = g.op("Gather", &[&word_table, &ids], &[]);
     let shape = g.op("Shape", &[&ids], &[]);
     let one = g.scalar_i64(1);
@@ -57,41 +52,24 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
     let pos = g.op("Gather", &[&pos_table, &pos_ids], &[]);
     let mut x = g.op("Add", &[&word, &pos], &[]);
     if let Some(types) = &types {
-        let type_table = g.f32_tensor(
-            "embeddings.token_type",
-            &[e.token_type.dims()[0], h],
-            &values(&e.token_type)?,
-        );
+        let type_table = g.f32_tensor("embeddings.token_type", &[e.token_type.dims()[0], h], &values(&e.token_type)?);
         let typ = g.op("Gather", &[&type_table, types], &[]);
         x = g.op("Add", &[&x, &typ], &[]);
     } else {
         // A single token type: its row is a constant offset.
-        let row = g.f32_tensor(
-            "embeddings.token_type",
-            &[h],
-            &values(&e.token_type.get(0)?)?,
-        );
+        let row = g.f32_tensor("embeddings.token_type", &[h], &values(&e.token_type.get(0)?)?);
         x = g.op("Add", &[&x, &row], &[]);
     }
     let eps = cfg.layer_norm_eps as f32;
-    let layer_norm =
-        |g: &mut GraphBuilder, x: &str, w: &Tensor, b: &Tensor, name: &str| -> Result<String> {
-            let gamma = g.f32_tensor(&format!("{name}.weight"), &[h], &values(w)?);
-            let beta = g.f32_tensor(&format!("{name}.bias"), &[h], &values(b)?);
-            Ok(g.op(
-                "LayerNormalization",
-                &[x, &gamma, &beta],
-                &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))],
-            ))
-        };
+    let layer_norm = |g: &mut GraphBuilder, x: &str, w: &Tensor, b: &Tensor, name: &str| -> Result<String> {
+        let gamma = g.f32_tensor(&format!("{name}.weight"), &[h], &values(w)?);
+        let beta = g.f32_tensor(&format!("{name}.bias"), &[h], &values(b)?);
+        Ok(g.op("LayerNormalization", &[x, &gamma, &beta], &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))]))
+    };
     x = layer_norm(&mut g, &x, &e.norm_weight, &e.norm_bias, "embeddings.norm")?;
 
     // Additive attention bias [batch, 1, 1, seq] from the mask.
-    let mask_f = g.op(
-        "Cast",
-        &[&mask],
-        &[("to", Attr::Int(data_type::FLOAT as i64))],
-    );
+    let mask_f = g.op("Cast", &[&mask], &[("to", Attr::Int(data_type::FLOAT as i64))]);
     let one_f = g.scalar_f32(1.0);
     let inverted = g.op("Sub", &[&one_f, &mask_f], &[]);
     let big_neg = g.scalar_f32(MASK_BIAS);
@@ -109,11 +87,7 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
             let w = d.merged_weight()?.t()?.contiguous()?;
             let (din, dout) = w.dims2()?;
             let w = g.f32_tensor(&format!("{p}.{target}.weight"), &[din, dout], &values(&w)?);
-            let b = g.f32_tensor(
-                &format!("{p}.{target}.bias"),
-                &[dout],
-                &values(d.base.bias())?,
-            );
+            let b = g.f32_tensor(&format!("{p}.{target}.bias"), &[dout], &values(d.base.bias())?);
             let y = g.op("MatMul", &[x, &w], &[]);
             Ok(g.op("Add", &[&y, &b], &[]))
         };
@@ -121,33 +95,17 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
         let k = dense(&mut g, &x, LoraTarget::Key)?;
         let v = dense(&mut g, &x, LoraTarget::Value)?;
         let q = g.op("Reshape", &[&q, &split_heads], &[]);
-        let q = g.op(
-            "Transpose",
-            &[&q],
-            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-        );
+        let q = g.op("Transpose", &[&q], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
         let k = g.op("Reshape", &[&k, &split_heads], &[]);
-        let k = g.op(
-            "Transpose",
-            &[&k],
-            &[("perm", Attr::Ints(vec![0, 2, 3, 1]))],
-        );
+        let k = g.op("Transpose", &[&k], &[("perm", Attr::Ints(vec![0, 2, 3, 1]))]);
         let v = g.op("Reshape", &[&v, &split_heads], &[]);
-        let v = g.op(
-            "Transpose",
-            &[&v],
-            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-        );
+        let v = g.op("Transpose", &[&v], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
         let scores = g.op("MatMul", &[&q, &k], &[]);
         let scores = g.op("Div", &[&scores, &scale], &[]);
         let scores = g.op("Add", &[&scores, &bias], &[]);
         let probs = g.op("Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
         let ctx = g.op("MatMul", &[&probs, &v], &[]);
-        let ctx = g.op(
-            "Transpose",
-            &[&ctx],
-            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-        );
+        let ctx = g.op("Transpose", &[&ctx], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
         let ctx = g.op("Reshape", &[&ctx, &merge_heads], &[]);
         let attended = dense(&mut g, &ctx, LoraTarget::AttentionOutput)?;
         let residual = g.op("Add", &[&attended, &x], &[]);
@@ -162,13 +120,7 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
         let inner = gelu(&mut g, &inner);
         let out = dense(&mut g, &inner, LoraTarget::Output)?;
         let residual = g.op("Add", &[&out, &h1], &[]);
-        x = layer_norm(
-            &mut g,
-            &residual,
-            &layer.output_norm.0,
-            &layer.output_norm.1,
-            &format!("{p}.output_norm"),
-        )?;
+        x = layer_norm(&mut g, &residual, &layer.output_norm.0, &layer.output_norm.1, &format!("{p}.output_norm"))?;
     }
 
     let pooled = match model.pooling {
@@ -177,11 +129,7 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
             let m3 = g.op("Unsqueeze", &[&mask_f, &axis_2], &[]);
             let masked = g.op("Mul", &[&x, &m3], &[]);
             let axis_1 = g.ints(&[1]);
-            let summed = g.op(
-                "ReduceSum",
-                &[&masked, &axis_1],
-                &[("keepdims", Attr::Int(0))],
-            );
+            let summed = g.op("ReduceSum", &[&masked, &axis_1], &[("keepdims", Attr::Int(0))]);
             let count = g.op("ReduceSum", &[&m3, &axis_1], &[("keepdims", Attr::Int(0))]);
             let tiny = g.scalar_f32(1e-9);
             let count = g.op("Max", &[&count, &tiny], &[]);
@@ -195,19 +143,10 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
     let head_w = model.head.weight.as_tensor().t()?.contiguous()?;
     let classes = model.num_classes();
     let head_w = g.f32_tensor("head.weight", &[h, classes], &values(&head_w)?);
-    let head_b = g.f32_tensor(
-        "head.bias",
-        &[classes],
-        &values(model.head.bias.as_tensor())?,
-    );
+    let head_b = g.f32_tensor("head.bias", &[classes], &values(model.head.bias.as_tensor())?);
     let logits = g.op("MatMul", &[&pooled, &head_w], &[]);
     g.op_into("Add", &[&logits, &head_b], &[], names::LOGITS);
-    g.op_into(
-        "Softmax",
-        &[names::LOGITS],
-        &[("axis", Attr::Int(-1))],
-        names::PROBABILITIES,
-    );
+    g.op_into("Softmax", &[names::LOGITS], &[("axis", Attr::Int(-1))], names::PROBABILITIES);
     let out_dims = [Dim::Named("batch"), Dim::Fixed(classes as i64)];
     g.output(names::LOGITS, data_type::FLOAT, &out_dims);
     g.output(names::PROBABILITIES, data_type::FLOAT, &out_dims);

@@ -143,18 +143,13 @@ impl ModelCard {
     /// Reads `card.json`.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
-        serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+        serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })
     }
 
     /// Writes `card.json` (pretty-printed).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
         std::fs::write(path, text + "\n").at(path)
     }
 }

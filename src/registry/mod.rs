@@ -86,16 +86,11 @@ impl ModelRegistry {
         validate_name(name)?;
         let parent = self.model_dir(name);
         std::fs::create_dir_all(&parent).at(&parent)?;
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nonce =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = parent.join(format!(".staging-{}-{nonce}", std::process::id()));
         std::fs::create_dir(&dir).at(&dir)?;
-        Ok(StagedVersion {
-            dir,
-            name: name.to_string(),
-        })
+        Ok(StagedVersion { dir, name: name.to_string() })
     }
 
     /// Reserves the next version number of `name` (an empty folder, created exclusively).
@@ -119,20 +114,12 @@ impl ModelRegistry {
     }
 
     /// Moves a staged version into its reserved folder and, if asked, points `current` at it.
-    pub fn publish(
-        &self,
-        staged: StagedVersion,
-        version: &str,
-        make_current: bool,
-    ) -> Result<PathBuf> {
+    pub fn publish(&self, staged: StagedVersion, version: &str, make_current: bool) -> Result<PathBuf> {
         let parent = self.model_dir(&staged.name);
         let target = parent.join(version);
         for required in [files::MODEL, files::LABELS, files::CARD] {
             if !staged.dir.join(required).is_file() {
-                return Err(Error::model(
-                    &staged.dir,
-                    format!("{required} was not written"),
-                ));
+                return Err(Error::model(&staged.dir, format!("{required} was not written")));
             }
         }
         // Replaces the empty reserved folder atomically.
@@ -147,10 +134,7 @@ impl ModelRegistry {
     pub fn set_current(&self, name: &str, version: &str) -> Result<()> {
         let parent = self.model_dir(name);
         if !parent.join(version).join(files::CARD).is_file() {
-            return Err(Error::model(
-                parent.join(version),
-                "no such published version",
-            ));
+            return Err(Error::model(parent.join(version), "no such published version"));
         }
         let tmp = parent.join(format!(".current-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
@@ -172,16 +156,11 @@ impl ModelRegistry {
 fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
-        Err(Error::config(
-            "--name",
-            format!("`{name}` is not a valid model name (letters, digits, - _ .)"),
-        ))
+        Err(Error::config("--name", format!("`{name}` is not a valid model name (letters, digits, - _ .)")))
     }
 }
 
@@ -227,10 +206,8 @@ pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
 /// Reads `labels.json` (a JSON array of label strings, index = class id).
 pub fn read_labels(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).at(path)?;
-    let labels: Vec<String> = serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let labels: Vec<String> =
+        serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
     if labels.is_empty() {
         return Err(Error::model(path, "labels.json lists no labels"));
     }
@@ -239,10 +216,8 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
 
 /// Writes `labels.json`.
 pub fn write_labels(path: &Path, labels: &[String]) -> Result<()> {
-    let text = serde_json::to_string_pretty(labels).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        serde_json::to_string_pretty(labels).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
     std::fs::write(path, text + "\n").at(path)
 }
 
@@ -268,10 +243,7 @@ mod tests {
         assert_eq!(publish_dummy(&registry, "m"), "v2");
         assert_eq!(registry.versions("m").unwrap(), vec![1, 2]);
         assert_eq!(registry.current("m").unwrap().as_deref(), Some("v2"));
-        assert_eq!(
-            resolve_model_dir(tmp.path()).unwrap(),
-            tmp.path().join("m/current")
-        );
+        assert_eq!(resolve_model_dir(tmp.path()).unwrap(), tmp.path().join("m/current"));
         registry.set_current("m", "v1").unwrap();
         assert_eq!(registry.current("m").unwrap().as_deref(), Some("v1"));
     }

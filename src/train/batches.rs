@@ -10,12 +10,7 @@ use rand_chacha::ChaCha8Rng;
 const WINDOW_BATCHES: usize = 50;
 
 /// Seeded, length-bucketed batches of `rows` (indices into `lengths`).
-pub fn bucketed_batches(
-    rows: &[usize],
-    lengths: &[usize],
-    batch_size: usize,
-    seed: u64,
-) -> Vec<Vec<usize>> {
+pub fn bucketed_batches(rows: &[usize], lengths: &[usize], batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
     let batch_size = batch_size.max(1);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order = rows.to_vec();
@@ -33,10 +28,7 @@ pub fn bucketed_batches(
 pub fn sorted_batches(rows: &[usize], lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut order = rows.to_vec();
     order.sort_by_key(|&r| lengths[r]);
-    order
-        .chunks(batch_size.max(1))
-        .map(<[usize]>::to_vec)
-        .collect()
+    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
 }
 
 #[cfg(test)]
@@ -55,14 +47,8 @@ mod tests {
         all.sort_unstable();
         assert_eq!(all, rows);
         // Padding waste is small: within-batch length spread is tiny compared to the global spread.
-        let padded: usize = a
-            .iter()
-            .map(|b| b.len() * b.iter().map(|&r| lengths[r]).max().unwrap_or(0))
-            .sum();
+        let padded: usize = a.iter().map(|b| b.len() * b.iter().map(|&r| lengths[r]).max().unwrap_or(0)).sum();
         let real: usize = lengths.iter().sum();
-        assert!(
-            (padded as f64) < real as f64 * 1.15,
-            "padded {padded} vs real {real}"
-        );
+        assert!((padded as f64) < real as f64 * 1.15, "padded {padded} vs real {real}");
     }
 }

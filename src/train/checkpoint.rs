@@ -40,16 +40,12 @@ const STATE: &str = "state.json";
 impl Checkpoint {
     /// The checkpoint folder for a run key under `root`.
     pub fn new(root: &Path, key: &str) -> Self {
-        Self {
-            dir: root.join(key),
-        }
+        Self { dir: root.join(key) }
     }
 
     /// True when a complete checkpoint exists.
     pub fn exists(&self) -> bool {
-        [LAST, BEST, OPTIMIZER, STATE]
-            .iter()
-            .all(|f| self.dir.join(f).is_file())
+        [LAST, BEST, OPTIMIZER, STATE].iter().all(|f| self.dir.join(f).is_file())
     }
 
     /// Removes the checkpoint (a fresh run).
@@ -70,26 +66,18 @@ impl Checkpoint {
     ) -> Result<()> {
         let parent = self.dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).at(parent)?;
-        let tmp = parent.join(format!(
-            ".{}.tmp",
-            self.dir
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
+        let tmp =
+            parent.join(format!(".{}.tmp", self.dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).at(&tmp)?;
         }
         std::fs::create_dir_all(&tmp).at(&tmp)?;
         for (file, tensors) in [(LAST, last), (BEST, best), (OPTIMIZER, optimizer)] {
             let path = tmp.join(file);
-            candle_core::safetensors::save(tensors, &path)
-                .map_err(|e| Error::model(&path, e.to_string()))?;
+            candle_core::safetensors::save(tensors, &path).map_err(|e| Error::model(&path, e.to_string()))?;
         }
-        let json = serde_json::to_string_pretty(state).map_err(|source| Error::Json {
-            path: tmp.join(STATE),
-            source,
-        })?;
+        let json =
+            serde_json::to_string_pretty(state).map_err(|source| Error::Json { path: tmp.join(STATE), source })?;
         std::fs::write(tmp.join(STATE), json).at(tmp.join(STATE))?;
         self.clear()?;
         std::fs::rename(&tmp, &self.dir).at(&self.dir)
@@ -99,23 +87,14 @@ impl Checkpoint {
     #[allow(clippy::type_complexity)]
     pub fn load(
         &self,
-    ) -> Result<(
-        HashMap<String, Tensor>,
-        HashMap<String, Tensor>,
-        HashMap<String, Tensor>,
-        RunState,
-    )> {
+    ) -> Result<(HashMap<String, Tensor>, HashMap<String, Tensor>, HashMap<String, Tensor>, RunState)> {
         let read = |file: &str| {
             let path = self.dir.join(file);
-            candle_core::safetensors::load(&path, &Device::Cpu)
-                .map_err(|e| Error::model(&path, e.to_string()))
+            candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| Error::model(&path, e.to_string()))
         };
         let state_path = self.dir.join(STATE);
         let text = std::fs::read_to_string(&state_path).at(&state_path)?;
-        let state = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: state_path,
-            source,
-        })?;
+        let state = serde_json::from_str(&text).map_err(|source| Error::Json { path: state_path, source })?;
         Ok((read(LAST)?, read(BEST)?, read(OPTIMIZER)?, state))
     }
 }

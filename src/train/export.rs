@@ -58,25 +58,11 @@ pub(super) struct ExportInputs<'a> {
 
 /// Largest |a − b| over two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
-    let ExportInputs {
-        job,
-        model,
-        tokenizer,
-        labels,
-        examples,
-        split,
-        data_info,
-        state,
-        started,
-        texts,
-    } = inputs;
+    let ExportInputs { job, model, tokenizer, labels, examples, split, data_info, state, started, texts } = inputs;
     let settings = &job.settings;
     let registry = ModelRegistry::new(&job.registry);
     let staged = registry.stage(&job.name)?;
@@ -84,10 +70,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
 
     let onnx = transformer::export(
         model,
-        &[
-            ("prodcat.model_type", "transformer".into()),
-            ("prodcat.labels", labels.join("\n")),
-        ],
+        &[("prodcat.model_type", "transformer".into()), ("prodcat.labels", labels.join("\n"))],
     )?;
     let model_path = dir.join(files::MODEL);
     std::fs::write(&model_path, &onnx).at(&model_path)?;
@@ -95,10 +78,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
     write_labels(&dir.join(files::LABELS), labels)?;
 
     let trainable = model.trainable_parameters();
-    let mut inputs_names = vec![
-        names::INPUT_IDS.to_string(),
-        names::ATTENTION_MASK.to_string(),
-    ];
+    let mut inputs_names = vec![names::INPUT_IDS.to_string(), names::ATTENTION_MASK.to_string()];
     if model.embeddings.token_type.dims()[0] > 1 {
         inputs_names.push(names::TOKEN_TYPE_IDS.to_string());
     }
@@ -121,8 +101,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
             lora: model.lora.clone(),
             pooling: model.pooling,
             trainable_parameters: trainable,
-            trainable_percent: 100.0 * trainable as f64
-                / (model.base_parameters + trainable) as f64,
+            trainable_percent: 100.0 * trainable as f64 / (model.base_parameters + trainable) as f64,
         }),
         data: Some(data_info),
         training: Some(TrainingInfo {
@@ -151,13 +130,10 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
     card.write(&dir.join(files::CARD))?;
 
     // Parity: the same padded batch through candle (adapters unmerged) and ONNX Runtime (merged).
-    let mut served = LoadedModel::load(&dir, &job.session)?;
+    let served = LoadedModel::load(&dir, &job.session)?;
     let rows = parity_rows(split, &examples.lengths, 32);
     let batch = PaddedBatch::from_tokens(rows.iter().map(|&r| &examples.tokens[r]));
-    let reference = model
-        .forward(&batch, None)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let reference = model.forward(&batch, None)?.flatten_all()?.to_vec1::<f32>()?;
     let exported = served.run(&batch)?;
     let diff = max_abs_diff(&reference, &exported.logits);
     let parity = ParityInfo {
@@ -166,17 +142,9 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         tolerance: settings.parity_tolerance,
         passed: diff <= settings.parity_tolerance,
     };
-    tracing::info!(
-        samples = rows.len(),
-        max_abs_diff = diff,
-        tolerance = settings.parity_tolerance,
-        "parity check"
-    );
+    tracing::info!(samples = rows.len(), max_abs_diff = diff, tolerance = settings.parity_tolerance, "parity check");
     if !parity.passed {
-        return Err(Error::Parity {
-            max_abs_diff: diff,
-            tolerance: settings.parity_tolerance,
-        });
+        return Err(Error::Parity { max_abs_diff: diff, tolerance: settings.parity_tolerance });
     }
     card.parity = Some(parity);
 
@@ -185,7 +153,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
     } else {
         let test_texts: Vec<&str> = split.test.iter().map(|&r| texts[r]).collect();
         let y_true: Vec<usize> = split.test.iter().map(|&r| examples.y[r]).collect();
-        let evaluation = evaluate(&mut served, &test_texts, y_true, settings.eval_batch_size)?;
+        let evaluation = evaluate(&served, &test_texts, y_true, settings.eval_batch_size)?;
         let r = &evaluation.report;
         card.test_metrics = Some(SplitMetrics {
             rows: r.rows,
@@ -193,11 +161,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
             macro_f1: r.macro_f1,
             macro_precision: r.macro_precision,
             macro_recall: r.macro_recall,
-            per_class_f1: r
-                .per_class
-                .iter()
-                .map(|c| (c.label.clone(), c.f1))
-                .collect(),
+            per_class_f1: r.per_class.iter().map(|c| (c.label.clone(), c.f1)).collect(),
         });
         Some(evaluation)
     };
@@ -205,11 +169,5 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         training.wall_seconds = started.elapsed().as_secs_f64();
     }
     card.write(&dir.join(files::CARD))?;
-    Ok(Candidate {
-        registry,
-        name: job.name.clone(),
-        staged,
-        card,
-        test,
-    })
+    Ok(Candidate { registry, name: job.name.clone(), staged, card, test })
 }

@@ -18,15 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{D, Device, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use export::Candidate;
 
 use crate::data::{LabeledData, SplitAssignment, stratified_group_split};
-use crate::encoder::{
-    Dropout, EncoderClassifier, EncoderConfig, LoraSettings, Pooling, load_base_weights,
-};
+use crate::encoder::{Dropout, EncoderClassifier, EncoderConfig, LoraSettings, Pooling, load_base_weights};
 use crate::error::{Error, Result};
 use crate::eval::macro_f1;
 use crate::registry::card::DataInfo;
@@ -107,16 +106,9 @@ impl TrainSettings {
         }
         let sum: f64 = self.split.iter().sum();
         if (sum - 1.0).abs() > 1e-6 || self.split.iter().any(|f| *f < 0.0) || self.split[0] <= 0.0 {
-            problems.push(format!(
-                "split fractions {:?} must be non-negative and sum to 1",
-                self.split
-            ));
+            problems.push(format!("split fractions {:?} must be non-negative and sum to 1", self.split));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::config("train", problems.join("; ")))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::config("train", problems.join("; "))) }
     }
 
     /// Hash of everything that shapes a run except its length (epochs, patience), so `--resume`
@@ -178,30 +170,76 @@ pub(crate) fn predict_rows(
     rows: &[usize],
     batch_size: usize,
 ) -> Result<Vec<usize>> {
+    let batches = sorted_batches(rows, &ex.lengths, batch_size);
+    let workers = rayon::current_num_threads().clamp(1, batches.len().max(1));
+    // Worker w takes every w-th batch; each returns (row, class) pairs.
+    let predict = |w: usize| -> Result<Vec<(usize, usize)>> {
+        let mut out = Vec::new();
+        for chunk in batches.iter().skip(w).step_by(workers) {
+            let best = model.forward(&ex.batch(chunk), None)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            out.extend(chunk.iter().zip(&best).map(|(&r, &p)| (r, p as usize)));
+        }
+        Ok(out)
+    };
+    let parts: Vec<Result<Vec<(usize, usize)>>> = (0..workers).into_par_iter().map(predict).collect();
     let mut pred = vec![0usize; ex.y.len()];
-    for chunk in sorted_batches(rows, &ex.lengths, batch_size) {
-        let logits = model.forward(&ex.batch(&chunk), None)?;
-        let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-        for (&r, &p) in chunk.iter().zip(&best) {
-            pred[r] = p as usize;
+    for part in parts {
+        for (r, p) in part? {
+            pred[r] = p;
         }
     }
     Ok(rows.iter().map(|&r| pred[r]).collect())
 }
 
-fn weighted_cross_entropy(logits: &Tensor, y: &[usize], class_weight: &[f32]) -> Result<Tensor> {
+/// Σ w·(−log p) over the rows, divided by `total` (the weight of the whole batch, so shard losses
+/// add up to the batch loss).
+fn weighted_cross_entropy(logits: &Tensor, y: &[usize], class_weight: &[f32], total: f32) -> Result<Tensor> {
     let dev = Device::Cpu;
-    let targets = Tensor::from_vec(
-        y.iter().map(|&c| c as u32).collect::<Vec<_>>(),
-        (y.len(), 1),
-        &dev,
-    )?;
+    let targets = Tensor::from_vec(y.iter().map(|&c| c as u32).collect::<Vec<_>>(), (y.len(), 1), &dev)?;
     let weights: Vec<f32> = y.iter().map(|&c| class_weight[c]).collect();
-    let total: f32 = weights.iter().sum();
     let weights = Tensor::from_vec(weights, y.len(), &dev)?;
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = log_probs.gather(&targets, 1)?.squeeze(1)?;
     Ok((picked.mul(&weights)?.sum_all()? * (-1.0 / f64::from(total)))?)
+}
+
+/// Forward and backward of one batch, split into data-parallel shards (one per thread of the
+/// current rayon pool, BLAS single-threaded inside each). Returns each shard's gradients and the
+/// batch loss. Shards and their dropout seeds depend only on the batch, so runs are reproducible.
+fn train_step(
+    model: &EncoderClassifier,
+    ex: &Examples,
+    rows: &[usize],
+    seed: u64,
+    dropout: f32,
+    class_weight: &[f32],
+) -> Result<(Vec<candle_core::backprop::GradStore>, f64)> {
+    let total: f32 = rows.iter().map(|&r| class_weight[ex.y[r]]).sum();
+    // Shards smaller than this cost more in thread overhead than they gain.
+    const MIN_SHARD: usize = 8;
+    let workers = rayon::current_num_threads().clamp(1, rows.len().div_ceil(MIN_SHARD).max(1));
+    let shard_size = rows.len().div_ceil(workers);
+    let run = |shard: usize, part: &[usize]| -> Result<(candle_core::backprop::GradStore, f64)> {
+        let mut d = Dropout::new(dropout, seed ^ ((shard as u64) << 48));
+        let logits = model.forward(&ex.batch(part), Some(&mut d))?;
+        let targets: Vec<usize> = part.iter().map(|&r| ex.y[r]).collect();
+        let loss = weighted_cross_entropy(&logits, &targets, class_weight, total)?;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        Ok((loss.backward()?, value))
+    };
+    let parts: Vec<&[usize]> = rows.chunks(shard_size.max(1)).collect();
+    // Shards run as tasks of the current rayon pool, so the row-parallel kernels inside them
+    // nest into the same pool instead of competing with it.
+    let results: Vec<Result<(candle_core::backprop::GradStore, f64)>> =
+        parts.par_iter().enumerate().map(|(i, part)| run(i, part)).collect();
+    let mut stores = Vec::with_capacity(results.len());
+    let mut loss = 0.0;
+    for r in results {
+        let (store, value) = r?;
+        stores.push(store);
+        loss += value;
+    }
+    Ok((stores, loss))
 }
 
 /// Counts of each label.
@@ -223,28 +261,12 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     if labels.len() < 2 {
         return Err(Error::data(
             &job.source.file,
-            format!(
-                "column `{}` has fewer than 2 distinct labels",
-                job.source.label_column
-            ),
+            format!("column `{}` has fewer than 2 distinct labels", job.source.label_column),
         ));
     }
-    let label_index: HashMap<&str, usize> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
-    let y: Vec<usize> = data
-        .labels
-        .iter()
-        .map(|l| label_index[l.as_str()])
-        .collect();
-    let split = stratified_group_split(
-        &data.labels,
-        data.groups.as_deref(),
-        settings.split,
-        settings.seed,
-    );
+    let label_index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let y: Vec<usize> = data.labels.iter().map(|l| label_index[l.as_str()]).collect();
+    let split = stratified_group_split(&data.labels, data.groups.as_deref(), settings.split, settings.seed);
     if split.train.is_empty() || split.validation.is_empty() {
         return Err(Error::data(
             &job.source.file,
@@ -255,10 +277,8 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     // Base model.
     let base = &job.base_dir;
     let config = EncoderConfig::from_hf_file(&base.join("config.json"))?;
-    let tokenizer = TextTokenizer::from_file(
-        &base.join("tokenizer.json"),
-        settings.max_length.min(config.max_sequence()),
-    )?;
+    let tokenizer =
+        TextTokenizer::from_file(&base.join("tokenizer.json"), settings.max_length.min(config.max_sequence()))?;
     let weights_path = base.join("model.safetensors");
     let weights = load_base_weights(&weights_path)?;
     let model = EncoderClassifier::new(
@@ -294,24 +314,16 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         .collect();
 
     let fingerprint = data.fingerprint();
-    let checkpoint = Checkpoint::new(
-        &job.registry.join(&job.name).join(".checkpoints"),
-        &settings.run_key(&fingerprint, base),
-    );
+    let checkpoint =
+        Checkpoint::new(&job.registry.join(&job.name).join(".checkpoints"), &settings.run_key(&fingerprint, base));
     let steps_per_epoch = split.train.len().div_ceil(settings.batch_size);
     let schedule = LinearSchedule {
-        warmup_steps: ((steps_per_epoch * settings.epochs) as f64 * settings.warmup_ratio)
-            .ceil()
-            .max(1.0) as usize,
+        warmup_steps: ((steps_per_epoch * settings.epochs) as f64 * settings.warmup_ratio).ceil().max(1.0) as usize,
         total_steps: steps_per_epoch * settings.epochs,
     };
     let mut optimizer = AdamW::new(
         model.trainable(),
-        AdamWSettings {
-            lr: settings.learning_rate,
-            weight_decay: settings.weight_decay,
-            ..Default::default()
-        },
+        AdamWSettings { lr: settings.learning_rate, weight_decay: settings.weight_decay, ..Default::default() },
     )?;
     let mut state = RunState::default();
     let mut best = model.snapshot()?;
@@ -329,7 +341,11 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         checkpoint.clear()?;
     }
 
+    // Data-parallel shards run one per thread; BLAS inside each stays single-threaded.
+    crate::encoder::kernels::set_threads(1);
     tracing::info!(
+        matmul = crate::encoder::kernels::backend(),
+        threads = rayon::current_num_threads(),
         rows = data.len(),
         train = split.train.len(),
         validation = split.validation.len(),
@@ -338,45 +354,26 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         trainable_parameters = model.trainable_parameters(),
         "training LoRA classifier"
     );
-    let cancelled = || {
-        job.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-    };
-    while state.epochs_done < settings.epochs
-        && state.epochs_without_improvement < settings.patience.max(1)
-    {
+    let cancelled = || job.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+    while state.epochs_done < settings.epochs && state.epochs_without_improvement < settings.patience.max(1) {
         let epoch = state.epochs_done + 1;
-        let epoch_seed = settings
-            .seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(epoch as u64);
+        let epoch_seed = settings.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64);
         let plan = bucketed_batches(&split.train, &ex.lengths, settings.batch_size, epoch_seed);
-        let progress = progress_bar(
-            job.show_progress,
-            plan.len() as u64,
-            format!("epoch {epoch}/{}", settings.epochs),
-        );
+        let progress = progress_bar(job.show_progress, plan.len() as u64, format!("epoch {epoch}/{}", settings.epochs));
         let epoch_start = Instant::now();
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         for (i, rows) in plan.iter().enumerate() {
             if cancelled() {
                 return Err(Error::Other("training cancelled".into()));
             }
-            let mut dropout =
-                Dropout::new(settings.lora.dropout, epoch_seed ^ ((i as u64 + 1) << 20));
-            let logits = model.forward(&ex.batch(rows), Some(&mut dropout))?;
-            let targets: Vec<usize> = rows.iter().map(|&r| ex.y[r]).collect();
-            let loss = weighted_cross_entropy(&logits, &targets, &class_weight)?;
-            let grads = loss.backward()?;
+            let batch_seed = epoch_seed ^ ((i as u64 + 1) << 20);
+            let (stores, batch_loss) = train_step(&model, &ex, rows, batch_seed, settings.lora.dropout, &class_weight)?;
+            let grads = optimizer.sum_gradients(&stores)?;
             optimizer.step(&grads, schedule.factor(optimizer.step))?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?) * rows.len() as f64;
+            loss_sum += batch_loss * rows.len() as f64;
             seen += rows.len();
             let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            progress.set_message(format!(
-                "loss {:.4} · {rate:.0} samples/s",
-                loss_sum / seen as f64
-            ));
+            progress.set_message(format!("loss {:.4} · {rate:.0} samples/s", loss_sum / seen as f64));
             progress.inc(1);
         }
         progress.finish_and_clear();
@@ -441,9 +438,7 @@ fn progress_bar(visible: bool, len: u64, prefix: String) -> indicatif::ProgressB
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({eta})")
-    {
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({eta})") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(prefix);
@@ -452,20 +447,14 @@ fn progress_bar(visible: bool, len: u64, prefix: String) -> indicatif::ProgressB
 
 /// Rows of a split (re-exported for the export step's parity sample).
 pub(crate) fn parity_rows(split: &SplitAssignment, lengths: &[usize], n: usize) -> Vec<usize> {
-    let pool: Vec<usize> = if split.test.is_empty() {
-        split.validation.clone()
-    } else {
-        split.test.clone()
-    };
+    let pool: Vec<usize> = if split.test.is_empty() { split.validation.clone() } else { split.test.clone() };
     let mut sorted = pool;
     sorted.sort_by_key(|&r| lengths[r]);
     if sorted.len() <= n {
         return sorted;
     }
     // Evenly spaced over lengths, so the batch mixes short and long texts (exercises masking).
-    (0..n)
-        .map(|i| sorted[i * (sorted.len() - 1) / (n - 1).max(1)])
-        .collect()
+    (0..n).map(|i| sorted[i * (sorted.len() - 1) / (n - 1).max(1)]).collect()
 }
 
 /// Path helper: the base model's display name (`_name_or_path` or the folder name).
@@ -473,17 +462,9 @@ pub(crate) fn base_model_name(base: &Path) -> String {
     std::fs::read_to_string(base.join("config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v.get("_name_or_path")
-                .and_then(|n| n.as_str())
-                .map(str::to_string)
-        })
+        .and_then(|v| v.get("_name_or_path").and_then(|n| n.as_str()).map(str::to_string))
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| {
-            base.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        .unwrap_or_else(|| base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
 }
 
 /// Where a model's checkpoints live.

@@ -19,13 +19,7 @@ pub struct AdamWSettings {
 
 impl Default for AdamWSettings {
     fn default() -> Self {
-        Self {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        }
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
     }
 }
 
@@ -67,30 +61,41 @@ impl AdamW {
     pub fn new(vars: Vec<(String, Var)>, settings: AdamWSettings) -> Result<Self> {
         let moments = vars
             .iter()
-            .map(|(_, v)| {
-                Ok(Moments {
-                    m: v.as_tensor().zeros_like()?,
-                    v: v.as_tensor().zeros_like()?,
-                })
-            })
+            .map(|(_, v)| Ok(Moments { m: v.as_tensor().zeros_like()?, v: v.as_tensor().zeros_like()? }))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            vars,
-            moments,
-            settings,
-            step: 0,
-        })
+        Ok(Self { vars, moments, settings, step: 0 })
     }
 
-    /// One update with `lr_factor × lr`; variables without a gradient are left alone.
-    pub fn step(&mut self, grads: &candle_core::backprop::GradStore, lr_factor: f64) -> Result<()> {
+    /// Gradients of this optimizer's variables, summed over several backward passes (data-parallel
+    /// shards of one batch), in variable order.
+    pub fn sum_gradients(&self, stores: &[candle_core::backprop::GradStore]) -> Result<Vec<Option<Tensor>>> {
+        self.vars
+            .iter()
+            .map(|(_, var)| {
+                let mut total: Option<Tensor> = None;
+                for store in stores {
+                    if let Some(g) = store.get(var.as_tensor()) {
+                        total = Some(match total {
+                            Some(t) => (t + g)?,
+                            None => g.clone(),
+                        });
+                    }
+                }
+                Ok(total)
+            })
+            .collect()
+    }
+
+    /// One update with `lr_factor × lr` from gradients in variable order (see
+    /// [`AdamW::sum_gradients`]); variables without a gradient are left alone.
+    pub fn step(&mut self, grads: &[Option<Tensor>], lr_factor: f64) -> Result<()> {
         self.step += 1;
         let s = &self.settings;
         let lr = s.lr * lr_factor;
         let t = self.step as i32;
         let (bc1, bc2) = (1.0 - s.beta1.powi(t), 1.0 - s.beta2.powi(t));
-        for ((_, var), mom) in self.vars.iter().zip(&mut self.moments) {
-            let Some(g) = grads.get(var.as_tensor()) else {
+        for (((_, var), mom), g) in self.vars.iter().zip(&mut self.moments).zip(grads) {
+            let Some(g) = g else {
                 continue;
             };
             mom.m = ((&mom.m * s.beta1)? + (g * (1.0 - s.beta1))?)?;
@@ -117,10 +122,7 @@ impl AdamW {
     /// Restores moments saved by [`AdamW::state`]; missing entries keep their zeros.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, step: usize) {
         for ((name, _), mom) in self.vars.iter().zip(&mut self.moments) {
-            if let (Some(m), Some(v)) = (
-                state.get(&format!("m.{name}")),
-                state.get(&format!("v.{name}")),
-            ) {
+            if let (Some(m), Some(v)) = (state.get(&format!("m.{name}")), state.get(&format!("v.{name}"))) {
                 mom.m = m.clone();
                 mom.v = v.clone();
             }
@@ -136,10 +138,7 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
-        let s = LinearSchedule {
-            warmup_steps: 10,
-            total_steps: 110,
-        };
+        let s = LinearSchedule { warmup_steps: 10, total_steps: 110 };
         assert!((s.factor(0) - 0.1).abs() < 1e-12);
         assert!((s.factor(9) - 1.0).abs() < 1e-12);
         assert!((s.factor(60) - 0.5).abs() < 1e-12);
@@ -151,16 +150,13 @@ mod tests {
         let x = Var::from_tensor(&Tensor::new(&[3.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
         let mut opt = AdamW::new(
             vec![("x".into(), x.clone())],
-            AdamWSettings {
-                lr: 0.1,
-                weight_decay: 0.0,
-                ..Default::default()
-            },
+            AdamWSettings { lr: 0.1, weight_decay: 0.0, ..Default::default() },
         )
         .unwrap();
         for _ in 0..300 {
             let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap();
-            opt.step(&loss.backward().unwrap(), 1.0).unwrap();
+            let grads = opt.sum_gradients(&[loss.backward().unwrap()]).unwrap();
+            opt.step(&grads, 1.0).unwrap();
         }
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|x| x.abs() < 0.05), "{v:?}");
