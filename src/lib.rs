@@ -14,13 +14,18 @@
 //! - [`registry`]: model versions on disk and their cards
 //! - [`serve`]: ONNX Runtime sessions
 //! - [`eval`]: metrics, reports and plots
+//! - [`pipeline`]: the data path (engine, relabel job, sinks)
+//! - [`metrics`]: Prometheus metrics
 //! - [`runtime`]: locating and loading the ONNX Runtime library
 
+pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod metrics;
 pub mod onnx;
+pub mod pipeline;
 pub mod registry;
 pub mod runtime;
 pub mod serve;

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Every flag can also be set from a `PRODCAT_…` variable.
 
 mod eval;
+mod relabel;
 mod split;
 mod train;
 
@@ -15,12 +16,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `prodcat=debug`.
-    #[arg(
-        long = "log",
-        global = true,
-        env = "PRODCAT_LOG",
-        default_value = "info"
-    )]
+    #[arg(long = "log", global = true, env = "PRODCAT_LOG", default_value = "info")]
     pub log: String,
     /// Path to libonnxruntime.so (default: the one installed by scripts/provision.sh).
     #[arg(long = "ort-lib", global = true, env = "PRODCAT_ORT_LIB")]
@@ -33,6 +29,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate a registry model on labeled data: metrics table, metrics.json and plots.
     Eval(eval::EvalArgs),
+    /// Relabel a Parquet catalogue with a registry model into Arrow IPC or Parquet files.
+    Relabel(relabel::RelabelArgs),
+    /// Run a pipeline file (pipelines/*.toml).
+    Run(relabel::RunArgs),
     /// Write the train/validation/test assignment `train` would use (for baselines).
     Split(split::SplitArgs),
 }
@@ -41,11 +41,8 @@ pub enum Command {
 pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},ort=warn"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 /// Runs the chosen command.
@@ -54,12 +51,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args, cli.ort_lib),
         Command::Eval(args) => eval::run(args, cli.ort_lib),
         Command::Split(args) => split::run(args),
+        Command::Relabel(args) => relabel::run_relabel(args, cli.ort_lib),
+        Command::Run(args) => relabel::run_pipeline(args, cli.ort_lib),
     }
 }
 
 /// A multi-threaded tokio runtime for commands that read files through DataFusion.
 pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

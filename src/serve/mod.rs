@@ -1,5 +1,8 @@
-//! Serving models through ONNX Runtime: loading a registry version and running batches.
+//! Serving models through ONNX Runtime: loading a registry version, running batches, and the
+//! model slot the data path reads from.
 
+mod classifier;
 mod session;
 
-pub use session::{ExecutionTarget, LoadedModel, ModelOutput, SessionSettings};
+pub use classifier::{Classifier, ModelIdentity, ModelSlot, Prediction, Stage, top_k};
+pub use session::{ExecutionTarget, LoadedModel, ModelOutput, SessionSettings, build_session};

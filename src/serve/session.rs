@@ -5,6 +5,7 @@
 //! and turns padded token batches into logits and probabilities.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ort::ep::ExecutionProvider;
 use ort::session::Session;
@@ -49,11 +50,7 @@ pub struct SessionSettings {
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self {
-            target: ExecutionTarget::Cpu,
-            intra_threads: 0,
-            ort_library: None,
-        }
+        Self { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: None }
     }
 }
 
@@ -83,10 +80,7 @@ impl ModelOutput {
             .iter()
             .copied()
             .enumerate()
-            .fold(
-                (0, f32::MIN),
-                |best, (j, p)| if p > best.1 { (j, p) } else { best },
-            )
+            .fold((0, f32::MIN), |best, (j, p)| if p > best.1 { (j, p) } else { best })
     }
 }
 
@@ -96,7 +90,8 @@ pub struct LoadedModel {
     pub card: ModelCard,
     pub labels: Vec<String>,
     pub tokenizer: TextTokenizer,
-    session: Session,
+    /// ORT's `run` needs `&mut`; the lock is uncontended (one inference thread per model).
+    session: Mutex<Session>,
     uses_token_types: bool,
     /// The execution provider actually in use.
     pub target: ExecutionTarget,
@@ -104,17 +99,11 @@ pub struct LoadedModel {
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModel")
-            .field("dir", &self.dir)
-            .field("version", &self.card.version)
-            .finish()
+        f.debug_struct("LoadedModel").field("dir", &self.dir).field("version", &self.card.version).finish()
     }
 }
 
-fn ort_err(
-    context: &str,
-    path: &Path,
-) -> impl Fn(ort::Error<ort::session::builder::SessionBuilder>) -> Error {
+fn ort_err(context: &str, path: &Path) -> impl Fn(ort::Error<ort::session::builder::SessionBuilder>) -> Error {
     let (context, path) = (context.to_string(), path.to_path_buf());
     move |e| Error::model(&path, format!("{context}: {e}"))
 }
@@ -133,36 +122,18 @@ impl LoadedModel {
         if labels.len() != card.num_labels {
             return Err(Error::model(
                 &dir,
-                format!(
-                    "labels.json has {} labels but card.json says {}",
-                    labels.len(),
-                    card.num_labels
-                ),
+                format!("labels.json has {} labels but card.json says {}", labels.len(), card.num_labels),
             ));
         }
         let tokenizer = TextTokenizer::from_file(&dir.join(files::TOKENIZER), card.max_length)?;
         let (session, target) = build_session(&dir.join(files::MODEL), settings)?;
-        let uses_token_types = session
-            .inputs()
-            .iter()
-            .any(|i| i.name() == names::TOKEN_TYPE_IDS);
+        let uses_token_types = session.inputs().iter().any(|i| i.name() == names::TOKEN_TYPE_IDS);
         for required in [names::INPUT_IDS, names::ATTENTION_MASK] {
             if !session.inputs().iter().any(|i| i.name() == required) {
-                return Err(Error::model(
-                    &dir,
-                    format!("model.onnx has no input `{required}`"),
-                ));
+                return Err(Error::model(&dir, format!("model.onnx has no input `{required}`")));
             }
         }
-        Ok(Self {
-            dir,
-            card,
-            labels,
-            tokenizer,
-            session,
-            uses_token_types,
-            target,
-        })
+        Ok(Self { dir, card, labels, tokenizer, session: Mutex::new(session), uses_token_types, target })
     }
 
     /// `<name>:<version>` of this model.
@@ -171,16 +142,18 @@ impl LoadedModel {
     }
 
     /// Runs one padded batch.
-    pub fn run(&mut self, batch: &PaddedBatch) -> Result<ModelOutput> {
+    pub fn run(&self, batch: &PaddedBatch) -> Result<ModelOutput> {
+        let mut session = self.session.lock().map_err(|_| Error::Other("model session lock poisoned".into()))?;
         let shape = [batch.batch as i64, batch.seq as i64];
         let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
         let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))?;
         let outputs = if self.uses_token_types {
             let types = TensorRef::from_array_view((shape, batch.token_type_ids.as_slice()))?;
-            self.session.run(ort::inputs![names::INPUT_IDS => ids, names::ATTENTION_MASK => mask, names::TOKEN_TYPE_IDS => types])?
+            session.run(
+                ort::inputs![names::INPUT_IDS => ids, names::ATTENTION_MASK => mask, names::TOKEN_TYPE_IDS => types],
+            )?
         } else {
-            self.session
-                .run(ort::inputs![names::INPUT_IDS => ids, names::ATTENTION_MASK => mask])?
+            session.run(ort::inputs![names::INPUT_IDS => ids, names::ATTENTION_MASK => mask])?
         };
         let (logit_shape, logits) = outputs[names::LOGITS].try_extract_tensor::<f32>()?;
         let (_, probabilities) = outputs[names::PROBABILITIES].try_extract_tensor::<f32>()?;
@@ -188,30 +161,18 @@ impl LoadedModel {
         if classes != self.labels.len() {
             return Err(Error::model(
                 &self.dir,
-                format!(
-                    "model.onnx produces {classes} classes but labels.json has {}",
-                    self.labels.len()
-                ),
+                format!("model.onnx produces {classes} classes but labels.json has {}", self.labels.len()),
             ));
         }
-        Ok(ModelOutput {
-            rows: batch.batch,
-            classes,
-            logits: logits.to_vec(),
-            probabilities: probabilities.to_vec(),
-        })
+        Ok(ModelOutput { rows: batch.batch, classes, logits: logits.to_vec(), probabilities: probabilities.to_vec() })
     }
 
     /// Tokenizes and classifies texts in length-sorted batches of `batch_size`, in input order.
-    pub fn predict_texts(&mut self, texts: &[&str], batch_size: usize) -> Result<ModelOutput> {
+    pub fn predict_texts(&self, texts: &[&str], batch_size: usize) -> Result<ModelOutput> {
         let tokens = self.tokenizer.encode_batch(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| tokens[i].len());
-        let mut out = ModelOutput {
-            rows: texts.len(),
-            classes: self.labels.len(),
-            ..Default::default()
-        };
+        let mut out = ModelOutput { rows: texts.len(), classes: self.labels.len(), ..Default::default() };
         out.logits = vec![0.0; texts.len() * out.classes];
         out.probabilities = vec![0.0; texts.len() * out.classes];
         let mut batch = PaddedBatch::default();
@@ -229,16 +190,9 @@ impl LoadedModel {
 }
 
 /// Builds an ORT session for `model`, on CUDA when asked and possible, else on CPU.
-pub fn build_session(
-    model: &Path,
-    settings: &SessionSettings,
-) -> Result<(Session, ExecutionTarget)> {
+pub fn build_session(model: &Path, settings: &SessionSettings) -> Result<(Session, ExecutionTarget)> {
     let env = crate::runtime::environment(settings.ort_library.as_deref())?;
-    let threads = if settings.intra_threads == 0 {
-        num_cpus::get_physical().max(1)
-    } else {
-        settings.intra_threads
-    };
+    let threads = if settings.intra_threads == 0 { num_cpus::get_physical().max(1) } else { settings.intra_threads };
     let builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(ort_err("setting optimization level", model))?
@@ -261,9 +215,7 @@ pub fn build_session(
                 }
             }
             _ => {
-                tracing::warn!(
-                    "CUDA requested but this ONNX Runtime build has no CUDA support; using CPU"
-                );
+                tracing::warn!("CUDA requested but this ONNX Runtime build has no CUDA support; using CPU");
                 builder
             }
         }
@@ -271,9 +223,7 @@ pub fn build_session(
         builder
     };
     let mut builder = builder;
-    let session = builder
-        .commit_from_file(model)
-        .map_err(|e| Error::model(model, format!("cannot load: {e}")))?;
+    let session = builder.commit_from_file(model).map_err(|e| Error::model(model, format!("cannot load: {e}")))?;
     tracing::info!(
         model = %model.display(),
         execution_provider = if target == ExecutionTarget::Cuda { "CUDA" } else { "CPU" },

@@ -22,12 +22,7 @@ impl Fixture {
         let products = synthetic_products(rows, 11);
         let csv = dir.path().join("products.csv");
         write_products_csv(&csv, &products).expect("csv");
-        Self {
-            dir,
-            base,
-            csv,
-            products,
-        }
+        Self { dir, base, csv, products }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -43,9 +38,7 @@ pub fn prodcat(args: &[&str]) -> Output {
 /// Runs the prodcat binary with `args` and extra environment variables.
 pub fn prodcat_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_prodcat"));
-    cmd.args(args)
-        .env("PRODCAT_LOG", "warn")
-        .env_remove("RUST_BACKTRACE");
+    cmd.args(args).env("PRODCAT_LOG", "warn").env_remove("RUST_BACKTRACE");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -63,20 +56,10 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts a failed run whose stderr names every `needle`, with no panic or backtrace.
 pub fn assert_clean_failure(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert!(
-        !o.status.success(),
-        "expected failure; stdout: {}\nstderr: {err}",
-        stdout(o)
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("stack backtrace"),
-        "panic in: {err}"
-    );
+    assert!(!o.status.success(), "expected failure; stdout: {}\nstderr: {err}", stdout(o));
+    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "panic in: {err}");
     for needle in needles {
-        assert!(
-            err.contains(needle),
-            "stderr does not mention `{needle}`:\n{err}"
-        );
+        assert!(err.contains(needle), "stderr does not mention `{needle}`:\n{err}");
     }
 }
 
@@ -115,4 +98,110 @@ pub fn run_strings(args: &[String]) -> Output {
 pub fn minilm_dir() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/models/all-MiniLM-L6-v2");
     dir.join("model.safetensors").is_file().then_some(dir)
+}
+
+/// Trains and publishes a tiny model into `<fixture>/registry/tiny`; returns the registry path.
+pub fn tiny_registry(fx: &Fixture) -> PathBuf {
+    let spec = prodcat::data::LabeledDataSpec {
+        path: fx.csv.clone(),
+        text_column: "title".into(),
+        label_column: "category".into(),
+        group_column: Some("group".into()),
+        max_rows: None,
+        skip_invalid: false,
+    };
+    let data = tokio::runtime::Runtime::new().unwrap().block_on(prodcat::data::LabeledData::read(&spec)).unwrap();
+    let job = prodcat::train::TrainJob {
+        data: &data,
+        source: prodcat::train::DataSource::default(),
+        base_dir: fx.base.clone(),
+        registry: fx.path("registry"),
+        name: "tiny".into(),
+        settings: prodcat::train::TrainSettings {
+            epochs: 3,
+            learning_rate: 1e-2,
+            max_length: 32,
+            ..Default::default()
+        },
+        resume: false,
+        session: prodcat::serve::SessionSettings::default(),
+        show_progress: false,
+        cancel: None,
+    };
+    prodcat::train::fit(job).unwrap().publish(true).unwrap();
+    fx.path("registry")
+}
+
+/// Writes `rows` as a Parquet file with columns id (Int64), title (Utf8, nullable), brand, price.
+pub fn write_catalogue(path: &Path, rows: &[(i64, Option<String>)]) {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("title", DataType::Utf8, true),
+        Field::new("brand", DataType::Utf8, true),
+        Field::new("price", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| Some(format!("brand{}", r.0 % 7))).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(rows.iter().map(|r| (r.0 % 100) as f64).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Reads every Parquet file in `dir` (not hidden) into record batches.
+pub fn read_parquet_dir(dir: &Path) -> Vec<arrow::array::RecordBatch> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "parquet") && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            reader.map(|b| b.unwrap()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Values of an Int64 column across batches.
+pub fn i64_column(batches: &[arrow::array::RecordBatch], name: &str) -> Vec<i64> {
+    use arrow::array::AsArray;
+    batches
+        .iter()
+        .flat_map(|b| b.column_by_name(name).unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().to_vec())
+        .collect()
+}
+
+/// Values of a string column across batches.
+pub fn string_column(batches: &[arrow::array::RecordBatch], name: &str) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    batches
+        .iter()
+        .flat_map(|b| {
+            let col = arrow::compute::cast(b.column_by_name(name).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+            let s = col.as_string::<i32>().clone();
+            (0..s.len()).map(move |i| s.value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect()
 }

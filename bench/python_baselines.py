@@ -1,0 +1,76 @@
+"""Python baselines on the same titles (one JSON line per measurement).
+
+1. Hugging Face `pipeline("text-classification")` on the base encoder with a classification head
+   of the same size (PyTorch eager, CPU): what a Python user would run.
+2. Python ONNX Runtime `session.run` on prodcat's exported model.onnx, file-order and
+   length-sorted batches (HF tokenizers, padding to the longest in the batch).
+"""
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def percentiles(times):
+    times = sorted(times)
+    pick = lambda p: times[round((len(times) - 1) * p)] * 1e3
+    return pick(0.5), pick(0.99)
+
+
+def main():
+    titles_path, model_dir, base_dir, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    titles = open(titles_path).read().split("\n")
+    labels = json.load(open(f"{model_dir}/labels.json"))
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    torch.set_num_threads(2)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=len(labels))
+    clf = pipeline("text-classification", model=model, tokenizer=tok, device="cpu")
+    clf(titles[:64], batch_size=batch)
+    start = time.perf_counter()
+    clf(titles, batch_size=batch, truncation=True)
+    rate = len(titles) / (time.perf_counter() - start)
+    print(json.dumps({"name": "Python HF transformers pipeline (PyTorch, CPU)", "titles_per_second": rate, "note": f"{len(titles)} titles, batch {batch}"}), flush=True)
+
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(f"{model_dir}/model.onnx", so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    tk = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
+    tk.no_padding()
+    enc = [e.ids for e in tk.encode_batch(titles)]
+
+    def run(order, label):
+        times = []
+        start = time.perf_counter()
+        for s in range(0, len(order), batch):
+            rows = [enc[i] for i in order[s:s + batch]]
+            width = max(len(r) for r in rows)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for j, r in enumerate(rows):
+                ids[j, :len(r)] = r
+                mask[j, :len(r)] = 1
+            feed = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in names:
+                feed["token_type_ids"] = np.zeros_like(ids)
+            t = time.perf_counter()
+            sess.run(None, feed)
+            times.append(time.perf_counter() - t)
+        rate = len(order) / (time.perf_counter() - start)
+        p50, p99 = percentiles(times)
+        print(json.dumps({"name": f"Python ONNX Runtime session.run, {label}", "titles_per_second": rate, "p50_ms": p50, "p99_ms": p99, "note": f"{len(order)} titles"}), flush=True)
+
+    run(list(range(len(enc))), "file-order batches")
+    run(sorted(range(len(enc)), key=lambda i: len(enc[i])), "length-sorted batches")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+//! Benchmark: end-to-end `relabel` throughput on PriceRunner titles against the raw ONNX Runtime
+//! ceiling on the same model, and (with `--python`) the Python Hugging Face pipeline and Python
+//! ONNX Runtime on the same rows.
+//!
+//!     cargo run --example bench_relabel -- --model .prodcat/registry/demo/current [--copies 10] [--python]
+//!
+//! Prints a table (titles/s, ratio to the ceiling, p50/p99 batch latency, peak RSS). Skips with a
+//! message when ../shared/data/pricerunner is absent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use clap::Parser;
+use prodcat::config::PipelineConfig;
+use prodcat::metrics::Metrics;
+use prodcat::pipeline::batcher::{BatchLimits, plan_batches};
+use prodcat::pipeline::relabel::relabel;
+use prodcat::serve::{LoadedModel, SessionSettings};
+use prodcat::tokenize::PaddedBatch;
+
+#[derive(Parser)]
+struct Args {
+    /// Registry model (MiniLM-based for the reference numbers).
+    #[arg(long)]
+    model: PathBuf,
+    /// Copies of the PriceRunner titles in the Parquet input.
+    #[arg(long, default_value_t = 10)]
+    copies: usize,
+    /// Titles used for the ONNX Runtime ceiling.
+    #[arg(long, default_value_t = 20_000)]
+    ceiling_rows: usize,
+    /// Batch size for the ceiling (and the engine's max_records).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Also run the Python baselines (installs transformers/torch into .deps/bench-venv once).
+    #[arg(long)]
+    python: bool,
+    #[arg(long, default_value_t = 5000)]
+    python_rows: usize,
+    /// Execution provider for every Rust measurement: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+struct Row {
+    name: String,
+    titles_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    note: String,
+}
+
+fn ceiling(
+    model: &LoadedModel,
+    tokens: &[prodcat::tokenize::TokenizedText],
+    plans: &[Vec<usize>],
+) -> anyhow::Result<(f64, Vec<f64>, f64)> {
+    let batches: Vec<PaddedBatch> =
+        plans.iter().map(|p| PaddedBatch::from_tokens(p.iter().map(|&i| &tokens[i]))).collect();
+    let padded: usize = batches.iter().map(|b| b.batch * b.seq).sum();
+    let real: usize = batches.iter().map(PaddedBatch::real_tokens).sum();
+    model.run(&batches[0])?; // warm-up
+    let mut times = Vec::with_capacity(batches.len());
+    let started = Instant::now();
+    for b in &batches {
+        let t = Instant::now();
+        model.run(b)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let rate = tokens.len() as f64 / started.elapsed().as_secs_f64();
+    times.sort_by(f64::total_cmp);
+    Ok((rate, times, padded as f64 / real as f64))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let csv = root.join("../shared/data/pricerunner/pricerunner.csv");
+    if !csv.exists() {
+        println!("skipped: {} not found (PriceRunner lives in ../shared/data on prepared machines)", csv.display());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let columns = runtime.block_on(prodcat::data::read_string_columns(&csv, &["Product ID", "Product Title"]))?;
+    let (ids, titles): (Vec<String>, Vec<String>) =
+        columns[0].iter().zip(&columns[1]).filter_map(|(i, t)| Some((i.clone()?, t.clone()?))).unzip();
+    println!("PriceRunner: {} titles; input ×{} = {} rows", titles.len(), args.copies, titles.len() * args.copies);
+
+    // Parquet input: the titles repeated, in file order.
+    let work = root.join(".prodcat/bench/relabel");
+    let input = work.join(format!("pricerunner-x{}.parquet", args.copies));
+    if !input.exists() {
+        std::fs::create_dir_all(&work)?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("title", DataType::Utf8, false),
+        ]));
+        let props =
+            parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(32_768)).build();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input)?, schema.clone(), Some(props))?;
+        for copy in 0..args.copies {
+            let id = StringArray::from(ids.iter().map(|i| format!("{copy}-{i}")).collect::<Vec<_>>());
+            let title = StringArray::from(titles.clone());
+            writer.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(id), Arc::new(title)])?)?;
+        }
+        writer.close()?;
+    }
+
+    let settings = SessionSettings { target: args.device.parse().map_err(anyhow::Error::msg)?, ..Default::default() };
+    let mut rows: Vec<Row> = Vec::new();
+
+    // 1. End to end through the relabel job.
+    let out = work.join("out");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut config = PipelineConfig::merge(
+        None,
+        &[
+            format!("model.path={}", args.model.display()),
+            format!("relabel.output={}", out.display()),
+            format!("model.device={}", args.device),
+            "relabel.progress=false".into(),
+            format!("engine.limits.max_records={}", args.batch),
+        ],
+    )?;
+    config.relabel.inputs = vec![input.display().to_string()];
+    config.validate("bench")?;
+    let metrics = Arc::new(Metrics::new());
+    let started = Instant::now();
+    let summary = runtime.block_on(relabel(config.relabel_job(None)?, metrics.clone()))?;
+    let e2e_secs = started.elapsed().as_secs_f64();
+    let e2e_rate = summary.labeled as f64 / e2e_secs;
+    let infer = metrics.stage_seconds.with_label_values(&["infer"]);
+    let mean_batch_ms = infer.get_sample_sum() / infer.get_sample_count().max(1) as f64 * 1e3;
+    rows.push(Row {
+        name: "prodcat relabel (Parquet → Parquet, end to end)".into(),
+        titles_per_s: e2e_rate,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        note: format!("{} rows in {:.1} s; mean batch {:.1} ms", summary.labeled, e2e_secs, mean_batch_ms),
+    });
+    drop(runtime);
+
+    // 2. The ceiling: ONNX Runtime session time alone on pre-tokenized batches.
+    let model = LoadedModel::load(&args.model, &settings)?;
+    let n = args.ceiling_rows.min(titles.len());
+    let sample: Vec<&str> = titles[..n].iter().map(String::as_str).collect();
+    let tokens = model.tokenizer.encode_batch(&sample)?;
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+    let sorted_plans = plan_batches(&lengths, BatchLimits { max_tokens: usize::MAX, max_records: args.batch });
+    let (sorted_rate, sorted_times, sorted_pad) = ceiling(&model, &tokens, &sorted_plans)?;
+    let file_plans: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(args.batch).map(<[usize]>::to_vec).collect();
+    let (file_rate, file_times, file_pad) = ceiling(&model, &tokens, &file_plans)?;
+    rows.push(Row {
+        name: "ONNX Runtime session.run, length-sorted batches (ceiling)".into(),
+        titles_per_s: sorted_rate,
+        p50_ms: percentile(&sorted_times, 0.5),
+        p99_ms: percentile(&sorted_times, 0.99),
+        note: format!("{n} titles, padding {sorted_pad:.2}× real tokens"),
+    });
+    rows.push(Row {
+        name: "ONNX Runtime session.run, file-order batches".into(),
+        titles_per_s: file_rate,
+        p50_ms: percentile(&file_times, 0.5),
+        p99_ms: percentile(&file_times, 0.99),
+        note: format!("padding {file_pad:.2}× real tokens"),
+    });
+
+    // 3. Python baselines.
+    if args.python {
+        let titles_file = work.join("titles.txt");
+        std::fs::write(&titles_file, titles[..args.python_rows.min(titles.len())].join("\n"))?;
+        let dir = prodcat::registry::resolve_model_dir(&args.model)?;
+        let base = root.join(".deps/models/all-MiniLM-L6-v2");
+        let output = std::process::Command::new("bash")
+            .arg(root.join("bench/python_baselines.sh"))
+            .args([titles_file.as_os_str(), dir.as_os_str(), base.as_os_str()])
+            .arg(args.batch.to_string())
+            .output()?;
+        if !output.status.success() {
+            eprintln!("python baselines failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        }
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                rows.push(Row {
+                    name: v["name"].as_str().unwrap_or("python").to_string(),
+                    titles_per_s: v["titles_per_second"].as_f64().unwrap_or(0.0),
+                    p50_ms: v["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                    p99_ms: v["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                    note: v["note"].as_str().unwrap_or("").to_string(),
+                });
+            }
+        }
+    }
+
+    println!("\nrelabel throughput, model {} on {} ({} batch {})\n", model.id(), args.device, n, args.batch);
+    println!("{:<58} {:>10} {:>11} {:>9} {:>9}  {}", "pipeline", "titles/s", "× ceiling", "p50 ms", "p99 ms", "notes");
+    for r in &rows {
+        let fmt = |v: f64| if v.is_nan() { "-".to_string() } else { format!("{v:.1}") };
+        println!(
+            "{:<58} {:>10.0} {:>11.2} {:>9} {:>9}  {}",
+            r.name,
+            r.titles_per_s,
+            r.titles_per_s / sorted_rate,
+            fmt(r.p50_ms),
+            fmt(r.p99_ms),
+            r.note
+        );
+    }
+    println!("\npeak RSS of this process (relabel + ceiling): {:.0} MiB", peak_rss_mib());
+    Ok(())
+}

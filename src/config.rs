@@ -1,0 +1,200 @@
+//! Pipeline configuration: typed sections loaded with the `config` crate from built-in defaults,
+//! then a pipeline file (`pipelines/*.toml`), then `PRODCAT__SECTION__KEY` environment
+//! variables, then `--set section.key=value` overrides. [`PipelineConfig::validate`] reports every
+//! problem at once, each with its key and the file it came from.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::pipeline::engine::EngineSettings;
+use crate::pipeline::relabel::{RelabelJob, Shard};
+use crate::pipeline::sinks::{OutputFormat, Rotation};
+use crate::pipeline::text::TextSpec;
+use crate::serve::{ExecutionTarget, SessionSettings};
+
+/// What a pipeline file runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineKind {
+    /// Relabel Parquet files (the nightly batch job).
+    #[default]
+    Relabel,
+    /// Consume product records from Kafka and label them continuously.
+    Kafka,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSection {
+    pub kind: PipelineKind,
+    /// Shown in logs and metrics.
+    pub name: String,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// Registry model folder, `current` pointer, or a registry with one model.
+    pub path: PathBuf,
+    pub device: ExecutionTarget,
+    /// ONNX Runtime intra-op threads (0 = one per core).
+    pub intra_threads: usize,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self { path: PathBuf::new(), device: ExecutionTarget::Cpu, intra_threads: 0 }
+    }
+}
+
+/// `[relabel]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelabelSection {
+    /// Parquet files, folders or globs.
+    pub inputs: Vec<String>,
+    pub output: PathBuf,
+    pub format: OutputFormat,
+    /// SQL predicate pushed down into the scan (empty = all rows).
+    #[serde(rename = "where")]
+    pub filter: String,
+    /// Input columns carried to the output (empty = all).
+    pub keep_columns: Vec<String>,
+    /// `I/N` share of the input.
+    pub shard: String,
+    pub chunk_rows: usize,
+    pub rotation: Rotation,
+    pub progress: bool,
+}
+
+impl Default for RelabelSection {
+    fn default() -> Self {
+        Self {
+            inputs: Vec::new(),
+            output: PathBuf::new(),
+            format: OutputFormat::Parquet,
+            filter: String::new(),
+            keep_columns: Vec::new(),
+            shard: "0/1".into(),
+            chunk_rows: 1024,
+            rotation: Rotation::default(),
+            progress: true,
+        }
+    }
+}
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub pipeline: PipelineSection,
+    pub model: ModelSection,
+    pub text: TextSpec,
+    pub engine: EngineSettings,
+    pub relabel: RelabelSection,
+}
+
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: [&str; 3] = ["relabel.inputs", "relabel.keep_columns", "text.fields"];
+
+impl PipelineConfig {
+    /// Loads defaults < `file` < environment (`PRODCAT__…`) < `overrides` (`key=value`), and
+    /// validates the result.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let config = Self::merge(file, overrides)?;
+        config.validate(&file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults".into()))?;
+        Ok(config)
+    }
+
+    /// Like [`PipelineConfig::load`] without validation (for callers that fill in more keys).
+    pub fn merge(file: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let origin = file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults".into());
+        let defaults = config::Config::try_from(&PipelineConfig::default())
+            .map_err(|e| Error::config("defaults", e.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(Error::config(file.display().to_string(), "pipeline file not found"));
+            }
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        let mut env = config::Environment::with_prefix("PRODCAT")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",");
+        for key in LIST_KEYS {
+            env = env.with_list_parse_key(key);
+        }
+        builder = builder.add_source(env);
+        for item in overrides {
+            let (key, value) =
+                item.split_once('=').ok_or_else(|| Error::config("--set", format!("`{item}` is not key=value")))?;
+            builder = builder.set_override(key.trim(), value.trim()).map_err(|e| Error::config(key, e.to_string()))?;
+        }
+        let merged = builder.build().map_err(|e| Error::config(&origin, e.to_string()))?;
+        merged.try_deserialize().map_err(|e| Error::config(&origin, e.to_string()))
+    }
+
+    /// Checks values, reporting every problem at once.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let mut problems: Vec<String> = Vec::new();
+        if self.model.path.as_os_str().is_empty() {
+            problems.push("model.path: required (a registry model folder)".into());
+        }
+        if self.text.fields.is_empty() {
+            problems.push("text.fields: at least one field is needed".into());
+        }
+        if self.engine.limits.max_records == 0 || self.engine.limits.max_tokens == 0 {
+            problems.push("engine.limits: max_records and max_tokens must be positive".into());
+        }
+        if self.engine.top_k == 0 {
+            problems.push("engine.top_k: must be at least 1".into());
+        }
+        if self.pipeline.kind == PipelineKind::Relabel {
+            if self.relabel.inputs.is_empty() {
+                problems.push("relabel.inputs: at least one Parquet file, folder or glob".into());
+            }
+            if self.relabel.output.as_os_str().is_empty() {
+                problems.push("relabel.output: required (an output folder)".into());
+            }
+            if let Err(e) = self.relabel.shard.parse::<Shard>() {
+                problems.push(format!("relabel.shard: {e}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::config(origin, format!("invalid configuration:\n  - {}", problems.join("\n  - "))))
+        }
+    }
+
+    /// How to build ONNX Runtime sessions.
+    pub fn session(&self, ort_library: Option<PathBuf>) -> SessionSettings {
+        SessionSettings { target: self.model.device, intra_threads: self.model.intra_threads, ort_library }
+    }
+
+    /// The relabel job this configuration describes.
+    pub fn relabel_job(&self, ort_library: Option<PathBuf>) -> Result<RelabelJob> {
+        let r = &self.relabel;
+        Ok(RelabelJob {
+            model: self.model.path.clone(),
+            inputs: r.inputs.clone(),
+            output: r.output.clone(),
+            format: r.format,
+            filter: (!r.filter.trim().is_empty()).then(|| r.filter.clone()),
+            text: self.text.clone(),
+            keep_columns: (!r.keep_columns.is_empty()).then(|| r.keep_columns.clone()),
+            shard: r.shard.parse().map_err(|e: String| Error::config("relabel.shard", e))?,
+            engine: self.engine.clone(),
+            session: self.session(ort_library),
+            rotation: r.rotation,
+            show_progress: r.progress,
+            chunk_rows: r.chunk_rows,
+        })
+    }
+}

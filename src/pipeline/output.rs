@@ -1,0 +1,150 @@
+//! The labeled output record: the input's columns followed by prodcat's label columns.
+//!
+//! Output columns (see `schemas/labeled-output.schema.json`): `label`, `label_id`, `confidence`,
+//! `top_k` (list of `{label, score}`), `stage`, `model_name`, `model_version`, `labeled_at`,
+//! `source_file`, `source_row`. Input columns with those names are replaced.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float32Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder, StructBuilder,
+    TimestampMillisecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+use crate::error::{Error, Result};
+use crate::serve::Prediction;
+
+/// Names of the columns prodcat adds.
+pub const LABEL_COLUMNS: [&str; 10] = [
+    "label",
+    "label_id",
+    "confidence",
+    "top_k",
+    "stage",
+    "model_name",
+    "model_version",
+    "labeled_at",
+    "source_file",
+    "source_row",
+];
+
+fn top_k_fields() -> Fields {
+    Fields::from(vec![Field::new("label", DataType::Utf8, false), Field::new("score", DataType::Float32, false)])
+}
+
+/// The Arrow fields prodcat appends to every labeled record.
+pub fn label_fields() -> Vec<Field> {
+    vec![
+        Field::new("label", DataType::Utf8, false),
+        Field::new("label_id", DataType::Int32, false),
+        Field::new("confidence", DataType::Float32, false),
+        Field::new(
+            "top_k",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(top_k_fields()), true))),
+            false,
+        ),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("model_name", DataType::Utf8, false),
+        Field::new("model_version", DataType::Utf8, false),
+        Field::new("labeled_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("source_file", DataType::Utf8, true),
+        Field::new("source_row", DataType::Int64, true),
+    ]
+}
+
+/// Output schema for an input schema: input columns (minus replaced ones) + label columns.
+pub fn output_schema(input: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = input
+        .fields()
+        .iter()
+        .filter(|f| !LABEL_COLUMNS.contains(&f.name().as_str()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(label_fields());
+    Arc::new(Schema::new(fields))
+}
+
+/// Where each labeled row came from.
+#[derive(Debug, Clone, Copy)]
+pub struct RowSource<'a> {
+    pub file: Option<&'a str>,
+    pub row: Option<i64>,
+}
+
+/// Builds the label columns for `predictions` (one per row).
+pub fn label_columns(predictions: &[Prediction], sources: &[RowSource<'_>], labeled_at_ms: i64) -> Vec<ArrayRef> {
+    let n = predictions.len();
+    let mut label = StringBuilder::with_capacity(n, n * 12);
+    let mut label_id = Int32Builder::with_capacity(n);
+    let mut confidence = Float32Builder::with_capacity(n);
+    let mut top_k = ListBuilder::new(StructBuilder::from_fields(top_k_fields(), n * 3));
+    let mut stage = StringBuilder::with_capacity(n, n * 11);
+    let mut model_name = StringBuilder::with_capacity(n, n * 8);
+    let mut model_version = StringBuilder::with_capacity(n, n * 3);
+    let mut labeled_at = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut source_file = StringBuilder::with_capacity(n, n * 16);
+    let mut source_row = Int64Builder::with_capacity(n);
+    for (p, src) in predictions.iter().zip(sources) {
+        label.append_value(p.label());
+        label_id.append_value(p.label_id as i32);
+        confidence.append_value(p.confidence);
+        let entries = top_k.values();
+        for &(id, score) in &p.top_k {
+            if let Some(b) = entries.field_builder::<StringBuilder>(0) {
+                b.append_value(&p.model.labels[id as usize]);
+            }
+            if let Some(b) = entries.field_builder::<Float32Builder>(1) {
+                b.append_value(score);
+            }
+            entries.append(true);
+        }
+        top_k.append(true);
+        stage.append_value(p.stage.as_str());
+        model_name.append_value(&p.model.name);
+        model_version.append_value(&p.model.version);
+        labeled_at.append_value(labeled_at_ms);
+        source_file.append_option(src.file);
+        source_row.append_option(src.row);
+    }
+    vec![
+        Arc::new(label.finish()),
+        Arc::new(label_id.finish()),
+        Arc::new(confidence.finish()),
+        Arc::new(top_k.finish()),
+        Arc::new(stage.finish()),
+        Arc::new(model_name.finish()),
+        Arc::new(model_version.finish()),
+        Arc::new(labeled_at.finish()),
+        Arc::new(source_file.finish()),
+        Arc::new(source_row.finish()),
+    ]
+}
+
+/// `input` (rows already limited to the labeled ones) joined with its label columns.
+pub fn labeled_batch(
+    input: &RecordBatch,
+    predictions: &[Prediction],
+    sources: &[RowSource<'_>],
+    labeled_at_ms: i64,
+) -> Result<RecordBatch> {
+    if input.num_rows() != predictions.len() {
+        return Err(Error::Other(format!("{} rows but {} predictions", input.num_rows(), predictions.len())));
+    }
+    let schema = output_schema(input.schema().as_ref());
+    let mut columns: Vec<ArrayRef> = input
+        .schema()
+        .fields()
+        .iter()
+        .zip(input.columns())
+        .filter(|(f, _)| !LABEL_COLUMNS.contains(&f.name().as_str()))
+        .map(|(_, c)| c.clone())
+        .collect();
+    columns.extend(label_columns(predictions, sources, labeled_at_ms));
+    RecordBatch::try_new(schema, columns).map_err(|e| Error::table("building labeled output", e))
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

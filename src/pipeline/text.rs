@@ -1,0 +1,144 @@
+//! How a product record becomes the text a model reads, and which records cannot be labeled.
+//!
+//! The text is composed from configured fields (by default the title alone), each optionally cut
+//! to a number of characters (descriptions), joined with a separator. A record whose text is
+//! missing, empty, or larger than the limit is rejected with a [`RejectReason`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a record went to the dead-letter sink instead of being labeled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not valid JSON (Kafka) or not decodable.
+    InvalidJson,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// A JSON value that is not an object.
+    NotAnObject,
+    /// No id field, or an unusable one.
+    MissingId,
+    /// The text field is absent or null.
+    MissingText,
+    /// The text field is present but blank.
+    EmptyText,
+    /// A field has the wrong type (e.g. a number where text is expected).
+    WrongType,
+    /// The record or its text exceeds the configured size limit.
+    Oversized,
+    /// The record declares a schema version prodcat does not know.
+    UnknownSchemaVersion,
+}
+
+impl RejectReason {
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::NotAnObject => "not_an_object",
+            Self::MissingId => "missing_id",
+            Self::MissingText => "missing_text",
+            Self::EmptyText => "empty_text",
+            Self::WrongType => "wrong_type",
+            Self::Oversized => "oversized",
+            Self::UnknownSchemaVersion => "unknown_schema_version",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which fields make up the model's text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextSpec {
+    /// Fields joined in this order; the first is required, the others are used when present.
+    pub fields: Vec<String>,
+    pub separator: String,
+    /// Per-field character limits (e.g. `description = 300`).
+    pub max_chars: BTreeMap<String, usize>,
+    /// Records whose text is longer than this many bytes are rejected as oversized.
+    pub max_bytes: usize,
+}
+
+impl Default for TextSpec {
+    fn default() -> Self {
+        Self { fields: vec!["title".into()], separator: " | ".into(), max_chars: BTreeMap::new(), max_bytes: 16 * 1024 }
+    }
+}
+
+impl TextSpec {
+    /// The required field (the first one).
+    pub fn primary(&self) -> &str {
+        self.fields.first().map(String::as_str).unwrap_or("title")
+    }
+
+    /// Composes the text from field values (`None` = absent or null), or says why it cannot.
+    pub fn compose<'a>(&self, mut value: impl FnMut(&str) -> Option<&'a str>) -> Result<String, RejectReason> {
+        let mut parts: Vec<String> = Vec::with_capacity(self.fields.len());
+        for (i, field) in self.fields.iter().enumerate() {
+            let Some(raw) = value(field) else {
+                if i == 0 {
+                    return Err(RejectReason::MissingText);
+                }
+                continue;
+            };
+            if raw.len() > self.max_bytes {
+                return Err(RejectReason::Oversized);
+            }
+            let trimmed = raw.trim();
+            if trimmed.is_empty() {
+                if i == 0 {
+                    return Err(RejectReason::EmptyText);
+                }
+                continue;
+            }
+            let part = match self.max_chars.get(field) {
+                Some(&limit) => trimmed.chars().take(limit).collect(),
+                None => trimmed.to_string(),
+            };
+            parts.push(part);
+        }
+        let text = parts.join(&self.separator);
+        if text.len() > self.max_bytes { Err(RejectReason::Oversized) } else { Ok(text) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composes_and_rejects() {
+        let spec = TextSpec {
+            fields: vec!["title".into(), "brand".into(), "description".into()],
+            max_chars: [("description".to_string(), 5)].into_iter().collect(),
+            max_bytes: 40,
+            ..Default::default()
+        };
+        let rec = |t: Option<&'static str>, b: Option<&'static str>, d: Option<&'static str>| {
+            spec.compose(|f| match f {
+                "title" => t,
+                "brand" => b,
+                _ => d,
+            })
+        };
+        assert_eq!(
+            rec(Some(" Galaxy S23 "), Some("Samsung"), Some("A great phone")).unwrap(),
+            "Galaxy S23 | Samsung | A gre"
+        );
+        assert_eq!(rec(Some("Galaxy"), None, Some("  ")).unwrap(), "Galaxy");
+        assert_eq!(rec(None, Some("x"), None), Err(RejectReason::MissingText));
+        assert_eq!(rec(Some("   "), Some("x"), None), Err(RejectReason::EmptyText));
+        let long = "x".repeat(41);
+        let oversized = spec.compose(|f| (f == "title").then_some(long.as_str()));
+        assert_eq!(oversized, Err(RejectReason::Oversized));
+    }
+}

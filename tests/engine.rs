@@ -1,0 +1,78 @@
+//! The labeling engine on its own: order, completeness, the streaming deadline, backpressure.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use prodcat::metrics::Metrics;
+use prodcat::pipeline::{BatchLimits, EngineSettings, LabelingEngine, TextChunk};
+use prodcat::serve::{Classifier, ModelSlot, SessionSettings};
+
+fn slot(fx: &Fixture) -> ModelSlot {
+    let registry = tiny_registry(fx);
+    ModelSlot::new(Classifier::load(&registry, &SessionSettings::default()).unwrap())
+}
+
+#[test]
+fn chunks_come_back_complete_and_in_order() {
+    let fx = Fixture::new(300);
+    let settings =
+        EngineSettings { limits: BatchLimits { max_tokens: 256, max_records: 16 }, window: 100, ..Default::default() };
+    let metrics = Arc::new(Metrics::new());
+    let (tx, engine) = LabelingEngine::<usize>::start(slot(&fx), settings, metrics.clone()).unwrap();
+    let rx = engine.receiver();
+    let producer = std::thread::spawn(move || {
+        for c in 0..60usize {
+            // Chunk sizes vary from 0 to 40 texts; the texts come from the synthetic catalogue.
+            let n = (c * 7) % 41;
+            let texts = (0..n)
+                .map(|i| {
+                    format!(
+                        "{} {}",
+                        ["smartphone 5g", "laptop ssd", "fridge freezer", "running shoe", "paperback novel"]
+                            [(c + i) % 5],
+                        i
+                    )
+                })
+                .collect();
+            tx.send(TextChunk { texts, payload: c, flush: c % 13 == 0 }).unwrap();
+        }
+    });
+    let mut expected = 0usize;
+    for labeled in rx.iter() {
+        let labeled = labeled.unwrap();
+        assert_eq!(labeled.payload, expected, "chunks out of order");
+        assert_eq!(labeled.predictions.len(), labeled.texts.len());
+        for (text, p) in labeled.texts.iter().zip(&labeled.predictions) {
+            assert!(p.confidence > 0.0 && p.confidence <= 1.0);
+            assert_eq!(p.top_k.len(), 3);
+            assert_eq!(p.top_k[0].0, p.label_id);
+            assert!(p.top_k.windows(2).all(|w| w[0].1 >= w[1].1));
+            assert_eq!(p.model.version, "v1");
+            let _ = text;
+        }
+        expected += 1;
+    }
+    producer.join().unwrap();
+    assert_eq!(expected, 60);
+    engine.join();
+    let rendered = metrics.render();
+    assert!(rendered.contains("prodcat_batch_records_count"), "{rendered}");
+}
+
+#[test]
+fn a_lone_record_is_labeled_within_the_wait_bound() {
+    let fx = Fixture::new(300);
+    let settings = EngineSettings { window: 10_000, max_wait: Duration::from_millis(30), ..Default::default() };
+    let (tx, engine) = LabelingEngine::<()>::start(slot(&fx), settings, Arc::new(Metrics::new())).unwrap();
+    let started = Instant::now();
+    tx.send(TextChunk { texts: vec!["smartphone dual sim".into()], payload: (), flush: false }).unwrap();
+    let labeled =
+        engine.receiver().recv_timeout(Duration::from_secs(5)).expect("no output without a full window").unwrap();
+    assert_eq!(labeled.predictions.len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(tx);
+    engine.join();
+}

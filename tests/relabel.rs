@@ -1,0 +1,297 @@
+//! `prodcat relabel` / `prodcat run`: Parquet in, labeled Parquet/Arrow out, dead letters,
+//! filters, shards, restart after a kill, and clear errors for bad input.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Catalogue rows: good titles from the synthetic products, plus bad ones.
+fn catalogue(fx: &Fixture, n: usize, first_id: i64) -> Vec<(i64, Option<String>)> {
+    (0..n).map(|i| (first_id + i as i64, Some(fx.products[i % fx.products.len()].title.clone()))).collect()
+}
+
+fn relabel(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["relabel", "--no-progress"];
+    all.extend_from_slice(args);
+    prodcat(&all)
+}
+
+#[test]
+fn labels_every_row_and_dead_letters_the_bad_ones() {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx);
+    let input = fx.path("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut rows = catalogue(&fx, 250, 0);
+    rows[3].1 = None; // missing title
+    rows[7].1 = Some("   ".into()); // blank title
+    rows[11].1 = Some("x".repeat(20_000)); // oversized
+    write_catalogue(&input.join("a.parquet"), &rows);
+    write_catalogue(&input.join("b.parquet"), &catalogue(&fx, 120, 1000));
+    let out = fx.path("out");
+    let o = relabel(&[
+        "--model",
+        &registry.display().to_string(),
+        "--input",
+        &input.display().to_string(),
+        "--output",
+        &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = stdout(&o);
+    assert!(summary.contains("dead-lettered"), "{summary}");
+
+    let batches = read_parquet_dir(&out);
+    let ids = i64_column(&batches, "id");
+    assert_eq!(ids.len(), 250 + 120 - 3);
+    let unique: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "a row was written twice");
+    for bad in [3, 7, 11] {
+        assert!(!unique.contains(&bad));
+    }
+    let labels = string_column(&batches, "label");
+    let known = ["Books", "Fridges", "Laptops", "Phones", "Shoes"];
+    assert!(labels.iter().all(|l| known.contains(&l.as_str())));
+    assert!(string_column(&batches, "model_version").iter().all(|v| v == "v1"));
+    assert!(string_column(&batches, "brand").iter().all(|b| b.starts_with("brand")), "passthrough column lost");
+    // Source positions point back at the input rows.
+    let files = string_column(&batches, "source_file");
+    let source_rows = i64_column(&batches, "source_row");
+    for ((id, file), row) in ids.iter().zip(&files).zip(&source_rows) {
+        let expected = if file.ends_with("a.parquet") { *id } else { id - 1000 };
+        assert_eq!(*row, expected);
+    }
+    // The model should get most synthetic titles right.
+    let correct = ids
+        .iter()
+        .zip(&labels)
+        .filter(|(id, label)| fx.products[(**id as usize % 1000) % fx.products.len()].category == **label)
+        .count();
+    assert!(correct as f64 > 0.6 * ids.len() as f64, "{correct}/{}", ids.len());
+
+    let dead: Vec<serde_json::Value> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("dead-letter-"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let reasons: BTreeSet<String> = dead.iter().map(|d| d["reason"].as_str().unwrap().to_string()).collect();
+    assert_eq!(reasons, ["empty_text", "missing_text", "oversized"].map(String::from).into_iter().collect());
+    assert!(dead.iter().all(|d| d["record"]["id"].is_i64() && d["source_row"].is_i64()));
+    // No temporary files are left behind.
+    assert!(std::fs::read_dir(&out).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().ends_with(".tmp")));
+}
+
+#[test]
+fn arrow_output_where_filter_and_shards() {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx).display().to_string();
+    let input = fx.path("cat.parquet");
+    write_catalogue(&input, &catalogue(&fx, 400, 0));
+    let input = input.display().to_string();
+
+    let out = fx.path("arrow-out");
+    let o = relabel(&[
+        "--model",
+        &registry,
+        "--input",
+        &input,
+        "--output",
+        &out.display().to_string(),
+        "--format",
+        "arrow",
+        "--where",
+        "price < 50",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut rows = 0;
+    for entry in
+        std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "arrow"))
+    {
+        let reader = arrow::ipc::reader::FileReader::try_new(std::fs::File::open(entry.path()).unwrap(), None).unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let prices = batch.column_by_name("price").unwrap();
+            let prices = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(prices);
+            assert!(prices.values().iter().all(|p| *p < 50.0));
+            rows += batch.num_rows();
+        }
+    }
+    assert_eq!(rows, 200);
+
+    let mut seen = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let dir = fx.path(&format!("shard-{}", &shard[..1]));
+        let o = relabel(&[
+            "--model",
+            &registry,
+            "--input",
+            &input,
+            "--output",
+            &dir.display().to_string(),
+            "--shard",
+            shard,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ids = i64_column(&read_parquet_dir(&dir), "id");
+        assert_eq!(ids.len(), 200);
+        seen.extend(ids);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..400).collect::<Vec<_>>(), "shards must split the rows exactly");
+}
+
+#[test]
+fn killed_relabel_resumes_and_writes_every_row_once() {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx).display().to_string();
+    let input = fx.path("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let files = 12;
+    for f in 0..files {
+        write_catalogue(&input.join(format!("part-{f:02}.parquet")), &catalogue(&fx, 3000, f * 10_000));
+    }
+    let out = fx.path("out");
+    let args = [
+        "relabel",
+        "--no-progress",
+        "--model",
+        &registry,
+        "--input",
+        &input.display().to_string(),
+        "--output",
+        &out.display().to_string(),
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prodcat"))
+        .args(args)
+        .env("PRODCAT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = out.join("_prodcat_manifest.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !manifest.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "relabel ended before its first file was complete");
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let completed = done["completed"].as_object().unwrap().len() as i64;
+    assert!(completed < files, "the job finished before the kill; the test needs more input");
+
+    let o = prodcat(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut ids = i64_column(&read_parquet_dir(&out), "id");
+    ids.sort_unstable();
+    let expected: Vec<i64> = (0..files).flat_map(|f| (0..3000).map(move |i| f * 10_000 + i)).collect();
+    assert_eq!(ids.len(), expected.len(), "rows lost or duplicated after the restart");
+    assert_eq!(ids, expected);
+    assert!(stdout(&o).contains("already done"), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx).display().to_string();
+    let good = fx.path("good.parquet");
+    write_catalogue(&good, &catalogue(&fx, 50, 0));
+    let good = good.display().to_string();
+    let not_parquet = fx.path("notes.parquet");
+    std::fs::write(&not_parquet, "this is not parquet").unwrap();
+    let out = fx.path("out");
+    let out_arg = out.display().to_string();
+
+    let o = relabel(&["--model", &registry, "--input", &not_parquet.display().to_string(), "--output", &out_arg]);
+    assert_clean_failure(&o, &["notes.parquet", "Parquet"]);
+    let o = relabel(&["--model", &registry, "--input", &good, "--output", &out_arg, "--text-columns", "name"]);
+    assert_clean_failure(&o, &["`name`", "good.parquet"]);
+    let o = relabel(&["--model", &registry, "--input", &good, "--output", &out_arg, "--where", "price >>> 3"]);
+    assert_clean_failure(&o, &["--where"]);
+    let o = relabel(&["--model", &registry, "--input", &good, "--output", &out_arg, "--where", "no_such_column = 1"]);
+    assert_clean_failure(&o, &["--where", "no_such_column"]);
+    let o = relabel(&[
+        "--model",
+        &registry,
+        "--input",
+        &fx.path("missing/*.parquet").display().to_string(),
+        "--output",
+        &out_arg,
+    ]);
+    assert_clean_failure(&o, &["missing"]);
+    // An output "folder" that is a file cannot be created.
+    let blocked = fx.path("blocked");
+    std::fs::write(&blocked, "").unwrap();
+    let o = relabel(&["--model", &registry, "--input", &good, "--output", &blocked.join("sub").display().to_string()]);
+    assert_clean_failure(&o, &["--output", "blocked"]);
+    // Nothing was written by any failed run.
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&out).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(leftovers.iter().all(|n| !n.to_string_lossy().contains(".parquet")), "{leftovers:?}");
+}
+
+#[test]
+fn pipeline_file_runs_with_environment_overrides() {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx).display().to_string();
+    let input = fx.path("cat.parquet");
+    write_catalogue(&input, &catalogue(&fx, 100, 0));
+    let out = fx.path("env-out");
+    let pipeline = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/nightly-relabel.toml");
+    let o = prodcat_env(
+        &["run", &pipeline.display().to_string(), "--set", "relabel.progress=false"],
+        &[
+            ("PRODCAT__MODEL__PATH", &registry),
+            ("PRODCAT__RELABEL__INPUTS", &input.display().to_string()),
+            ("PRODCAT__RELABEL__OUTPUT", &out.display().to_string()),
+            ("PRODCAT__RELABEL__FORMAT", "arrow"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let arrow_files = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "arrow"))
+        .count();
+    assert!(arrow_files >= 1);
+
+    // Every problem is reported at once, with its key.
+    let bad = fx.path("bad.toml");
+    std::fs::write(&bad, "[pipeline]\nkind = \"relabel\"\n[relabel]\nshard = \"3/2\"\n").unwrap();
+    let o = prodcat(&["run", &bad.display().to_string()]);
+    assert_clean_failure(&o, &["bad.toml", "model.path", "relabel.inputs", "relabel.output", "relabel.shard"]);
+    let typo = fx.path("typo.toml");
+    std::fs::write(&typo, "[relabel]\nwher = \"x\"\n").unwrap();
+    let o = prodcat(&["run", &typo.display().to_string()]);
+    assert_clean_failure(&o, &["typo.toml", "wher"]);
+}
+
+#[test]
+fn output_schema_matches_the_published_snapshot() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let input = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("title", DataType::Utf8, true),
+        Field::new("label", DataType::Utf8, true),
+    ]);
+    let schema = prodcat::pipeline::output::output_schema(&input);
+    let rendered: String = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {} (nullable: {})\n", f.name(), f.data_type(), f.is_nullable()))
+        .collect();
+    let snapshot_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/labeled-output.arrow.txt");
+    let snapshot = std::fs::read_to_string(&snapshot_path).unwrap_or_default();
+    assert_eq!(rendered, snapshot, "output schema changed; update {} if intended", snapshot_path.display());
+}
