@@ -43,11 +43,15 @@ def run(cmd: list, env=None) -> tuple:
     return time.perf_counter() - started, usage.ru_maxrss / 1024, out
 
 
-def sklearn_python() -> Path:
+def bench_python(*packages: str) -> Path:
+    """The benchmark venv with `packages` importable (installed on first use)."""
     py = VENV / "bin/python"
     if not py.exists():
         subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([py, "-m", "pip", "install", "-q", "scikit-learn", "pandas"])
+    modules = {"scikit-learn": "sklearn"}
+    missing = [p for p in packages if subprocess.call([py, "-c", f"import {modules.get(p, p)}"], stderr=subprocess.DEVNULL) != 0]
+    if missing:
+        subprocess.check_call([py, "-m", "pip", "install", "-q", *missing])
     return py
 
 
@@ -59,6 +63,7 @@ def main() -> None:
     ap.add_argument("--lr", default="1e-3")
     ap.add_argument("--skip-frozen", action="store_true")
     ap.add_argument("--extra", default="", help="extra flags for the LoRA run")
+    ap.add_argument("--peft", action="store_true", help="also time PEFT LoRA training in PyTorch (installs torch once)")
     args = ap.parse_args()
     if not DATA.exists():
         print(f"skipped: {DATA} not found (PriceRunner lives in ../shared/data on prepared machines)")
@@ -81,9 +86,14 @@ def main() -> None:
                             "--name", "frozen", "--head-only", "--epochs", args.frozen_epochs, "--lr", "5e-3", "--no-progress"])
         rows.append(("MiniLM-L6 frozen + head (prodcat)", json.load(open(OUT / "registry/frozen/current/card.json")), secs, rss))
 
-    py = sklearn_python()
+    py = bench_python("scikit-learn", "pandas")
     secs, rss, out = run([py, ROOT / "bench/tfidf_svm.py", split_csv])
     svm = json.loads(out.strip().splitlines()[-1])
+    peft = None
+    if args.peft:
+        py = bench_python("pandas", "torch", "transformers", "peft")
+        peft_secs, peft_rss, out = run([py, ROOT / "bench/peft_lora.py", split_csv, BASE])
+        peft = (json.loads(out.strip().splitlines()[-1]), peft_rss)
 
     print(f"\nPriceRunner, cluster-grouped stratified split (seed 42); test rows: {svm['test_rows']}\n")
     header = f"{'model':<36} {'macro_f1':>9} {'accuracy':>9} {'train samples/s':>16} {'wall s':>8} {'trainable params':>22} {'peak RSS MiB':>13}"
@@ -94,6 +104,9 @@ def main() -> None:
         params = f"{tr['trainable_parameters']:,} ({tr['trainable_percent']:.2f}%)"
         print(f"{name:<36} {m['macro_f1']:>9.4f} {m['accuracy']:>9.4f} {t['samples_per_second']:>16.1f} {secs:>8.0f} {params:>22} {rss:>13.0f}")
     print(f"{'TF-IDF word1-2+char2-5 + LinearSVC':<36} {svm['macro_f1']:>9.4f} {svm['accuracy']:>9.4f} {'-':>16} {svm['train_seconds']:>8.1f} {'-':>22} {rss:>13.0f}")
+    if peft:
+        p, p_rss = peft
+        print(f"{'PEFT LoRA, PyTorch (speed only)':<36} {'-':>9} {'-':>9} {p['samples_per_second']:>16.1f} {'-':>8} {'-':>22} {p_rss:>13.0f}")
 
 
 if __name__ == "__main__":

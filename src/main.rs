@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc reuses freed memory across threads instead of returning it to the kernel: tensor
+/// buffers of the same sizes are allocated every batch, and the default allocator turned that into
+/// page faults (a quarter of training time went to the kernel).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // candle's element-wise thread pool spins at a barrier and serialises concurrent callers;
     // prodcat parallelises training itself (data-parallel shards), so keep candle's ops inline.

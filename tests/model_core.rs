@@ -133,6 +133,7 @@ fn read(fx: &Fixture) -> LabeledData {
         label_column: "category".into(),
         group_column: Some("group".into()),
         max_rows: None,
+        sample_seed: 0,
         skip_invalid: false,
     };
     tokio::runtime::Runtime::new().unwrap().block_on(LabeledData::read(&spec)).unwrap()

@@ -23,7 +23,7 @@ pub struct EvalArgs {
     /// Folder for metrics.json and the PNG plots (default: reports/<name>-<version>).
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Use only the first N usable rows.
+    /// Use a seeded random sample of N usable rows (kept in file order).
     #[arg(long)]
     max_rows: Option<usize>,
     #[arg(long, default_value_t = 64)]
@@ -45,6 +45,7 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         label_column: args.label_column.clone(),
         group_column: None,
         max_rows: args.max_rows,
+        sample_seed: 0,
         skip_invalid: args.skip_invalid,
     };
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;

@@ -37,6 +37,7 @@ pub fn run(args: SplitArgs) -> anyhow::Result<()> {
         label_column: args.label_column,
         group_column: args.group_column,
         max_rows: args.max_rows,
+        sample_seed: args.seed,
         skip_invalid: args.skip_invalid,
     };
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;

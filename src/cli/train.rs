@@ -36,7 +36,7 @@ pub struct TrainArgs {
     name: String,
     #[arg(long, default_value_t = 3)]
     epochs: usize,
-    /// Use only the first N usable rows.
+    /// Use a seeded random sample of N usable rows (kept in file order).
     #[arg(long)]
     max_rows: Option<usize>,
     #[arg(long, default_value_t = 42)]
@@ -93,6 +93,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         label_column: args.label_column.clone(),
         group_column: args.group_column.clone(),
         max_rows: args.max_rows,
+        sample_seed: args.seed,
         skip_invalid: args.skip_invalid,
     };
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;

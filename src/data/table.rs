@@ -102,8 +102,11 @@ pub struct LabeledDataSpec {
     pub text_column: String,
     pub label_column: String,
     pub group_column: Option<String>,
-    /// Keep at most this many rows (the first ones in file order).
+    /// Keep at most this many usable rows: a seeded uniform sample (files are often sorted by
+    /// category, so the first rows would be one class), kept in file order.
     pub max_rows: Option<usize>,
+    /// Seed of the `max_rows` sample.
+    pub sample_seed: u64,
     /// Drop rows with empty text or label (counted) instead of failing on the first one.
     pub skip_invalid: bool,
 }
@@ -131,9 +134,6 @@ impl LabeledData {
         let groups = columns.next();
         let mut data = LabeledData { groups: groups.as_ref().map(|_| Vec::new()), ..Default::default() };
         for (row, (text, label)) in texts.into_iter().zip(labels).enumerate() {
-            if spec.max_rows.is_some_and(|max| data.texts.len() >= max) {
-                break;
-            }
             let text = text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
             let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
             let (text, label) = match (text, label) {
@@ -170,7 +170,24 @@ impl LabeledData {
         if data.texts.is_empty() {
             return Err(Error::data(&spec.path, "no usable rows (every row has an empty text or label)"));
         }
+        if let Some(max) = spec.max_rows.filter(|&m| m < data.len()) {
+            data = data.sample(max, spec.sample_seed);
+        }
         Ok(data)
+    }
+
+    /// A seeded uniform sample of `n` rows, in their original order.
+    pub fn sample(&self, n: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut keep = rand::seq::index::sample(&mut rng, self.len(), n).into_vec();
+        keep.sort_unstable();
+        Self {
+            texts: keep.iter().map(|&i| self.texts[i].clone()).collect(),
+            labels: keep.iter().map(|&i| self.labels[i].clone()).collect(),
+            groups: self.groups.as_ref().map(|g| keep.iter().map(|&i| g[i].clone()).collect()),
+            rejected: self.rejected,
+        }
     }
 
     /// Number of examples.

@@ -274,7 +274,8 @@ mod tests {
             // Asymptotic erfc for |x| ≥ 3 (relative error < 1e-4 of erfc, i.e. < 1e-8 absolute).
             let a = x.abs();
             let x2 = a * a;
-            let erfc = (-x2).exp() / (a * std::f64::consts::PI.sqrt()) * (1.0 - 1.0 / (2.0 * x2) + 3.0 / (4.0 * x2 * x2) - 15.0 / (8.0 * x2 * x2 * x2));
+            let erfc = (-x2).exp() / (a * std::f64::consts::PI.sqrt())
+                * (1.0 - 1.0 / (2.0 * x2) + 3.0 / (4.0 * x2 * x2) - 15.0 / (8.0 * x2 * x2 * x2));
             (x.signum() * (1.0 - erfc)) as f32
         }
     }

@@ -108,6 +108,7 @@ pub fn tiny_registry(fx: &Fixture) -> PathBuf {
         label_column: "category".into(),
         group_column: Some("group".into()),
         max_rows: None,
+        sample_seed: 0,
         skip_invalid: false,
     };
     let data = tokio::runtime::Runtime::new().unwrap().block_on(prodcat::data::LabeledData::read(&spec)).unwrap();
