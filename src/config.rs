@@ -87,6 +87,109 @@ impl Default for RelabelSection {
     }
 }
 
+/// `[kafka]`: the streaming source and its topic sinks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    /// Labeled records (JSON, key = product id). Empty = no Kafka output.
+    pub output_topic: String,
+    /// Records that cannot be labeled, with the reason in headers.
+    pub dead_letter_topic: String,
+    /// Low-confidence records for people to review. Empty = off.
+    pub review_topic: String,
+    /// Records whose confidence is below this go to the review topic too.
+    pub review_threshold: f32,
+    /// Field holding the product id.
+    pub id_field: String,
+    /// Messages larger than this are dead-lettered as oversized.
+    pub max_message_bytes: usize,
+    /// Transactional Kafka→Kafka: outputs and input offsets commit atomically.
+    pub exactly_once: bool,
+    /// `transactional.id` (exactly-once only); must be unique per instance.
+    pub transactional_id: String,
+    /// Records handed to the engine together (at most).
+    pub chunk_records: usize,
+    /// Longest a read record waits for its chunk to fill, in ms.
+    pub chunk_wait_ms: u64,
+    /// How often completed offsets are committed (or transactions committed), in ms.
+    pub commit_interval_ms: u64,
+    /// Longest a revoke or shutdown waits for in-flight records, in ms.
+    pub drain_timeout_ms: u64,
+    /// librdkafka properties for both the consumer and the producer, passed through unchanged.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    pub consumer_properties: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    pub producer_properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "prodcat".into(),
+            input_topic: "products".into(),
+            output_topic: "products-labeled".into(),
+            dead_letter_topic: "products-dead-letter".into(),
+            review_topic: String::new(),
+            review_threshold: 0.5,
+            id_field: "id".into(),
+            max_message_bytes: 1 << 20,
+            exactly_once: false,
+            transactional_id: String::new(),
+            chunk_records: 256,
+            chunk_wait_ms: 5,
+            commit_interval_ms: 1000,
+            drain_timeout_ms: 30_000,
+            properties: Default::default(),
+            consumer_properties: Default::default(),
+            producer_properties: Default::default(),
+        }
+    }
+}
+
+/// `[files]`: rotating Arrow IPC / Parquet files of a streaming pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesSection {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub format: OutputFormat,
+    pub rotation: Rotation,
+    /// A file is closed (and its records' offsets become committable) after this many ms.
+    pub max_age_ms: u64,
+}
+
+impl Default for FilesSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path: PathBuf::from("out/stream"),
+            format: OutputFormat::Arrow,
+            rotation: Rotation { max_rows: 100_000, max_bytes: 64 * 1024 * 1024 },
+            max_age_ms: 5_000,
+        }
+    }
+}
+
+/// `[http]`: the operations endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// `host:port` of `/metrics`, `/healthz`, `/readyz`; empty = off.
+    pub listen: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9464".into() }
+    }
+}
+
 /// A whole pipeline file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -96,6 +199,9 @@ pub struct PipelineConfig {
     pub text: TextSpec,
     pub engine: EngineSettings,
     pub relabel: RelabelSection,
+    pub kafka: KafkaSection,
+    pub files: FilesSection,
+    pub http: HttpSection,
 }
 
 /// Keys whose environment values are comma-separated lists.
@@ -164,6 +270,39 @@ impl PipelineConfig {
             }
             if let Err(e) = self.relabel.shard.parse::<Shard>() {
                 problems.push(format!("relabel.shard: {e}"));
+            }
+        }
+        if self.pipeline.kind == PipelineKind::Kafka {
+            let k = &self.kafka;
+            for (key, value) in [
+                ("kafka.brokers", &k.brokers),
+                ("kafka.group_id", &k.group_id),
+                ("kafka.input_topic", &k.input_topic),
+                ("kafka.dead_letter_topic", &k.dead_letter_topic),
+            ] {
+                if value.trim().is_empty() {
+                    problems.push(format!("{key}: required"));
+                }
+            }
+            if k.output_topic.trim().is_empty() && !self.files.enabled {
+                problems.push(
+                    "kafka.output_topic: required unless [files] is enabled (labeled records need a sink)".into(),
+                );
+            }
+            if k.exactly_once && k.transactional_id.trim().is_empty() {
+                problems.push("kafka.transactional_id: required with kafka.exactly_once = true".into());
+            }
+            if k.exactly_once && self.files.enabled {
+                problems.push("files.enabled: files cannot join a Kafka transaction; turn off kafka.exactly_once or the file sink".into());
+            }
+            if !(0.0..=1.0).contains(&k.review_threshold) {
+                problems.push("kafka.review_threshold: must be within [0, 1]".into());
+            }
+            if k.chunk_records == 0 {
+                problems.push("kafka.chunk_records: must be at least 1".into());
+            }
+            if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!("http.listen: `{}` is not host:port", self.http.listen));
             }
         }
         if problems.is_empty() {

@@ -23,6 +23,7 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod http;
 pub mod metrics;
 pub mod onnx;
 pub mod pipeline;

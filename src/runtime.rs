@@ -39,6 +39,8 @@ fn search_roots() -> Vec<PathBuf> {
     if let Ok(exe) = std::env::current_exe() {
         roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
     }
+    // The checkout this binary was built from (its target folder may live elsewhere).
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     roots
 }
 
@@ -80,7 +82,12 @@ fn existing(path: PathBuf, source: &str) -> Result<PathBuf> {
 ///
 /// Later calls return the same environment whatever `explicit` says.
 pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment> {
-    let slot = ENVIRONMENT.get_or_init(|| load(explicit).map_err(|e| e.to_string()));
+    let slot = ENVIRONMENT.get_or_init(|| {
+        load(explicit).map_err(|e| match e {
+            Error::Runtime(message) => message,
+            other => other.to_string(),
+        })
+    });
     slot.as_ref().map_err(|message| Error::Runtime(message.clone()))
 }
 

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Every flag can also be set from a `PRODCAT_…` variable.
 
 mod eval;
+mod kafka;
 mod relabel;
 mod split;
 mod train;

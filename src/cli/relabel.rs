@@ -88,9 +88,7 @@ pub fn run_pipeline(args: RunArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<(
     let config = PipelineConfig::load(Some(&args.file), &args.set)?;
     match config.pipeline.kind {
         PipelineKind::Relabel => execute(config, ort_lib),
-        PipelineKind::Kafka => {
-            anyhow::bail!("{}: Kafka pipelines are not available in this build", args.file.display())
-        }
+        PipelineKind::Kafka => super::kafka::run(config, ort_lib),
     }
 }
 

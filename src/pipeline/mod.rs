@@ -9,6 +9,7 @@
 
 pub mod batcher;
 pub mod engine;
+pub mod kafka;
 pub mod output;
 pub mod relabel;
 pub mod sinks;

@@ -144,20 +144,23 @@ impl RotatingFileWriter {
         Ok(OpenFile { tmp, path, writer, rows: 0, bytes: 0 })
     }
 
-    /// Appends a batch, starting a new file first if the current one is full.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Appends a batch, starting a new file first if the current one is full; returns the file
+    /// that was closed to make room, if any.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<Option<PathBuf>> {
         if batch.num_rows() == 0 {
-            return Ok(());
+            return Ok(None);
         }
+        let mut closed = None;
         if self.current.as_ref().is_some_and(|f| f.rows >= self.rotation.max_rows || f.bytes >= self.rotation.max_bytes)
         {
             self.close_current()?;
+            closed = self.finished.last().cloned();
         }
         if self.current.is_none() {
             let file = self.open(&batch.schema())?;
             self.current = Some(file);
         }
-        let Some(file) = self.current.as_mut() else { return Ok(()) };
+        let Some(file) = self.current.as_mut() else { return Ok(closed) };
         let context = || file.tmp.display().to_string();
         match &mut file.writer {
             FormatWriter::Arrow(w) => {
@@ -170,7 +173,16 @@ impl RotatingFileWriter {
             }
         }
         file.rows += batch.num_rows();
-        Ok(())
+        Ok(closed)
+    }
+
+    /// Closes the current file now (if one is open); returns its final path.
+    pub fn rotate(&mut self) -> Result<Option<PathBuf>> {
+        if self.current.is_none() {
+            return Ok(None);
+        }
+        self.close_current()?;
+        Ok(self.finished.last().cloned())
     }
 
     fn close_current(&mut self) -> Result<()> {

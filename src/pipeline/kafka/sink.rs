@@ -1,0 +1,428 @@
+//! The sink thread of the Kafka pipeline: labeled records to the output topic (key = product id,
+//! model version in a header), low-confidence records to the review topic, rejected messages to
+//! the dead-letter topic (original bytes, reason and source position in headers), and optionally
+//! rotating files. Offsets complete when every write of their chunk is durable: Kafka delivery
+//! reports (acks=all), a closed file — or, with exactly-once, a committed transaction.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use rdkafka::ClientContext;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+use super::acks::{AckTracker, TopicPartition};
+use super::source::client_config;
+use super::{KafkaPart, MODEL_VERSION_HEADER, StreamSummary};
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::pipeline::engine::LabeledChunk;
+use crate::pipeline::output::{RowSource, labeled_batch, now_millis};
+use crate::pipeline::sinks::RotatingFileWriter;
+use crate::serve::Prediction;
+
+/// Offsets of one chunk that complete when all of the chunk's writes are durable.
+pub struct ChunkAck {
+    remaining: AtomicUsize,
+    offsets: Vec<(TopicPartition, i64)>,
+    tracker: Arc<AckTracker>,
+    read_at: Option<Instant>,
+    metrics: Arc<Metrics>,
+}
+
+impl ChunkAck {
+    /// One write finished; the last one completes the offsets.
+    pub fn done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            for (tp, offset) in &self.offsets {
+                self.tracker.complete(tp, *offset);
+            }
+            if let Some(t) = self.read_at {
+                self.metrics.end_to_end_seconds.observe(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+}
+
+/// Delivery reports: a delivered record finishes one write of its chunk; a failed one is fatal
+/// (its offset is never committed, so a restart redelivers it).
+pub struct SinkContext {
+    fatal: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Option<Arc<ChunkAck>>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => {
+                if let Some(ack) = ack.as_ref() {
+                    ack.done();
+                }
+            }
+            Err((e, _)) => {
+                tracing::error!(error = %e, "a record could not be delivered; stopping (it will be redelivered after restart)");
+                let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+                fatal.get_or_insert_with(|| format!("Kafka delivery failed: {e}"));
+            }
+        }
+    }
+}
+
+/// Open transaction bookkeeping (exactly-once).
+#[derive(Default)]
+struct Transaction {
+    open: bool,
+    started: Option<Instant>,
+    /// Highest offset per partition written in this transaction.
+    positions: BTreeMap<TopicPartition, i64>,
+    offsets: Vec<(TopicPartition, i64)>,
+}
+
+struct StreamFiles {
+    writer: RotatingFileWriter,
+    /// Chunks with records in the open file.
+    pending: Vec<Arc<ChunkAck>>,
+    opened: Option<Instant>,
+    max_age: Duration,
+}
+
+/// Everything the sink thread owns.
+pub struct Sink {
+    producer: ThreadedProducer<SinkContext>,
+    output_topic: String,
+    review_topic: String,
+    dead_letter_topic: String,
+    review_threshold: f32,
+    exactly_once: bool,
+    commit_every: Duration,
+    files: Option<StreamFiles>,
+    tracker: Arc<AckTracker>,
+    metrics: Arc<Metrics>,
+    fatal: Arc<Mutex<Option<String>>>,
+    group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
+    txn: Transaction,
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Sink {
+    /// Creates the producer (transactional with exactly-once) and the optional file sink.
+    pub fn new(
+        config: &PipelineConfig,
+        tracker: Arc<AckTracker>,
+        metrics: Arc<Metrics>,
+        fatal: Arc<Mutex<Option<String>>>,
+        group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
+    ) -> Result<Self> {
+        let k = &config.kafka;
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+        if k.exactly_once {
+            c.set("transactional.id", &k.transactional_id);
+        }
+        for (key, value) in client_config(config, &k.producer_properties).config_map() {
+            c.set(key, value);
+        }
+        let producer: ThreadedProducer<SinkContext> = c
+            .create_with_context(SinkContext { fatal: fatal.clone() })
+            .map_err(|e| Error::config("kafka", format!("cannot create the producer: {e}")))?;
+        if k.exactly_once {
+            producer
+                .init_transactions(TXN_TIMEOUT)
+                .map_err(|e| Error::config("kafka.transactional_id", format!("init_transactions: {e}")))?;
+        }
+        let files = if config.files.enabled {
+            std::fs::create_dir_all(&config.files.path).map_err(|e| {
+                Error::config("files.path", format!("cannot create {}: {e}", config.files.path.display()))
+            })?;
+            let prefix = format!("stream-{}-{}", std::process::id(), chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+            Some(StreamFiles {
+                writer: RotatingFileWriter::new(
+                    &config.files.path,
+                    &prefix,
+                    config.files.format,
+                    config.files.rotation,
+                ),
+                pending: Vec::new(),
+                opened: None,
+                max_age: Duration::from_millis(config.files.max_age_ms.max(1)),
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            producer,
+            output_topic: k.output_topic.clone(),
+            review_topic: k.review_topic.clone(),
+            dead_letter_topic: k.dead_letter_topic.clone(),
+            review_threshold: k.review_threshold,
+            exactly_once: k.exactly_once,
+            commit_every: Duration::from_millis(k.commit_interval_ms.max(10)),
+            files,
+            tracker,
+            metrics,
+            fatal,
+            group,
+            txn: Transaction::default(),
+        })
+    }
+
+    fn fail(&self, message: String) -> Error {
+        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        fatal.get_or_insert(message.clone());
+        Error::Other(message)
+    }
+
+    /// Enqueues one record, waiting while the producer queue is full (backpressure).
+    fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+        ack: Option<Arc<ChunkAck>>,
+    ) -> Result<()> {
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack)).payload(payload).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(self.fail(format!("producing to {topic}: {e}"))),
+            }
+        }
+    }
+
+    /// The labeled JSON record: input fields plus prodcat's fields.
+    fn output_json(record: &super::InRecord, p: &Prediction, labeled_at: &str) -> Value {
+        let mut obj = record.record.fields.clone();
+        let top_k: Vec<Value> =
+            p.top_k.iter().map(|(id, score)| json!({"label": p.model.labels[*id as usize], "score": score})).collect();
+        for (k, v) in [
+            ("label", json!(p.label())),
+            ("label_id", json!(p.label_id)),
+            ("confidence", json!(p.confidence)),
+            ("top_k", Value::Array(top_k)),
+            ("stage", json!(p.stage.as_str())),
+            ("model_name", json!(p.model.name)),
+            ("model_version", json!(p.model.version)),
+            ("labeled_at", json!(labeled_at)),
+            ("source_topic", json!(record.tp.0)),
+            ("source_partition", json!(record.tp.1)),
+            ("source_offset", json!(record.offset)),
+        ] {
+            obj.insert(k.to_string(), v);
+        }
+        Value::Object(obj)
+    }
+
+    fn write_chunk(&mut self, chunk: LabeledChunk<KafkaPart>, summary: &Mutex<StreamSummary>) -> Result<()> {
+        let started = Instant::now();
+        let LabeledChunk { payload: part, predictions, .. } = chunk;
+        let mut offsets: Vec<(TopicPartition, i64)> = part.records.iter().map(|r| (r.tp.clone(), r.offset)).collect();
+        offsets.extend(part.dead.iter().map(|d| (d.tp.clone(), d.offset)));
+        let low: Vec<bool> = predictions.iter().map(|p| p.confidence < self.review_threshold).collect();
+        let reviews = if self.review_topic.is_empty() { 0 } else { low.iter().filter(|l| **l).count() };
+        let outputs = if self.output_topic.is_empty() { 0 } else { part.records.len() };
+        let file_write = usize::from(self.files.is_some() && !part.records.is_empty());
+        // Writes to wait for (+1 held until every write is enqueued, so none completes early).
+        let writes = if self.exactly_once { 1 } else { outputs + reviews + part.dead.len() + file_write + 1 };
+        let ack = Arc::new(ChunkAck {
+            remaining: AtomicUsize::new(writes),
+            offsets: offsets.clone(),
+            tracker: self.tracker.clone(),
+            read_at: part.records.first().map(|r| r.read_at),
+            metrics: self.metrics.clone(),
+        });
+        let per_record = |ack: &Arc<ChunkAck>| if self.exactly_once { None } else { Some(ack.clone()) };
+        if self.exactly_once && !self.txn.open {
+            self.producer.begin_transaction().map_err(|e| self.fail(format!("begin_transaction: {e}")))?;
+            self.txn = Transaction { open: true, started: Some(Instant::now()), ..Default::default() };
+        }
+        let labeled_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for ((record, p), is_low) in part.records.iter().zip(&predictions).zip(&low) {
+            let json = serde_json::to_vec(&Self::output_json(record, p, &labeled_at))
+                .map_err(|e| Error::Other(e.to_string()))?;
+            let headers = || {
+                OwnedHeaders::new().insert(Header { key: MODEL_VERSION_HEADER, value: Some(p.model.version.as_str()) })
+            };
+            if !self.output_topic.is_empty() {
+                self.send(&self.output_topic, Some(record.record.id.as_bytes()), &json, headers(), per_record(&ack))?;
+            }
+            self.metrics.records_labeled.with_label_values(&[p.label()]).inc();
+            if *is_low {
+                self.metrics.low_confidence.inc();
+                if !self.review_topic.is_empty() {
+                    self.send(
+                        &self.review_topic,
+                        Some(record.record.id.as_bytes()),
+                        &json,
+                        headers(),
+                        per_record(&ack),
+                    )?;
+                }
+            }
+        }
+        for dead in &part.dead {
+            let (partition, offset) = (dead.tp.1.to_string(), dead.offset.to_string());
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "prodcat-reason", value: Some(dead.rejection.reason.as_str()) })
+                .insert(Header { key: "prodcat-error", value: Some(dead.rejection.detail.as_str()) })
+                .insert(Header { key: "prodcat-source-topic", value: Some(dead.tp.0.as_str()) })
+                .insert(Header { key: "prodcat-source-partition", value: Some(partition.as_str()) })
+                .insert(Header { key: "prodcat-source-offset", value: Some(offset.as_str()) });
+            let payload = dead.payload.as_deref().unwrap_or_default();
+            self.send(&self.dead_letter_topic, dead.key.as_deref(), payload, headers, per_record(&ack))?;
+        }
+        if file_write == 1 {
+            self.write_files(&part, &predictions, ack.clone())?;
+        }
+        if let Ok(mut s) = summary.lock() {
+            s.labeled += part.records.len() as u64;
+            s.dead_lettered += part.dead.len() as u64;
+            s.reviewed += reviews as u64;
+        }
+        if self.exactly_once {
+            for (tp, offset) in &offsets {
+                let e = self.txn.positions.entry(tp.clone()).or_insert(*offset);
+                *e = (*e).max(*offset);
+            }
+            self.txn.offsets.extend(offsets);
+        } else {
+            ack.done();
+        }
+        self.metrics.stage_seconds.with_label_values(&["sink"]).observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn write_files(&mut self, part: &KafkaPart, predictions: &[Prediction], ack: Arc<ChunkAck>) -> Result<()> {
+        let Some(files) = self.files.as_mut() else { return Ok(()) };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("text", DataType::Utf8, false),
+            Field::new("record", DataType::Utf8, false),
+            Field::new("source_topic", DataType::Utf8, false),
+            Field::new("source_partition", DataType::Int32, false),
+            Field::new("source_offset", DataType::Int64, false),
+        ]));
+        let r = &part.records;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(r.iter().map(|x| x.record.id.as_str()))),
+            Arc::new(StringArray::from_iter_values(r.iter().map(|x| x.record.text.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                r.iter().map(|x| Value::Object(x.record.fields.clone()).to_string()),
+            )),
+            Arc::new(StringArray::from_iter_values(r.iter().map(|x| x.tp.0.as_str()))),
+            Arc::new(Int32Array::from_iter_values(r.iter().map(|x| x.tp.1))),
+            Arc::new(Int64Array::from_iter_values(r.iter().map(|x| x.offset))),
+        ];
+        let input = RecordBatch::try_new(schema, columns).map_err(|e| Error::table("stream file batch", e))?;
+        let sources = vec![RowSource { file: None, row: None }; r.len()];
+        let batch = labeled_batch(&input, predictions, &sources, now_millis())?;
+        if files.writer.write(&batch)?.is_some() {
+            // The previous file was closed by size: its records are durable now.
+            for done in files.pending.drain(..) {
+                done.done();
+            }
+            files.opened = Some(Instant::now());
+        }
+        files.opened.get_or_insert_with(Instant::now);
+        files.pending.push(ack);
+        Ok(())
+    }
+
+    /// Closes the open file if it is old enough (or `force`), completing its records.
+    fn rotate_files(&mut self, force: bool) -> Result<()> {
+        let Some(files) = self.files.as_mut() else { return Ok(()) };
+        if files.pending.is_empty() || !(force || files.opened.is_some_and(|t| t.elapsed() >= files.max_age)) {
+            return Ok(());
+        }
+        files.writer.rotate()?;
+        files.opened = None;
+        for done in files.pending.drain(..) {
+            done.done();
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction with its input offsets (exactly-once).
+    fn commit_transaction(&mut self, force: bool) -> Result<()> {
+        if !self.txn.open || !(force || self.txn.started.is_some_and(|t| t.elapsed() >= self.commit_every)) {
+            return Ok(());
+        }
+        let guard = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(group) = guard.as_ref() else {
+            return Err(self.fail("no consumer group metadata for the transaction".into()));
+        };
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.txn.positions {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
+                .map_err(|e| Error::Other(e.to_string()))?;
+        }
+        let result = self
+            .producer
+            .send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT)
+            .and_then(|()| self.producer.commit_transaction(TXN_TIMEOUT));
+        drop(guard);
+        if let Err(e) = result {
+            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            return Err(self.fail(format!("transaction commit failed (aborted; records will be redelivered): {e}")));
+        }
+        for (tp, offset) in std::mem::take(&mut self.txn.offsets) {
+            self.tracker.complete(&tp, offset);
+        }
+        self.txn = Transaction::default();
+        Ok(())
+    }
+
+    /// The sink loop: runs until the engine's output closes, then flushes everything.
+    pub fn run(
+        mut self,
+        input: flume::Receiver<Result<LabeledChunk<KafkaPart>>>,
+        summary: Arc<Mutex<StreamSummary>>,
+    ) -> Result<()> {
+        let tick = Duration::from_millis(20);
+        let result = (|| -> Result<()> {
+            loop {
+                match input.recv_timeout(tick) {
+                    Ok(chunk) => self.write_chunk(chunk?, &summary)?,
+                    Err(flume::RecvTimeoutError::Timeout) => {}
+                    Err(flume::RecvTimeoutError::Disconnected) => return Ok(()),
+                }
+                self.rotate_files(false)?;
+                if self.exactly_once {
+                    self.commit_transaction(false)?;
+                }
+            }
+        })();
+        // Finish: close files, commit the last transaction, wait for deliveries.
+        let finished = self
+            .rotate_files(true)
+            .and_then(|()| if self.exactly_once { self.commit_transaction(true) } else { Ok(()) });
+        if let Some(files) = self.files.take() {
+            let _ = files.writer.finish();
+        }
+        if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
+            tracing::warn!(error = %e, "producer flush at shutdown");
+        }
+        result?;
+        finished
+    }
+}

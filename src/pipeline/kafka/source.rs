@@ -1,0 +1,310 @@
+//! The Kafka source: a consumer thread that reads, validates and chunks records for the engine,
+//! commits completed offsets, and drains revoked partitions before a rebalance lets them go.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::acks::{AckTracker, TopicPartition};
+use super::decode::{RecordRules, decode};
+use super::{DeadMessage, Health, InRecord, KafkaPart};
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::pipeline::engine::TextChunk;
+
+/// The chunk being filled by the consumer thread.
+#[derive(Default)]
+struct Pending {
+    part: KafkaPart,
+    texts: Vec<String>,
+    started: Option<Instant>,
+}
+
+/// Consumer callbacks: rebalances (drain before revoke), statistics (lag).
+pub struct SourceContext {
+    tracker: Arc<AckTracker>,
+    pending: Mutex<Pending>,
+    engine: Mutex<Option<flume::Sender<TextChunk<KafkaPart>>>>,
+    drain_timeout: Duration,
+    exactly_once: bool,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// Group generation for transactional offset commits (refreshed on every assignment).
+    pub group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
+}
+
+/// The consumer type of the pipeline.
+pub type PipelineConsumer = BaseConsumer<SourceContext>;
+
+impl SourceContext {
+    /// Hands the chunk being filled to the engine (blocking: backpressure).
+    fn flush(&self) -> Result<()> {
+        let Pending { part, texts, .. } = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.part.records.is_empty() && pending.part.dead.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *pending)
+        };
+        let sender = self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match sender {
+            Some(tx) => tx
+                .send(TextChunk { texts, payload: part, flush: false })
+                .map_err(|_| Error::Other("the labeling engine stopped".into())),
+            None => Err(Error::Other("the labeling engine is closed".into())),
+        }
+    }
+
+    fn close_engine(&self) {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+/// Commits `positions` (next offsets to read) synchronously or not.
+fn commit(
+    consumer: &BaseConsumer<impl ConsumerContext>,
+    positions: &[(TopicPartition, i64)],
+    mode: CommitMode,
+) -> Result<()> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in positions {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(|e| Error::Other(format!("commit list: {e}")))?;
+    }
+    consumer.commit(&tpl, mode).map_err(|e| Error::Other(format!("committing offsets: {e}")))
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic, &partition.to_string()])
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let revoked = partitions(tpl);
+        if revoked.is_empty() {
+            return;
+        }
+        // Finish what was read from these partitions before another instance takes them.
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "could not hand the last records to the engine before a rebalance");
+        }
+        let drained = self.tracker.wait_drained(&revoked, self.drain_timeout);
+        if !drained {
+            tracing::warn!(in_flight = ?self.tracker.in_flight(), "revoke: records still in flight after the drain timeout; they will be redelivered to the next owner");
+        }
+        if !self.exactly_once {
+            let positions: Vec<_> =
+                self.tracker.take_commits().into_iter().filter(|(tp, _)| revoked.contains(tp)).collect();
+            if let Err(e) = commit(consumer, &positions, CommitMode::Sync) {
+                tracing::warn!(error = %e, "commit before revoke failed");
+            }
+        }
+        self.tracker.forget(&revoked);
+        for (topic, partition) in &revoked {
+            let _ = self.metrics.consumer_lag.remove_label_values(&[topic, &partition.to_string()]);
+        }
+        tracing::info!(partitions = ?revoked, drained, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = ?partitions(tpl), "partitions assigned");
+        }
+        *self.group.lock().unwrap_or_else(|p| p.into_inner()) = consumer.group_metadata();
+        let count = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.health.partitions.store(count, Ordering::Relaxed);
+    }
+}
+
+/// The librdkafka configuration shared by consumer and producer, plus role-specific properties.
+pub fn client_config(config: &PipelineConfig, role: &std::collections::BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers);
+    for (k, v) in config.kafka.properties.iter().chain(role) {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Builds the consumer and subscribes it to the input topic.
+pub fn create_consumer(
+    config: &PipelineConfig,
+    tracker: Arc<AckTracker>,
+    engine: flume::Sender<TextChunk<KafkaPart>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<Arc<PipelineConsumer>> {
+    let k = &config.kafka;
+    let mut c = ClientConfig::new();
+    // Defaults first; pipeline properties (passed through unchanged) override them.
+    c.set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    if k.exactly_once {
+        c.set("isolation.level", "read_committed");
+    }
+    for (key, value) in client_config(config, &k.consumer_properties).config_map() {
+        c.set(key, value);
+    }
+    let context = SourceContext {
+        tracker,
+        pending: Mutex::new(Pending::default()),
+        engine: Mutex::new(Some(engine)),
+        drain_timeout: Duration::from_millis(k.drain_timeout_ms),
+        exactly_once: k.exactly_once,
+        metrics,
+        health,
+        group: Arc::default(),
+    };
+    let consumer: PipelineConsumer = c
+        .create_with_context(context)
+        .map_err(|e| Error::config("kafka", format!("cannot create the consumer: {e}")))?;
+    consumer
+        .subscribe(&[k.input_topic.as_str()])
+        .map_err(|e| Error::config("kafka.input_topic", format!("cannot subscribe: {e}")))?;
+    Ok(Arc::new(consumer))
+}
+
+/// The consumer loop; returns the number of records read. On `stop` (or a fatal sink error) it
+/// stops reading, lets everything in flight finish, commits, and leaves the group.
+pub fn consume(
+    config: &PipelineConfig,
+    consumer: Arc<PipelineConsumer>,
+    tracker: Arc<AckTracker>,
+    stop: Arc<AtomicBool>,
+    fatal: Arc<Mutex<Option<String>>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<u64> {
+    let k = &config.kafka;
+    let rules = RecordRules {
+        text: &config.text,
+        id_field: &k.id_field,
+        max_message_bytes: k.max_message_bytes,
+        trusted_label_field: None,
+    };
+    let chunk_wait = Duration::from_millis(k.chunk_wait_ms.max(1));
+    let commit_every = Duration::from_millis(k.commit_interval_ms.max(10));
+    let mut last_commit = Instant::now();
+    let mut received = 0u64;
+    let ctx = consumer.context();
+    health.consuming.store(true, Ordering::Relaxed);
+    let failed = || fatal.lock().map(|f| f.is_some()).unwrap_or(true);
+    let result = (|| -> Result<()> {
+        while !stop.load(Ordering::Relaxed) && !failed() {
+            match consumer.poll(chunk_wait) {
+                Some(Ok(message)) => {
+                    received += 1;
+                    metrics.records_received.with_label_values(&["kafka"]).inc();
+                    let tp = (message.topic().to_string(), message.partition());
+                    let offset = message.offset();
+                    tracker.register(&tp, offset);
+                    let key = message.key().map(<[u8]>::to_vec);
+                    let full = {
+                        let mut pending = ctx.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        match decode(message.payload(), &rules) {
+                            Ok(record) => {
+                                pending.texts.push(record.text.clone());
+                                pending.part.records.push(InRecord {
+                                    tp,
+                                    offset,
+                                    key,
+                                    record,
+                                    read_at: Instant::now(),
+                                });
+                            }
+                            Err(rejection) => {
+                                metrics.records_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
+                                let payload = message.payload().map(<[u8]>::to_vec);
+                                pending.part.dead.push(DeadMessage { tp, offset, key, payload, rejection });
+                            }
+                        }
+                        pending.started.get_or_insert_with(Instant::now);
+                        pending.part.records.len() + pending.part.dead.len() >= k.chunk_records
+                    };
+                    if full {
+                        ctx.flush()?;
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => {}
+            }
+            let due = ctx.pending.lock().map(|p| p.started.is_some_and(|s| s.elapsed() >= chunk_wait)).unwrap_or(false);
+            if due {
+                ctx.flush()?;
+            }
+            if !k.exactly_once && last_commit.elapsed() >= commit_every {
+                commit(&consumer, &tracker.take_commits(), CommitMode::Async)?;
+                last_commit = Instant::now();
+            }
+        }
+        Ok(())
+    })();
+    health.stopping.store(true, Ordering::Relaxed);
+    // Drain: hand over the last chunk, close the engine, let sinks finish, commit, leave.
+    let flushed = ctx.flush();
+    ctx.close_engine();
+    if let Ok(assignment) = consumer.assignment() {
+        let _ = consumer.pause(&assignment);
+    }
+    let all: Vec<TopicPartition> = consumer
+        .assignment()
+        .map(|a| a.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+        .unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_millis(k.drain_timeout_ms);
+    while !tracker.wait_drained(&all, Duration::from_millis(50)) && Instant::now() < deadline && !failed() {
+        // Keep serving callbacks while sinks finish.
+        let _ = consumer.poll(Duration::from_millis(0));
+    }
+    if !k.exactly_once && !failed() {
+        commit(&consumer, &tracker.take_commits(), CommitMode::Sync)?;
+    }
+    leave_group(consumer);
+    tracing::info!(received, "consumer stopped");
+    result?;
+    flushed.or_else(|e| if failed() { Ok(()) } else { Err(e) })?;
+    Ok(received)
+}
+
+/// Unsubscribes and drops the consumer on a helper thread with a time limit: librdkafka's
+/// shutdown can hang when a consumer is dropped right after subscribe + poll + commit.
+fn leave_group(consumer: Arc<PipelineConsumer>) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new().name("prodcat-consumer-close".into()).spawn(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+        let _ = done_tx.send(());
+    });
+    if done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        tracing::warn!("the Kafka consumer did not close within 10 s; continuing shutdown");
+    }
+}

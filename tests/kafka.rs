@@ -1,0 +1,492 @@
+//! The Kafka pipeline against a real broker (started by `scripts/test.sh`, address in
+//! `PRODCAT_TEST_KAFKA`): N in → N out, every kind of bad record dead-lettered with its reason,
+//! low-confidence review, graceful shutdown commits, kill -9 loses nothing, two instances share
+//! the partitions, exactly-once. Skips with a message when no broker is configured.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+fn broker() -> Option<String> {
+    let addr = std::env::var("PRODCAT_TEST_KAFKA").ok().filter(|s| !s.is_empty());
+    if addr.is_none() {
+        eprintln!(
+            "skipped: no Kafka broker (run `bash scripts/test.sh`, which starts one, or set PRODCAT_TEST_KAFKA=host:port)"
+        );
+    }
+    addr
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let new: Vec<NewTopic<'_>> = topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for result in rt.block_on(admin.create_topics(&new, &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+}
+
+/// Produces messages (key, payload), waiting for every delivery; returns records per partition.
+fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) -> BTreeMap<i32, i64> {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
+    for (key, payload) in messages {
+        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("producing to {topic}: {e}"),
+            }
+        }
+        producer.poll(Duration::from_millis(0));
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    // Partition of each key (the default partitioner is deterministic, so read them back).
+    let mut counts = BTreeMap::new();
+    for m in read_topic(brokers, topic, messages.len(), Duration::from_secs(30), false) {
+        *counts.entry(m.partition).or_insert(0i64) += 1;
+    }
+    counts
+}
+
+#[derive(Debug, Clone)]
+struct Read {
+    partition: i32,
+    key: Option<String>,
+    payload: Vec<u8>,
+    headers: HashMap<String, String>,
+}
+
+impl Read {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// Reads a topic from the beginning (no consumer group) until `expected` messages or `timeout`.
+fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration, read_committed: bool) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", if read_committed { "read_committed" } else { "read_uncommitted" })
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Read {
+                partition: m.partition(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Committed offsets of `group` on `topic`, per partition.
+fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    offsets
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Topics {
+    input: String,
+    output: String,
+    dead: String,
+    review: String,
+    group: String,
+}
+
+impl Topics {
+    fn new(brokers: &str, name: &str, partitions: i32) -> Self {
+        let t = Topics {
+            input: unique(&format!("{name}-in")),
+            output: unique(&format!("{name}-out")),
+            dead: unique(&format!("{name}-dlq")),
+            review: unique(&format!("{name}-review")),
+            group: unique(&format!("{name}-group")),
+        };
+        create_topics(brokers, &[(&t.input, partitions), (&t.output, 1), (&t.dead, 1), (&t.review, 1)]);
+        t
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes a pipeline file for the test broker and topics.
+fn pipeline_file(fx: &Fixture, brokers: &str, t: &Topics, model: &Path, extra: &str) -> (PathBuf, u16) {
+    let port = free_port();
+    let path = fx.path(&format!("pipeline-{port}.toml"));
+    let text = format!(
+        r#"
+[pipeline]
+kind = "kafka"
+[model]
+path = "{model}"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topic = "{input}"
+output_topic = "{output}"
+dead_letter_topic = "{dead}"
+review_topic = "{review}"
+review_threshold = 0.6
+max_message_bytes = 100000
+commit_interval_ms = 200
+chunk_wait_ms = 5
+{extra}
+[kafka.consumer_properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[http]
+listen = "127.0.0.1:{port}"
+[engine]
+window = 64
+max_wait = 5
+"#,
+        model = model.display(),
+        group = t.group,
+        input = t.input,
+        output = t.output,
+        dead = t.dead,
+        review = t.review,
+    );
+    std::fs::write(&path, text).unwrap();
+    (path, port)
+}
+
+fn start(pipeline: &Path) -> Child {
+    // PRODCAT_TEST_VERBOSE=1 shows the pipeline's logs live (with --no-capture).
+    let verbose = std::env::var_os("PRODCAT_TEST_VERBOSE").is_some();
+    Command::new(env!("CARGO_BIN_EXE_prodcat"))
+        .args(["run", &pipeline.display().to_string()])
+        .env("PRODCAT_LOG", if verbose { "debug,rdkafka=info" } else { "info" })
+        .stdout(Stdio::piped())
+        .stderr(if verbose { Stdio::inherit() } else { Stdio::piped() })
+        .spawn()
+        .unwrap()
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let status = body.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body))
+}
+
+fn wait_ready(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, _)) = http_get(port, "/readyz") {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("pipeline exited early ({status}):\n{err}");
+        }
+        assert!(Instant::now() < deadline, "pipeline not ready after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM and wait: the process must exit cleanly.
+fn stop(child: Child) -> String {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!("--- pipeline log ---\n{err}");
+    assert!(output.status.success(), "pipeline did not stop cleanly: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn product(fx: &Fixture, i: usize) -> (String, Vec<u8>) {
+    let p = &fx.products[i % fx.products.len()];
+    let id = format!("p{i}");
+    (id.clone(), serde_json::json!({"id": id, "title": p.title, "price": i}).to_string().into_bytes())
+}
+
+fn ids(reads: &[Read]) -> BTreeSet<String> {
+    reads.iter().map(|r| r.json()["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn labels_every_record_dead_letters_bad_ones_and_commits_on_shutdown() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "basic", 3);
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, "");
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+
+    let mut messages: Vec<(String, Vec<u8>)> = (0..200).map(|i| product(&fx, i)).collect();
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("missing_text", b"".to_vec()),
+        ("invalid_utf8", b"\xff\xfe\xfd".to_vec()),
+        ("invalid_json", b"{\"id\": 1, \"title\": ".to_vec()),
+        ("not_an_object", b"[\"phone\"]".to_vec()),
+        ("missing_id", br#"{"title": "smartphone 5g"}"#.to_vec()),
+        ("missing_text", br#"{"id": "b6", "name": "smartphone"}"#.to_vec()),
+        ("empty_text", br#"{"id": "b7", "title": "   "}"#.to_vec()),
+        ("wrong_type", br#"{"id": "b8", "title": 1234}"#.to_vec()),
+        ("unknown_schema_version", br#"{"id": "b9", "title": "phone", "schema_version": 7}"#.to_vec()),
+        ("oversized", format!(r#"{{"id": "b10", "title": "{}"}}"#, "x".repeat(200_000)).into_bytes()),
+    ];
+    messages.extend(bad.iter().enumerate().map(|(i, (_, payload))| (format!("bad{i}"), payload.clone())));
+    let per_partition = produce(&brokers, &t.input, &messages);
+
+    let out = read_topic(&brokers, &t.output, 200, Duration::from_secs(120), false);
+    assert_eq!(ids(&out).len(), 200, "every good record labeled");
+    let labels = ["Books", "Fridges", "Laptops", "Phones", "Shoes"];
+    for r in &out {
+        let v = r.json();
+        assert!(labels.contains(&v["label"].as_str().unwrap()));
+        let c = v["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c));
+        assert_eq!(v["model_version"], "v1");
+        assert_eq!(r.key.as_deref(), v["id"].as_str(), "key = product id");
+        assert_eq!(r.headers.get("prodcat-model-version").map(String::as_str), Some("v1"));
+        assert!(v["price"].is_i64(), "input fields pass through");
+        assert!(v["source_offset"].is_i64() && v["source_topic"] == t.input.as_str());
+    }
+    let dead = read_topic(&brokers, &t.dead, bad.len(), Duration::from_secs(60), false);
+    assert_eq!(dead.len(), bad.len());
+    let reasons: Vec<String> = dead.iter().map(|d| d.headers["prodcat-reason"].clone()).collect();
+    for (reason, payload) in &bad {
+        assert!(reasons.contains(&reason.to_string()), "no dead letter with reason {reason}: {reasons:?}");
+        assert!(dead.iter().any(|d| &d.payload == payload), "original bytes kept for {reason}");
+    }
+    for d in &dead {
+        assert_eq!(d.headers["prodcat-source-topic"], t.input);
+        assert!(d.headers["prodcat-source-offset"].parse::<i64>().is_ok());
+        assert!(!d.headers["prodcat-error"].is_empty());
+    }
+    // Low-confidence routing: exactly the records below the threshold are in the review topic.
+    let low: BTreeSet<String> = out
+        .iter()
+        .filter(|r| r.json()["confidence"].as_f64().unwrap() < 0.6)
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    let review = read_topic(&brokers, &t.review, low.len(), Duration::from_secs(30), false);
+    assert_eq!(ids(&review), low);
+
+    let (status, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "prodcat_records_received_total",
+        "prodcat_records_labeled_total",
+        "prodcat_records_rejected_total",
+        "prodcat_stage_seconds",
+        "prodcat_model_info",
+        "prodcat_batch_records",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    assert!(metrics.contains("reason=\"invalid_json\""));
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+
+    stop(child);
+    // Graceful shutdown committed everything that was written.
+    let commits = committed(&brokers, &t.group, &t.input, 3);
+    assert_eq!(commits, per_partition, "committed offsets must reach the end of every partition");
+}
+
+#[test]
+fn killed_pipeline_restarts_without_losing_records() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "kill", 2);
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, "");
+    let messages: Vec<(String, Vec<u8>)> = (0..30_000).map(|i| product(&fx, i)).collect();
+    produce(&brokers, &t.input, &messages);
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    // Kill -9 once some output exists.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read_topic(&brokers, &t.output, 200, Duration::from_millis(500), false).len() < 200 {
+        assert!(Instant::now() < deadline);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = read_topic(&brokers, &t.output, 30_000, Duration::from_secs(2), false).len();
+    assert!(before < 30_000, "the pipeline finished before the kill; the test needs more input");
+
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, "");
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    let out = read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(5), false);
+    let mut all = ids(&out);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while all.len() < 30_000 && Instant::now() < deadline {
+        all = ids(&read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(3), false));
+    }
+    stop(child);
+    let expected: BTreeSet<String> = messages.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(all, expected, "records lost across kill -9 and restart");
+}
+
+#[test]
+fn two_instances_share_the_partitions() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "pair", 4);
+    let (p1, port1) = pipeline_file(&fx, &brokers, &t, &model, "");
+    let (p2, port2) = pipeline_file(&fx, &brokers, &t, &model, "");
+    let mut a = start(&p1);
+    let mut b = start(&p2);
+    wait_ready(port1, &mut a);
+    wait_ready(port2, &mut b);
+    // Both members must hold partitions before records arrive (the group settles first).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let received = |port: u16| -> f64 {
+        http_get(port, "/metrics")
+            .and_then(|(_, body)| {
+                body.lines()
+                    .find(|l| l.starts_with("prodcat_records_received_total{source=\"kafka\"}"))
+                    .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    let messages: Vec<(String, Vec<u8>)> = (0..400).map(|i| product(&fx, i)).collect();
+    std::thread::sleep(Duration::from_secs(4));
+    produce(&brokers, &t.input, &messages);
+    let mut out = Vec::new();
+    while ids(&out).len() < 400 && Instant::now() < deadline {
+        out = read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(3), false);
+    }
+    assert_eq!(ids(&out).len(), 400);
+    let (ra, rb) = (received(port1), received(port2));
+    stop(a);
+    stop(b);
+    assert!(ra > 0.0 && rb > 0.0, "both instances should have consumed: {ra} and {rb}");
+    let partitions: BTreeSet<i64> = out.iter().map(|r| r.json()["source_partition"].as_i64().unwrap()).collect();
+    assert_eq!(partitions.len(), 4);
+}
+
+#[test]
+fn exactly_once_writes_each_record_once_across_restarts() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "eos", 2);
+    let extra = format!("exactly_once = true\ntransactional_id = \"{}\"", unique("txn"));
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    produce(&brokers, &t.input, &(0..150).map(|i| product(&fx, i)).collect::<Vec<_>>());
+    let out = read_topic(&brokers, &t.output, 150, Duration::from_secs(120), true);
+    assert_eq!(out.len(), 150);
+    stop(child);
+    // Restart: nothing already committed is written again; new records are.
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    produce(&brokers, &t.input, &(150..200).map(|i| product(&fx, i)).collect::<Vec<_>>());
+    let out = read_topic(&brokers, &t.output, 200, Duration::from_secs(120), true);
+    std::thread::sleep(Duration::from_secs(2));
+    let out_all = read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(3), true);
+    stop(child);
+    assert_eq!(out.len(), 200);
+    assert_eq!(out_all.len(), 200, "read_committed consumers must see every record exactly once");
+    assert_eq!(ids(&out_all).len(), 200);
+}
+
+#[test]
+fn operator_contract_environment_overrides() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "contract", 1);
+    let port = free_port();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/catalogue-kafka.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prodcat"))
+        .args(["run", &shipped.display().to_string()])
+        .env("PRODCAT__KAFKA__BROKERS", &brokers)
+        .env("PRODCAT__KAFKA__GROUP_ID", &t.group)
+        .env("PRODCAT__KAFKA__INPUT_TOPIC", &t.input)
+        .env("PRODCAT__KAFKA__OUTPUT_TOPIC", &t.output)
+        .env("PRODCAT__KAFKA__DEAD_LETTER_TOPIC", &t.dead)
+        .env("PRODCAT__KAFKA__REVIEW_TOPIC", &t.review)
+        .env("PRODCAT__MODEL__PATH", model.join("tiny/current"))
+        .env("PRODCAT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port, &mut child);
+    produce(&brokers, &t.input, &[product(&fx, 1), ("x".into(), b"not json".to_vec())]);
+    let out = read_topic(&brokers, &t.output, 1, Duration::from_secs(60), false);
+    let dead = read_topic(&brokers, &t.dead, 1, Duration::from_secs(30), false);
+    stop(child);
+    assert_eq!(out.len(), 1);
+    let v = out[0].json();
+    assert!(v["label"].is_string() && v["confidence"].is_f64() && v["model_version"] == "v1");
+    assert_eq!(dead.len(), 1);
+}
