@@ -165,7 +165,7 @@ fn main() -> anyhow::Result<()> {
     let model = LoadedModel::load(&args.model, &settings)?;
     let n = args.ceiling_rows.min(titles.len());
     let sample: Vec<&str> = titles[..n].iter().map(String::as_str).collect();
-    let tokens = model.tokenizer.encode_batch(&sample)?;
+    let tokens = model.prepare(&sample)?;
     let lengths: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
     let sorted_plans = plan_batches(&lengths, BatchLimits { max_tokens: usize::MAX, max_records: args.batch });
     let (sorted_rate, sorted_times, sorted_pad) = ceiling(&model, &tokens, &sorted_plans)?;

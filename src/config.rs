@@ -43,11 +43,21 @@ pub struct ModelSection {
     pub device: ExecutionTarget,
     /// ONNX Runtime intra-op threads (0 = one per core).
     pub intra_threads: usize,
+    /// Streaming pipelines: follow the registry's `current` pointer and hot-swap new versions.
+    pub watch: bool,
+    /// How often `current` is checked, in ms.
+    pub watch_interval_ms: u64,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { path: PathBuf::new(), device: ExecutionTarget::Cpu, intra_threads: 0 }
+        Self {
+            path: PathBuf::new(),
+            device: ExecutionTarget::Cpu,
+            intra_threads: 0,
+            watch: true,
+            watch_interval_ms: 1000,
+        }
     }
 }
 
@@ -202,6 +212,7 @@ pub struct PipelineConfig {
     pub kafka: KafkaSection,
     pub files: FilesSection,
     pub http: HttpSection,
+    pub training: crate::learn::TrainingSection,
 }
 
 /// Keys whose environment values are comma-separated lists.
@@ -300,6 +311,24 @@ impl PipelineConfig {
             }
             if k.chunk_records == 0 {
                 problems.push("kafka.chunk_records: must be at least 1".into());
+            }
+            let t = &self.training;
+            if t.enabled {
+                if t.trusted_label_field.trim().is_empty() && t.feedback_topic.trim().is_empty() {
+                    problems.push("training.trusted_label_field: set it (or training.feedback_topic) so trusted labels can arrive".into());
+                }
+                if !t.base_model.join("config.json").is_file() {
+                    problems.push(format!(
+                        "training.base_model: {} is not a Hugging Face model folder (no config.json)",
+                        t.base_model.display()
+                    ));
+                }
+                if t.threads == 0 {
+                    problems.push("training.threads: must be at least 1".into());
+                }
+                if let Err(e) = t.settings.validate() {
+                    problems.push(format!("training.settings: {e}"));
+                }
             }
             if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
                 problems.push(format!("http.listen: `{}` is not host:port", self.http.listen));

@@ -16,6 +16,7 @@
 //! - [`eval`]: metrics, reports and plots
 //! - [`pipeline`]: the data path (engine, relabel job, sinks)
 //! - [`metrics`]: Prometheus metrics
+//! - [`learn`]: label store, background training, gate, hot swap
 //! - [`runtime`]: locating and loading the ONNX Runtime library
 
 pub mod config;
@@ -24,6 +25,8 @@ pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod http;
+pub mod learn;
+pub mod lexical;
 pub mod metrics;
 pub mod onnx;
 pub mod pipeline;

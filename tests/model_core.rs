@@ -123,6 +123,7 @@ fn job<'a>(fx: &'a Fixture, data: &'a LabeledData, registry: &str, epochs: usize
         session: SessionSettings::default(),
         show_progress: false,
         cancel: None,
+        labels: None,
     }
 }
 
@@ -172,8 +173,9 @@ fn training_learns_and_publishes_a_complete_registry_version() {
     assert_eq!(std::fs::read_link(fx.path("registry/tiny/current")).unwrap().to_string_lossy(), "v2");
     let model = LoadedModel::load(&fx.path("registry"), &SessionSettings::default()).unwrap();
     assert_eq!(model.card.version, "v2");
-    let out = model.predict_texts(&["smartphone dual sim 5g"], 8).unwrap();
-    assert_eq!(model.labels[out.argmax(0).0], "Phones");
+    let model = prodcat::serve::Classifier::Single(model);
+    let (out, _) = model.score_texts(&["smartphone dual sim 5g"], 8).unwrap();
+    assert_eq!(model.labels()[out.argmax(0).0], "Phones");
 }
 
 #[test]

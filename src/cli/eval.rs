@@ -6,7 +6,7 @@ use clap::Args;
 
 use prodcat::data::{LabeledData, LabeledDataSpec};
 use prodcat::eval::{evaluate, format_report, label_ids, write_report};
-use prodcat::serve::{ExecutionTarget, LoadedModel, SessionSettings};
+use prodcat::serve::{Classifier, ExecutionTarget, SessionSettings};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -38,7 +38,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = SessionSettings { target: args.device, intra_threads: 0, ort_library: ort_lib };
-    let model = LoadedModel::load(&args.model, &settings)?;
+    let model = Classifier::load(&args.model, &settings)?;
     let spec = LabeledDataSpec {
         path: args.data.clone(),
         text_column: args.text_column.clone(),
@@ -50,17 +50,17 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
     let origin = format!("{} column `{}`", args.data.display(), args.label_column);
-    let y_true = label_ids(&model.labels, &data.labels, &origin)?;
+    let y_true = label_ids(model.labels(), &data.labels, &origin)?;
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
     let started = std::time::Instant::now();
     let evaluation = evaluate(&model, &texts, y_true, args.batch_size)?;
     let seconds = started.elapsed().as_secs_f64();
     let report_dir = args
         .report
-        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", model.card.name, model.card.version)));
+        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", model.card().name, model.card().version)));
     let extra = serde_json::json!({
         "model": model.id(),
-        "model_dir": model.dir.display().to_string(),
+        "model_dir": model.dir().display().to_string(),
         "data": args.data.display().to_string(),
         "rows_rejected": data.rejected,
         "seconds": seconds,

@@ -8,6 +8,7 @@ use clap::Args;
 use prodcat::data::{LabeledData, LabeledDataSpec};
 use prodcat::encoder::{LoraSettings, LoraTarget, Pooling};
 use prodcat::eval::format_report;
+use prodcat::lexical::{FeaturizerSettings, LexicalJob, LexicalSettings, fit_lexical};
 use prodcat::serve::{ExecutionTarget, SessionSettings};
 use prodcat::train::{DataSource, TrainJob, TrainSettings, fit};
 
@@ -25,17 +26,25 @@ pub struct TrainArgs {
     /// Column grouping rows of the same product (kept in one split).
     #[arg(long)]
     group_column: Option<String>,
-    /// Hugging Face base model folder (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, env = "PRODCAT_BASE_MODEL")]
-    base: PathBuf,
+    /// Hugging Face base model folder (config.json, model.safetensors, tokenizer.json); needed
+    /// for transformer models.
+    #[arg(long, env = "PRODCAT_BASE_MODEL", required_if_eq("model_type", "transformer"))]
+    base: Option<PathBuf>,
+    /// Model family: transformer (LoRA on the base encoder) or lexical (hashed n-grams, linear).
+    #[arg(long, value_enum, default_value = "transformer")]
+    model_type: ModelFamily,
+    /// Lexical models: hash buckets (rows of the weight matrix).
+    #[arg(long, default_value_t = 1 << 19)]
+    buckets: u32,
     /// Registry folder to publish into.
     #[arg(long)]
     out: PathBuf,
     /// Model name inside the registry.
     #[arg(long, default_value = "classifier")]
     name: String,
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
+    /// Epochs at most (default: 3 for transformers, 30 for lexical models, with early stopping).
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Use a seeded random sample of N usable rows (kept in file order).
     #[arg(long)]
     max_rows: Option<usize>,
@@ -46,9 +55,10 @@ pub struct TrainArgs {
     resume: bool,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Peak learning rate (AdamW, linear warm-up and decay).
-    #[arg(long = "lr", default_value_t = 1e-3)]
-    learning_rate: f64,
+    /// Peak learning rate (transformers: AdamW with warm-up and decay, default 1e-3; lexical:
+    /// AdaGrad, default 0.5).
+    #[arg(long = "lr")]
+    learning_rate: Option<f64>,
     /// Tokens per text (longer texts are truncated).
     #[arg(long, default_value_t = 128)]
     max_length: usize,
@@ -70,9 +80,9 @@ pub struct TrainArgs {
     /// Weight the loss by inverse class frequency.
     #[arg(long)]
     class_weights: bool,
-    /// Epochs without validation improvement before stopping early.
-    #[arg(long, default_value_t = 2)]
-    patience: usize,
+    /// Epochs without validation improvement before stopping early (default: 2 transformer, 4 lexical).
+    #[arg(long)]
+    patience: Option<usize>,
     /// Drop rows with an empty text or label instead of failing.
     #[arg(long)]
     skip_invalid: bool,
@@ -97,45 +107,100 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         skip_invalid: args.skip_invalid,
     };
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
+    let source = DataSource {
+        file: args.data.display().to_string(),
+        text_column: args.text_column.clone(),
+        label_column: args.label_column.clone(),
+        group_column: args.group_column.clone(),
+    };
+    let session = SessionSettings { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: ort_lib };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()
+        .context("building the training thread pool")?;
+    let defaults = TrainSettings::default();
+    let candidate = match args.model_type {
+        ModelFamily::Lexical => {
+            let lexical_defaults = LexicalSettings::default();
+            let settings = LexicalSettings {
+                featurizer: FeaturizerSettings { buckets: args.buckets, ..Default::default() },
+                epochs: args.epochs.unwrap_or(lexical_defaults.epochs),
+                learning_rate: args.learning_rate.map_or(lexical_defaults.learning_rate, |lr| lr as f32),
+                patience: args.patience.unwrap_or(lexical_defaults.patience),
+                class_weights: args.class_weights,
+                seed: args.seed,
+                ..lexical_defaults
+            };
+            let job = LexicalJob {
+                data: &data,
+                source,
+                registry: args.out.clone(),
+                name: args.name.clone(),
+                settings,
+                split: defaults.split,
+                session,
+                labels: None,
+                parity_tolerance: defaults.parity_tolerance,
+            };
+            pool.install(|| fit_lexical(job))?
+        }
+        ModelFamily::Transformer => {
+            let base = args.base.clone().context("--base is required for a transformer model")?;
+            pool.install(|| fit(transformer_job(&args, &data, source, base, session)))?
+        }
+    };
+    report(candidate, &args.out)
+}
+
+/// The model families `prodcat train` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModelFamily {
+    Transformer,
+    Lexical,
+}
+
+fn transformer_job<'a>(
+    args: &TrainArgs,
+    data: &'a LabeledData,
+    source: DataSource,
+    base: PathBuf,
+    session: SessionSettings,
+) -> TrainJob<'a> {
+    let defaults = TrainSettings::default();
     let settings = TrainSettings {
-        epochs: args.epochs,
+        epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size,
-        learning_rate: args.learning_rate,
+        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
         max_length: args.max_length,
-        patience: args.patience,
+        patience: args.patience.unwrap_or(defaults.patience),
         class_weights: args.class_weights,
         seed: args.seed,
         lora: LoraSettings {
             rank: args.lora_rank,
             alpha: args.lora_alpha,
             dropout: args.lora_dropout,
-            targets: if args.head_only { Vec::new() } else { args.lora_targets },
+            targets: if args.head_only { Vec::new() } else { args.lora_targets.clone() },
         },
         pooling: args.pooling,
         ..Default::default()
     };
-    let job = TrainJob {
-        data: &data,
-        source: DataSource {
-            file: args.data.display().to_string(),
-            text_column: args.text_column,
-            label_column: args.label_column,
-            group_column: args.group_column,
-        },
-        base_dir: args.base,
+    TrainJob {
+        data,
+        source,
+        base_dir: base,
         registry: args.out.clone(),
-        name: args.name,
+        name: args.name.clone(),
         settings,
         resume: args.resume,
-        session: SessionSettings { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: ort_lib },
+        session,
         show_progress: !args.no_progress,
         cancel: None,
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or(0))
-        .build()
-        .context("building the training thread pool")?;
-    let candidate = pool.install(|| fit(job))?;
+        labels: None,
+    }
+}
+
+/// Prints the test report, publishes the candidate and prints where it went.
+fn report(candidate: prodcat::train::Candidate, out: &std::path::Path) -> anyhow::Result<()> {
     if let Some(test) = &candidate.test {
         println!("test split ({} rows), through ONNX Runtime:\n{}", test.report.rows, format_report(&test.report));
     }
@@ -144,7 +209,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let training = card.training.as_ref();
     let transformer = card.transformer.as_ref();
     println!("model:        {}", dir.display());
-    println!("current:      {}", args.out.join(&card.name).join("current").display());
+    println!("current:      {}", out.join(&card.name).join("current").display());
     if let (Some(t), Some(m)) = (training, transformer) {
         println!(
             "trainable:    {} parameters ({:.2}% of {})",
@@ -157,9 +222,15 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
             t.epochs_run, t.best_epoch, t.samples_per_second, t.wall_seconds
         );
     }
+    if let (Some(t), Some(l)) = (training, card.lexical.as_ref()) {
+        println!(
+            "training:     {} epochs (best {}), {:.1} s training, {:.1} s wall",
+            t.epochs_run, t.best_epoch, l.train_seconds, t.wall_seconds
+        );
+    }
     if let Some(p) = &card.parity {
         println!(
-            "parity:       max |candle - onnx| = {:.2e} over {} texts (tolerance {:.0e})",
+            "parity:       max |reference - onnx| = {:.2e} over {} texts (tolerance {:.0e})",
             p.max_abs_diff, p.samples, p.tolerance
         );
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub use metrics::{ClassificationReport, macro_f1};
 
 use crate::error::{Error, IoContext, Result};
-use crate::serve::{LoadedModel, ModelOutput};
+use crate::serve::{Classifier, ModelOutput, Stage};
 
 /// Maps label strings to the model's class ids; a label the model does not know is an error
 /// naming the label, the row and where it came from.
@@ -37,14 +37,21 @@ pub struct Evaluation {
     pub report: ClassificationReport,
     pub y_true: Vec<usize>,
     pub output: ModelOutput,
+    /// Which stage labeled each row (all the same except for cascades).
+    pub stages: Vec<Stage>,
 }
 
 /// Runs `model` over `texts` and scores it against `y_true`.
-pub fn evaluate(model: &LoadedModel, texts: &[&str], y_true: Vec<usize>, batch_size: usize) -> Result<Evaluation> {
-    let output = model.predict_texts(texts, batch_size)?;
+pub fn evaluate(model: &Classifier, texts: &[&str], y_true: Vec<usize>, batch_size: usize) -> Result<Evaluation> {
+    let (output, stages) = model.score_texts(texts, batch_size)?;
+    Ok(score_output(model.labels(), output, stages, y_true))
+}
+
+/// The report for already computed model outputs.
+pub fn score_output(labels: &[String], output: ModelOutput, stages: Vec<Stage>, y_true: Vec<usize>) -> Evaluation {
     let y_pred: Vec<usize> = (0..output.rows).map(|i| output.argmax(i).0).collect();
-    let report = ClassificationReport::compute(&model.labels, &y_true, &y_pred, Some(&output.probabilities));
-    Ok(Evaluation { report, y_true, output })
+    let report = ClassificationReport::compute(labels, &y_true, &y_pred, Some(&output.probabilities));
+    Evaluation { report, y_true, output, stages }
 }
 
 /// Files written by [`write_report`].

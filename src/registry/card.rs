@@ -95,6 +95,20 @@ pub struct SplitMetrics {
     pub per_class_f1: BTreeMap<String, f64>,
 }
 
+impl SplitMetrics {
+    /// The headline numbers of a full report.
+    pub fn from_report(r: &crate::eval::ClassificationReport) -> Self {
+        Self {
+            rows: r.rows,
+            accuracy: r.accuracy,
+            macro_f1: r.macro_f1,
+            macro_precision: r.macro_precision,
+            macro_recall: r.macro_recall,
+            per_class_f1: r.per_class.iter().map(|c| (c.label.clone(), c.f1)).collect(),
+        }
+    }
+}
+
 /// The check that the exported graph reproduces the training-time forward pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParityInfo {
@@ -112,6 +126,45 @@ pub struct OnnxInfo {
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub file_bytes: u64,
+}
+
+/// Lexical-model description: how serving must featurize, and how training went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LexicalInfo {
+    pub featurizer: crate::lexical::FeaturizerSettings,
+    pub settings: crate::lexical::LexicalSettings,
+    pub epochs_run: usize,
+    pub validation_macro_f1: Vec<f64>,
+    pub train_seconds: f64,
+}
+
+/// A cascade: the lexical member labels everything, records below `threshold` go to the
+/// transformer member. Members live in the `lexical/` and `transformer/` subfolders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeInfo {
+    pub threshold: f32,
+    pub lexical: String,
+    pub transformer: String,
+    /// How the threshold was chosen: validation rows, the curve, and the expected share of
+    /// records the transformer sees.
+    #[serde(default)]
+    pub tuning: Option<serde_json::Value>,
+}
+
+/// int8 dynamic quantization of a transformer, and what it cost in accuracy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantizationInfo {
+    pub method: String,
+    pub source_version: String,
+    pub rows: usize,
+    pub fp32_macro_f1: f64,
+    pub int8_macro_f1: f64,
+    /// fp32 − int8 macro-F1 (positive = int8 is worse).
+    pub macro_f1_drop: f64,
+    pub tolerance: f64,
+    /// Share of rows where int8 and fp32 predict the same label.
+    pub agreement: f64,
+    pub max_abs_logit_diff: f32,
 }
 
 /// Everything recorded about one registry version.
@@ -136,6 +189,12 @@ pub struct ModelCard {
     pub test_metrics: Option<SplitMetrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parity: Option<ParityInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<LexicalInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantizationInfo>,
     pub onnx: OnnxInfo,
 }
 

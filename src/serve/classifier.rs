@@ -64,41 +64,129 @@ pub fn top_k(probs: &[f32], k: usize) -> Vec<(u32, f32)> {
     idx
 }
 
+/// A cascade: the lexical member labels everything; rows whose confidence is below the
+/// threshold are labeled again by the transformer member.
+#[derive(Debug)]
+pub struct Cascade {
+    pub dir: std::path::PathBuf,
+    pub card: ModelCard,
+    pub threshold: f32,
+    pub lexical: LoadedModel,
+    pub transformer: LoadedModel,
+    /// Transformer class id → cascade (lexical) class id.
+    to_cascade: Vec<usize>,
+}
+
+impl Cascade {
+    /// Loads a cascade version folder (`card.json` with a `cascade` section, members inside).
+    pub fn load(dir: &Path, card: ModelCard, settings: &SessionSettings) -> Result<Self> {
+        let info = card.cascade.clone().ok_or_else(|| Error::model(dir, "card.json has no `cascade` section"))?;
+        let lexical = LoadedModel::load(&dir.join(&info.lexical), settings)?;
+        let transformer = LoadedModel::load(&dir.join(&info.transformer), settings)?;
+        if lexical.card.model_type != ModelType::Lexical || transformer.card.model_type != ModelType::Transformer {
+            return Err(Error::model(dir, "a cascade needs a lexical and a transformer member"));
+        }
+        let to_cascade = transformer
+            .labels
+            .iter()
+            .map(|l| {
+                lexical.labels.iter().position(|x| x == l).ok_or_else(|| {
+                    Error::model(
+                        dir,
+                        format!("label `{l}` of the transformer member is not a label of the lexical member"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { dir: dir.to_path_buf(), card, threshold: info.threshold, lexical, transformer, to_cascade })
+    }
+
+    /// Lexical scores for the batch; rows below `threshold` re-scored by the transformer.
+    pub fn score(&self, batch: &PaddedBatch, texts: &[&str], threshold: f32) -> Result<(ModelOutput, Vec<Stage>)> {
+        let mut out = self.lexical.run(batch)?;
+        let mut stages = vec![Stage::Lexical; out.rows];
+        let unsure: Vec<usize> = (0..out.rows).filter(|&r| out.argmax(r).1 < threshold).collect();
+        if unsure.is_empty() {
+            return Ok((out, stages));
+        }
+        let unsure_texts: Vec<&str> = unsure.iter().map(|&r| texts[r]).collect();
+        let tokens = self.transformer.prepare(&unsure_texts)?;
+        let mut order: Vec<usize> = (0..unsure.len()).collect();
+        order.sort_by_key(|&i| tokens[i].len());
+        let c = out.classes;
+        let mut sub = PaddedBatch::default();
+        for chunk in order.chunks(64) {
+            sub.fill(chunk.iter().map(|&i| &tokens[i]));
+            let scored = self.transformer.run(&sub)?;
+            for (row, &i) in chunk.iter().enumerate() {
+                let r = unsure[i];
+                let probs = &mut out.probabilities[r * c..(r + 1) * c];
+                probs.fill(0.0);
+                for (t, &k) in self.to_cascade.iter().enumerate() {
+                    probs[k] = scored.probs(row)[t];
+                }
+                let logits = &mut out.logits[r * c..(r + 1) * c];
+                logits.fill(f32::NEG_INFINITY);
+                for (t, &k) in self.to_cascade.iter().enumerate() {
+                    logits[k] = scored.logits_row(row)[t];
+                }
+                stages[r] = Stage::Transformer;
+            }
+        }
+        Ok((out, stages))
+    }
+}
+
 /// A served model of any registry type.
 #[derive(Debug)]
 pub enum Classifier {
-    Transformer(LoadedModel),
+    /// A transformer or lexical model: one ONNX session.
+    Single(LoadedModel),
+    Cascade(Box<Cascade>),
 }
 
 impl Classifier {
     /// Loads a registry model, whatever its type.
     pub fn load(path: &Path, settings: &SessionSettings) -> Result<Self> {
-        let model = LoadedModel::load(path, settings)?;
-        match model.card.model_type {
-            ModelType::Transformer => Ok(Self::Transformer(model)),
-            other => Err(Error::model(&model.dir, format!("model type {other:?} cannot be served by this build"))),
+        let dir = crate::registry::resolve_model_dir(path)?;
+        let card_path = dir.join(crate::registry::files::CARD);
+        if !card_path.is_file() {
+            return Err(Error::model(&dir, "card.json is missing"));
+        }
+        let card = ModelCard::read(&card_path)?;
+        match card.model_type {
+            ModelType::Cascade => Ok(Self::Cascade(Box::new(Cascade::load(&dir, card, settings)?))),
+            _ => Ok(Self::Single(LoadedModel::load(&dir, settings)?)),
         }
     }
 
     /// The model's card.
     pub fn card(&self) -> &ModelCard {
         match self {
-            Self::Transformer(m) => &m.card,
+            Self::Single(m) => &m.card,
+            Self::Cascade(c) => &c.card,
         }
     }
 
     /// Class names, by class id.
     pub fn labels(&self) -> &[String] {
         match self {
-            Self::Transformer(m) => &m.labels,
+            Self::Single(m) => &m.labels,
+            Self::Cascade(c) => &c.lexical.labels,
         }
     }
 
     /// Folder the model was loaded from.
     pub fn dir(&self) -> &Path {
         match self {
-            Self::Transformer(m) => &m.dir,
+            Self::Single(m) => &m.dir,
+            Self::Cascade(c) => &c.dir,
         }
+    }
+
+    /// `<name>:<version>`.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.card().name, self.card().version)
     }
 
     /// Identity recorded on every output row.
@@ -112,27 +200,40 @@ impl Classifier {
         }
     }
 
-    /// Turns texts into model inputs (token ids; the batcher's cost is their length).
+    /// Turns texts into model inputs (token ids or features; the batcher's cost is their length).
     pub fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
         match self {
-            Self::Transformer(m) => m.tokenizer.encode_batch(texts),
+            Self::Single(m) => m.prepare(texts),
+            Self::Cascade(c) => c.lexical.prepare(texts),
         }
     }
 
-    /// Class probabilities for a padded batch; `texts` are the batch's texts in row order (used
-    /// by models with a second stage).
-    pub fn score(&self, batch: &PaddedBatch, _texts: &[&str]) -> Result<(ModelOutput, Vec<Stage>)> {
+    /// Class probabilities for a padded batch; `texts` are the batch's texts in row order (a
+    /// cascade's second stage needs them).
+    pub fn score(&self, batch: &PaddedBatch, texts: &[&str]) -> Result<(ModelOutput, Vec<Stage>)> {
         match self {
-            Self::Transformer(m) => {
+            Self::Single(m) => {
                 let out = m.run(batch)?;
-                let stages = vec![Stage::Transformer; out.rows];
+                let stage = if m.card.model_type == ModelType::Lexical { Stage::Lexical } else { Stage::Transformer };
+                let stages = vec![stage; out.rows];
                 Ok((out, stages))
             }
+            Self::Cascade(c) => c.score(batch, texts, c.threshold),
         }
     }
 
     /// Scores texts in length-sorted batches of `batch_size`; rows come back in input order.
     pub fn score_texts(&self, texts: &[&str], batch_size: usize) -> Result<(ModelOutput, Vec<Stage>)> {
+        self.score_texts_with(texts, batch_size, |batch, batch_texts| self.score(batch, batch_texts))
+    }
+
+    /// [`Classifier::score_texts`] with a custom scorer per batch (e.g. a cascade at another threshold).
+    pub fn score_texts_with(
+        &self,
+        texts: &[&str],
+        batch_size: usize,
+        mut score: impl FnMut(&PaddedBatch, &[&str]) -> Result<(ModelOutput, Vec<Stage>)>,
+    ) -> Result<(ModelOutput, Vec<Stage>)> {
         let prepared = self.prepare(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| prepared[i].len());
@@ -148,7 +249,7 @@ impl Classifier {
         for chunk in order.chunks(batch_size.max(1)) {
             batch.fill(chunk.iter().map(|&i| &prepared[i]));
             let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let (result, chunk_stages) = self.score(&batch, &chunk_texts)?;
+            let (result, chunk_stages) = score(&batch, &chunk_texts)?;
             for (row, &i) in chunk.iter().enumerate() {
                 out.logits[i * classes..(i + 1) * classes].copy_from_slice(result.logits_row(row));
                 out.probabilities[i * classes..(i + 1) * classes].copy_from_slice(result.probs(row));

@@ -4,5 +4,5 @@
 mod classifier;
 mod session;
 
-pub use classifier::{Classifier, ModelIdentity, ModelSlot, Prediction, Stage, top_k};
-pub use session::{ExecutionTarget, LoadedModel, ModelOutput, SessionSettings, build_session};
+pub use classifier::{Cascade, Classifier, ModelIdentity, ModelSlot, Prediction, Stage, top_k};
+pub use session::{ExecutionTarget, LoadedModel, ModelOutput, Preprocessor, SessionSettings, build_session};

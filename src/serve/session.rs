@@ -13,9 +13,10 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
 use crate::error::{Error, Result};
+use crate::lexical::Featurizer;
 use crate::onnx::transformer::names;
-use crate::registry::{ModelCard, files, read_labels, resolve_model_dir};
-use crate::tokenize::{PaddedBatch, TextTokenizer};
+use crate::registry::{ModelCard, ModelType, files, read_labels, resolve_model_dir};
+use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
 
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -84,12 +85,30 @@ impl ModelOutput {
     }
 }
 
-/// A model version ready to serve.
+/// Turns texts into a model's inputs: WordPiece/BPE tokens for transformers, hashed n-gram
+/// features for lexical models. Both produce the same `[batch, seq]` id layout.
+#[derive(Debug, Clone)]
+pub enum Preprocessor {
+    Tokenizer(TextTokenizer),
+    Featurizer(Featurizer),
+}
+
+impl Preprocessor {
+    /// Inputs for `texts` (the batcher's cost of each is its length).
+    pub fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        match self {
+            Self::Tokenizer(t) => t.encode_batch(texts),
+            Self::Featurizer(f) => Ok(texts.iter().map(|t| f.prepare(t)).collect()),
+        }
+    }
+}
+
+/// A model version ready to serve (one ONNX session).
 pub struct LoadedModel {
     pub dir: PathBuf,
     pub card: ModelCard,
     pub labels: Vec<String>,
-    pub tokenizer: TextTokenizer,
+    pub preprocessor: Preprocessor,
     /// ORT's `run` needs `&mut`; the lock is uncontended (one inference thread per model).
     session: Mutex<Session>,
     uses_token_types: bool,
@@ -112,12 +131,19 @@ impl LoadedModel {
     /// Loads the model at `path` (a version folder, a model's `current`, or a one-model registry).
     pub fn load(path: &Path, settings: &SessionSettings) -> Result<Self> {
         let dir = resolve_model_dir(path)?;
-        for required in [files::MODEL, files::TOKENIZER, files::LABELS, files::CARD] {
+        if !dir.join(files::CARD).is_file() {
+            return Err(Error::model(&dir, format!("{} is missing", files::CARD)));
+        }
+        let card = ModelCard::read(&dir.join(files::CARD))?;
+        let mut required = vec![files::MODEL, files::LABELS];
+        if card.model_type == ModelType::Transformer {
+            required.push(files::TOKENIZER);
+        }
+        for required in required {
             if !dir.join(required).is_file() {
                 return Err(Error::model(&dir, format!("{required} is missing")));
             }
         }
-        let card = ModelCard::read(&dir.join(files::CARD))?;
         let labels = read_labels(&dir.join(files::LABELS))?;
         if labels.len() != card.num_labels {
             return Err(Error::model(
@@ -125,7 +151,21 @@ impl LoadedModel {
                 format!("labels.json has {} labels but card.json says {}", labels.len(), card.num_labels),
             ));
         }
-        let tokenizer = TextTokenizer::from_file(&dir.join(files::TOKENIZER), card.max_length)?;
+        let preprocessor = match card.model_type {
+            ModelType::Transformer => {
+                Preprocessor::Tokenizer(TextTokenizer::from_file(&dir.join(files::TOKENIZER), card.max_length)?)
+            }
+            ModelType::Lexical => {
+                let info = card
+                    .lexical
+                    .as_ref()
+                    .ok_or_else(|| Error::model(&dir, "card.json has no `lexical` section (featurizer settings)"))?;
+                Preprocessor::Featurizer(Featurizer::new(info.featurizer.clone()))
+            }
+            ModelType::Cascade => {
+                return Err(Error::model(&dir, "a cascade has no session of its own; load it with Classifier::load"));
+            }
+        };
         let (session, target) = build_session(&dir.join(files::MODEL), settings)?;
         let uses_token_types = session.inputs().iter().any(|i| i.name() == names::TOKEN_TYPE_IDS);
         for required in [names::INPUT_IDS, names::ATTENTION_MASK] {
@@ -133,7 +173,7 @@ impl LoadedModel {
                 return Err(Error::model(&dir, format!("model.onnx has no input `{required}`")));
             }
         }
-        Ok(Self { dir, card, labels, tokenizer, session: Mutex::new(session), uses_token_types, target })
+        Ok(Self { dir, card, labels, preprocessor, session: Mutex::new(session), uses_token_types, target })
     }
 
     /// `<name>:<version>` of this model.
@@ -167,25 +207,9 @@ impl LoadedModel {
         Ok(ModelOutput { rows: batch.batch, classes, logits: logits.to_vec(), probabilities: probabilities.to_vec() })
     }
 
-    /// Tokenizes and classifies texts in length-sorted batches of `batch_size`, in input order.
-    pub fn predict_texts(&self, texts: &[&str], batch_size: usize) -> Result<ModelOutput> {
-        let tokens = self.tokenizer.encode_batch(texts)?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| tokens[i].len());
-        let mut out = ModelOutput { rows: texts.len(), classes: self.labels.len(), ..Default::default() };
-        out.logits = vec![0.0; texts.len() * out.classes];
-        out.probabilities = vec![0.0; texts.len() * out.classes];
-        let mut batch = PaddedBatch::default();
-        for chunk in order.chunks(batch_size.max(1)) {
-            batch.fill(chunk.iter().map(|&i| &tokens[i]));
-            let result = self.run(&batch)?;
-            for (row, &i) in chunk.iter().enumerate() {
-                let c = out.classes;
-                out.logits[i * c..(i + 1) * c].copy_from_slice(result.logits_row(row));
-                out.probabilities[i * c..(i + 1) * c].copy_from_slice(result.probs(row));
-            }
-        }
-        Ok(out)
+    /// Model inputs for `texts`.
+    pub fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        self.preprocessor.prepare(texts)
     }
 }
 

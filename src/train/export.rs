@@ -16,7 +16,7 @@ use crate::registry::card::{
     BaseModelInfo, DataInfo, OnnxInfo, ParityInfo, SplitMetrics, TrainingInfo, TransformerInfo,
 };
 use crate::registry::{ModelCard, ModelRegistry, ModelType, StagedVersion, files, write_labels};
-use crate::serve::LoadedModel;
+use crate::serve::{Classifier, LoadedModel};
 use crate::tokenize::{PaddedBatch, TextTokenizer};
 
 /// A trained, exported and checked model waiting to be published.
@@ -27,6 +27,8 @@ pub struct Candidate {
     pub card: ModelCard,
     /// Test-split evaluation through ONNX Runtime (absent when the test split is empty).
     pub test: Option<Evaluation>,
+    /// Texts of the test split, in the order of `test` (for gating against another model).
+    pub test_texts: Vec<String>,
 }
 
 impl Candidate {
@@ -119,6 +121,9 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         }),
         test_metrics: None,
         parity: None,
+        lexical: None,
+        cascade: None,
+        quantization: None,
         onnx: OnnxInfo {
             opset: OPSET,
             precision: "fp32".into(),
@@ -136,6 +141,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
     let reference = model.forward(&batch, None)?.flatten_all()?.to_vec1::<f32>()?;
     let exported = served.run(&batch)?;
     let diff = max_abs_diff(&reference, &exported.logits);
+    let served = Classifier::Single(served);
     let parity = ParityInfo {
         samples: rows.len(),
         max_abs_diff: diff,
@@ -148,26 +154,31 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
     }
     card.parity = Some(parity);
 
-    let test = if split.test.is_empty() {
-        None
-    } else {
-        let test_texts: Vec<&str> = split.test.iter().map(|&r| texts[r]).collect();
-        let y_true: Vec<usize> = split.test.iter().map(|&r| examples.y[r]).collect();
-        let evaluation = evaluate(&served, &test_texts, y_true, settings.eval_batch_size)?;
-        let r = &evaluation.report;
-        card.test_metrics = Some(SplitMetrics {
-            rows: r.rows,
-            accuracy: r.accuracy,
-            macro_f1: r.macro_f1,
-            macro_precision: r.macro_precision,
-            macro_recall: r.macro_recall,
-            per_class_f1: r.per_class.iter().map(|c| (c.label.clone(), c.f1)).collect(),
-        });
-        Some(evaluation)
-    };
+    let test = test_evaluation(&served, &mut card, split, texts, &examples.y, settings.eval_batch_size)?;
     if let Some(training) = card.training.as_mut() {
         training.wall_seconds = started.elapsed().as_secs_f64();
     }
     card.write(&dir.join(files::CARD))?;
-    Ok(Candidate { registry, name: job.name.clone(), staged, card, test })
+    let test_texts = split.test.iter().map(|&r| texts[r].to_string()).collect();
+    Ok(Candidate { registry, name: job.name.clone(), staged, card, test, test_texts })
+}
+
+/// Evaluates the exported model on the test split through ONNX Runtime and records the metrics
+/// in `card` (nothing when the test split is empty).
+pub(crate) fn test_evaluation(
+    served: &Classifier,
+    card: &mut ModelCard,
+    split: &SplitAssignment,
+    texts: &[&str],
+    y: &[usize],
+    batch_size: usize,
+) -> Result<Option<Evaluation>> {
+    if split.test.is_empty() {
+        return Ok(None);
+    }
+    let test_texts: Vec<&str> = split.test.iter().map(|&r| texts[r]).collect();
+    let y_true: Vec<usize> = split.test.iter().map(|&r| y[r]).collect();
+    let evaluation = evaluate(served, &test_texts, y_true, batch_size)?;
+    card.test_metrics = Some(SplitMetrics::from_report(&evaluation.report));
+    Ok(Some(evaluation))
 }

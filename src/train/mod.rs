@@ -22,7 +22,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use export::Candidate;
+pub(crate) use export::test_evaluation;
+pub use export::{Candidate, max_abs_diff};
 
 use crate::data::{LabeledData, SplitAssignment, stratified_group_split};
 use crate::encoder::{Dropout, EncoderClassifier, EncoderConfig, LoraSettings, Pooling, load_base_weights};
@@ -148,6 +149,9 @@ pub struct TrainJob<'a> {
     pub show_progress: bool,
     /// Set to stop training at the next batch boundary.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The taxonomy (class ids in this order); None = the data's labels, sorted. Every data label
+    /// must be in it; a label without examples is allowed (the head keeps a row for it).
+    pub labels: Option<Vec<String>>,
 }
 
 /// Tokenized examples with their class ids.
@@ -251,28 +255,66 @@ fn class_counts(labels: &[String]) -> BTreeMap<String, usize> {
     counts
 }
 
+/// The taxonomy (given, or the data's labels sorted), each row's class id, and the stratified
+/// grouped split. Every model family splits the same data with the same seed identically, so the
+/// members of a cascade never see each other's held-out rows.
+pub(crate) fn prepare_data(
+    data: &LabeledData,
+    taxonomy: Option<&[String]>,
+    source: &DataSource,
+    fractions: [f64; 3],
+    seed: u64,
+) -> Result<(Vec<String>, Vec<usize>, SplitAssignment)> {
+    let labels = match taxonomy {
+        Some(taxonomy) => {
+            if let Some(missing) = data.label_set().into_iter().find(|l| !taxonomy.contains(l)) {
+                return Err(Error::Label(format!(
+                    "label `{missing}` in the training data is not in the given taxonomy"
+                )));
+            }
+            taxonomy.to_vec()
+        }
+        None => data.label_set(),
+    };
+    if labels.len() < 2 {
+        return Err(Error::data(
+            &source.file,
+            format!("column `{}` has fewer than 2 distinct labels", source.label_column),
+        ));
+    }
+    let label_index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let y: Vec<usize> = data.labels.iter().map(|l| label_index[l.as_str()]).collect();
+    let split = stratified_group_split(&data.labels, data.groups.as_deref(), fractions, seed);
+    if split.train.is_empty() || split.validation.is_empty() {
+        return Err(Error::data(&source.file, format!("too few rows ({}) for a train/validation split", data.len())));
+    }
+    Ok((labels, y, split))
+}
+
+/// The card's description of the training data.
+pub(crate) fn data_info(source: &DataSource, data: &LabeledData, split: &SplitAssignment) -> DataInfo {
+    DataInfo {
+        file: source.file.clone(),
+        text_column: source.text_column.clone(),
+        label_column: source.label_column.clone(),
+        group_column: source.group_column.clone(),
+        sha256: data.fingerprint(),
+        rows: data.len(),
+        rows_rejected: data.rejected,
+        train_rows: split.train.len(),
+        validation_rows: split.validation.len(),
+        test_rows: split.test.len(),
+        class_counts: class_counts(&data.labels),
+    }
+}
+
 /// Trains, exports and checks a model; see the module docs.
 pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     let settings = &job.settings;
     settings.validate()?;
     let started = Instant::now();
     let data = job.data;
-    let labels = data.label_set();
-    if labels.len() < 2 {
-        return Err(Error::data(
-            &job.source.file,
-            format!("column `{}` has fewer than 2 distinct labels", job.source.label_column),
-        ));
-    }
-    let label_index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-    let y: Vec<usize> = data.labels.iter().map(|l| label_index[l.as_str()]).collect();
-    let split = stratified_group_split(&data.labels, data.groups.as_deref(), settings.split, settings.seed);
-    if split.train.is_empty() || split.validation.is_empty() {
-        return Err(Error::data(
-            &job.source.file,
-            format!("too few rows ({}) for a train/validation split", data.len()),
-        ));
-    }
+    let (labels, y, split) = prepare_data(data, job.labels.as_deref(), &job.source, settings.split, settings.seed)?;
 
     // Base model.
     let base = &job.base_dir;
@@ -405,20 +447,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     }
     model.load_trainable(&best, &checkpoint.dir)?;
 
-    let source = &job.source;
-    let data_info = DataInfo {
-        file: source.file.clone(),
-        text_column: source.text_column.clone(),
-        label_column: source.label_column.clone(),
-        group_column: source.group_column.clone(),
-        sha256: fingerprint,
-        rows: data.len(),
-        rows_rejected: data.rejected,
-        train_rows: split.train.len(),
-        validation_rows: split.validation.len(),
-        test_rows: split.test.len(),
-        class_counts: class_counts(&data.labels),
-    };
+    let data_info = data_info(&job.source, data, &split);
     export::export_candidate(export::ExportInputs {
         job: &job,
         model: &model,

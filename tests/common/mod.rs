@@ -1,6 +1,8 @@
 //! Shared helpers for prodcat's integration tests.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -128,6 +130,7 @@ pub fn tiny_registry(fx: &Fixture) -> PathBuf {
         session: prodcat::serve::SessionSettings::default(),
         show_progress: false,
         cancel: None,
+        labels: None,
     };
     prodcat::train::fit(job).unwrap().publish(true).unwrap();
     fx.path("registry")

@@ -97,6 +97,21 @@ pub struct StreamSummary {
     pub reviewed: u64,
 }
 
+/// The model folder whose `current` pointer a model path follows (None for a pinned version).
+fn watched_model_dir(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let current = crate::registry::files::CURRENT;
+    if path.file_name().is_some_and(|n| n == current) {
+        return path.parent().map(std::path::Path::to_path_buf);
+    }
+    if path.join(current).exists() {
+        return Some(path.to_path_buf());
+    }
+    // A registry root with one model: follow that model's pointer.
+    let resolved = crate::registry::resolve_model_dir(path).ok()?;
+    let parent = resolved.parent()?;
+    (resolved.file_name().is_some_and(|n| n == current)).then(|| parent.to_path_buf())
+}
+
 /// Runs the Kafka pipeline until `stop` is set (or a fatal error), then drains and commits.
 pub fn run(
     config: &PipelineConfig,
@@ -119,7 +134,7 @@ pub fn run_with_slot(
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
 ) -> Result<StreamSummary> {
-    let (engine_tx, engine) = LabelingEngine::<KafkaPart>::start(slot, config.engine.clone(), metrics.clone())?;
+    let (engine_tx, engine) = LabelingEngine::<KafkaPart>::start(slot.clone(), config.engine.clone(), metrics.clone())?;
     health.model_ready.store(true, Ordering::Relaxed);
     let tracker = Arc::new(AckTracker::new());
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
@@ -133,7 +148,62 @@ pub fn run_with_slot(
         .name("prodcat-sink".into())
         .spawn(move || sink.run(receiver, sink_summary))
         .map_err(|e| Error::Other(format!("starting the sink thread: {e}")))?;
-    let consumed = source::consume(config, consumer, tracker, stop, fatal.clone(), metrics, health.clone());
+    // Continuous learning and hot swap run beside the data path.
+    let session = config.session(None);
+    let learner = if config.training.enabled {
+        let target = crate::learn::RegistryTarget::from_model_path(&config.model.path)?;
+        Some(crate::learn::Learner::new(
+            config.training.clone(),
+            target,
+            slot.clone(),
+            session.clone(),
+            metrics.clone(),
+        )?)
+    } else {
+        None
+    };
+    let side_stop = Arc::new(AtomicBool::new(false));
+    let mut side_threads = Vec::new();
+    if config.model.watch {
+        if let Some(model_dir) = watched_model_dir(&config.model.path) {
+            let watcher = crate::learn::watch::ModelWatcher::new(&model_dir, slot.clone(), session, metrics.clone());
+            side_threads.push(
+                watcher.spawn(
+                    std::time::Duration::from_millis(config.model.watch_interval_ms.max(50)),
+                    side_stop.clone(),
+                )?,
+            );
+        }
+    }
+    if let Some(learner) = learner.clone() {
+        let flag = side_stop.clone();
+        side_threads.push(
+            std::thread::Builder::new()
+                .name("prodcat-learner".into())
+                .spawn(move || {
+                    while !flag.load(Ordering::Relaxed) {
+                        if let Err(e) = learner.maybe_train() {
+                            tracing::warn!(error = %e, "could not start a training run");
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                })
+                .map_err(|e| Error::Other(format!("starting the learner: {e}")))?,
+        );
+    }
+    let label_inputs = learner.as_ref().map(|l| source::LabelInputs {
+        store: l.store.clone(),
+        feedback_topic: config.training.feedback_topic.trim().to_string(),
+    });
+    let consumed =
+        source::consume(config, consumer, tracker, stop, fatal.clone(), metrics, health.clone(), label_inputs);
+    side_stop.store(true, Ordering::Relaxed);
+    for t in side_threads {
+        let _ = t.join();
+    }
+    if let Some(learner) = &learner {
+        learner.shutdown();
+    }
     let sunk = sink_thread.join().unwrap_or_else(|_| Err(Error::Other("the sink thread panicked".into())));
     engine.join();
     health.consuming.store(false, Ordering::Relaxed);

@@ -188,10 +188,69 @@ pub fn create_consumer(
     let consumer: PipelineConsumer = c
         .create_with_context(context)
         .map_err(|e| Error::config("kafka", format!("cannot create the consumer: {e}")))?;
-    consumer
-        .subscribe(&[k.input_topic.as_str()])
-        .map_err(|e| Error::config("kafka.input_topic", format!("cannot subscribe: {e}")))?;
+    let mut topics = vec![k.input_topic.as_str()];
+    let feedback = config.training.feedback_topic.trim();
+    if config.training.enabled && !feedback.is_empty() {
+        topics.push(feedback);
+    }
+    consumer.subscribe(&topics).map_err(|e| Error::config("kafka.input_topic", format!("cannot subscribe: {e}")))?;
     Ok(Arc::new(consumer))
+}
+
+/// Where trusted labels go while the pipeline runs.
+pub struct LabelInputs {
+    pub store: Arc<crate::learn::LabelStore>,
+    /// Corrections topic (empty = none).
+    pub feedback_topic: String,
+}
+
+/// Product texts seen recently, so a correction `{id, label}` can find its text.
+struct RecentTexts {
+    map: std::collections::HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+    capacity: usize,
+}
+
+impl RecentTexts {
+    fn insert(&mut self, id: &str, text: &str) {
+        if self.map.insert(id.to_string(), text.to_string()).is_none() {
+            self.order.push_back(id.to_string());
+            if self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Applies one correction from the feedback topic to the label store.
+fn apply_feedback(payload: Option<&[u8]>, recent: &RecentTexts, labels: &LabelInputs, id_field: &str) {
+    let parsed: Option<serde_json::Value> = payload.and_then(|p| serde_json::from_slice(p).ok());
+    let field = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| match x {
+            serde_json::Value::String(s) => Some(s.trim().to_string()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let Some(v) = parsed else {
+        tracing::warn!("feedback message is not a JSON object; ignored");
+        return;
+    };
+    let (Some(id), Some(label)) = (field(&v, id_field), field(&v, "label")) else {
+        tracing::warn!("feedback message without `{id_field}` and `label`; ignored");
+        return;
+    };
+    let text = field(&v, "title").or_else(|| field(&v, "text")).or_else(|| recent.map.get(&id).cloned());
+    match text {
+        Some(text) if !text.is_empty() && !label.is_empty() => {
+            if let Err(e) = labels.store.append(&id, &text, &label, crate::learn::LabelSource::Feedback) {
+                tracing::warn!(error = %e, "label store append failed");
+            }
+        }
+        _ => tracing::warn!(%id, "feedback for a product whose text is unknown (send `title` with it); ignored"),
+    }
 }
 
 /// The consumer loop; returns the number of records read. On `stop` (or a fatal sink error) it
@@ -204,14 +263,17 @@ pub fn consume(
     fatal: Arc<Mutex<Option<String>>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    labels: Option<LabelInputs>,
 ) -> Result<u64> {
     let k = &config.kafka;
+    let trusted = config.training.trusted_label_field.trim();
     let rules = RecordRules {
         text: &config.text,
         id_field: &k.id_field,
         max_message_bytes: k.max_message_bytes,
-        trusted_label_field: None,
+        trusted_label_field: (labels.is_some() && !trusted.is_empty()).then_some(trusted),
     };
+    let mut recent = RecentTexts { map: Default::default(), order: Default::default(), capacity: 100_000 };
     let chunk_wait = Duration::from_millis(k.chunk_wait_ms.max(1));
     let commit_every = Duration::from_millis(k.commit_interval_ms.max(10));
     let mut last_commit = Instant::now();
@@ -222,6 +284,15 @@ pub fn consume(
     let result = (|| -> Result<()> {
         while !stop.load(Ordering::Relaxed) && !failed() {
             match consumer.poll(chunk_wait) {
+                Some(Ok(message)) if labels.as_ref().is_some_and(|l| l.feedback_topic == message.topic()) => {
+                    if let Some(l) = labels.as_ref() {
+                        apply_feedback(message.payload(), &recent, l, &k.id_field);
+                    }
+                    // Feedback is not labeled: its offset completes at once.
+                    let tp = (message.topic().to_string(), message.partition());
+                    tracker.register(&tp, message.offset());
+                    tracker.complete(&tp, message.offset());
+                }
                 Some(Ok(message)) => {
                     received += 1;
                     metrics.records_received.with_label_values(&["kafka"]).inc();
@@ -233,6 +304,21 @@ pub fn consume(
                         let mut pending = ctx.pending.lock().unwrap_or_else(|p| p.into_inner());
                         match decode(message.payload(), &rules) {
                             Ok(record) => {
+                                if let Some(l) = labels.as_ref() {
+                                    if !l.feedback_topic.is_empty() {
+                                        recent.insert(&record.id, &record.text);
+                                    }
+                                    if let Some(label) = &record.trusted_label {
+                                        if let Err(e) = l.store.append(
+                                            &record.id,
+                                            &record.text,
+                                            label,
+                                            crate::learn::LabelSource::Record,
+                                        ) {
+                                            tracing::warn!(error = %e, "label store append failed");
+                                        }
+                                    }
+                                }
                                 pending.texts.push(record.text.clone());
                                 pending.part.records.push(InRecord {
                                     tp,

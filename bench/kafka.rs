@@ -1,0 +1,237 @@
+//! Benchmark: the Kafka pipeline with a real broker — saturated Kafka→Kafka labeled records/s, and
+//! end-to-end latency (produce → labeled record readable downstream) at a fixed rate below
+//! saturation — beside the raw ONNX Runtime ceiling on the same titles in the same run.
+//!
+//!     bash scripts/kafka-broker.sh start   # KAFKA_PORT=19092
+//!     cargo run --example bench_kafka -- --model .prodcat/registry/demo/current --brokers 127.0.0.1:19092
+//!
+//! Uses PriceRunner titles when ../shared/data is present, else the built-in demo catalogue.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use prodcat::config::PipelineConfig;
+use prodcat::metrics::Metrics;
+use prodcat::pipeline::batcher::{BatchLimits, plan_batches};
+use prodcat::pipeline::kafka::{self, Health};
+use prodcat::serve::{Classifier, LoadedModel, SessionSettings};
+use prodcat::tokenize::PaddedBatch;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:19092")]
+    brokers: String,
+    /// Records for the saturated run.
+    #[arg(long, default_value_t = 20_000)]
+    records: usize,
+    /// Produce rate of the latency run, as a fraction of the measured throughput.
+    #[arg(long, default_value_t = 0.5)]
+    load: f64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+fn titles(root: &Path) -> anyhow::Result<Vec<String>> {
+    let pricerunner = root.join("../shared/data/pricerunner/pricerunner.csv");
+    let (file, column) = if pricerunner.exists() {
+        (pricerunner, "Product Title")
+    } else {
+        (root.join("examples/products.csv"), "title")
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let cols = rt.block_on(prodcat::data::read_string_columns(&file, &[column]))?;
+    Ok(cols.into_iter().next().unwrap_or_default().into_iter().flatten().collect())
+}
+
+fn unique(name: &str) -> String {
+    format!(
+        "bench-{name}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() - 1) as f64 * p).round() as usize] }
+}
+
+/// Reads `topic` from the start until `n` records, returning (arrival instant, payload) pairs.
+fn drain(brokers: &str, topic: &str, n: usize, timeout: Duration) -> anyhow::Result<Vec<(Instant, Vec<u8>)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            out.push((Instant::now(), m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if std::net::TcpStream::connect(&args.brokers).is_err() {
+        println!("skipped: no Kafka broker at {} (start one with `bash scripts/kafka-broker.sh start`)", args.brokers);
+        return Ok(());
+    }
+    let titles = titles(root)?;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &args.brokers).create()?;
+    let rt = tokio::runtime::Runtime::new()?;
+
+    let mut rows: Vec<(String, f64, String)> = Vec::new();
+    for phase in ["throughput", "latency"] {
+        let (input, output, dead) =
+            (unique(&format!("{phase}-in")), unique(&format!("{phase}-out")), unique(&format!("{phase}-dlq")));
+        let topics = [
+            NewTopic::new(&input, args.partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&output, 1, TopicReplication::Fixed(1)),
+            NewTopic::new(&dead, 1, TopicReplication::Fixed(1)),
+        ];
+        for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
+            r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+        }
+        let mut config = PipelineConfig::merge(
+            None,
+            &[
+                "pipeline.kind=kafka".into(),
+                format!("model.path={}", args.model.display()),
+                format!("kafka.brokers={}", args.brokers),
+                format!("kafka.group_id={}", unique("group")),
+                format!("kafka.input_topic={input}"),
+                format!("kafka.output_topic={output}"),
+                format!("kafka.dead_letter_topic={dead}"),
+                "http.listen=".into(),
+                "engine.max_wait=5".into(),
+                "engine.window=256".into(),
+            ],
+        )?;
+        config.kafka.consumer_properties.insert("session.timeout.ms".into(), "6000".into());
+        config.kafka.producer_properties.insert("linger.ms".into(), "1".into());
+        config.validate("bench")?;
+        let model = Classifier::load(&args.model, &config.session(None))?;
+        let (metrics, health, stop) =
+            (Arc::new(Metrics::new()), Arc::new(Health::default()), Arc::new(AtomicBool::new(false)));
+        let pipeline = {
+            let (config, metrics, health, stop) = (config.clone(), metrics.clone(), health.clone(), stop.clone());
+            std::thread::spawn(move || kafka::run(&config, model, metrics, health, stop))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while health.partitions.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let producer: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", &args.brokers).set("linger.ms", "1").create()?;
+        let send = |i: usize, extra: &str| -> anyhow::Result<()> {
+            let payload =
+                format!(r#"{{"id": "r{i}", "title": {}{extra}}}"#, serde_json::to_string(&titles[i % titles.len()])?);
+            let mut record = BaseRecord::to(&input).key(payload.as_bytes()).payload(payload.as_bytes());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => return Ok(()),
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                }
+            }
+        };
+        if phase == "throughput" {
+            let started = Instant::now();
+            for i in 0..args.records {
+                send(i, "")?;
+                producer.poll(Duration::ZERO);
+            }
+            producer.flush(Duration::from_secs(60))?;
+            let out = drain(&args.brokers, &output, args.records, Duration::from_secs(1800))?;
+            let secs = out.last().map(|(t, _)| t.duration_since(started).as_secs_f64()).unwrap_or(f64::NAN);
+            let rate = out.len() as f64 / secs;
+            rows.push((
+                "Kafka→Kafka labeled records/s (saturated)".into(),
+                rate,
+                format!("{} records, {} partitions", out.len(), args.partitions),
+            ));
+        } else {
+            let throughput = rows[0].1;
+            let rate = (throughput * args.load).max(1.0);
+            let n = (rate * args.seconds as f64) as usize;
+            let epoch = Instant::now();
+            let gap = Duration::from_secs_f64(1.0 / rate);
+            for i in 0..n {
+                let due = epoch + gap * i as u32;
+                while Instant::now() < due {
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                let sent_us = epoch.elapsed().as_micros();
+                send(i, &format!(r#", "sent_us": {sent_us}"#))?;
+                producer.poll(Duration::ZERO);
+            }
+            producer.flush(Duration::from_secs(60))?;
+            let out = drain(&args.brokers, &output, n, Duration::from_secs(600))?;
+            let mut lat: Vec<f64> = out
+                .iter()
+                .filter_map(|(arrived, payload)| {
+                    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+                    let sent = Duration::from_micros(v["sent_us"].as_u64()?);
+                    Some(arrived.duration_since(epoch + sent).as_secs_f64() * 1e3)
+                })
+                .collect();
+            lat.sort_by(f64::total_cmp);
+            let note = format!("{} records at {rate:.0}/s ({:.0}% of saturation)", lat.len(), args.load * 100.0);
+            rows.push(("end-to-end latency p50 (ms)".into(), percentile(&lat, 0.5), note.clone()));
+            rows.push(("end-to-end latency p99 (ms)".into(), percentile(&lat, 0.99), note));
+        }
+        stop.store(true, Ordering::Relaxed);
+        pipeline.join().map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
+    }
+
+    // Baseline in the same run: ONNX Runtime alone on length-sorted batches of the same titles.
+    let model = LoadedModel::load(&args.model, &SessionSettings::default())?;
+    let sample: Vec<&str> = titles.iter().take(5000).map(String::as_str).collect();
+    let tokens = model.prepare(&sample)?;
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+    let plans = plan_batches(&lengths, BatchLimits { max_tokens: usize::MAX, max_records: 64 });
+    let batches: Vec<PaddedBatch> =
+        plans.iter().map(|p| PaddedBatch::from_tokens(p.iter().map(|&i| &tokens[i]))).collect();
+    let started = Instant::now();
+    for b in &batches {
+        model.run(b)?;
+    }
+    let ceiling = sample.len() as f64 / started.elapsed().as_secs_f64();
+    rows.push((
+        "ONNX Runtime ceiling, titles/s (same model, sorted batches)".into(),
+        ceiling,
+        "5000 titles, no Kafka".into(),
+    ));
+
+    println!("\nKafka pipeline benchmark, model {} (broker on this machine, CPU)\n", model.id());
+    println!("{:<62} {:>10}  {}", "measure", "value", "notes");
+    for (name, value, note) in &rows {
+        println!("{name:<62} {value:>10.1}  {note}");
+    }
+    println!("\nsaturated throughput = {:.2} × the ONNX Runtime ceiling", rows[0].1 / ceiling);
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! Continuous learning: the running pipeline accumulates trusted labels, trains a candidate in the
+//! background, gates it against the serving model on held-out products, publishes the winner to
+//! the registry, and the [`watch::ModelWatcher`] hot-swaps whatever `current` points at.
+//!
+//! ```text
+//! trusted labels ─► LabelStore ─► trigger ─► trainer thread (bounded threads) ─► gate ─► registry
+//!                                                                                         │ current
+//!                                                  engine ◄── ModelSlot ◄── ModelWatcher ◄┘
+//! ```
+
+pub mod store;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use store::{LabelSource, LabelStore, StoreLimits};
+
+use crate::error::{Error, Result};
+use crate::eval::ClassificationReport;
+use crate::metrics::Metrics;
+use crate::serve::{ModelSlot, SessionSettings};
+use crate::train::{Candidate, DataSource, TrainJob, TrainSettings, fit};
+
+/// `[training]` of a pipeline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingSection {
+    pub enabled: bool,
+    /// Input field holding a trusted category (empty = none).
+    pub trusted_label_field: String,
+    /// Topic of corrections `{"id": …, "label": …[, "title": …]}` (empty = none).
+    pub feedback_topic: String,
+    /// Hugging Face base model folder the candidates are fine-tuned from.
+    pub base_model: PathBuf,
+    /// Label store and training state.
+    pub state_dir: PathBuf,
+    /// Train when this many new labels arrived since the last run.
+    pub min_new_labels: usize,
+    /// Also train every this many seconds when new labels arrived (0 = only by count).
+    pub interval_secs: u64,
+    /// Train only when every class has at least this many examples.
+    pub min_examples_per_class: usize,
+    /// Threads the trainer may use (inference keeps the rest).
+    pub threads: usize,
+    /// Promote when candidate macro-F1 ≥ serving macro-F1 − tolerance …
+    pub tolerance: f64,
+    /// … and no class of the candidate has F1 below this floor.
+    pub class_f1_floor: f64,
+    pub max_records: usize,
+    pub max_age_days: u64,
+    /// Fine-tuning hyper-parameters.
+    pub settings: TrainSettings,
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            trusted_label_field: String::new(),
+            feedback_topic: String::new(),
+            base_model: PathBuf::from(".deps/models/all-MiniLM-L6-v2"),
+            state_dir: PathBuf::from(".prodcat/state"),
+            min_new_labels: 1000,
+            interval_secs: 0,
+            min_examples_per_class: 5,
+            threads: 1,
+            tolerance: 0.0,
+            class_f1_floor: 0.0,
+            max_records: 1_000_000,
+            max_age_days: 365,
+            settings: TrainSettings::default(),
+        }
+    }
+}
+
+/// How a training run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Promoted,
+    Rejected,
+    Failed,
+    Cancelled,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Promoted => "promoted",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The gate's verdict on a candidate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateDecision {
+    pub promote: bool,
+    pub candidate_macro_f1: f64,
+    pub serving_macro_f1: f64,
+    pub worst_class: Option<(String, f64)>,
+    pub reason: String,
+}
+
+/// Compares a candidate with the serving model on the candidate's held-out split.
+pub fn gate(
+    candidate: &Candidate,
+    serving: &crate::serve::Classifier,
+    tolerance: f64,
+    floor: f64,
+) -> Result<GateDecision> {
+    let Some(test) = &candidate.test else {
+        return Ok(GateDecision {
+            promote: false,
+            candidate_macro_f1: 0.0,
+            serving_macro_f1: 0.0,
+            worst_class: None,
+            reason: "no held-out split to evaluate on".into(),
+        });
+    };
+    let labels = &test.report.labels;
+    let texts: Vec<&str> = candidate.test_texts.iter().map(String::as_str).collect();
+    let (scores, _) = serving.score_texts(&texts, 64)?;
+    let index: std::collections::HashMap<&str, usize> =
+        labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    // Serving predictions in the candidate's label space (its taxonomy may be smaller).
+    let y_pred: Vec<usize> = (0..scores.rows)
+        .map(|r| {
+            let best = scores.argmax(r).0;
+            index.get(serving.labels()[best].as_str()).copied().unwrap_or(usize::MAX)
+        })
+        .collect();
+    let y_true = &test.y_true;
+    // A prediction outside the candidate's labels is simply wrong: map it to a class ≠ truth.
+    let y_pred: Vec<usize> =
+        y_pred.iter().zip(y_true).map(|(&p, &t)| if p == usize::MAX { (t + 1) % labels.len() } else { p }).collect();
+    let serving_report = ClassificationReport::compute(labels, y_true, &y_pred, None);
+    let candidate_f1 = test.report.macro_f1;
+    let worst = test
+        .report
+        .per_class
+        .iter()
+        .filter(|c| c.support > 0)
+        .min_by(|a, b| a.f1.total_cmp(&b.f1))
+        .map(|c| (c.label.clone(), c.f1));
+    let better = candidate_f1 + 1e-12 >= serving_report.macro_f1 - tolerance;
+    let floor_ok = worst.as_ref().is_none_or(|(_, f1)| *f1 >= floor);
+    let reason = match (better, floor_ok) {
+        (true, true) => {
+            format!("macro-F1 {candidate_f1:.4} vs serving {:.4} (tolerance {tolerance})", serving_report.macro_f1)
+        }
+        (false, _) => format!("macro-F1 {candidate_f1:.4} below serving {:.4} − {tolerance}", serving_report.macro_f1),
+        (true, false) => format!("class {:?} below the F1 floor {floor}", worst.as_ref().map(|w| &w.0)),
+    };
+    Ok(GateDecision {
+        promote: better && floor_ok,
+        candidate_macro_f1: candidate_f1,
+        serving_macro_f1: serving_report.macro_f1,
+        worst_class: worst,
+        reason,
+    })
+}
+
+/// Where promoted versions go: the registry and model name behind the serving model's path.
+#[derive(Debug, Clone)]
+pub struct RegistryTarget {
+    pub registry: PathBuf,
+    pub name: String,
+}
+
+impl RegistryTarget {
+    /// Derives registry and name from a model path (`REG/NAME/current`, `REG/NAME/vN`, `REG/NAME`).
+    pub fn from_model_path(path: &Path) -> Result<Self> {
+        let resolved = crate::registry::resolve_model_dir(path)?;
+        let model_dir = resolved.parent().ok_or_else(|| Error::model(path, "not inside a registry"))?;
+        let name = model_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::model(path, "not inside a registry"))?;
+        let registry = model_dir.parent().ok_or_else(|| Error::model(path, "not inside a registry"))?.to_path_buf();
+        Ok(Self { registry, name })
+    }
+}
+
+/// The background learner of a running pipeline.
+pub struct Learner {
+    pub store: Arc<LabelStore>,
+    settings: TrainingSection,
+    target: RegistryTarget,
+    slot: ModelSlot,
+    session: SessionSettings,
+    metrics: Arc<Metrics>,
+    running: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
+    last_run: Mutex<Instant>,
+    /// Outcomes of finished runs (for tests and logs).
+    pub history: Arc<Mutex<Vec<(Outcome, Option<GateDecision>)>>>,
+}
+
+impl Learner {
+    /// A learner publishing into `target` and reading the serving model from `slot`.
+    pub fn new(
+        settings: TrainingSection,
+        target: RegistryTarget,
+        slot: ModelSlot,
+        session: SessionSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>> {
+        let limits = StoreLimits {
+            max_records: settings.max_records,
+            max_age_days: settings.max_age_days,
+            ..Default::default()
+        };
+        let store = LabelStore::open(&settings.state_dir.join("labels"), limits)?;
+        metrics.label_store_records.set(store.snapshot()?.len() as i64);
+        Ok(Arc::new(Self {
+            store,
+            settings,
+            target,
+            slot,
+            session,
+            metrics,
+            running: Mutex::new(None),
+            last_run: Mutex::new(Instant::now()),
+            history: Arc::default(),
+        }))
+    }
+
+    /// Starts a run if the trigger policy says so; never two at once. Returns whether one started.
+    pub fn maybe_train(self: &Arc<Self>) -> Result<bool> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((handle, _)) = running.as_ref() {
+            if !handle.is_finished() {
+                return Ok(false);
+            }
+            if let Some((h, _)) = running.take() {
+                let _ = h.join();
+            }
+        }
+        let new = self.store.new_labels();
+        let by_count = new >= self.settings.min_new_labels.max(1);
+        let by_time = self.settings.interval_secs > 0
+            && new > 0
+            && self
+                .last_run
+                .lock()
+                .map(|t| t.elapsed() >= Duration::from_secs(self.settings.interval_secs))
+                .unwrap_or(false);
+        if !(by_count || by_time) {
+            return Ok(false);
+        }
+        self.store.flush()?;
+        let data = self.store.training_data()?;
+        self.metrics.label_store_records.set(data.len() as i64);
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in &data.labels {
+            *counts.entry(l.as_str()).or_default() += 1;
+        }
+        if counts.len() < 2 || counts.values().any(|&n| n < self.settings.min_examples_per_class) {
+            tracing::debug!(?counts, "training deferred: a class has too few examples");
+            return Ok(false);
+        }
+        self.store.take_new_labels();
+        *self.last_run.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let me = self.clone();
+        let flag = cancel.clone();
+        let handle = std::thread::Builder::new()
+            .name("prodcat-trainer".into())
+            .spawn(move || me.train_once(data, flag))
+            .map_err(|e| Error::Other(format!("starting the trainer: {e}")))?;
+        *running = Some((handle, cancel));
+        Ok(true)
+    }
+
+    fn train_once(&self, data: crate::data::LabeledData, cancel: Arc<AtomicBool>) {
+        let started = Instant::now();
+        let (outcome, decision) = match self.train_and_gate(&data, cancel.clone()) {
+            Ok((outcome, decision)) => (outcome, decision),
+            Err(e) if cancel.load(Ordering::Relaxed) => {
+                tracing::info!(error = %e, "training cancelled");
+                (Outcome::Cancelled, None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "training run failed; the serving model is unchanged");
+                (Outcome::Failed, None)
+            }
+        };
+        self.metrics.training_runs.with_label_values(&[outcome.as_str()]).inc();
+        if let Some(d) = &decision {
+            self.metrics.training_eval_macro_f1.set(d.candidate_macro_f1);
+            tracing::info!(
+                outcome = outcome.as_str(),
+                rows = data.len(),
+                candidate_macro_f1 = format!("{:.4}", d.candidate_macro_f1),
+                serving_macro_f1 = format!("{:.4}", d.serving_macro_f1),
+                seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+                reason = %d.reason,
+                "training run finished"
+            );
+        }
+        if let Ok(mut h) = self.history.lock() {
+            h.push((outcome, decision));
+        }
+    }
+
+    fn train_and_gate(
+        &self,
+        data: &crate::data::LabeledData,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<(Outcome, Option<GateDecision>)> {
+        let (serving, _) = self.slot.current();
+        // Taxonomy: the serving labels keep their ids; labels new in trusted data are appended.
+        let mut labels: Vec<String> = serving.labels().to_vec();
+        for l in data.label_set() {
+            if !labels.contains(&l) {
+                tracing::info!(label = %l, "new category in trusted data: the candidate's head grows");
+                labels.push(l);
+            }
+        }
+        let job = TrainJob {
+            data,
+            source: DataSource {
+                file: self.store.dir().display().to_string(),
+                text_column: "text".into(),
+                label_column: "label".into(),
+                group_column: Some("id".into()),
+            },
+            base_dir: self.settings.base_model.clone(),
+            registry: self.target.registry.clone(),
+            name: self.target.name.clone(),
+            settings: self.settings.settings.clone(),
+            resume: false,
+            session: self.session.clone(),
+            show_progress: false,
+            cancel: Some(cancel),
+            labels: Some(labels),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.settings.threads.max(1))
+            .thread_name(|i| format!("prodcat-train-{i}"))
+            .build()
+            .map_err(|e| Error::Other(format!("training thread pool: {e}")))?;
+        let candidate = pool.install(|| fit(job))?;
+        let decision = gate(&candidate, &serving, self.settings.tolerance, self.settings.class_f1_floor)?;
+        if decision.promote {
+            let dir = candidate.publish(true)?;
+            tracing::info!(version = %dir.display(), "candidate promoted");
+            Ok((Outcome::Promoted, Some(decision)))
+        } else {
+            Ok((Outcome::Rejected, Some(decision)))
+        }
+    }
+
+    /// Stops a run in progress (at its next batch) and waits for it.
+    pub fn shutdown(&self) {
+        let taken = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((handle, cancel)) = taken {
+            cancel.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "label store flush at shutdown");
+        }
+    }
+
+    /// Whether a run is in progress.
+    pub fn training(&self) -> bool {
+        self.running.lock().map(|r| r.as_ref().is_some_and(|(h, _)| !h.is_finished())).unwrap_or(false)
+    }
+}

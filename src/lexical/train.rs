@@ -1,0 +1,154 @@
+//! Training a lexical model end to end: the same split as the transformer trainer, featurization,
+//! softmax regression, ONNX export into a staged registry version, the Rust-vs-ONNX-Runtime parity
+//! check, and test-split metrics through the exported model.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::featurizer::Featurizer;
+use super::model::{LexicalModel, LexicalSettings};
+use crate::data::LabeledData;
+use crate::error::{Error, IoContext, Result};
+use crate::onnx::graph::OPSET;
+use crate::onnx::transformer::names;
+use crate::registry::card::{LexicalInfo, OnnxInfo, ParityInfo, TrainingInfo};
+use crate::registry::{ModelCard, ModelRegistry, ModelType, files, write_labels};
+use crate::serve::{Classifier, LoadedModel, SessionSettings};
+use crate::tokenize::PaddedBatch;
+use crate::train::{Candidate, DataSource, data_info, max_abs_diff, prepare_data, test_evaluation};
+
+/// Everything a lexical training run needs.
+pub struct LexicalJob<'a> {
+    pub data: &'a LabeledData,
+    pub source: DataSource,
+    pub registry: PathBuf,
+    pub name: String,
+    pub settings: LexicalSettings,
+    /// Train/validation/test fractions (use the transformer's, with the same seed, to share its split).
+    pub split: [f64; 3],
+    pub session: SessionSettings,
+    /// The taxonomy; None = the data's labels, sorted.
+    pub labels: Option<Vec<String>>,
+    pub parity_tolerance: f32,
+}
+
+/// Trains, exports and checks a lexical model.
+pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
+    let started = Instant::now();
+    let settings = &job.settings;
+    if settings.featurizer.buckets < 2 || settings.featurizer.word_ngrams.1 < settings.featurizer.word_ngrams.0 {
+        return Err(Error::config("lexical", "featurizer needs at least 2 buckets and a valid word n-gram range"));
+    }
+    let data = job.data;
+    let (labels, y, split) = prepare_data(data, job.labels.as_deref(), &job.source, job.split, settings.seed)?;
+    let featurizer = Featurizer::new(settings.featurizer.clone());
+    let features: Vec<Vec<u32>> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
+    let rows = |set: &[usize]| -> Vec<(Vec<u32>, usize)> { set.iter().map(|&r| (features[r].clone(), y[r])).collect() };
+    let (train, validation) = (rows(&split.train), rows(&split.validation));
+    tracing::info!(
+        rows = data.len(),
+        train = train.len(),
+        validation = validation.len(),
+        test = split.test.len(),
+        classes = labels.len(),
+        buckets = settings.featurizer.buckets,
+        "training lexical classifier"
+    );
+    let train_started = Instant::now();
+    let (model, history) = LexicalModel::train(&train, &validation, labels.len(), settings);
+    let train_seconds = train_started.elapsed().as_secs_f64();
+    let best_epoch = history.iter().enumerate().fold(0, |b, (i, f)| if *f > history[b] { i } else { b }) + 1;
+    let best_f1 = history.get(best_epoch - 1).copied().unwrap_or(0.0);
+    tracing::info!(
+        epochs = history.len(),
+        best_epoch,
+        validation_macro_f1 = format!("{best_f1:.4}"),
+        seconds = format!("{train_seconds:.1}"),
+        "lexical training finished"
+    );
+
+    // Export.
+    let registry = ModelRegistry::new(&job.registry);
+    let staged = registry.stage(&job.name)?;
+    let dir = staged.dir.clone();
+    let onnx = model.export(&[("prodcat.model_type", "lexical".into()), ("prodcat.labels", labels.join("\n"))]);
+    let model_path = dir.join(files::MODEL);
+    std::fs::write(&model_path, &onnx).at(&model_path)?;
+    write_labels(&dir.join(files::LABELS), &labels)?;
+    let mut card = ModelCard {
+        name: job.name.clone(),
+        version: String::new(),
+        model_type: ModelType::Lexical,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        prodcat_version: env!("CARGO_PKG_VERSION").into(),
+        max_length: settings.featurizer.max_features,
+        num_labels: labels.len(),
+        transformer: None,
+        data: Some(data_info(&job.source, data, &split)),
+        training: Some(TrainingInfo {
+            seed: settings.seed,
+            epochs_requested: settings.epochs,
+            epochs_run: history.len(),
+            best_epoch,
+            batch_size: 1,
+            learning_rate: f64::from(settings.learning_rate),
+            class_weights: settings.class_weights,
+            best_validation_macro_f1: best_f1,
+            samples_per_second: (train.len() * history.len()) as f64 / train_seconds.max(1e-9),
+            wall_seconds: 0.0,
+            validation_macro_f1: history.clone(),
+        }),
+        test_metrics: None,
+        parity: None,
+        lexical: Some(LexicalInfo {
+            featurizer: settings.featurizer.clone(),
+            settings: settings.clone(),
+            epochs_run: history.len(),
+            validation_macro_f1: history,
+            train_seconds,
+        }),
+        cascade: None,
+        quantization: None,
+        onnx: OnnxInfo {
+            opset: OPSET,
+            precision: "fp32".into(),
+            inputs: vec![names::INPUT_IDS.into(), names::ATTENTION_MASK.into()],
+            outputs: vec![names::LOGITS.into(), names::PROBABILITIES.into()],
+            file_bytes: onnx.len() as u64,
+        },
+    };
+    card.write(&dir.join(files::CARD))?;
+
+    // Parity: Rust logits vs ONNX Runtime on one padded batch of mixed lengths.
+    let served = LoadedModel::load(&dir, &job.session)?;
+    let pool = if split.test.is_empty() { &split.validation } else { &split.test };
+    let sample: Vec<usize> = pool.iter().copied().step_by((pool.len() / 32).max(1)).take(32).collect();
+    let prepared: Vec<_> = sample.iter().map(|&r| featurizer.prepare(&data.texts[r])).collect();
+    let batch = PaddedBatch::from_tokens(prepared.iter());
+    let reference: Vec<f32> = sample.iter().flat_map(|&r| model.logits(&features[r])).collect();
+    let exported = served.run(&batch)?;
+    let diff = max_abs_diff(&reference, &exported.logits);
+    let parity = ParityInfo {
+        samples: sample.len(),
+        max_abs_diff: diff,
+        tolerance: job.parity_tolerance,
+        passed: diff <= job.parity_tolerance,
+    };
+    tracing::info!(samples = sample.len(), max_abs_diff = diff, "parity check (Rust vs ONNX Runtime)");
+    if !parity.passed {
+        return Err(Error::Parity { max_abs_diff: diff, tolerance: job.parity_tolerance });
+    }
+    card.parity = Some(parity);
+
+    let served = Classifier::Single(served);
+    let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+    let test = test_evaluation(&served, &mut card, &split, &texts, &y, 256)?;
+    if let Some(training) = card.training.as_mut() {
+        training.wall_seconds = started.elapsed().as_secs_f64();
+    }
+    card.write(&dir.join(files::CARD))?;
+    let test_texts = split.test.iter().map(|&r| data.texts[r].clone()).collect();
+    Ok(Candidate { registry, name: job.name, staged, card, test, test_texts })
+}

@@ -1,0 +1,272 @@
+//! Kafka helpers for integration tests: topics, producing, reading, pipeline processes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::Fixture;
+
+pub fn broker() -> Option<String> {
+    let addr = std::env::var("PRODCAT_TEST_KAFKA").ok().filter(|s| !s.is_empty());
+    if addr.is_none() {
+        eprintln!(
+            "skipped: no Kafka broker (run `bash scripts/test.sh`, which starts one, or set PRODCAT_TEST_KAFKA=host:port)"
+        );
+    }
+    addr
+}
+
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let new: Vec<NewTopic<'_>> = topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for result in rt.block_on(admin.create_topics(&new, &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+}
+
+/// Produces messages (key, payload), waiting for every delivery; returns records per partition.
+pub fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) -> BTreeMap<i32, i64> {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
+    for (key, payload) in messages {
+        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("producing to {topic}: {e}"),
+            }
+        }
+        producer.poll(Duration::from_millis(0));
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    // Partition of each key (the default partitioner is deterministic, so read them back).
+    let mut counts = BTreeMap::new();
+    for m in read_topic(brokers, topic, messages.len(), Duration::from_secs(30), false) {
+        *counts.entry(m.partition).or_insert(0i64) += 1;
+    }
+    counts
+}
+
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Read {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// Reads a topic from the beginning (no consumer group) until `expected` messages or `timeout`.
+pub fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration, read_committed: bool) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", if read_committed { "read_committed" } else { "read_uncommitted" })
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Read {
+                partition: m.partition(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Committed offsets of `group` on `topic`, per partition.
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    offsets
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub struct Topics {
+    pub input: String,
+    pub output: String,
+    pub dead: String,
+    pub review: String,
+    pub group: String,
+}
+
+impl Topics {
+    pub fn new(brokers: &str, name: &str, partitions: i32) -> Self {
+        let t = Topics {
+            input: unique(&format!("{name}-in")),
+            output: unique(&format!("{name}-out")),
+            dead: unique(&format!("{name}-dlq")),
+            review: unique(&format!("{name}-review")),
+            group: unique(&format!("{name}-group")),
+        };
+        create_topics(brokers, &[(&t.input, partitions), (&t.output, 1), (&t.dead, 1), (&t.review, 1)]);
+        t
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes a pipeline file for the test broker and topics.
+pub fn pipeline_file(fx: &Fixture, brokers: &str, t: &Topics, model: &Path, extra: &str) -> (PathBuf, u16) {
+    let port = free_port();
+    let path = fx.path(&format!("pipeline-{port}.toml"));
+    let text = format!(
+        r#"
+[pipeline]
+kind = "kafka"
+[model]
+path = "{model}"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topic = "{input}"
+output_topic = "{output}"
+dead_letter_topic = "{dead}"
+review_topic = "{review}"
+review_threshold = 0.6
+max_message_bytes = 100000
+commit_interval_ms = 200
+chunk_wait_ms = 5
+{extra}
+[kafka.consumer_properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[http]
+listen = "127.0.0.1:{port}"
+[engine]
+window = 64
+max_wait = 5
+"#,
+        model = model.display(),
+        group = t.group,
+        input = t.input,
+        output = t.output,
+        dead = t.dead,
+        review = t.review,
+    );
+    std::fs::write(&path, text).unwrap();
+    (path, port)
+}
+
+pub fn start(pipeline: &Path) -> Child {
+    // PRODCAT_TEST_VERBOSE=1 shows the pipeline's logs live (with --no-capture).
+    let verbose = std::env::var_os("PRODCAT_TEST_VERBOSE").is_some();
+    Command::new(env!("CARGO_BIN_EXE_prodcat"))
+        .args(["run", &pipeline.display().to_string()])
+        .env("PRODCAT_LOG", if verbose { "debug,rdkafka=info" } else { "info" })
+        .stdout(Stdio::piped())
+        .stderr(if verbose { Stdio::inherit() } else { Stdio::piped() })
+        .spawn()
+        .unwrap()
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let status = body.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body))
+}
+
+pub fn wait_ready(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, _)) = http_get(port, "/readyz") {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("pipeline exited early ({status}):\n{err}");
+        }
+        assert!(Instant::now() < deadline, "pipeline not ready after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM and wait: the process must exit cleanly.
+pub fn stop(child: Child) -> String {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!("--- pipeline log ---\n{err}");
+    assert!(output.status.success(), "pipeline did not stop cleanly: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+pub fn product(fx: &Fixture, i: usize) -> (String, Vec<u8>) {
+    let p = &fx.products[i % fx.products.len()];
+    let id = format!("p{i}");
+    (id.clone(), serde_json::json!({"id": id, "title": p.title, "price": i}).to_string().into_bytes())
+}
+
+pub fn ids(reads: &[Read]) -> BTreeSet<String> {
+    reads.iter().map(|r| r.json()["id"].as_str().unwrap().to_string()).collect()
+}

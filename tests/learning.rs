@@ -1,0 +1,254 @@
+//! Continuous learning: trusted labels → background training → gate → registry → hot swap, on a
+//! tiny model; and the whole loop inside a running Kafka pipeline (real broker).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use prodcat::data::{LabeledData, LabeledDataSpec};
+use prodcat::learn::watch::ModelWatcher;
+use prodcat::learn::{Learner, Outcome, RegistryTarget, TrainingSection};
+use prodcat::metrics::Metrics;
+use prodcat::registry::{ModelCard, files};
+use prodcat::serve::{Classifier, ModelSlot, SessionSettings};
+use prodcat::train::{DataSource, TrainJob, TrainSettings, fit};
+
+fn settings() -> TrainSettings {
+    TrainSettings { epochs: 3, learning_rate: 1e-2, max_length: 32, ..Default::default() }
+}
+
+/// Publishes a first model that has never seen `Books`.
+fn model_without_books(fx: &Fixture) -> std::path::PathBuf {
+    let spec = LabeledDataSpec {
+        path: fx.csv.clone(),
+        text_column: "title".into(),
+        label_column: "category".into(),
+        group_column: Some("group".into()),
+        max_rows: None,
+        sample_seed: 0,
+        skip_invalid: false,
+    };
+    let all = tokio::runtime::Runtime::new().unwrap().block_on(LabeledData::read(&spec)).unwrap();
+    let keep: Vec<usize> = (0..all.len()).filter(|&i| all.labels[i] != "Books").collect();
+    let data = LabeledData {
+        texts: keep.iter().map(|&i| all.texts[i].clone()).collect(),
+        labels: keep.iter().map(|&i| all.labels[i].clone()).collect(),
+        groups: all.groups.as_ref().map(|g| keep.iter().map(|&i| g[i].clone()).collect()),
+        rejected: 0,
+    };
+    let job = TrainJob {
+        data: &data,
+        source: DataSource::default(),
+        base_dir: fx.base.clone(),
+        registry: fx.path("registry"),
+        name: "tiny".into(),
+        settings: settings(),
+        resume: false,
+        session: SessionSettings::default(),
+        show_progress: false,
+        cancel: None,
+        labels: None,
+    };
+    fit(job).unwrap().publish(true).unwrap();
+    fx.path("registry/tiny/current")
+}
+
+fn training_section(fx: &Fixture, min_new_labels: usize, tolerance: f64) -> TrainingSection {
+    TrainingSection {
+        enabled: true,
+        trusted_label_field: "category".into(),
+        base_model: fx.base.clone(),
+        state_dir: fx.path("state"),
+        min_new_labels,
+        min_examples_per_class: 5,
+        threads: 1,
+        tolerance,
+        settings: settings(),
+        ..Default::default()
+    }
+}
+
+fn wait_for_outcome(learner: &Learner) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some((outcome, _)) = learner.history.lock().unwrap().last().cloned() {
+            return outcome;
+        }
+        assert!(Instant::now() < deadline, "no training outcome after 300 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn learner_promotes_a_better_model_and_grows_the_taxonomy() {
+    let fx = Fixture::new(600);
+    let current = model_without_books(&fx);
+    let slot = ModelSlot::new(Classifier::load(&current, &SessionSettings::default()).unwrap());
+    let old_labels = slot.current().0.labels().to_vec();
+    assert!(!old_labels.contains(&"Books".to_string()));
+    let metrics = Arc::new(Metrics::new());
+    let target = RegistryTarget::from_model_path(&current).unwrap();
+    let learner = Learner::new(
+        training_section(&fx, 400, 0.0),
+        target,
+        slot.clone(),
+        SessionSettings::default(),
+        metrics.clone(),
+    )
+    .unwrap();
+    for (i, p) in fx.products.iter().enumerate().take(500) {
+        learner.store.append(&format!("id{i}"), &p.title, &p.category, prodcat::learn::LabelSource::Record).unwrap();
+    }
+    assert!(learner.maybe_train().unwrap(), "400+ new labels with every class populated should trigger");
+    assert!(!learner.maybe_train().unwrap(), "never two runs at once");
+    assert_eq!(wait_for_outcome(&learner), Outcome::Promoted);
+    let (_, decision) = learner.history.lock().unwrap().last().cloned().unwrap();
+    let decision = decision.unwrap();
+    assert!(decision.candidate_macro_f1 > decision.serving_macro_f1, "{decision:?}");
+
+    // Published as v2, `current` moved, taxonomy grew with old ids kept.
+    assert_eq!(std::fs::read_link(fx.path("registry/tiny/current")).unwrap().to_string_lossy(), "v2");
+    let labels = prodcat::registry::read_labels(&fx.path("registry/tiny/v2/labels.json")).unwrap();
+    assert_eq!(&labels[..old_labels.len()], &old_labels[..]);
+    assert_eq!(labels.last().map(String::as_str), Some("Books"));
+    let rendered = metrics.render();
+    assert!(rendered.contains("prodcat_training_runs_total{outcome=\"promoted\"} 1"), "{rendered}");
+    assert!(rendered.contains("prodcat_training_eval_macro_f1"));
+
+    // The watcher swaps it in; labels from the new version come with its identity.
+    let mut watcher =
+        ModelWatcher::new(&fx.path("registry/tiny"), slot.clone(), SessionSettings::default(), metrics.clone());
+    assert_eq!(watcher.check().as_deref(), Some("v2"));
+    let (model, identity) = slot.current();
+    assert_eq!(identity.version, "v2");
+    let (scores, _) = model.score_texts(&["paperback novel illustrated edition"], 8).unwrap();
+    assert_eq!(model.labels()[scores.argmax(0).0], "Books");
+    assert!(metrics.render().contains("prodcat_model_swaps_total 1"));
+}
+
+#[test]
+fn gate_rejects_a_candidate_that_is_not_better_and_nothing_changes() {
+    let fx = Fixture::new(600);
+    let current = model_without_books(&fx);
+    let slot = ModelSlot::new(Classifier::load(&current, &SessionSettings::default()).unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let target = RegistryTarget::from_model_path(&current).unwrap();
+    // A negative tolerance demands a candidate better by a whole F1 point: impossible.
+    let learner =
+        Learner::new(training_section(&fx, 100, -1.0), target, slot, SessionSettings::default(), metrics.clone())
+            .unwrap();
+    for (i, p) in fx.products.iter().enumerate().take(300) {
+        learner.store.append(&format!("id{i}"), &p.title, &p.category, prodcat::learn::LabelSource::Record).unwrap();
+    }
+    assert!(learner.maybe_train().unwrap());
+    assert_eq!(wait_for_outcome(&learner), Outcome::Rejected);
+    assert_eq!(std::fs::read_link(fx.path("registry/tiny/current")).unwrap().to_string_lossy(), "v1");
+    assert!(!fx.path("registry/tiny/v2").exists());
+    assert!(metrics.render().contains("prodcat_training_runs_total{outcome=\"rejected\"} 1"));
+}
+
+#[test]
+fn watcher_refuses_a_version_that_failed_parity() {
+    let fx = Fixture::new(300);
+    let current = model_without_books(&fx);
+    let slot = ModelSlot::new(Classifier::load(&current, &SessionSettings::default()).unwrap());
+    // Copy v1 to v2 with a failed parity check in its card, and point `current` at it.
+    let (v1, v2) = (fx.path("registry/tiny/v1"), fx.path("registry/tiny/v2"));
+    std::fs::create_dir_all(&v2).unwrap();
+    for f in [files::MODEL, files::TOKENIZER, files::LABELS] {
+        std::fs::copy(v1.join(f), v2.join(f)).unwrap();
+    }
+    let mut card = ModelCard::read(&v1.join(files::CARD)).unwrap();
+    card.version = "v2".into();
+    card.parity.as_mut().unwrap().passed = false;
+    card.write(&v2.join(files::CARD)).unwrap();
+    prodcat::registry::ModelRegistry::new(fx.path("registry")).set_current("tiny", "v2").unwrap();
+    let mut watcher = ModelWatcher::new(
+        &fx.path("registry/tiny"),
+        slot.clone(),
+        SessionSettings::default(),
+        Arc::new(Metrics::new()),
+    );
+    assert_eq!(watcher.check(), None);
+    assert_eq!(slot.current().1.version, "v1", "the old model keeps serving");
+}
+
+#[test]
+fn a_running_pipeline_learns_a_new_category_and_swaps_mid_stream() {
+    use common::kafka::*;
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(900);
+    let current = model_without_books(&fx);
+    let t = Topics::new(&brokers, "learn", 2);
+    let extra = format!(
+        r#"
+[training]
+enabled = true
+trusted_label_field = "category"
+base_model = "{base}"
+state_dir = "{state}"
+min_new_labels = 500
+min_examples_per_class = 5
+threads = 1
+[training.settings]
+epochs = 3
+learning_rate = 0.01
+max_length = 32
+"#,
+        base = fx.base.display(),
+        state = fx.path("state").display()
+    );
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &current, &extra);
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    // Phase 1: records with trusted categories, Books among them (the model has never seen it).
+    let record = |i: usize| {
+        let p = &fx.products[i % fx.products.len()];
+        (
+            format!("p{i}"),
+            serde_json::json!({"id": format!("p{i}"), "title": p.title, "category": p.category})
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    produce(&brokers, &t.input, &(0..600).map(record).collect::<Vec<_>>());
+    // Training triggers, the gate promotes, the watcher swaps: wait for v2 to serve.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let metrics = http_get(port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        if metrics.contains("prodcat_model_info{name=\"tiny\",version=\"v2\"} 1") {
+            assert!(metrics.contains("prodcat_training_runs_total{outcome=\"promoted\"} 1"), "{metrics}");
+            assert!(metrics.contains("prodcat_model_swaps_total 1"));
+            assert!(metrics.lines().any(|l| l.starts_with("prodcat_label_store_records ") && !l.ends_with(" 0")));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no promotion and swap within 300 s:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Phase 2: later records are labeled by the new version, which knows Books.
+    let books: Vec<(String, Vec<u8>)> = (0..fx.products.len())
+        .filter(|&i| fx.products[i].category == "Books")
+        .take(100)
+        .map(|i| {
+            (
+                format!("late{i}"),
+                serde_json::json!({"id": format!("late{i}"), "title": fx.products[i].title}).to_string().into_bytes(),
+            )
+        })
+        .collect();
+    produce(&brokers, &t.input, &books);
+    let out = read_topic(&brokers, &t.output, 700, Duration::from_secs(120), false);
+    stop(child);
+    assert_eq!(ids(&out).len(), 700, "every input record appears in the output");
+    let late: Vec<_> = out.iter().map(|r| r.json()).filter(|v| v["id"].as_str().unwrap().starts_with("late")).collect();
+    assert_eq!(late.len(), 100);
+    assert!(late.iter().all(|v| v["model_version"] == "v2"), "records after the swap carry the new version");
+    let books_right = late.iter().filter(|v| v["label"] == "Books").count();
+    assert!(books_right >= 80, "the new model should label books as Books: {books_right}/100");
+    let versions: BTreeSet<String> =
+        out.iter().map(|r| r.json()["model_version"].as_str().unwrap().to_string()).collect();
+    assert!(versions.contains("v1"), "records before the swap were labeled by v1");
+}
