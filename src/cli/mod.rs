@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Every flag can also be set from a `PRODCAT_…` variable.
 
 mod eval;
+mod fast;
 mod kafka;
 mod relabel;
 mod split;
@@ -34,6 +35,10 @@ pub enum Command {
     Relabel(relabel::RelabelArgs),
     /// Run a pipeline file (pipelines/*.toml).
     Run(relabel::RunArgs),
+    /// Export a transformer with int8 weights (dynamic quantization), refused if it costs accuracy.
+    Quantize(fast::QuantizeArgs),
+    /// Combine a lexical and a transformer model into a confidence cascade (threshold tuned).
+    Cascade(fast::CascadeArgs),
     /// Write the train/validation/test assignment `train` would use (for baselines).
     Split(split::SplitArgs),
 }
@@ -52,6 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args, cli.ort_lib),
         Command::Eval(args) => eval::run(args, cli.ort_lib),
         Command::Split(args) => split::run(args),
+        Command::Quantize(args) => fast::quantize(args, cli.ort_lib),
+        Command::Cascade(args) => fast::cascade(args, cli.ort_lib),
         Command::Relabel(args) => relabel::run_relabel(args, cli.ort_lib),
         Command::Run(args) => relabel::run_pipeline(args, cli.ort_lib),
     }

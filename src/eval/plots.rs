@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansCondensed.ttf");
 static FONT_ONCE: Once = Once::new();
 
-fn register_font() {
+pub(crate) fn register_font() {
     FONT_ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
             if plotters::style::register_font("sans-serif", style, FONT).is_err() {

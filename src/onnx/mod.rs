@@ -3,4 +3,5 @@
 
 pub mod graph;
 pub mod proto;
+pub mod quantize;
 pub mod transformer;

@@ -117,8 +117,10 @@ impl ModelRegistry {
     pub fn publish(&self, staged: StagedVersion, version: &str, make_current: bool) -> Result<PathBuf> {
         let parent = self.model_dir(&staged.name);
         let target = parent.join(version);
+        // A cascade keeps its members' graphs in subfolders and has none of its own.
+        let cascade = ModelCard::read(&staged.dir.join(files::CARD)).is_ok_and(|c| c.model_type == ModelType::Cascade);
         for required in [files::MODEL, files::LABELS, files::CARD] {
-            if !staged.dir.join(required).is_file() {
+            if !staged.dir.join(required).is_file() && !(cascade && required == files::MODEL) {
                 return Err(Error::model(&staged.dir, format!("{required} was not written")));
             }
         }

@@ -101,6 +101,24 @@ impl Cascade {
         Ok(Self { dir: dir.to_path_buf(), card, threshold: info.threshold, lexical, transformer, to_cascade })
     }
 
+    /// Transformer-member outputs re-indexed to the cascade's classes.
+    pub fn to_cascade_classes(&self, scored: &ModelOutput) -> ModelOutput {
+        let c = self.lexical.labels.len();
+        let mut out = ModelOutput {
+            rows: scored.rows,
+            classes: c,
+            logits: vec![f32::NEG_INFINITY; scored.rows * c],
+            probabilities: vec![0.0; scored.rows * c],
+        };
+        for r in 0..scored.rows {
+            for (t, &k) in self.to_cascade.iter().enumerate() {
+                out.probabilities[r * c + k] = scored.probs(r)[t];
+                out.logits[r * c + k] = scored.logits_row(r)[t];
+            }
+        }
+        out
+    }
+
     /// Lexical scores for the batch; rows below `threshold` re-scored by the transformer.
     pub fn score(&self, batch: &PaddedBatch, texts: &[&str], threshold: f32) -> Result<(ModelOutput, Vec<Stage>)> {
         let mut out = self.lexical.run(batch)?;
@@ -117,19 +135,11 @@ impl Cascade {
         let mut sub = PaddedBatch::default();
         for chunk in order.chunks(64) {
             sub.fill(chunk.iter().map(|&i| &tokens[i]));
-            let scored = self.transformer.run(&sub)?;
+            let scored = self.to_cascade_classes(&self.transformer.run(&sub)?);
             for (row, &i) in chunk.iter().enumerate() {
                 let r = unsure[i];
-                let probs = &mut out.probabilities[r * c..(r + 1) * c];
-                probs.fill(0.0);
-                for (t, &k) in self.to_cascade.iter().enumerate() {
-                    probs[k] = scored.probs(row)[t];
-                }
-                let logits = &mut out.logits[r * c..(r + 1) * c];
-                logits.fill(f32::NEG_INFINITY);
-                for (t, &k) in self.to_cascade.iter().enumerate() {
-                    logits[k] = scored.logits_row(row)[t];
-                }
+                out.probabilities[r * c..(r + 1) * c].copy_from_slice(scored.probs(row));
+                out.logits[r * c..(r + 1) * c].copy_from_slice(scored.logits_row(row));
                 stages[r] = Stage::Transformer;
             }
         }
@@ -234,30 +244,40 @@ impl Classifier {
         batch_size: usize,
         mut score: impl FnMut(&PaddedBatch, &[&str]) -> Result<(ModelOutput, Vec<Stage>)>,
     ) -> Result<(ModelOutput, Vec<Stage>)> {
-        let prepared = self.prepare(texts)?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| prepared[i].len());
-        let classes = self.labels().len();
-        let mut out = ModelOutput {
-            rows: texts.len(),
-            classes,
-            logits: vec![0.0; texts.len() * classes],
-            probabilities: vec![0.0; texts.len() * classes],
-        };
-        let mut stages = vec![Stage::Transformer; texts.len()];
-        let mut batch = PaddedBatch::default();
-        for chunk in order.chunks(batch_size.max(1)) {
-            batch.fill(chunk.iter().map(|&i| &prepared[i]));
-            let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let (result, chunk_stages) = score(&batch, &chunk_texts)?;
-            for (row, &i) in chunk.iter().enumerate() {
-                out.logits[i * classes..(i + 1) * classes].copy_from_slice(result.logits_row(row));
-                out.probabilities[i * classes..(i + 1) * classes].copy_from_slice(result.probs(row));
-                stages[i] = chunk_stages[row];
-            }
-        }
-        Ok((out, stages))
+        score_sorted(&self.prepare(texts)?, self.labels().len(), texts, batch_size, &mut score)
     }
+}
+
+/// Scores `texts` (already prepared) in length-sorted batches of `batch_size` with `score`;
+/// rows come back in input order.
+pub(crate) fn score_sorted(
+    prepared: &[TokenizedText],
+    classes: usize,
+    texts: &[&str],
+    batch_size: usize,
+    score: &mut dyn FnMut(&PaddedBatch, &[&str]) -> Result<(ModelOutput, Vec<Stage>)>,
+) -> Result<(ModelOutput, Vec<Stage>)> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| prepared[i].len());
+    let mut out = ModelOutput {
+        rows: texts.len(),
+        classes,
+        logits: vec![0.0; texts.len() * classes],
+        probabilities: vec![0.0; texts.len() * classes],
+    };
+    let mut stages = vec![Stage::Transformer; texts.len()];
+    let mut batch = PaddedBatch::default();
+    for chunk in order.chunks(batch_size.max(1)) {
+        batch.fill(chunk.iter().map(|&i| &prepared[i]));
+        let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+        let (result, chunk_stages) = score(&batch, &chunk_texts)?;
+        for (row, &i) in chunk.iter().enumerate() {
+            out.logits[i * classes..(i + 1) * classes].copy_from_slice(result.logits_row(row));
+            out.probabilities[i * classes..(i + 1) * classes].copy_from_slice(result.probs(row));
+            stages[i] = chunk_stages[row];
+        }
+    }
+    Ok((out, stages))
 }
 
 /// The model the inference thread serves, replaceable between batches.

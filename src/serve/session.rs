@@ -207,6 +207,18 @@ impl LoadedModel {
         Ok(ModelOutput { rows: batch.batch, classes, logits: logits.to_vec(), probabilities: probabilities.to_vec() })
     }
 
+    /// Scores texts in length-sorted batches; rows come back in input order.
+    pub fn score_texts(&self, texts: &[&str], batch_size: usize) -> Result<ModelOutput> {
+        let stage =
+            if self.card.model_type == ModelType::Lexical { super::Stage::Lexical } else { super::Stage::Transformer };
+        let mut run = |batch: &PaddedBatch, _: &[&str]| {
+            let out = self.run(batch)?;
+            let stages = vec![stage; out.rows];
+            Ok((out, stages))
+        };
+        Ok(super::classifier::score_sorted(&self.prepare(texts)?, self.labels.len(), texts, batch_size, &mut run)?.0)
+    }
+
     /// Model inputs for `texts`.
     pub fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
         self.preprocessor.prepare(texts)

@@ -7,8 +7,10 @@
 //! [`Candidate`]; [`Candidate::publish`] makes it a registry version.
 
 pub mod batches;
+pub mod cascade;
 pub mod checkpoint;
 mod export;
+pub mod int8;
 pub mod optim;
 
 use std::collections::{BTreeMap, HashMap};
@@ -306,6 +308,31 @@ pub(crate) fn data_info(source: &DataSource, data: &LabeledData, split: &SplitAs
         test_rows: split.test.len(),
         class_counts: class_counts(&data.labels),
     }
+}
+
+/// Texts and labels of one split of the data a model was trained on: the file its card names
+/// (or `file`, when it moved) read again and split exactly as training did. The data must hash to
+/// the card's fingerprint, so the held-out rows are really held out.
+pub async fn held_out(card: &crate::registry::ModelCard, which: crate::data::Split, file: Option<&Path>) -> Result<(Vec<String>, Vec<String>)> {
+    let info = card.data.as_ref().ok_or_else(|| Error::Other(format!("model {}:{} records no training data", card.name, card.version)))?;
+    let seed = card.training.as_ref().map_or(TrainSettings::default().seed, |t| t.seed);
+    let path = file.map_or_else(|| PathBuf::from(&info.file), Path::to_path_buf);
+    let spec = crate::data::LabeledDataSpec {
+        path: path.clone(),
+        text_column: info.text_column.clone(),
+        label_column: info.label_column.clone(),
+        group_column: info.group_column.clone(),
+        max_rows: Some(info.rows),
+        sample_seed: seed,
+        skip_invalid: info.rows_rejected > 0,
+    };
+    let data = LabeledData::read(&spec).await?;
+    if data.fingerprint() != info.sha256 {
+        return Err(Error::data(&path, format!("this is not the data {}:{} was trained on (hash differs); pass the original file", card.name, card.version)));
+    }
+    let split = stratified_group_split(&data.labels, data.groups.as_deref(), TrainSettings::default().split, seed);
+    let rows = split.rows(which);
+    Ok((rows.iter().map(|&r| data.texts[r].clone()).collect(), rows.iter().map(|&r| data.labels[r].clone()).collect()))
 }
 
 /// Trains, exports and checks a model; see the module docs.

@@ -1,0 +1,176 @@
+//! `prodcat quantize` and `prodcat cascade`: the fast paths built from published models.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use prodcat::data::{LabeledData, LabeledDataSpec, Split};
+use prodcat::eval::cascade::{format_tuning, plot_tuning};
+use prodcat::eval::format_report;
+use prodcat::onnx::quantize::QuantizeSettings;
+use prodcat::registry::{ModelCard, files, resolve_model_dir};
+use prodcat::serve::SessionSettings;
+use prodcat::train::cascade::{CascadeJob, Rows, build_cascade};
+use prodcat::train::int8::{QuantizeJob, quantize_model};
+use prodcat::train::{Candidate, held_out};
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The fp32 transformer model (version folder or model folder with `current`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Registry to publish into (default: the source model's registry).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Model name (default: `<source name>-int8`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Largest tolerated macro-F1 drop against fp32 (0.003 = 0.3 points).
+    #[arg(long, default_value_t = 0.003)]
+    tolerance: f64,
+    /// Labeled rows to compare on (default: the test split of the model's training data).
+    #[arg(long, requires_all = ["text_column", "label_column"])]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    text_column: Option<String>,
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Full 8-bit weights (only safe on CPUs with VNNI; the default 7-bit range is safe on AVX2).
+    #[arg(long)]
+    full_range: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CascadeArgs {
+    /// The lexical member (labels every record).
+    #[arg(long)]
+    lexical: PathBuf,
+    /// The transformer member (labels records the lexical model is unsure of).
+    #[arg(long)]
+    transformer: PathBuf,
+    /// Registry to publish into.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "cascade")]
+    name: String,
+    /// Fixed confidence threshold (default: tuned on the validation split).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Tuning picks the lowest threshold whose macro-F1 is within this of the curve's best.
+    #[arg(long, default_value_t = 0.001)]
+    max_f1_loss: f64,
+    /// Folder for the tuning curve (tuning.json, threshold_curve.png).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The training data file, when it moved since the lexical member was trained.
+    #[arg(long)]
+    train_data: Option<PathBuf>,
+}
+
+fn rows_of(card: &ModelCard, split: Split, file: Option<&Path>) -> anyhow::Result<Rows> {
+    let (texts, labels) = super::tokio_runtime()?.block_on(held_out(card, split, file))?;
+    let origin = format!("{:?} split of {}", split, card.data.as_ref().map(|d| d.file.as_str()).unwrap_or("?")).to_lowercase();
+    Ok(Rows { texts, labels, origin })
+}
+
+fn print_published(candidate: Candidate) -> anyhow::Result<PathBuf> {
+    if let Some(test) = &candidate.test {
+        println!("{} rows, through ONNX Runtime:\n{}", test.report.rows, format_report(&test.report));
+    }
+    let dir = candidate.publish(true)?;
+    println!("model:        {}", dir.display());
+    Ok(dir)
+}
+
+pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
+    let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
+    let source = resolve_model_dir(&args.model)?;
+    let card = ModelCard::read(&source.join(files::CARD))?;
+    let rows = match &args.data {
+        Some(data) => {
+            let spec = LabeledDataSpec {
+                path: data.clone(),
+                text_column: args.text_column.clone().unwrap_or_default(),
+                label_column: args.label_column.clone().unwrap_or_default(),
+                group_column: None,
+                max_rows: None,
+                sample_seed: 0,
+                skip_invalid: false,
+            };
+            let d = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
+            Rows { texts: d.texts, labels: d.labels, origin: data.display().to_string() }
+        }
+        None => rows_of(&card, Split::Test, None).context("reading the held-out rows (or pass --data)")?,
+    };
+    let registry = match args.out {
+        Some(out) => out,
+        None => source.parent().and_then(Path::parent).context("cannot tell the source model's registry; pass --out")?.to_path_buf(),
+    };
+    let job = QuantizeJob {
+        model: source,
+        texts: rows.texts,
+        labels: rows.labels,
+        origin: rows.origin,
+        registry,
+        name: args.name.unwrap_or_else(|| format!("{}-int8", card.name)),
+        tolerance: args.tolerance,
+        settings: QuantizeSettings { reduce_range: !args.full_range, ..Default::default() },
+        session,
+    };
+    let candidate = quantize_model(job)?;
+    let q = candidate.card.quantization.clone().context("no quantization result")?;
+    let bytes = candidate.card.onnx.file_bytes;
+    let accuracy = candidate.card.test_metrics.as_ref().map_or(0.0, |m| m.accuracy);
+    print_published(candidate)?;
+    println!("size:         {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+    println!(
+        "int8 vs fp32: macro-F1 {:.4} vs {:.4} (drop {:+.4}, tolerance {:.4}), agreement {:.4}, max |logit diff| {:.3}",
+        q.int8_macro_f1, q.fp32_macro_f1, q.macro_f1_drop, q.tolerance, q.agreement, q.max_abs_logit_diff
+    );
+    println!("macro_f1={:.4} accuracy={accuracy:.4}", q.int8_macro_f1);
+    Ok(())
+}
+
+pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
+    let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
+    let lexical_card = ModelCard::read(&resolve_model_dir(&args.lexical)?.join(files::CARD))?;
+    let file = args.train_data.as_deref();
+    let validation = if args.threshold.is_none() { Some(rows_of(&lexical_card, Split::Validation, file)?) } else { None };
+    let test = rows_of(&lexical_card, Split::Test, file).ok();
+    let job = CascadeJob {
+        lexical: args.lexical,
+        transformer: args.transformer,
+        registry: args.out,
+        name: args.name.clone(),
+        threshold: args.threshold,
+        validation,
+        test,
+        max_f1_loss: args.max_f1_loss,
+        session,
+    };
+    let (candidate, tuning) = build_cascade(job)?;
+    let metrics = candidate.card.test_metrics.clone();
+    let threshold = candidate.card.cascade.as_ref().map_or(0.0, |c| c.threshold);
+    let share = candidate.test.as_ref().map(|t| {
+        t.stages.iter().filter(|s| **s == prodcat::serve::Stage::Transformer).count() as f64 / t.stages.len().max(1) as f64
+    });
+    if let Some(t) = &tuning {
+        println!("{}", format_tuning(t));
+        let dir = args.report.unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-cascade", args.name)));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = dir.join("tuning.json");
+        std::fs::write(&json, serde_json::to_string_pretty(t)? + "\n").with_context(|| format!("writing {}", json.display()))?;
+        plot_tuning(t, &dir.join("threshold_curve.png"))?;
+        println!("curve:        {}, {}", json.display(), dir.join("threshold_curve.png").display());
+    }
+    print_published(candidate)?;
+    println!("threshold:    {threshold:.3}");
+    if let Some(share) = share {
+        println!("transformer:  {:.1}% of test rows", 100.0 * share);
+    }
+    if let Some(m) = metrics {
+        println!("macro_f1={:.4} accuracy={:.4}", m.macro_f1, m.accuracy);
+    }
+    Ok(())
+}

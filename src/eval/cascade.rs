@@ -1,0 +1,180 @@
+//! Choosing a cascade's confidence threshold: the accuracy/throughput curve on labeled data.
+//!
+//! Both members score every row once (their speeds measured on the way); each threshold `t` then
+//! sends the rows whose lexical confidence is below `t` to the transformer. The chosen threshold
+//! is the lowest one whose macro-F1 is within `max_f1_loss` of the best on the curve: the
+//! cheapest cascade that is as good as the best.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::metrics::ClassificationReport;
+use crate::error::{Error, Result};
+use crate::serve::Cascade;
+
+/// One point of the curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdPoint {
+    pub threshold: f32,
+    pub macro_f1: f64,
+    pub accuracy: f64,
+    /// Share of rows the transformer labels.
+    pub transformer_share: f64,
+    /// Expected titles/s: 1 / (1/lexical + share/transformer), from the measured member speeds.
+    pub expected_titles_per_second: f64,
+}
+
+/// The curve and the choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdTuning {
+    pub rows: usize,
+    pub lexical_titles_per_second: f64,
+    pub transformer_titles_per_second: f64,
+    pub max_f1_loss: f64,
+    pub chosen: ThresholdPoint,
+    pub curve: Vec<ThresholdPoint>,
+}
+
+/// Thresholds tried: 0 (lexical only) … 1.01 (transformer only).
+fn grid() -> Vec<f32> {
+    let mut g = vec![0.0];
+    g.extend((1..20).map(|i| i as f32 * 0.05));
+    g.extend([0.97, 0.98, 0.99, 0.995, 0.999, 1.01]);
+    g
+}
+
+/// Scores `texts` with both members and tunes the threshold against `y_true`.
+pub fn tune_threshold(cascade: &Cascade, texts: &[&str], y_true: &[usize], max_f1_loss: f64) -> Result<ThresholdTuning> {
+    if texts.is_empty() {
+        return Err(Error::Other("no rows to tune the cascade threshold on".into()));
+    }
+    let started = Instant::now();
+    let lexical = cascade.lexical.score_texts(texts, 256)?;
+    let lexical_rate = texts.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let started = Instant::now();
+    let transformer = cascade.to_cascade_classes(&cascade.transformer.score_texts(texts, 64)?);
+    let transformer_rate = texts.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let labels = &cascade.lexical.labels;
+    let curve: Vec<ThresholdPoint> = grid()
+        .into_iter()
+        .map(|t| {
+            let mut to_transformer = 0usize;
+            let y_pred: Vec<usize> = (0..texts.len())
+                .map(|r| {
+                    let (label, confidence) = lexical.argmax(r);
+                    if confidence < t {
+                        to_transformer += 1;
+                        transformer.argmax(r).0
+                    } else {
+                        label
+                    }
+                })
+                .collect();
+            let report = ClassificationReport::compute(labels, y_true, &y_pred, None);
+            let share = to_transformer as f64 / texts.len() as f64;
+            ThresholdPoint {
+                threshold: t,
+                macro_f1: report.macro_f1,
+                accuracy: report.accuracy,
+                transformer_share: share,
+                expected_titles_per_second: 1.0 / (1.0 / lexical_rate + share / transformer_rate),
+            }
+        })
+        .collect();
+    let best = curve.iter().map(|p| p.macro_f1).fold(f64::MIN, f64::max);
+    let chosen = curve
+        .iter()
+        .find(|p| p.macro_f1 >= best - max_f1_loss)
+        .cloned()
+        .ok_or_else(|| Error::Other("empty threshold curve".into()))?;
+    Ok(ThresholdTuning {
+        rows: texts.len(),
+        lexical_titles_per_second: lexical_rate,
+        transformer_titles_per_second: transformer_rate,
+        max_f1_loss,
+        chosen,
+        curve,
+    })
+}
+
+/// The curve as a terminal table, the chosen row marked.
+pub fn format_tuning(t: &ThresholdTuning) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "threshold curve on {} rows (lexical {:.0} titles/s, transformer {:.0} titles/s)",
+        t.rows, t.lexical_titles_per_second, t.transformer_titles_per_second
+    );
+    let _ = writeln!(s, "{:>9}  {:>8}  {:>8}  {:>12}  {:>16}", "threshold", "macro_f1", "accuracy", "transformer", "expected titles/s");
+    for p in &t.curve {
+        let mark = if p.threshold == t.chosen.threshold { "  ← chosen" } else { "" };
+        let _ = writeln!(
+            s,
+            "{:>9.3}  {:>8.4}  {:>8.4}  {:>11.1}%  {:>16.0}{mark}",
+            p.threshold,
+            p.macro_f1,
+            p.accuracy,
+            100.0 * p.transformer_share,
+            p.expected_titles_per_second
+        );
+    }
+    s
+}
+
+/// Draws macro-F1 and expected throughput against the threshold.
+pub fn plot_tuning(t: &ThresholdTuning, path: &Path) -> Result<()> {
+    super::plots::register_font();
+    let err = |e: String| Error::Other(format!("drawing {}: {e}", path.display()));
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let lo = t.curve.iter().map(|p| p.macro_f1).fold(1.0, f64::min).min(t.chosen.macro_f1 - 0.01).max(0.0);
+    let top_rate = t.curve.iter().map(|p| p.expected_titles_per_second).fold(0.0, f64::max) * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Cascade threshold: accuracy vs throughput", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(0f64..1.01f64, lo..1.0f64)
+        .map_err(|e| err(e.to_string()))?
+        .set_secondary_coord(0f64..1.01f64, 0f64..top_rate.max(1.0));
+    chart
+        .configure_mesh()
+        .x_desc("threshold (lexical confidence below it → transformer)")
+        .y_desc("macro-F1")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    chart.configure_secondary_axes().y_desc("expected titles/s").draw().map_err(|e| err(e.to_string()))?;
+    let f1: Vec<(f64, f64)> = t.curve.iter().map(|p| (f64::from(p.threshold).min(1.01), p.macro_f1)).collect();
+    let rate: Vec<(f64, f64)> =
+        t.curve.iter().map(|p| (f64::from(p.threshold).min(1.01), p.expected_titles_per_second)).collect();
+    chart
+        .draw_series(LineSeries::new(f1, BLUE.stroke_width(2)))
+        .map_err(|e| err(e.to_string()))?
+        .label("macro-F1")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    chart
+        .draw_secondary_series(LineSeries::new(rate, RED.stroke_width(2)))
+        .map_err(|e| err(e.to_string()))?
+        .label("expected titles/s")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    let x = f64::from(t.chosen.threshold);
+    chart
+        .draw_series(LineSeries::new([(x, lo), (x, 1.0)], BLACK.mix(0.5)))
+        .map_err(|e| err(e.to_string()))?
+        .label(format!("chosen {:.3}", t.chosen.threshold))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
