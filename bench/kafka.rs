@@ -7,12 +7,16 @@
 //!
 //! Uses PriceRunner titles when ../shared/data is present, else the built-in demo catalogue.
 
+#[path = "common.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::percentile;
 use prodcat::config::PipelineConfig;
 use prodcat::metrics::Metrics;
 use prodcat::pipeline::batcher::{BatchLimits, plan_batches};
@@ -63,10 +67,6 @@ fn unique(name: &str) -> String {
         "bench-{name}-{}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
     )
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() - 1) as f64 * p).round() as usize] }
 }
 
 /// Reads `topic` from the start until `n` records, returning (arrival instant, payload) pairs.

@@ -7,17 +7,16 @@
 //! Prints a table (titles/s, ratio to the ceiling, p50/p99 batch latency, peak RSS). Skips with a
 //! message when ../shared/data/pricerunner is absent.
 
+#[path = "common.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use common::{peak_rss_mib, percentile};
+
 use clap::Parser;
-use prodcat::config::PipelineConfig;
-use prodcat::metrics::Metrics;
 use prodcat::pipeline::batcher::{BatchLimits, plan_batches};
-use prodcat::pipeline::relabel::relabel;
 use prodcat::serve::{LoadedModel, SessionSettings};
 use prodcat::tokenize::PaddedBatch;
 
@@ -43,23 +42,6 @@ struct Args {
     /// Execution provider for every Rust measurement: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 struct Row {
@@ -95,60 +77,19 @@ fn ceiling(
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let csv = root.join("../shared/data/pricerunner/pricerunner.csv");
-    if !csv.exists() {
-        println!("skipped: {} not found (PriceRunner lives in ../shared/data on prepared machines)", csv.display());
-        return Ok(());
-    }
+    let Some(csv) = common::pricerunner_csv(root) else { return Ok(()) };
     let runtime = tokio::runtime::Runtime::new()?;
-    let columns = runtime.block_on(prodcat::data::read_string_columns(&csv, &["Product ID", "Product Title"]))?;
-    let (ids, titles): (Vec<String>, Vec<String>) =
-        columns[0].iter().zip(&columns[1]).filter_map(|(i, t)| Some((i.clone()?, t.clone()?))).unzip();
+    let (ids, titles) = common::pricerunner_titles(&runtime, &csv)?;
     println!("PriceRunner: {} titles; input ×{} = {} rows", titles.len(), args.copies, titles.len() * args.copies);
-
-    // Parquet input: the titles repeated, in file order.
     let work = root.join(".prodcat/bench/relabel");
-    let input = work.join(format!("pricerunner-x{}.parquet", args.copies));
-    if !input.exists() {
-        std::fs::create_dir_all(&work)?;
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("title", DataType::Utf8, false),
-        ]));
-        let props =
-            parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(32_768)).build();
-        let mut writer =
-            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input)?, schema.clone(), Some(props))?;
-        for copy in 0..args.copies {
-            let id = StringArray::from(ids.iter().map(|i| format!("{copy}-{i}")).collect::<Vec<_>>());
-            let title = StringArray::from(titles.clone());
-            writer.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(id), Arc::new(title)])?)?;
-        }
-        writer.close()?;
-    }
+    let input = common::titles_parquet(&work, &ids, &titles, args.copies)?;
 
     let settings = SessionSettings { target: args.device.parse().map_err(anyhow::Error::msg)?, ..Default::default() };
     let mut rows: Vec<Row> = Vec::new();
 
     // 1. End to end through the relabel job.
-    let out = work.join("out");
-    let _ = std::fs::remove_dir_all(&out);
-    let mut config = PipelineConfig::merge(
-        None,
-        &[
-            format!("model.path={}", args.model.display()),
-            format!("relabel.output={}", out.display()),
-            format!("model.device={}", args.device),
-            "relabel.progress=false".into(),
-            format!("engine.limits.max_records={}", args.batch),
-        ],
-    )?;
-    config.relabel.inputs = vec![input.display().to_string()];
-    config.validate("bench")?;
-    let metrics = Arc::new(Metrics::new());
-    let started = Instant::now();
-    let summary = runtime.block_on(relabel(config.relabel_job(None)?, metrics.clone()))?;
-    let e2e_secs = started.elapsed().as_secs_f64();
+    let (summary, e2e_secs, metrics) =
+        common::relabel_once(&runtime, &args.model, &input, &work.join("out"), &args.device, args.batch)?;
     let e2e_rate = summary.labeled as f64 / e2e_secs;
     let infer = metrics.stage_seconds.with_label_values(&["infer"]);
     let mean_batch_ms = infer.get_sample_sum() / infer.get_sample_count().max(1) as f64 * 1e3;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use prodcat::data::{LabeledData, LabeledDataSpec};
+use prodcat::eval::cascade::{format_tuning, plot_tuning, tune_threshold};
 use prodcat::eval::{evaluate, format_report, label_ids, write_report};
+use prodcat::registry::files;
 use prodcat::serve::{Classifier, ExecutionTarget, SessionSettings};
 
 #[derive(Debug, Args)]
@@ -31,6 +33,13 @@ pub struct EvalArgs {
     /// Drop rows with an empty text or label instead of failing.
     #[arg(long)]
     skip_invalid: bool,
+    /// Cascades: choose the confidence threshold on this data (curve table and PNG in the report
+    /// folder) and store it in the model's card.json.
+    #[arg(long)]
+    tune_threshold: bool,
+    /// With --tune-threshold: the lowest threshold within this macro-F1 of the best is chosen.
+    #[arg(long, default_value_t = 0.001)]
+    max_f1_loss: f64,
     /// Execution provider: cpu or cuda.
     #[arg(long, default_value = "cpu", env = "PRODCAT_DEVICE")]
     device: ExecutionTarget,
@@ -38,7 +47,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = SessionSettings { target: args.device, intra_threads: 0, ort_library: ort_lib };
-    let model = Classifier::load(&args.model, &settings)?;
+    let mut model = Classifier::load(&args.model, &settings)?;
     let spec = LabeledDataSpec {
         path: args.data.clone(),
         text_column: args.text_column.clone(),
@@ -52,12 +61,36 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let origin = format!("{} column `{}`", args.data.display(), args.label_column);
     let y_true = label_ids(model.labels(), &data.labels, &origin)?;
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
-    let started = std::time::Instant::now();
-    let evaluation = evaluate(&model, &texts, y_true, args.batch_size)?;
-    let seconds = started.elapsed().as_secs_f64();
     let report_dir = args
         .report
         .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", model.card().name, model.card().version)));
+    if args.tune_threshold {
+        let Classifier::Cascade(cascade) = &mut model else {
+            anyhow::bail!(
+                "--tune-threshold needs a cascade model; {} is a {:?} model",
+                model.id(),
+                model.card().model_type
+            );
+        };
+        let tuning = tune_threshold(cascade, &texts, &y_true, args.max_f1_loss)?;
+        println!("{}", format_tuning(&tuning));
+        std::fs::create_dir_all(&report_dir)?;
+        plot_tuning(&tuning, &report_dir.join("threshold_curve.png"))?;
+        cascade.threshold = tuning.chosen.threshold;
+        if let Some(info) = cascade.card.cascade.as_mut() {
+            info.threshold = tuning.chosen.threshold;
+            info.tuning = serde_json::to_value(&tuning).ok();
+        }
+        // Written beside and renamed over, so a reader never sees half a card.
+        let card_path = cascade.dir.join(files::CARD);
+        let staged = cascade.dir.join(".card.json.tmp");
+        cascade.card.write(&staged)?;
+        std::fs::rename(&staged, &card_path)?;
+        println!("threshold {:.3} stored in {}\n", tuning.chosen.threshold, card_path.display());
+    }
+    let started = std::time::Instant::now();
+    let evaluation = evaluate(&model, &texts, y_true, args.batch_size)?;
+    let seconds = started.elapsed().as_secs_f64();
     let extra = serde_json::json!({
         "model": model.id(),
         "model_dir": model.dir().display().to_string(),

@@ -70,7 +70,8 @@ pub struct CascadeArgs {
 
 fn rows_of(card: &ModelCard, split: Split, file: Option<&Path>) -> anyhow::Result<Rows> {
     let (texts, labels) = super::tokio_runtime()?.block_on(held_out(card, split, file))?;
-    let origin = format!("{:?} split of {}", split, card.data.as_ref().map(|d| d.file.as_str()).unwrap_or("?")).to_lowercase();
+    let origin =
+        format!("{:?} split of {}", split, card.data.as_ref().map(|d| d.file.as_str()).unwrap_or("?")).to_lowercase();
     Ok(Rows { texts, labels, origin })
 }
 
@@ -105,7 +106,11 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
     };
     let registry = match args.out {
         Some(out) => out,
-        None => source.parent().and_then(Path::parent).context("cannot tell the source model's registry; pass --out")?.to_path_buf(),
+        None => source
+            .parent()
+            .and_then(Path::parent)
+            .context("cannot tell the source model's registry; pass --out")?
+            .to_path_buf(),
     };
     let job = QuantizeJob {
         model: source,
@@ -136,7 +141,8 @@ pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()
     let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
     let lexical_card = ModelCard::read(&resolve_model_dir(&args.lexical)?.join(files::CARD))?;
     let file = args.train_data.as_deref();
-    let validation = if args.threshold.is_none() { Some(rows_of(&lexical_card, Split::Validation, file)?) } else { None };
+    let validation =
+        if args.threshold.is_none() { Some(rows_of(&lexical_card, Split::Validation, file)?) } else { None };
     let test = rows_of(&lexical_card, Split::Test, file).ok();
     let job = CascadeJob {
         lexical: args.lexical,
@@ -153,14 +159,16 @@ pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()
     let metrics = candidate.card.test_metrics.clone();
     let threshold = candidate.card.cascade.as_ref().map_or(0.0, |c| c.threshold);
     let share = candidate.test.as_ref().map(|t| {
-        t.stages.iter().filter(|s| **s == prodcat::serve::Stage::Transformer).count() as f64 / t.stages.len().max(1) as f64
+        t.stages.iter().filter(|s| **s == prodcat::serve::Stage::Transformer).count() as f64
+            / t.stages.len().max(1) as f64
     });
     if let Some(t) = &tuning {
         println!("{}", format_tuning(t));
         let dir = args.report.unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-cascade", args.name)));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let json = dir.join("tuning.json");
-        std::fs::write(&json, serde_json::to_string_pretty(t)? + "\n").with_context(|| format!("writing {}", json.display()))?;
+        std::fs::write(&json, serde_json::to_string_pretty(t)? + "\n")
+            .with_context(|| format!("writing {}", json.display()))?;
         plot_tuning(t, &dir.join("threshold_curve.png"))?;
         println!("curve:        {}, {}", json.display(), dir.join("threshold_curve.png").display());
     }

@@ -48,7 +48,12 @@ fn grid() -> Vec<f32> {
 }
 
 /// Scores `texts` with both members and tunes the threshold against `y_true`.
-pub fn tune_threshold(cascade: &Cascade, texts: &[&str], y_true: &[usize], max_f1_loss: f64) -> Result<ThresholdTuning> {
+pub fn tune_threshold(
+    cascade: &Cascade,
+    texts: &[&str],
+    y_true: &[usize],
+    max_f1_loss: f64,
+) -> Result<ThresholdTuning> {
     if texts.is_empty() {
         return Err(Error::Other("no rows to tune the cascade threshold on".into()));
     }
@@ -109,7 +114,11 @@ pub fn format_tuning(t: &ThresholdTuning) -> String {
         "threshold curve on {} rows (lexical {:.0} titles/s, transformer {:.0} titles/s)",
         t.rows, t.lexical_titles_per_second, t.transformer_titles_per_second
     );
-    let _ = writeln!(s, "{:>9}  {:>8}  {:>8}  {:>12}  {:>16}", "threshold", "macro_f1", "accuracy", "transformer", "expected titles/s");
+    let _ = writeln!(
+        s,
+        "{:>9}  {:>8}  {:>8}  {:>12}  {:>16}",
+        "threshold", "macro_f1", "accuracy", "transformer", "expected titles/s"
+    );
     for p in &t.curve {
         let mark = if p.threshold == t.chosen.threshold { "  ← chosen" } else { "" };
         let _ = writeln!(

@@ -1,7 +1,7 @@
 //! Evaluating a served model on labeled data: metrics, a terminal table, `metrics.json` and plots.
 
-pub mod metrics;
 pub mod cascade;
+pub mod metrics;
 pub mod plots;
 
 use std::collections::HashMap;

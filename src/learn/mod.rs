@@ -24,8 +24,11 @@ pub use store::{LabelSource, LabelStore, StoreLimits};
 
 use crate::error::{Error, Result};
 use crate::eval::ClassificationReport;
+use crate::lexical::{LexicalJob, LexicalSettings, fit_lexical};
 use crate::metrics::Metrics;
+use crate::registry::ModelType;
 use crate::serve::{ModelSlot, SessionSettings};
+use crate::train::cascade::{CascadeJob, Rows, build_cascade};
 use crate::train::{Candidate, DataSource, TrainJob, TrainSettings, fit};
 
 /// `[training]` of a pipeline file.
@@ -57,6 +60,8 @@ pub struct TrainingSection {
     pub max_age_days: u64,
     /// Fine-tuning hyper-parameters.
     pub settings: TrainSettings,
+    /// Settings of lexical candidates (used when the serving model is lexical).
+    pub lexical: LexicalSettings,
 }
 
 impl Default for TrainingSection {
@@ -76,6 +81,7 @@ impl Default for TrainingSection {
             max_records: 1_000_000,
             max_age_days: 365,
             settings: TrainSettings::default(),
+            lexical: LexicalSettings::default(),
         }
     }
 }
@@ -236,6 +242,16 @@ impl Learner {
 
     /// Starts a run if the trigger policy says so; never two at once. Returns whether one started.
     pub fn maybe_train(self: &Arc<Self>) -> Result<bool> {
+        self.start(false)
+    }
+
+    /// Starts a run now if any new labels arrived (end of a stream, an operator's request); the
+    /// class minimum still applies and never two runs at once.
+    pub fn train_now(self: &Arc<Self>) -> Result<bool> {
+        self.start(true)
+    }
+
+    fn start(self: &Arc<Self>, force: bool) -> Result<bool> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((handle, _)) = running.as_ref() {
             if !handle.is_finished() {
@@ -254,7 +270,7 @@ impl Learner {
                 .lock()
                 .map(|t| t.elapsed() >= Duration::from_secs(self.settings.interval_secs))
                 .unwrap_or(false);
-        if !(by_count || by_time) {
+        if !(by_count || by_time || (force && new > 0)) {
             return Ok(false);
         }
         self.store.flush()?;
@@ -326,14 +342,88 @@ impl Learner {
                 labels.push(l);
             }
         }
-        let job = TrainJob {
+        let source = DataSource {
+            file: self.store.dir().display().to_string(),
+            text_column: "text".into(),
+            label_column: "label".into(),
+            group_column: Some("id".into()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.settings.threads.max(1))
+            .thread_name(|i| format!("prodcat-train-{i}"))
+            .build()
+            .map_err(|e| Error::Other(format!("training thread pool: {e}")))?;
+        // Candidates are of the serving model's family; a cascade retrains both members and
+        // re-tunes its threshold on the label store's validation split.
+        let candidate = match serving.card().model_type {
+            ModelType::Lexical => pool.install(|| fit_lexical(self.lexical_job(data, source, labels)))?,
+            ModelType::Transformer => pool.install(|| fit(self.transformer_job(data, source, labels, cancel)))?,
+            ModelType::Cascade => {
+                let lexical = pool.install(|| fit_lexical(self.lexical_job(data, source.clone(), labels.clone())))?;
+                let transformer =
+                    pool.install(|| fit(self.transformer_job(data, source.clone(), labels.clone(), cancel)))?;
+                let t = &self.settings.settings;
+                let (_, _, split) = crate::train::prepare_data(data, Some(&labels), &source, t.split, t.seed)?;
+                let rows = |set: &[usize], origin: &str| Rows {
+                    texts: set.iter().map(|&r| data.texts[r].clone()).collect(),
+                    labels: set.iter().map(|&r| data.labels[r].clone()).collect(),
+                    origin: origin.into(),
+                };
+                let job = CascadeJob {
+                    lexical: lexical.staged.dir.clone(),
+                    transformer: transformer.staged.dir.clone(),
+                    registry: self.target.registry.clone(),
+                    name: self.target.name.clone(),
+                    threshold: None,
+                    validation: Some(rows(&split.validation, "label store validation split")),
+                    test: Some(rows(&split.test, "label store test split")),
+                    max_f1_loss: 0.001,
+                    session: self.session.clone(),
+                };
+                build_cascade(job)?.0
+            }
+        };
+        let decision = gate(&candidate, &serving, self.settings.tolerance, self.settings.class_f1_floor)?;
+        if decision.promote {
+            let dir = candidate.publish(true)?;
+            tracing::info!(version = %dir.display(), "candidate promoted");
+            Ok((Outcome::Promoted, Some(decision)))
+        } else {
+            Ok((Outcome::Rejected, Some(decision)))
+        }
+    }
+
+    fn lexical_job<'a>(
+        &self,
+        data: &'a crate::data::LabeledData,
+        source: DataSource,
+        labels: Vec<String>,
+    ) -> LexicalJob<'a> {
+        // The transformer's split seed, so cascade members share one split.
+        let settings = LexicalSettings { seed: self.settings.settings.seed, ..self.settings.lexical.clone() };
+        LexicalJob {
             data,
-            source: DataSource {
-                file: self.store.dir().display().to_string(),
-                text_column: "text".into(),
-                label_column: "label".into(),
-                group_column: Some("id".into()),
-            },
+            source,
+            registry: self.target.registry.clone(),
+            name: self.target.name.clone(),
+            settings,
+            split: self.settings.settings.split,
+            session: self.session.clone(),
+            labels: Some(labels),
+            parity_tolerance: self.settings.settings.parity_tolerance,
+        }
+    }
+
+    fn transformer_job<'a>(
+        &self,
+        data: &'a crate::data::LabeledData,
+        source: DataSource,
+        labels: Vec<String>,
+        cancel: Arc<AtomicBool>,
+    ) -> TrainJob<'a> {
+        TrainJob {
+            data,
+            source,
             base_dir: self.settings.base_model.clone(),
             registry: self.target.registry.clone(),
             name: self.target.name.clone(),
@@ -343,20 +433,6 @@ impl Learner {
             show_progress: false,
             cancel: Some(cancel),
             labels: Some(labels),
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.settings.threads.max(1))
-            .thread_name(|i| format!("prodcat-train-{i}"))
-            .build()
-            .map_err(|e| Error::Other(format!("training thread pool: {e}")))?;
-        let candidate = pool.install(|| fit(job))?;
-        let decision = gate(&candidate, &serving, self.settings.tolerance, self.settings.class_f1_floor)?;
-        if decision.promote {
-            let dir = candidate.publish(true)?;
-            tracing::info!(version = %dir.display(), "candidate promoted");
-            Ok((Outcome::Promoted, Some(decision)))
-        } else {
-            Ok((Outcome::Rejected, Some(decision)))
         }
     }
 

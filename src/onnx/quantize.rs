@@ -49,11 +49,7 @@ pub fn quantize_columns(w: &[f32], rows: usize, cols: usize, q_max: f32) -> (Vec
     for s in &mut scales {
         *s = if *s > 0.0 { *s / q_max } else { 1.0 };
     }
-    let q = w
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| (x / scales[i % cols]).round().clamp(-q_max, q_max) as i8)
-        .collect();
+    let q = w.iter().enumerate().map(|(i, &x)| (x / scales[i % cols]).round().clamp(-q_max, q_max) as i8).collect();
     (q, scales)
 }
 
@@ -68,7 +64,8 @@ fn tensor(name: &str, elem: i32, dims: &[usize], raw: Vec<u8>) -> TensorProto {
 
 /// Rewrites a serialized fp32 model into its dynamically quantized int8 form.
 pub fn quantize_dynamic(model: &[u8], settings: QuantizeSettings) -> Result<(Vec<u8>, QuantizeSummary)> {
-    let mut proto = ModelProto::decode(model).map_err(|e| Error::Other(format!("model.onnx is not a valid ONNX model: {e}")))?;
+    let mut proto =
+        ModelProto::decode(model).map_err(|e| Error::Other(format!("model.onnx is not a valid ONNX model: {e}")))?;
     let graph = proto.graph.as_mut().ok_or_else(|| Error::Other("model.onnx has no graph".into()))?;
     let index: HashMap<String, usize> =
         graph.initializer.iter().enumerate().filter_map(|(i, t)| Some((t.name.clone()?, i))).collect();
@@ -87,18 +84,30 @@ pub fn quantize_dynamic(model: &[u8], settings: QuantizeSettings) -> Result<(Vec
         let t = &graph.initializer[i];
         let (Some(raw), [rows, cols]) = (t.raw_data.as_ref(), t.dims.as_slice()) else { continue };
         let (rows, cols) = (*rows as usize, *cols as usize);
-        if t.data_type != Some(data_type::FLOAT) || rows < settings.min_dim || cols < settings.min_dim || uses.get(weight_name.as_str()) != Some(&1) {
+        if t.data_type != Some(data_type::FLOAT)
+            || rows < settings.min_dim
+            || cols < settings.min_dim
+            || uses.get(weight_name.as_str()) != Some(&1)
+        {
             continue;
         }
         let w: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         if w.len() != rows * cols {
-            return Err(Error::Other(format!("initializer `{weight_name}` has {} values for shape [{rows}, {cols}]", w.len())));
+            return Err(Error::Other(format!(
+                "initializer `{weight_name}` has {} values for shape [{rows}, {cols}]",
+                w.len()
+            )));
         }
         let (q, scales) = quantize_columns(&w, rows, cols, q_max);
         let base = format!("{weight_name}.int8");
         let tensors = [
             tensor(&format!("{base}.quantized"), data_type::INT8, &[rows, cols], q.iter().map(|&v| v as u8).collect()),
-            tensor(&format!("{base}.scale"), data_type::FLOAT, &[cols], scales.iter().flat_map(|s| s.to_le_bytes()).collect()),
+            tensor(
+                &format!("{base}.scale"),
+                data_type::FLOAT,
+                &[cols],
+                scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            ),
             tensor(&format!("{base}.zero_point"), data_type::INT8, &[cols], vec![0u8; cols]),
         ];
         let new_node = NodeProto {
@@ -132,7 +141,9 @@ pub fn quantize_dynamic(model: &[u8], settings: QuantizeSettings) -> Result<(Vec
         proto.opset_import.push(OperatorSetIdProto { domain: Some("com.microsoft".into()), version: Some(1) });
     }
     proto.metadata_props.retain(|m| m.key.as_deref() != Some("prodcat.precision"));
-    proto.metadata_props.push(StringStringEntryProto { key: Some("prodcat.precision".into()), value: Some("int8".into()) });
+    proto
+        .metadata_props
+        .push(StringStringEntryProto { key: Some("prodcat.precision".into()), value: Some("int8".into()) });
     let bytes = proto.encode_to_vec();
     let summary = QuantizeSummary { matmuls_quantized: count, bytes_before: model.len(), bytes_after: bytes.len() };
     Ok((bytes, summary))

@@ -65,7 +65,9 @@ pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<ThresholdTuni
     }
     if let (Some(a), Some(b)) = (&lexical_card.data, &transformer_card.data) {
         if a.sha256 != b.sha256 {
-            tracing::warn!("the members were trained on different data; validation rows of one may be training rows of the other");
+            tracing::warn!(
+                "the members were trained on different data; validation rows of one may be training rows of the other"
+            );
         }
     }
     let labels = crate::registry::read_labels(&lexical_dir.join(files::LABELS))?;

@@ -34,7 +34,10 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
     let source_dir = resolve_model_dir(&job.model)?;
     let fp32 = LoadedModel::load(&source_dir, &job.session)?;
     if fp32.card.model_type != ModelType::Transformer {
-        return Err(Error::model(&source_dir, "only transformer models are quantized (lexical models are already fast)"));
+        return Err(Error::model(
+            &source_dir,
+            "only transformer models are quantized (lexical models are already fast)",
+        ));
     }
     if fp32.card.quantization.is_some() {
         return Err(Error::model(&source_dir, "this model is already quantized"));

@@ -313,8 +313,15 @@ pub(crate) fn data_info(source: &DataSource, data: &LabeledData, split: &SplitAs
 /// Texts and labels of one split of the data a model was trained on: the file its card names
 /// (or `file`, when it moved) read again and split exactly as training did. The data must hash to
 /// the card's fingerprint, so the held-out rows are really held out.
-pub async fn held_out(card: &crate::registry::ModelCard, which: crate::data::Split, file: Option<&Path>) -> Result<(Vec<String>, Vec<String>)> {
-    let info = card.data.as_ref().ok_or_else(|| Error::Other(format!("model {}:{} records no training data", card.name, card.version)))?;
+pub async fn held_out(
+    card: &crate::registry::ModelCard,
+    which: crate::data::Split,
+    file: Option<&Path>,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let info = card
+        .data
+        .as_ref()
+        .ok_or_else(|| Error::Other(format!("model {}:{} records no training data", card.name, card.version)))?;
     let seed = card.training.as_ref().map_or(TrainSettings::default().seed, |t| t.seed);
     let path = file.map_or_else(|| PathBuf::from(&info.file), Path::to_path_buf);
     let spec = crate::data::LabeledDataSpec {
@@ -328,7 +335,13 @@ pub async fn held_out(card: &crate::registry::ModelCard, which: crate::data::Spl
     };
     let data = LabeledData::read(&spec).await?;
     if data.fingerprint() != info.sha256 {
-        return Err(Error::data(&path, format!("this is not the data {}:{} was trained on (hash differs); pass the original file", card.name, card.version)));
+        return Err(Error::data(
+            &path,
+            format!(
+                "this is not the data {}:{} was trained on (hash differs); pass the original file",
+                card.name, card.version
+            ),
+        ));
     }
     let split = stratified_group_split(&data.labels, data.groups.as_deref(), TrainSettings::default().split, seed);
     let rows = split.rows(which);

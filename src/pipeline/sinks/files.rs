@@ -134,6 +134,9 @@ impl RotatingFileWriter {
                     .set_compression(Compression::ZSTD(
                         ZstdLevel::try_new(1).map_err(|e| Error::table("zstd level", e))?,
                     ))
+                    // Row groups of 64k rows: the writer buffers one group, so memory stays
+                    // bounded however large the output file grows.
+                    .set_max_row_group_row_count(Some(65_536))
                     .build();
                 FormatWriter::Parquet(
                     ArrowWriter::try_new(file, schema.clone(), Some(props))

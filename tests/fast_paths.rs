@@ -1,0 +1,250 @@
+//! The fast paths on small generated data: the lexical model family (train, ONNX export, parity,
+//! serving), int8 export of a transformer (accuracy change recorded, refused past the tolerance)
+//! and cascades (threshold tuned on validation rows, each record labeled by the stage it says).
+
+mod common;
+
+use common::*;
+use prodcat::onnx::quantize::QuantizeSettings;
+use prodcat::registry::{ModelCard, ModelRegistry, ModelType, files};
+use prodcat::serve::{Classifier, SessionSettings, Stage};
+use prodcat::train::int8::{QuantizeJob, quantize_model};
+
+fn train_lexical(fx: &Fixture, registry: &str) -> std::process::Output {
+    let args = [
+        "train",
+        "--model-type",
+        "lexical",
+        "--data",
+        &fx.csv.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "category",
+        "--group-column",
+        "group",
+        "--out",
+        &fx.path(registry).display().to_string(),
+        "--name",
+        "lex",
+        "--buckets",
+        "65536",
+    ]
+    .map(str::to_string);
+    run_strings(&args)
+}
+
+fn card(dir: &std::path::Path) -> ModelCard {
+    ModelCard::read(&prodcat::registry::resolve_model_dir(dir).unwrap().join(files::CARD)).unwrap()
+}
+
+#[test]
+fn lexical_model_trains_exports_with_parity_and_serves() {
+    let fx = Fixture::new(400);
+    let o = train_lexical(&fx, "registry");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).lines().last().unwrap().starts_with("macro_f1="), "{}", stdout(&o));
+    let model_dir = fx.path("registry/lex");
+    let c = card(&model_dir);
+    assert_eq!(c.model_type, ModelType::Lexical);
+    assert!(c.parity.as_ref().unwrap().passed && c.parity.as_ref().unwrap().max_abs_diff < 1e-3);
+    assert_eq!(c.lexical.as_ref().unwrap().featurizer.buckets, 65536);
+    assert!(!model_dir.join("current").join(files::TOKENIZER).exists(), "a lexical model needs no tokenizer");
+    let test = c.test_metrics.unwrap();
+    assert!(test.accuracy > 0.8, "lexical test accuracy {}", test.accuracy);
+
+    // Served through the same ONNX Runtime path: eval and relabel.
+    let o = prodcat(&[
+        "eval",
+        "--model",
+        &model_dir.display().to_string(),
+        "--data",
+        &fx.csv.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "category",
+        "--report",
+        &fx.path("report").display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = Classifier::load(&model_dir, &SessionSettings::default()).unwrap();
+    let (out, stages) = model.score_texts(&["laptop notebook ssd", "novel paperback author"], 8).unwrap();
+    assert_eq!(stages, vec![Stage::Lexical; 2]);
+    assert_eq!(model.labels()[out.argmax(0).0], "Laptops");
+    assert_eq!(model.labels()[out.argmax(1).0], "Books");
+
+    // The same data and seed give the same model.
+    let o = train_lexical(&fx, "again");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = std::fs::read(fx.path("registry/lex/v1/model.onnx")).unwrap();
+    let b = std::fs::read(fx.path("again/lex/v1/model.onnx")).unwrap();
+    assert!(a == b, "lexical training is not reproducible");
+}
+
+#[test]
+fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx);
+    let texts: Vec<String> = fx.products.iter().map(|p| p.title.clone()).collect();
+    let labels: Vec<String> = fx.products.iter().map(|p| p.category.clone()).collect();
+    let job = |tolerance: f64| QuantizeJob {
+        model: registry.join("tiny"),
+        texts: texts.clone(),
+        labels: labels.clone(),
+        origin: "fixture".into(),
+        registry: registry.clone(),
+        name: "tiny-int8".into(),
+        tolerance,
+        // The tiny model's matrices are small; quantize them all.
+        settings: QuantizeSettings { min_dim: 8, ..Default::default() },
+        session: SessionSettings::default(),
+    };
+    let dir = quantize_model(job(1.0)).unwrap().publish(true).unwrap();
+    let c = ModelCard::read(&dir.join(files::CARD)).unwrap();
+    let q = c.quantization.unwrap();
+    assert_eq!(c.onnx.precision, "int8");
+    assert_eq!(q.rows, texts.len());
+    assert!((q.macro_f1_drop - (q.fp32_macro_f1 - q.int8_macro_f1)).abs() < 1e-12);
+    assert!(q.agreement > 0.9, "int8 agrees with fp32 on only {:.3}", q.agreement);
+    let onnx = std::fs::read(dir.join(files::MODEL)).unwrap();
+    assert!(String::from_utf8_lossy(&onnx).contains("DynamicQuantizeMatMul"));
+    let fp32_len = std::fs::metadata(registry.join("tiny/current/model.onnx")).unwrap().len();
+    assert!((onnx.len() as u64) < fp32_len, "int8 model is not smaller");
+    let served = Classifier::load(&dir, &SessionSettings::default()).unwrap();
+    assert_eq!(served.labels().len(), 5);
+
+    // A tolerance nothing can meet: refused, and no version is published.
+    let err = quantize_model(job(-1.0)).err().expect("must be refused").to_string();
+    assert!(err.contains("refused"), "{err}");
+    assert_eq!(ModelRegistry::new(&registry).versions("tiny-int8").unwrap(), vec![1]);
+
+    // The CLI names the problem when there is nothing worth quantizing.
+    let o = prodcat(&[
+        "quantize",
+        "--model",
+        &registry.join("tiny").display().to_string(),
+        "--data",
+        &fx.csv.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "category",
+    ]);
+    assert_clean_failure(&o, &["MatMul"]);
+}
+
+#[test]
+fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() {
+    let fx = Fixture::new(400);
+    let registry = tiny_registry(&fx);
+    let o = train_lexical(&fx, "registry");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (lex, tiny) = (registry.join("lex"), registry.join("tiny"));
+    let report = fx.path("cascade-report");
+    let o = prodcat(&[
+        "cascade",
+        "--lexical",
+        &lex.display().to_string(),
+        "--transformer",
+        &tiny.display().to_string(),
+        "--out",
+        &registry.display().to_string(),
+        "--name",
+        "casc",
+        "--report",
+        &report.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("← chosen"), "{}", stdout(&o));
+    assert!(report.join("threshold_curve.png").metadata().unwrap().len() > 1000);
+    let c = card(&registry.join("casc"));
+    assert_eq!(c.model_type, ModelType::Cascade);
+    let info = c.cascade.clone().unwrap();
+    let tuning = info.tuning.unwrap();
+    assert!(tuning["curve"].as_array().unwrap().len() > 20);
+    assert_eq!(tuning["chosen"]["threshold"].as_f64().unwrap() as f32, info.threshold);
+    assert!(c.test_metrics.is_some());
+
+    // `prodcat eval --tune-threshold` re-tunes on other labeled data and stores the choice.
+    let o = prodcat(&[
+        "eval",
+        "--model",
+        &registry.join("casc").display().to_string(),
+        "--data",
+        &fx.csv.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "category",
+        "--tune-threshold",
+        "--report",
+        &fx.path("eval-report").display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("stored in"), "{}", stdout(&o));
+    let retuned = card(&registry.join("casc")).cascade.unwrap();
+    assert_eq!(retuned.tuning.unwrap()["rows"].as_u64(), Some(400));
+    assert!(fx.path("eval-report/threshold_curve.png").exists());
+    let o = prodcat(&[
+        "eval",
+        "--model",
+        &lex.display().to_string(),
+        "--data",
+        &fx.csv.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "category",
+        "--tune-threshold",
+    ]);
+    assert_clean_failure(&o, &["needs a cascade"]);
+
+    // Threshold 0: the lexical member answers; above 1: the transformer answers. The cascade
+    // gives exactly the member's labels either way, and says which stage labeled each row.
+    let texts: Vec<&str> = fx.products.iter().take(60).map(|p| p.title.as_str()).collect();
+    let settings = SessionSettings::default();
+    let Classifier::Cascade(cascade) = Classifier::load(&registry.join("casc"), &settings).unwrap() else {
+        panic!("not loaded as a cascade")
+    };
+    let lexical = Classifier::load(&lex, &settings).unwrap().score_texts(&texts, 16).unwrap().0;
+    let transformer = Classifier::load(&tiny, &settings).unwrap();
+    let transformer_out = transformer.score_texts(&texts, 16).unwrap().0;
+    let cascade = Classifier::Cascade(cascade);
+    for (threshold, stage) in [(0.0f32, Stage::Lexical), (1.01, Stage::Transformer)] {
+        let Classifier::Cascade(c) = &cascade else { unreachable!() };
+        let (out, stages) = cascade.score_texts_with(&texts, 16, |batch, t| c.score(batch, t, threshold)).unwrap();
+        assert!(stages.iter().all(|s| *s == stage), "threshold {threshold}");
+        for r in 0..texts.len() {
+            let expected = if stage == Stage::Lexical {
+                cascade.labels()[lexical.argmax(r).0].clone()
+            } else {
+                transformer.labels()[transformer_out.argmax(r).0].clone()
+            };
+            assert_eq!(cascade.labels()[out.argmax(r).0], expected, "row {r} at threshold {threshold}");
+        }
+    }
+
+    // Relabel serves the cascade like any model; the output names the stage.
+    let input = fx.path("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let rows: Vec<(i64, Option<String>)> =
+        fx.products.iter().take(120).enumerate().map(|(i, p)| (i as i64, Some(p.title.clone()))).collect();
+    write_catalogue(&input.join("a.parquet"), &rows);
+    let o = prodcat(&[
+        "relabel",
+        "--no-progress",
+        "--model",
+        &registry.join("casc").display().to_string(),
+        "--input",
+        &input.display().to_string(),
+        "--output",
+        &fx.path("out").display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let batches = read_parquet_dir(&fx.path("out"));
+    assert_eq!(i64_column(&batches, "id").len(), 120);
+    let stages = string_column(&batches, "stage");
+    assert!(stages.iter().all(|s| s == "lexical" || s == "transformer"));
+    assert!(string_column(&batches, "model_name").iter().all(|n| n == "casc"));
+}
