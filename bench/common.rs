@@ -72,6 +72,27 @@ pub fn titles_parquet(work: &Path, ids: &[String], titles: &[String], copies: us
     Ok(input)
 }
 
+/// The benchmark input: PriceRunner titles ×`copies` in one Parquet file under the bench folder.
+pub struct Input {
+    pub runtime: tokio::runtime::Runtime,
+    pub csv: PathBuf,
+    pub titles: Vec<String>,
+    pub work: PathBuf,
+    pub parquet: PathBuf,
+}
+
+/// Builds (once) the Parquet input; None where ../shared/data is absent.
+pub fn pricerunner_input(copies: usize) -> anyhow::Result<Option<Input>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(csv) = pricerunner_csv(root) else { return Ok(None) };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (ids, titles) = pricerunner_titles(&runtime, &csv)?;
+    println!("PriceRunner: {} titles; input ×{copies} = {} rows", titles.len(), titles.len() * copies);
+    let work = root.join(".prodcat/bench/relabel");
+    let parquet = titles_parquet(&work, &ids, &titles, copies)?;
+    Ok(Some(Input { runtime, csv, titles, work, parquet }))
+}
+
 /// One end-to-end relabel run of `input` with `model`: the summary, wall seconds and metrics.
 pub fn relabel_once(
     runtime: &tokio::runtime::Runtime,

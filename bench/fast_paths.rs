@@ -10,7 +10,7 @@
 #[path = "common.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
 use prodcat::data::Split;
@@ -47,12 +47,10 @@ struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let Some(csv) = common::pricerunner_csv(root) else { return Ok(()) };
-    let runtime = tokio::runtime::Runtime::new()?;
-    let (ids, titles) = common::pricerunner_titles(&runtime, &csv)?;
-    let work = root.join(".prodcat/bench/relabel");
-    let input = common::titles_parquet(&work, &ids, &titles, args.copies)?;
+    let Some(common::Input { runtime, csv, titles, work, parquet: input }) = common::pricerunner_input(args.copies)?
+    else {
+        return Ok(());
+    };
     let settings = SessionSettings { target: args.device.parse().map_err(anyhow::Error::msg)?, ..Default::default() };
     let mut rows = Vec::new();
     let mut test_rows = 0;

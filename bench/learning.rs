@@ -90,15 +90,6 @@ fn fit_family(
     })
 }
 
-fn subset(data: &LabeledData, rows: &[usize]) -> LabeledData {
-    LabeledData {
-        texts: rows.iter().map(|&r| data.texts[r].clone()).collect(),
-        labels: rows.iter().map(|&r| data.labels[r].clone()).collect(),
-        groups: data.groups.as_ref().map(|g| rows.iter().map(|&r| g[r].clone()).collect()),
-        rejected: 0,
-    }
-}
-
 fn test_f1(model: &Classifier, test: &LabeledData) -> anyhow::Result<f64> {
     let texts: Vec<&str> = test.texts.iter().map(String::as_str).collect();
     let y = label_ids(model.labels(), &test.labels, "test clusters")?;
@@ -121,17 +112,17 @@ fn main() -> anyhow::Result<()> {
     };
     let all = runtime.block_on(LabeledData::read(&spec))?;
     let split = stratified_group_split(&all.labels, all.groups.as_deref(), [0.9, 0.0, 0.1], 42);
-    let test = subset(&all, &split.test);
+    let test = all.select(&split.test);
     // 10% of the training clusters start the model; the rest stream in.
     let start_split = stratified_group_split(
-        &subset(&all, &split.train).labels,
-        subset(&all, &split.train).groups.as_deref(),
+        &all.select(&split.train).labels,
+        all.select(&split.train).groups.as_deref(),
         [0.1, 0.0, 0.9],
         7,
     );
-    let train = subset(&all, &split.train);
-    let initial = subset(&train, &start_split.train);
-    let stream = subset(&train, &start_split.test);
+    let train = all.select(&split.train);
+    let initial = train.select(&start_split.train);
+    let stream = train.select(&start_split.test);
     println!(
         "PriceRunner: {} rows; test clusters {} rows; initial model {} rows; stream {} rows; family {}",
         all.len(),

@@ -77,12 +77,10 @@ fn ceiling(
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let Some(csv) = common::pricerunner_csv(root) else { return Ok(()) };
-    let runtime = tokio::runtime::Runtime::new()?;
-    let (ids, titles) = common::pricerunner_titles(&runtime, &csv)?;
-    println!("PriceRunner: {} titles; input ×{} = {} rows", titles.len(), args.copies, titles.len() * args.copies);
-    let work = root.join(".prodcat/bench/relabel");
-    let input = common::titles_parquet(&work, &ids, &titles, args.copies)?;
+    let Some(common::Input { runtime, titles, work, parquet: input, .. }) = common::pricerunner_input(args.copies)?
+    else {
+        return Ok(());
+    };
 
     let settings = SessionSettings { target: args.device.parse().map_err(anyhow::Error::msg)?, ..Default::default() };
     let mut rows: Vec<Row> = Vec::new();

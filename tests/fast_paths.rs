@@ -54,19 +54,7 @@ fn lexical_model_trains_exports_with_parity_and_serves() {
     assert!(test.accuracy > 0.8, "lexical test accuracy {}", test.accuracy);
 
     // Served through the same ONNX Runtime path: eval and relabel.
-    let o = prodcat(&[
-        "eval",
-        "--model",
-        &model_dir.display().to_string(),
-        "--data",
-        &fx.csv.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "category",
-        "--report",
-        &fx.path("report").display().to_string(),
-    ]);
+    let o = eval_fixture(&fx, &model_dir, &["--report", &fx.path("report").display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let model = Classifier::load(&model_dir, &SessionSettings::default()).unwrap();
     let (out, stages) = model.score_texts(&["laptop notebook ssd", "novel paperback author"], 8).unwrap();
@@ -167,37 +155,17 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     assert!(c.test_metrics.is_some());
 
     // `prodcat eval --tune-threshold` re-tunes on other labeled data and stores the choice.
-    let o = prodcat(&[
-        "eval",
-        "--model",
-        &registry.join("casc").display().to_string(),
-        "--data",
-        &fx.csv.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "category",
-        "--tune-threshold",
-        "--report",
-        &fx.path("eval-report").display().to_string(),
-    ]);
+    let o = eval_fixture(
+        &fx,
+        &registry.join("casc"),
+        &["--tune-threshold", "--report", &fx.path("eval-report").display().to_string()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("stored in"), "{}", stdout(&o));
     let retuned = card(&registry.join("casc")).cascade.unwrap();
     assert_eq!(retuned.tuning.unwrap()["rows"].as_u64(), Some(400));
     assert!(fx.path("eval-report/threshold_curve.png").exists());
-    let o = prodcat(&[
-        "eval",
-        "--model",
-        &lex.display().to_string(),
-        "--data",
-        &fx.csv.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "category",
-        "--tune-threshold",
-    ]);
+    let o = eval_fixture(&fx, &lex, &["--tune-threshold"]);
     assert_clean_failure(&o, &["needs a cascade"]);
 
     // Threshold 0: the lexical member answers; above 1: the transformer answers. The cascade

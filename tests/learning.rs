@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use prodcat::data::{LabeledData, LabeledDataSpec};
 use prodcat::learn::watch::ModelWatcher;
 use prodcat::learn::{Learner, Outcome, RegistryTarget, TrainingSection};
 use prodcat::metrics::Metrics;
@@ -22,23 +21,9 @@ fn settings() -> TrainSettings {
 
 /// Publishes a first model that has never seen `Books`.
 fn model_without_books(fx: &Fixture) -> std::path::PathBuf {
-    let spec = LabeledDataSpec {
-        path: fx.csv.clone(),
-        text_column: "title".into(),
-        label_column: "category".into(),
-        group_column: Some("group".into()),
-        max_rows: None,
-        sample_seed: 0,
-        skip_invalid: false,
-    };
-    let all = tokio::runtime::Runtime::new().unwrap().block_on(LabeledData::read(&spec)).unwrap();
+    let all = fixture_data(fx);
     let keep: Vec<usize> = (0..all.len()).filter(|&i| all.labels[i] != "Books").collect();
-    let data = LabeledData {
-        texts: keep.iter().map(|&i| all.texts[i].clone()).collect(),
-        labels: keep.iter().map(|&i| all.labels[i].clone()).collect(),
-        groups: all.groups.as_ref().map(|g| keep.iter().map(|&i| g[i].clone()).collect()),
-        rejected: 0,
-    };
+    let data = all.select(&keep);
     let job = TrainJob {
         data: &data,
         source: DataSource::default(),
@@ -127,6 +112,63 @@ fn learner_promotes_a_better_model_and_grows_the_taxonomy() {
     let (scores, _) = model.score_texts(&["paperback novel illustrated edition"], 8).unwrap();
     assert_eq!(model.labels()[scores.argmax(0).0], "Books");
     assert!(metrics.render().contains("prodcat_model_swaps_total 1"));
+}
+
+#[test]
+fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
+    let fx = Fixture::new(600);
+    let transformer = model_without_books(&fx);
+    let all = fixture_data(&fx);
+    let keep: Vec<usize> = (0..all.len()).filter(|&i| all.labels[i] != "Books").collect();
+    let data = all.select(&keep);
+    let lexical = prodcat::lexical::fit_lexical(prodcat::lexical::LexicalJob {
+        data: &data,
+        source: DataSource::default(),
+        registry: fx.path("lexical"),
+        name: "lex".into(),
+        settings: Default::default(),
+        split: settings().split,
+        session: SessionSettings::default(),
+        labels: None,
+        parity_tolerance: 1e-3,
+    })
+    .unwrap()
+    .publish(true)
+    .unwrap();
+    let (cascade, _) = prodcat::train::cascade::build_cascade(prodcat::train::cascade::CascadeJob {
+        lexical,
+        transformer,
+        registry: fx.path("serve"),
+        name: "casc".into(),
+        threshold: Some(0.9),
+        validation: None,
+        test: None,
+        max_f1_loss: 0.001,
+        session: SessionSettings::default(),
+    })
+    .unwrap();
+    let served = cascade.publish(true).unwrap();
+    let slot = ModelSlot::new(Classifier::load(&served, &SessionSettings::default()).unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let target = RegistryTarget::from_model_path(&served).unwrap();
+    let learner =
+        Learner::new(training_section(&fx, 400, 0.0), target, slot, SessionSettings::default(), metrics).unwrap();
+    for (i, p) in fx.products.iter().enumerate().take(500) {
+        learner.store.append(&format!("id{i}"), &p.title, &p.category, prodcat::learn::LabelSource::Record).unwrap();
+    }
+    assert!(learner.maybe_train().unwrap());
+    assert_eq!(wait_for_outcome(&learner), Outcome::Promoted);
+    let v2 = fx.path("serve/casc/v2");
+    let card = ModelCard::read(&v2.join(files::CARD)).unwrap();
+    assert_eq!(card.model_type, prodcat::registry::ModelType::Cascade);
+    assert!(card.cascade.unwrap().tuning.is_some(), "the threshold is re-tuned on the label store");
+    for member in ["lexical", "transformer"] {
+        let labels = prodcat::registry::read_labels(&v2.join(member).join(files::LABELS)).unwrap();
+        assert!(labels.contains(&"Books".to_string()), "{member} member did not learn Books");
+    }
+    let model = Classifier::load(&fx.path("serve/casc"), &SessionSettings::default()).unwrap();
+    let (scores, _) = model.score_texts(&["paperback novel illustrated edition"], 8).unwrap();
+    assert_eq!(model.labels()[scores.argmax(0).0], "Books");
 }
 
 #[test]

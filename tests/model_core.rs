@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 use common::Fixture;
-use prodcat::data::{LabeledData, LabeledDataSpec};
+use prodcat::data::LabeledData;
 use prodcat::encoder::{EncoderClassifier, EncoderConfig, LoraSettings, LoraTarget, Pooling, load_base_weights};
 use prodcat::onnx::transformer;
 use prodcat::registry::{ModelCard, files};
@@ -128,16 +128,7 @@ fn job<'a>(fx: &'a Fixture, data: &'a LabeledData, registry: &str, epochs: usize
 }
 
 fn read(fx: &Fixture) -> LabeledData {
-    let spec = LabeledDataSpec {
-        path: fx.csv.clone(),
-        text_column: "title".into(),
-        label_column: "category".into(),
-        group_column: Some("group".into()),
-        max_rows: None,
-        sample_seed: 0,
-        skip_invalid: false,
-    };
-    tokio::runtime::Runtime::new().unwrap().block_on(LabeledData::read(&spec)).unwrap()
+    common::fixture_data(fx)
 }
 
 #[test]

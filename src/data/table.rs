@@ -182,10 +182,15 @@ impl LabeledData {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut keep = rand::seq::index::sample(&mut rng, self.len(), n).into_vec();
         keep.sort_unstable();
+        self.select(&keep)
+    }
+
+    /// The rows `rows`, in that order.
+    pub fn select(&self, rows: &[usize]) -> Self {
         Self {
-            texts: keep.iter().map(|&i| self.texts[i].clone()).collect(),
-            labels: keep.iter().map(|&i| self.labels[i].clone()).collect(),
-            groups: self.groups.as_ref().map(|g| keep.iter().map(|&i| g[i].clone()).collect()),
+            texts: rows.iter().map(|&i| self.texts[i].clone()).collect(),
+            labels: rows.iter().map(|&i| self.labels[i].clone()).collect(),
+            groups: self.groups.as_ref().map(|g| rows.iter().map(|&i| g[i].clone()).collect()),
             rejected: self.rejected,
         }
     }

@@ -102,8 +102,8 @@ pub fn minilm_dir() -> Option<PathBuf> {
     dir.join("model.safetensors").is_file().then_some(dir)
 }
 
-/// Trains and publishes a tiny model into `<fixture>/registry/tiny`; returns the registry path.
-pub fn tiny_registry(fx: &Fixture) -> PathBuf {
+/// The fixture's labeled CSV (title, category, grouped by group).
+pub fn fixture_data(fx: &Fixture) -> prodcat::data::LabeledData {
     let spec = prodcat::data::LabeledDataSpec {
         path: fx.csv.clone(),
         text_column: "title".into(),
@@ -113,7 +113,21 @@ pub fn tiny_registry(fx: &Fixture) -> PathBuf {
         sample_seed: 0,
         skip_invalid: false,
     };
-    let data = tokio::runtime::Runtime::new().unwrap().block_on(prodcat::data::LabeledData::read(&spec)).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(prodcat::data::LabeledData::read(&spec)).unwrap()
+}
+
+/// `prodcat eval` of `model` on the fixture's CSV, with `extra` flags.
+pub fn eval_fixture(fx: &Fixture, model: &Path, extra: &[&str]) -> Output {
+    let (model, csv) = (model.display().to_string(), fx.csv.display().to_string());
+    let mut args =
+        vec!["eval", "--model", &model, "--data", &csv, "--text-column", "title", "--label-column", "category"];
+    args.extend_from_slice(extra);
+    prodcat(&args)
+}
+
+/// Trains and publishes a tiny model into `<fixture>/registry/tiny`; returns the registry path.
+pub fn tiny_registry(fx: &Fixture) -> PathBuf {
+    let data = fixture_data(fx);
     let job = prodcat::train::TrainJob {
         data: &data,
         source: prodcat::train::DataSource::default(),
