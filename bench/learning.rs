@@ -43,6 +43,9 @@ struct Args {
     /// Trainer threads (the labeling loop keeps the rest).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Stream in file order (sorted by category) instead of a seeded shuffle.
+    #[arg(long)]
+    file_order: bool,
     /// Transformer family: epochs per run.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
@@ -54,6 +57,7 @@ fn fit_family(
     registry: &Path,
     name: &str,
     labels: Option<Vec<String>>,
+    stable_split: bool,
 ) -> anyhow::Result<prodcat::train::Candidate> {
     let source = DataSource {
         file: "pricerunner".into(),
@@ -69,6 +73,7 @@ fn fit_family(
             name: name.into(),
             settings: LexicalSettings::default(),
             split: TrainSettings::default().split,
+            stable_split,
             session: SessionSettings::default(),
             labels,
             parity_tolerance: 1e-3,
@@ -80,7 +85,7 @@ fn fit_family(
             base_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/models/all-MiniLM-L6-v2"),
             registry: registry.to_path_buf(),
             name: name.into(),
-            settings: TrainSettings { epochs: args.epochs, ..Default::default() },
+            settings: TrainSettings { epochs: args.epochs, stable_split, ..Default::default() },
             resume: false,
             session: SessionSettings::default(),
             show_progress: false,
@@ -121,8 +126,17 @@ fn main() -> anyhow::Result<()> {
         7,
     );
     let train = all.select(&split.train);
-    let initial = train.select(&start_split.train);
-    let stream = train.select(&start_split.test);
+    let mut initial = train.select(&start_split.train);
+    // Keyed like the label store (one id per row), so v1 holds out what the learner holds out.
+    initial.groups = Some((0..initial.len()).map(|i| format!("init-{i}")).collect());
+    // PriceRunner's file is sorted by category; a catalogue stream interleaves them.
+    let mut order = start_split.test.clone();
+    if !args.file_order {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
+    }
+    let stream = train.select(&order);
     println!(
         "PriceRunner: {} rows; test clusters {} rows; initial model {} rows; stream {} rows; family {}",
         all.len(),
@@ -136,7 +150,7 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     let registry = work.join("registry");
     let taxonomy = all.label_set();
-    let first = fit_family(&args, &initial, &registry, "stream", Some(taxonomy.clone()))?;
+    let first = fit_family(&args, &initial, &registry, "stream", Some(taxonomy.clone()), true)?;
     first.publish(true)?;
     let session = SessionSettings::default();
     let serving = Classifier::load(&registry.join("stream"), &session)?;
@@ -212,7 +226,14 @@ fn main() -> anyhow::Result<()> {
      -> anyhow::Result<()> {
         let history = learner.history.lock().map(|h| h.clone()).unwrap_or_default();
         for (outcome, decision) in history.iter().skip(seen_runs) {
-            std::thread::sleep(Duration::from_millis(600)); // let the watcher swap
+            // Let the watcher swap to whatever `current` points at now.
+            let pointed = std::fs::read_link(registry.join("stream/current"))
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while slot.current().1.version != pointed && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let (model, identity) = slot.current();
             pause.store(true, Ordering::Relaxed); // keep evaluation out of the throughput numbers
             let f1 = test_f1(&model, &test);
@@ -236,42 +257,40 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     };
     let mut run_seconds = Vec::new();
-    let mut run_started: Option<Instant> = None;
+    // (start, labels in the store when it started) of the run in progress.
+    let mut run: Option<(Instant, usize)> = None;
+    let mut finish = |run: &mut Option<(Instant, usize)>, table: &mut Vec<_>| -> anyhow::Result<()> {
+        if let (Some((s, rows)), false) = (*run, learner.training()) {
+            run_seconds.push(s.elapsed().as_secs_f64());
+            *run = None;
+            record(&learner, rows, table)?;
+        }
+        Ok(())
+    };
     for (i, (t, l)) in stream.texts.iter().zip(&stream.labels).enumerate() {
         learner.store.append(&format!("s-{i}"), t, l, LabelSource::Record)?;
-        if args.rate > 0 && i % 100 == 99 {
-            std::thread::sleep(Duration::from_secs_f64(100.0 / args.rate as f64));
-        }
         if i % 100 == 99 {
-            if learner.maybe_train()? {
-                run_started = Some(Instant::now());
+            if args.rate > 0 {
+                std::thread::sleep(Duration::from_secs_f64(100.0 / args.rate as f64));
             }
-            if let (Some(s), false) = (run_started, learner.training()) {
-                run_seconds.push(s.elapsed().as_secs_f64());
-                run_started = None;
-                record(&learner, initial.len() + i + 1, &mut table)?;
+            finish(&mut run, &mut table)?;
+            if run.is_none() && learner.maybe_train()? {
+                run = Some((Instant::now(), initial.len() + i + 1));
             }
         }
     }
     // End of the stream: a last run on everything, then wait for it.
     loop {
-        if let (Some(s), false) = (run_started, learner.training()) {
-            run_seconds.push(s.elapsed().as_secs_f64());
-            run_started = None;
-            record(&learner, train.len(), &mut table)?;
-        }
-        if run_started.is_none() {
-            if learner.store.new_labels() == 0 {
+        finish(&mut run, &mut table)?;
+        if run.is_none() {
+            if learner.store.new_labels() == 0 || !learner.train_now()? {
                 break;
             }
-            if learner.train_now()? {
-                run_started = Some(Instant::now());
-            } else {
-                break;
-            }
+            run = Some((Instant::now(), train.len()));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(finish);
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
     let throughput = labeler.join().map_err(|_| anyhow::anyhow!("labeler panicked"))??;
@@ -279,7 +298,7 @@ fn main() -> anyhow::Result<()> {
 
     // Offline: the same data (all training clusters) in one `fit`.
     let offline_started = Instant::now();
-    let offline = fit_family(&args, &train, &work.join("offline"), "offline", Some(taxonomy))?;
+    let offline = fit_family(&args, &train, &work.join("offline"), "offline", Some(taxonomy), false)?;
     let offline_secs = offline_started.elapsed().as_secs_f64();
     let offline_dir = offline.publish(true)?;
     let offline_f1 = test_f1(&Classifier::load(&offline_dir, &session)?, &test)?;

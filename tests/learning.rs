@@ -128,6 +128,7 @@ fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
         name: "lex".into(),
         settings: Default::default(),
         split: settings().split,
+        stable_split: false,
         session: SessionSettings::default(),
         labels: None,
         parity_tolerance: 1e-3,

@@ -138,6 +138,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
                 name: args.name.clone(),
                 settings,
                 split: defaults.split,
+                stable_split: false,
                 session,
                 labels: None,
                 parity_tolerance: defaults.parity_tolerance,

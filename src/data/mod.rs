@@ -4,5 +4,5 @@
 mod split;
 mod table;
 
-pub use split::{Split, SplitAssignment, stratified_group_split};
+pub use split::{Split, SplitAssignment, stable_group_split, stratified_group_split};
 pub use table::{FileFormat, LabeledData, LabeledDataSpec, read_string_columns};

@@ -157,3 +157,28 @@ mod tests {
         assert_ne!(a, c);
     }
 }
+
+/// A split that stays put as data grows: each group (or row, without groups) goes to the split
+/// its seeded hash falls in. Not stratified, but a product held out once is held out in every
+/// later snapshot, so models trained on earlier snapshots never saw the later held-out rows
+/// (what a continuously retrained model needs for a fair gate).
+pub fn stable_group_split(rows: usize, groups: Option<&[String]>, fractions: [f64; 3], seed: u64) -> SplitAssignment {
+    use sha2::{Digest, Sha256};
+    let mut out = SplitAssignment::default();
+    for row in 0..rows {
+        let key = groups.map_or_else(|| row.to_string(), |g| g[row].clone());
+        let mut h = Sha256::new();
+        h.update(seed.to_le_bytes());
+        h.update(key.as_bytes());
+        let digest = h.finalize();
+        let x = u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8])) as f64 / u64::MAX as f64;
+        if x < fractions[0] {
+            out.train.push(row);
+        } else if x < fractions[0] + fractions[1] {
+            out.validation.push(row);
+        } else {
+            out.test.push(row);
+        }
+    }
+    out
+}

@@ -363,7 +363,7 @@ impl Learner {
                 let transformer =
                     pool.install(|| fit(self.transformer_job(data, source.clone(), labels.clone(), cancel)))?;
                 let t = &self.settings.settings;
-                let (_, _, split) = crate::train::prepare_data(data, Some(&labels), &source, t.split, t.seed)?;
+                let (_, _, split) = crate::train::prepare_data(data, Some(&labels), &source, t.split, t.seed, true)?;
                 let rows = |set: &[usize], origin: &str| Rows {
                     texts: set.iter().map(|&r| data.texts[r].clone()).collect(),
                     labels: set.iter().map(|&r| data.labels[r].clone()).collect(),
@@ -408,6 +408,7 @@ impl Learner {
             name: self.target.name.clone(),
             settings,
             split: self.settings.settings.split,
+            stable_split: true,
             session: self.session.clone(),
             labels: Some(labels),
             parity_tolerance: self.settings.settings.parity_tolerance,
@@ -427,7 +428,8 @@ impl Learner {
             base_dir: self.settings.base_model.clone(),
             registry: self.target.registry.clone(),
             name: self.target.name.clone(),
-            settings: self.settings.settings.clone(),
+            // Held-out products stay held out as the store grows, so the gate is fair.
+            settings: TrainSettings { stable_split: true, ..self.settings.settings.clone() },
             resume: false,
             session: self.session.clone(),
             show_progress: false,

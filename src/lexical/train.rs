@@ -28,6 +28,8 @@ pub struct LexicalJob<'a> {
     pub settings: LexicalSettings,
     /// Train/validation/test fractions (use the transformer's, with the same seed, to share its split).
     pub split: [f64; 3],
+    /// Hash-based split that stays put as data grows (see [`crate::data::stable_group_split`]).
+    pub stable_split: bool,
     pub session: SessionSettings,
     /// The taxonomy; None = the data's labels, sorted.
     pub labels: Option<Vec<String>>,
@@ -42,7 +44,8 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         return Err(Error::config("lexical", "featurizer needs at least 2 buckets and a valid word n-gram range"));
     }
     let data = job.data;
-    let (labels, y, split) = prepare_data(data, job.labels.as_deref(), &job.source, job.split, settings.seed)?;
+    let (labels, y, split) =
+        prepare_data(data, job.labels.as_deref(), &job.source, job.split, settings.seed, job.stable_split)?;
     let featurizer = Featurizer::new(settings.featurizer.clone());
     let features: Vec<Vec<u32>> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
     let rows = |set: &[usize]| -> Vec<(Vec<u32>, usize)> { set.iter().map(|&r| (features[r].clone(), y[r])).collect() };

@@ -59,6 +59,9 @@ pub struct TrainSettings {
     pub pooling: Pooling,
     /// Train/validation/test fractions.
     pub split: [f64; 3],
+    /// Hash-based split that stays put as the data grows (the in-pipeline learner), instead of
+    /// the stratified one.
+    pub stable_split: bool,
     /// Largest tolerated |candle − ONNX Runtime| logit difference.
     pub parity_tolerance: f32,
     pub eval_batch_size: usize,
@@ -79,6 +82,7 @@ impl Default for TrainSettings {
             lora: LoraSettings::default(),
             pooling: Pooling::Mean,
             split: [0.8, 0.1, 0.1],
+            stable_split: false,
             parity_tolerance: 1e-3,
             eval_batch_size: 64,
         }
@@ -266,6 +270,7 @@ pub(crate) fn prepare_data(
     source: &DataSource,
     fractions: [f64; 3],
     seed: u64,
+    stable: bool,
 ) -> Result<(Vec<String>, Vec<usize>, SplitAssignment)> {
     let labels = match taxonomy {
         Some(taxonomy) => {
@@ -286,7 +291,11 @@ pub(crate) fn prepare_data(
     }
     let label_index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     let y: Vec<usize> = data.labels.iter().map(|l| label_index[l.as_str()]).collect();
-    let split = stratified_group_split(&data.labels, data.groups.as_deref(), fractions, seed);
+    let split = if stable {
+        crate::data::stable_group_split(data.len(), data.groups.as_deref(), fractions, seed)
+    } else {
+        stratified_group_split(&data.labels, data.groups.as_deref(), fractions, seed)
+    };
     if split.train.is_empty() || split.validation.is_empty() {
         return Err(Error::data(&source.file, format!("too few rows ({}) for a train/validation split", data.len())));
     }
@@ -354,7 +363,8 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     settings.validate()?;
     let started = Instant::now();
     let data = job.data;
-    let (labels, y, split) = prepare_data(data, job.labels.as_deref(), &job.source, settings.split, settings.seed)?;
+    let (labels, y, split) =
+        prepare_data(data, job.labels.as_deref(), &job.source, settings.split, settings.seed, settings.stable_split)?;
 
     // Base model.
     let base = &job.base_dir;
