@@ -11,26 +11,12 @@ use prodcat::serve::{Classifier, SessionSettings, Stage};
 use prodcat::train::int8::{QuantizeJob, quantize_model};
 
 fn train_lexical(fx: &Fixture, registry: &str) -> std::process::Output {
-    let args = [
-        "train",
-        "--model-type",
-        "lexical",
-        "--data",
-        &fx.csv.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "category",
-        "--group-column",
-        "group",
-        "--out",
-        &fx.path(registry).display().to_string(),
-        "--name",
-        "lex",
-        "--buckets",
-        "65536",
-    ]
-    .map(str::to_string);
+    let mut args: Vec<String> =
+        ["train", "--model-type", "lexical", "--group-column", "group", "--name", "lex", "--buckets", "65536"]
+            .map(str::to_string)
+            .to_vec();
+    args.extend(fixture_data_args(fx));
+    args.extend(["--out".to_string(), fx.path(registry).display().to_string()]);
     run_strings(&args)
 }
 
@@ -108,17 +94,7 @@ fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
     assert_eq!(ModelRegistry::new(&registry).versions("tiny-int8").unwrap(), vec![1]);
 
     // The CLI names the problem when there is nothing worth quantizing.
-    let o = prodcat(&[
-        "quantize",
-        "--model",
-        &registry.join("tiny").display().to_string(),
-        "--data",
-        &fx.csv.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "category",
-    ]);
+    let o = on_fixture(&fx, "quantize", &registry.join("tiny"), &[]);
     assert_clean_failure(&o, &["MatMul"]);
 }
 

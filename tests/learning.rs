@@ -99,6 +99,9 @@ fn learner_promotes_a_better_model_and_grows_the_taxonomy() {
     let labels = prodcat::registry::read_labels(&fx.path("registry/tiny/v2/labels.json")).unwrap();
     assert_eq!(&labels[..old_labels.len()], &old_labels[..]);
     assert_eq!(labels.last().map(String::as_str), Some("Books"));
+    // The card records the learner's stable split, so later tools re-derive its held-out rows.
+    let card = ModelCard::read(&fx.path("registry/tiny/v2/card.json")).unwrap();
+    assert!(card.training.unwrap().stable_split);
     let rendered = metrics.render();
     assert!(rendered.contains("prodcat_training_runs_total{outcome=\"promoted\"} 1"), "{rendered}");
     assert!(rendered.contains("prodcat_training_eval_macro_f1"));

@@ -102,6 +102,8 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             samples_per_second: (train.len() * history.len()) as f64 / train_seconds.max(1e-9),
             wall_seconds: 0.0,
             validation_macro_f1: history.clone(),
+            split: job.split,
+            stable_split: job.stable_split,
         }),
         test_metrics: None,
         parity: None,

@@ -82,6 +82,16 @@ pub struct TrainingInfo {
     pub wall_seconds: f64,
     /// Validation macro-F1 after each epoch.
     pub validation_macro_f1: Vec<f64>,
+    /// Train/validation/test fractions of the split (cards before this field: 80/10/10).
+    #[serde(default = "default_split")]
+    pub split: [f64; 3],
+    /// Whether the split was the hash-based stable one (the in-pipeline learner's).
+    #[serde(default)]
+    pub stable_split: bool,
+}
+
+fn default_split() -> [f64; 3] {
+    [0.8, 0.1, 0.1]
 }
 
 /// Headline metrics of one split.

@@ -118,6 +118,8 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
             samples_per_second: state.train_samples as f64 / state.train_seconds.max(1e-9),
             wall_seconds: wall,
             validation_macro_f1: state.validation_macro_f1.clone(),
+            split: settings.split,
+            stable_split: settings.stable_split,
         }),
         test_metrics: None,
         parity: None,

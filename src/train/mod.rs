@@ -331,7 +331,9 @@ pub async fn held_out(
         .data
         .as_ref()
         .ok_or_else(|| Error::Other(format!("model {}:{} records no training data", card.name, card.version)))?;
-    let seed = card.training.as_ref().map_or(TrainSettings::default().seed, |t| t.seed);
+    let defaults = TrainSettings::default();
+    let (seed, fractions, stable) =
+        card.training.as_ref().map_or((defaults.seed, defaults.split, false), |t| (t.seed, t.split, t.stable_split));
     let path = file.map_or_else(|| PathBuf::from(&info.file), Path::to_path_buf);
     let spec = crate::data::LabeledDataSpec {
         path: path.clone(),
@@ -352,7 +354,14 @@ pub async fn held_out(
             ),
         ));
     }
-    let split = stratified_group_split(&data.labels, data.groups.as_deref(), TrainSettings::default().split, seed);
+    // Exactly the split training made.
+    let source = DataSource {
+        file: path.display().to_string(),
+        text_column: info.text_column.clone(),
+        label_column: info.label_column.clone(),
+        group_column: info.group_column.clone(),
+    };
+    let (_, _, split) = prepare_data(&data, None, &source, fractions, seed, stable)?;
     let rows = split.rows(which);
     Ok((rows.iter().map(|&r| data.texts[r].clone()).collect(), rows.iter().map(|&r| data.labels[r].clone()).collect()))
 }

@@ -116,13 +116,24 @@ pub fn fixture_data(fx: &Fixture) -> prodcat::data::LabeledData {
     tokio::runtime::Runtime::new().unwrap().block_on(prodcat::data::LabeledData::read(&spec)).unwrap()
 }
 
+/// `--data <fixture csv> --text-column title --label-column category`.
+pub fn fixture_data_args(fx: &Fixture) -> Vec<String> {
+    ["--data", &fx.csv.display().to_string(), "--text-column", "title", "--label-column", "category"]
+        .map(str::to_string)
+        .to_vec()
+}
+
+/// Runs `prodcat <command> --model <model>` on the fixture's CSV, with `extra` flags.
+pub fn on_fixture(fx: &Fixture, command: &str, model: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![command.to_string(), "--model".into(), model.display().to_string()];
+    args.extend(fixture_data_args(fx));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run_strings(&args)
+}
+
 /// `prodcat eval` of `model` on the fixture's CSV, with `extra` flags.
 pub fn eval_fixture(fx: &Fixture, model: &Path, extra: &[&str]) -> Output {
-    let (model, csv) = (model.display().to_string(), fx.csv.display().to_string());
-    let mut args =
-        vec!["eval", "--model", &model, "--data", &csv, "--text-column", "title", "--label-column", "category"];
-    args.extend_from_slice(extra);
-    prodcat(&args)
+    on_fixture(fx, "eval", model, extra)
 }
 
 /// Trains and publishes a tiny model into `<fixture>/registry/tiny`; returns the registry path.
