@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use prodcat::data::Split;
 use prodcat::eval::{label_ids, score_output};
-use prodcat::serve::{Classifier, SessionSettings, Stage};
+use prodcat::registry::ModelVersion;
+use prodcat::serve::{BatchLimits, Model, Scored, SessionSettings, Stage, score_texts};
 
 #[derive(Parser)]
 struct Args {
@@ -56,22 +57,18 @@ fn main() -> anyhow::Result<()> {
     let mut test_rows = 0;
     for name in &args.models {
         let path = args.registry.join(name);
-        let model = Classifier::load(&path, &settings)?;
+        let model = Timed { inner: prodcat::models::open(&path, &settings)?, times: Default::default() };
         let card = model.card().clone();
         let (texts, labels) = runtime.block_on(prodcat::train::held_out(&card, Split::Test, Some(&csv)))?;
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         test_rows = texts.len();
         let y = label_ids(model.labels(), &labels, "PriceRunner test split")?;
         // Scored batch by batch (length-sorted, as the engine batches) to time each batch.
-        let mut times = Vec::new();
-        let (output, stages) = model.score_texts_with(&texts, args.batch, |batch, batch_texts| {
-            let t = std::time::Instant::now();
-            let r = model.score(batch, batch_texts);
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-            r
-        })?;
+        let limits = BatchLimits { max_records: args.batch, ..model.batch_limits() };
+        let scored = score_texts(&model, &texts, Some(limits))?;
+        let mut times = model.times.lock().map(|t| t.clone()).unwrap_or_default();
         times.sort_by(f64::total_cmp);
-        let evaluation = score_output(model.labels(), output, stages, y);
+        let evaluation = score_output(model.labels(), scored.output, scored.stages, y);
         drop(model);
         let share = evaluation.stages.iter().filter(|s| **s == Stage::Transformer).count() as f64
             / evaluation.stages.len().max(1) as f64;
@@ -79,8 +76,8 @@ fn main() -> anyhow::Result<()> {
             common::relabel_once(&runtime, &path, &input, &work.join(format!("out-{name}")), &args.device, args.batch)?;
         let _ = metrics;
         let (p50, p99) = (common::percentile(&times, 0.5), common::percentile(&times, 0.99));
-        let kind =
-            format!("{:?}{}", card.model_type, if card.quantization.is_some() { " int8" } else { "" }).to_lowercase();
+        let int8 = card.model.transformer().is_some_and(|t| t.quantization.is_some());
+        let kind = format!("{}{}", card.model.name(), if int8 { " int8" } else { "" });
         println!(
             "{name}: macro-F1 {:.4}, {:.0} titles/s ({} rows in {secs:.1} s)",
             evaluation.report.macro_f1,
@@ -129,4 +126,38 @@ fn main() -> anyhow::Result<()> {
         common::peak_rss_mib()
     );
     Ok(())
+}
+
+/// A model that times each batch it scores (the per-batch latency column).
+#[derive(Debug)]
+struct Timed {
+    inner: std::sync::Arc<dyn Model>,
+    times: std::sync::Mutex<Vec<f64>>,
+}
+
+impl Model for Timed {
+    fn version(&self) -> &ModelVersion {
+        self.inner.version()
+    }
+
+    fn labels(&self) -> &[String] {
+        self.inner.labels()
+    }
+
+    fn prepare(&self, texts: &[&str]) -> prodcat::Result<Vec<prodcat::tokenize::TokenizedText>> {
+        self.inner.prepare(texts)
+    }
+
+    fn score(&self, batch: &prodcat::tokenize::PaddedBatch, texts: &[&str]) -> prodcat::Result<Scored> {
+        let t = std::time::Instant::now();
+        let scored = self.inner.score(batch, texts);
+        if let Ok(mut times) = self.times.lock() {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        scored
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        self.inner.batch_limits()
+    }
 }

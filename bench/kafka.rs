@@ -19,9 +19,9 @@ use clap::Parser;
 use common::percentile;
 use prodcat::config::PipelineConfig;
 use prodcat::metrics::Metrics;
-use prodcat::pipeline::batcher::{BatchLimits, plan_batches};
 use prodcat::pipeline::kafka::{self, Health};
-use prodcat::serve::{Classifier, SessionSettings};
+use prodcat::serve::SessionSettings;
+use prodcat::serve::{BatchLimits, plan_batches};
 use prodcat::tokenize::PaddedBatch;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -133,12 +133,13 @@ fn main() -> anyhow::Result<()> {
         config.kafka.consumer_properties.insert("session.timeout.ms".into(), "6000".into());
         config.kafka.producer_properties.insert("linger.ms".into(), "1".into());
         config.validate("bench")?;
-        let model = Classifier::load(&args.model, &config.session(None))?;
+        let job = config.kafka_job(None)?;
+        let model = prodcat::models::load(job.model.clone(), &job.session)?;
         let (metrics, health, stop) =
             (Arc::new(Metrics::new()), Arc::new(Health::default()), Arc::new(AtomicBool::new(false)));
         let pipeline = {
-            let (config, metrics, health, stop) = (config.clone(), metrics.clone(), health.clone(), stop.clone());
-            std::thread::spawn(move || kafka::run(&config, model, metrics, health, stop))
+            let (metrics, health, stop) = (metrics.clone(), health.clone(), stop.clone());
+            std::thread::spawn(move || kafka::run(&job, model, metrics, health, stop))
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while health.partitions.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
@@ -215,7 +216,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Baseline in the same run: ONNX Runtime alone on length-sorted batches of the same titles.
-    let model = Classifier::load(&args.model, &SessionSettings::default())?;
+    let model = prodcat::models::open(&args.model, &SessionSettings::default())?;
     let sample: Vec<&str> = titles.iter().take(5000).map(String::as_str).collect();
     let tokens = model.prepare(&sample)?;
     let lengths: Vec<usize> = tokens.iter().map(|t| t.len()).collect();

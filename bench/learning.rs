@@ -25,7 +25,8 @@ use prodcat::learn::watch::ModelWatcher;
 use prodcat::learn::{LabelSource, Learner, RegistryTarget, TrainingSection};
 use prodcat::lexical::{LexicalJob, LexicalSettings, fit_lexical};
 use prodcat::metrics::Metrics;
-use prodcat::serve::{Classifier, ModelSlot, SessionSettings};
+use prodcat::registry::ModelVersion;
+use prodcat::serve::{Model, ModelSlot, SessionSettings};
 use prodcat::tokenize::PaddedBatch;
 use prodcat::train::{DataSource, TrainJob, TrainSettings, fit};
 
@@ -95,10 +96,10 @@ fn fit_family(
     })
 }
 
-fn test_f1(model: &Classifier, test: &LabeledData) -> anyhow::Result<f64> {
+fn test_f1(model: &dyn Model, test: &LabeledData) -> anyhow::Result<f64> {
     let texts: Vec<&str> = test.texts.iter().map(String::as_str).collect();
     let y = label_ids(model.labels(), &test.labels, "test clusters")?;
-    Ok(evaluate(model, &texts, y, 64)?.report.macro_f1)
+    Ok(evaluate(model, &texts, y, None)?.report.macro_f1)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -153,12 +154,12 @@ fn main() -> anyhow::Result<()> {
     let first = fit_family(&args, &initial, &registry, "stream", Some(taxonomy.clone()), true)?;
     first.publish(true)?;
     let session = SessionSettings::default();
-    let serving = Classifier::load(&registry.join("stream"), &session)?;
+    let serving = prodcat::models::open(&registry.join("stream"), &session)?;
     let mut table = vec![(
         "v1 (10% of training clusters)".to_string(),
         initial.len(),
         f64::NAN,
-        test_f1(&serving, &test)?,
+        test_f1(&*serving, &test)?,
         "initial".to_string(),
     )];
     let slot = ModelSlot::new(serving);
@@ -175,7 +176,7 @@ fn main() -> anyhow::Result<()> {
     };
     let learner = Learner::new(
         settings,
-        RegistryTarget::from_model_path(&registry.join("stream"))?,
+        RegistryTarget::of(&ModelVersion::open(&registry.join("stream"))?)?,
         slot.clone(),
         session.clone(),
         metrics.clone(),
@@ -236,7 +237,7 @@ fn main() -> anyhow::Result<()> {
             }
             let (model, identity) = slot.current();
             pause.store(true, Ordering::Relaxed); // keep evaluation out of the throughput numbers
-            let f1 = test_f1(&model, &test);
+            let f1 = test_f1(&*model, &test);
             pause.store(false, Ordering::Relaxed);
             let f1 = f1?;
             let d = decision
@@ -301,7 +302,7 @@ fn main() -> anyhow::Result<()> {
     let offline = fit_family(&args, &train, &work.join("offline"), "offline", Some(taxonomy), false)?;
     let offline_secs = offline_started.elapsed().as_secs_f64();
     let offline_dir = offline.publish(true)?;
-    let offline_f1 = test_f1(&Classifier::load(&offline_dir, &session)?, &test)?;
+    let offline_f1 = test_f1(&*prodcat::models::open(&offline_dir, &session)?, &test)?;
 
     println!(
         "\ncontinuous learning on PriceRunner ({} family, a run every {} labels, {} trainer thread(s))\n",

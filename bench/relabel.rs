@@ -16,8 +16,9 @@ use std::time::Instant;
 use common::{peak_rss_mib, percentile};
 
 use clap::Parser;
-use prodcat::pipeline::batcher::{BatchLimits, plan_batches};
-use prodcat::serve::{LoadedModel, SessionSettings};
+use prodcat::registry::ModelVersion;
+use prodcat::serve::{BatchLimits, plan_batches};
+use prodcat::serve::{Model, SessionSettings, SingleModel};
 use prodcat::tokenize::PaddedBatch;
 
 #[derive(Parser)]
@@ -53,7 +54,7 @@ struct Row {
 }
 
 fn ceiling(
-    model: &LoadedModel,
+    model: &SingleModel,
     tokens: &[prodcat::tokenize::TokenizedText],
     plans: &[Vec<usize>],
 ) -> anyhow::Result<(f64, Vec<f64>, f64)> {
@@ -101,7 +102,8 @@ fn main() -> anyhow::Result<()> {
     drop(runtime);
 
     // 2. The ceiling: ONNX Runtime session time alone on pre-tokenized batches.
-    let model = LoadedModel::load(&args.model, &settings)?;
+    // The raw session of the transformer under test (the ceiling has no pipeline around it).
+    let model = prodcat::models::transformer::open(ModelVersion::open(&args.model)?, &settings)?;
     let n = args.ceiling_rows.min(titles.len());
     let sample: Vec<&str> = titles[..n].iter().map(String::as_str).collect();
     let tokens = model.prepare(&sample)?;
@@ -129,7 +131,7 @@ fn main() -> anyhow::Result<()> {
     if args.python {
         let titles_file = work.join("titles.txt");
         std::fs::write(&titles_file, titles[..args.python_rows.min(titles.len())].join("\n"))?;
-        let dir = prodcat::registry::resolve_model_dir(&args.model)?;
+        let dir = ModelVersion::open(&args.model)?.dir;
         let base = root.join(".deps/models/all-MiniLM-L6-v2");
         let output = std::process::Command::new("bash")
             .arg(root.join("bench/python_baselines.sh"))

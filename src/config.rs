@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::pipeline::engine::EngineSettings;
+use crate::pipeline::kafka::{KafkaJob, KafkaSettings};
 use crate::pipeline::relabel::{RelabelJob, Shard};
-use crate::pipeline::sinks::{OutputFormat, Rotation};
+use crate::pipeline::sinks::{FileSinkSettings, OutputFormat, Rotation};
 use crate::pipeline::text::TextSpec;
+use crate::registry::ModelVersion;
 use crate::serve::{ExecutionTarget, SessionSettings};
 
 /// What a pipeline file runs.
@@ -97,95 +99,6 @@ impl Default for RelabelSection {
     }
 }
 
-/// `[kafka]`: the streaming source and its topic sinks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KafkaSection {
-    /// Bootstrap servers, `host:port[,host:port…]`.
-    pub brokers: String,
-    pub group_id: String,
-    pub input_topic: String,
-    /// Labeled records (JSON, key = product id). Empty = no Kafka output.
-    pub output_topic: String,
-    /// Records that cannot be labeled, with the reason in headers.
-    pub dead_letter_topic: String,
-    /// Low-confidence records for people to review. Empty = off.
-    pub review_topic: String,
-    /// Records whose confidence is below this go to the review topic too.
-    pub review_threshold: f32,
-    /// Field holding the product id.
-    pub id_field: String,
-    /// Messages larger than this are dead-lettered as oversized.
-    pub max_message_bytes: usize,
-    /// Transactional Kafka→Kafka: outputs and input offsets commit atomically.
-    pub exactly_once: bool,
-    /// `transactional.id` (exactly-once only); must be unique per instance.
-    pub transactional_id: String,
-    /// Records handed to the engine together (at most).
-    pub chunk_records: usize,
-    /// Longest a read record waits for its chunk to fill, in ms.
-    pub chunk_wait_ms: u64,
-    /// How often completed offsets are committed (or transactions committed), in ms.
-    pub commit_interval_ms: u64,
-    /// Longest a revoke or shutdown waits for in-flight records, in ms.
-    pub drain_timeout_ms: u64,
-    /// librdkafka properties for both the consumer and the producer, passed through unchanged.
-    pub properties: std::collections::BTreeMap<String, String>,
-    /// librdkafka properties for the consumer only.
-    pub consumer_properties: std::collections::BTreeMap<String, String>,
-    /// librdkafka properties for the producer only.
-    pub producer_properties: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for KafkaSection {
-    fn default() -> Self {
-        Self {
-            brokers: "127.0.0.1:9092".into(),
-            group_id: "prodcat".into(),
-            input_topic: "products".into(),
-            output_topic: "products-labeled".into(),
-            dead_letter_topic: "products-dead-letter".into(),
-            review_topic: String::new(),
-            review_threshold: 0.5,
-            id_field: "id".into(),
-            max_message_bytes: 1 << 20,
-            exactly_once: false,
-            transactional_id: String::new(),
-            chunk_records: 256,
-            chunk_wait_ms: 5,
-            commit_interval_ms: 1000,
-            drain_timeout_ms: 30_000,
-            properties: Default::default(),
-            consumer_properties: Default::default(),
-            producer_properties: Default::default(),
-        }
-    }
-}
-
-/// `[files]`: rotating Arrow IPC / Parquet files of a streaming pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FilesSection {
-    pub enabled: bool,
-    pub path: PathBuf,
-    pub format: OutputFormat,
-    pub rotation: Rotation,
-    /// A file is closed (and its records' offsets become committable) after this many ms.
-    pub max_age_ms: u64,
-}
-
-impl Default for FilesSection {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            path: PathBuf::from("out/stream"),
-            format: OutputFormat::Arrow,
-            rotation: Rotation { max_rows: 100_000, max_bytes: 64 * 1024 * 1024 },
-            max_age_ms: 5_000,
-        }
-    }
-}
-
 /// `[http]`: the operations endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -209,8 +122,8 @@ pub struct PipelineConfig {
     pub text: TextSpec,
     pub engine: EngineSettings,
     pub relabel: RelabelSection,
-    pub kafka: KafkaSection,
-    pub files: FilesSection,
+    pub kafka: KafkaSettings,
+    pub files: FileSinkSettings,
     pub http: HttpSection,
     pub training: crate::learn::TrainingSection,
 }
@@ -346,11 +259,33 @@ impl PipelineConfig {
         SessionSettings { target: self.model.device, intra_threads: self.model.intra_threads, ort_library }
     }
 
+    /// The model version `model.path` names, resolved once here for everything below.
+    pub fn model_version(&self) -> Result<ModelVersion> {
+        ModelVersion::open(&self.model.path)
+    }
+
+    /// The Kafka pipeline this configuration describes.
+    pub fn kafka_job(&self, ort_library: Option<PathBuf>) -> Result<KafkaJob> {
+        let model = self.model_version()?;
+        let watch = (self.model.watch && model.follows.is_some())
+            .then(|| std::time::Duration::from_millis(self.model.watch_interval_ms.max(50)));
+        Ok(KafkaJob {
+            model,
+            kafka: self.kafka.clone(),
+            text: self.text.clone(),
+            engine: self.engine.clone(),
+            files: self.files.enabled.then(|| self.files.clone()),
+            training: self.training.enabled.then(|| self.training.clone()),
+            session: self.session(ort_library),
+            watch,
+        })
+    }
+
     /// The relabel job this configuration describes.
     pub fn relabel_job(&self, ort_library: Option<PathBuf>) -> Result<RelabelJob> {
         let r = &self.relabel;
         Ok(RelabelJob {
-            model: self.model.path.clone(),
+            model: self.model_version()?,
             inputs: r.inputs.clone(),
             output: r.output.clone(),
             format: r.format,

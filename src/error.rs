@@ -67,9 +67,41 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Anything else, with enough context to act on.
-    #[error("{0}")]
-    Other(String),
+    /// A stage of a running pipeline failed; the pipeline stops (its health says which stage).
+    #[error("pipeline stage `{stage}` failed: {message}")]
+    Pipeline { stage: &'static str, message: String },
+
+    /// A stage ended because the stage after it stopped (the cause is that stage's error).
+    #[error("{0} stopped")]
+    Stopped(&'static str),
+
+    /// The Kafka client failed (consumer, producer, transactions, offset commits).
+    #[error("Kafka: {0}")]
+    Kafka(String),
+
+    /// A thread or thread pool could not be started, or a thread panicked.
+    #[error("{what}: {message}")]
+    Thread { what: &'static str, message: String },
+
+    /// A training run was cancelled (shutdown, or a newer run superseded it).
+    #[error("training cancelled")]
+    Cancelled,
+
+    /// A model was built but refused by its own acceptance check (e.g. int8 costs too much).
+    #[error("model refused: {0}")]
+    Refused(String),
+
+    /// An ONNX graph cannot be read or rewritten.
+    #[error("ONNX graph: {0}")]
+    Onnx(String),
+
+    /// A plot could not be drawn.
+    #[error("drawing {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+
+    /// A broken internal invariant (a bug, not bad input): the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -91,6 +123,11 @@ impl Error {
     /// A configuration problem tied to a key.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config { key: key.into(), message: message.into() }
+    }
+
+    /// A thread-start or join failure.
+    pub fn thread(what: &'static str, err: impl std::fmt::Display) -> Self {
+        Error::Thread { what, message: err.to_string() }
     }
 
     /// A table-processing failure with the context it happened in.

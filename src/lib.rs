@@ -12,7 +12,9 @@
 //! - [`train`]: the fine-tuning recipe, export, parity, publication
 //! - [`onnx`]: writing ONNX graphs from Rust
 //! - [`registry`]: model versions on disk and their cards
-//! - [`serve`]: ONNX Runtime sessions
+//! - [`serve`]: ONNX Runtime sessions, the `Model` trait, the token-budget batcher, the model slot
+//! - [`models`]: the model kinds (transformer, lexical, cascade): loading and retraining
+//! - [`fsutil`]: durable renames and atomic writes
 //! - [`eval`]: metrics, reports and plots
 //! - [`pipeline`]: the data path (engine, relabel job, sinks)
 //! - [`metrics`]: Prometheus metrics
@@ -24,10 +26,12 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod fsutil;
 pub mod http;
 pub mod learn;
 pub mod lexical;
 pub mod metrics;
+pub mod models;
 pub mod onnx;
 pub mod pipeline;
 pub mod registry;

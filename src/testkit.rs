@@ -125,8 +125,9 @@ pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
     let vocab_path = dir.join("vocab.txt");
     std::fs::write(&vocab_path, vocab.join("\n") + "\n").at(&vocab_path)?;
 
-    let tok_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Other(format!("building tiny tokenizer: {e}"));
-    let vocab_file = vocab_path.to_str().ok_or_else(|| Error::Other("non-UTF-8 temp path".into()))?;
+    let tok_err =
+        |e: Box<dyn std::error::Error + Send + Sync>| Error::Internal(format!("building tiny tokenizer: {e}"));
+    let vocab_file = vocab_path.to_str().ok_or_else(|| Error::Internal("non-UTF-8 temp path".into()))?;
     let wordpiece = WordPiece::from_file(vocab_file).unk_token("[UNK]".into()).build().map_err(tok_err)?;
     let mut tokenizer = Tokenizer::new(wordpiece);
     tokenizer.with_normalizer(Some(BertNormalizer::new(true, true, None, true))).map_err(tok_err)?;
@@ -134,15 +135,15 @@ pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
     let template = TemplateProcessing::builder()
         .try_single("[CLS] $A [SEP]")
         .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
-        .map_err(|e| Error::Other(format!("building tiny tokenizer template: {e}")))?
+        .map_err(|e| Error::Internal(format!("building tiny tokenizer template: {e}")))?
         .special_tokens(vec![("[CLS]", 2), ("[SEP]", 3)])
         .build()
-        .map_err(|e| Error::Other(format!("building tiny tokenizer template: {e}")))?;
+        .map_err(|e| Error::Internal(format!("building tiny tokenizer template: {e}")))?;
     tokenizer.with_post_processor(Some(template));
     tokenizer.save(dir.join("tokenizer.json"), false).map_err(tok_err)?;
 
     let config = tiny_config(vocab.len());
-    let json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| Error::Other(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| Error::Internal(e.to_string()))?;
     std::fs::write(dir.join("config.json"), json).at(dir.join("config.json"))?;
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

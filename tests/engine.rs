@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use prodcat::metrics::Metrics;
 use prodcat::pipeline::{BatchLimits, EngineSettings, LabelingEngine, TextChunk};
-use prodcat::serve::{Classifier, ModelSlot, SessionSettings};
+use prodcat::serve::{ModelSlot, SessionSettings};
 
 fn slot(fx: &Fixture) -> ModelSlot {
     let registry = tiny_registry(fx);
-    ModelSlot::new(Classifier::load(&registry, &SessionSettings::default()).unwrap())
+    ModelSlot::new(prodcat::models::open(&registry, &SessionSettings::default()).unwrap())
 }
 
 #[test]

@@ -5,10 +5,11 @@
 mod common;
 
 use common::*;
+use prodcat::models::cascade::Cascade;
+use prodcat::models::quantize::{QuantizeJob, quantize_model};
 use prodcat::onnx::quantize::QuantizeSettings;
-use prodcat::registry::{ModelCard, ModelRegistry, ModelType, files};
-use prodcat::serve::{Classifier, SessionSettings, Stage};
-use prodcat::train::int8::{QuantizeJob, quantize_model};
+use prodcat::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, files};
+use prodcat::serve::{Model, SessionSettings, Stage, score_texts};
 
 fn train_lexical(fx: &Fixture, registry: &str) -> std::process::Output {
     let mut args: Vec<String> =
@@ -21,7 +22,7 @@ fn train_lexical(fx: &Fixture, registry: &str) -> std::process::Output {
 }
 
 fn card(dir: &std::path::Path) -> ModelCard {
-    ModelCard::read(&prodcat::registry::resolve_model_dir(dir).unwrap().join(files::CARD)).unwrap()
+    ModelVersion::open(dir).unwrap().card
 }
 
 #[test]
@@ -32,9 +33,9 @@ fn lexical_model_trains_exports_with_parity_and_serves() {
     assert!(stdout(&o).lines().last().unwrap().starts_with("macro_f1="), "{}", stdout(&o));
     let model_dir = fx.path("registry/lex");
     let c = card(&model_dir);
-    assert_eq!(c.model_type, ModelType::Lexical);
+    let ModelKind::Lexical(lexical) = &c.model else { panic!("not a lexical card: {:?}", c.model) };
     assert!(c.parity.as_ref().unwrap().passed && c.parity.as_ref().unwrap().max_abs_diff < 1e-3);
-    assert_eq!(c.lexical.as_ref().unwrap().featurizer.buckets, 65536);
+    assert_eq!(lexical.featurizer.buckets, 65536);
     assert!(!model_dir.join("current").join(files::TOKENIZER).exists(), "a lexical model needs no tokenizer");
     let test = c.test_metrics.unwrap();
     assert!(test.accuracy > 0.8, "lexical test accuracy {}", test.accuracy);
@@ -42,8 +43,9 @@ fn lexical_model_trains_exports_with_parity_and_serves() {
     // Served through the same ONNX Runtime path: eval and relabel.
     let o = eval_fixture(&fx, &model_dir, &["--report", &fx.path("report").display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let model = Classifier::load(&model_dir, &SessionSettings::default()).unwrap();
-    let (out, stages) = model.score_texts(&["laptop notebook ssd", "novel paperback author"], 8).unwrap();
+    let model = prodcat::models::open(&model_dir, &SessionSettings::default()).unwrap();
+    let scored = score_texts(&*model, &["laptop notebook ssd", "novel paperback author"], None).unwrap();
+    let (out, stages) = (scored.output, scored.stages);
     assert_eq!(stages, vec![Stage::Lexical; 2]);
     assert_eq!(model.labels()[out.argmax(0).0], "Laptops");
     assert_eq!(model.labels()[out.argmax(1).0], "Books");
@@ -63,7 +65,7 @@ fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
     let texts: Vec<String> = fx.products.iter().map(|p| p.title.clone()).collect();
     let labels: Vec<String> = fx.products.iter().map(|p| p.category.clone()).collect();
     let job = |tolerance: f64| QuantizeJob {
-        model: registry.join("tiny"),
+        model: ModelVersion::open(&registry.join("tiny")).unwrap(),
         texts: texts.clone(),
         labels: labels.clone(),
         origin: "fixture".into(),
@@ -76,8 +78,8 @@ fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
     };
     let dir = quantize_model(job(1.0)).unwrap().publish(true).unwrap();
     let c = ModelCard::read(&dir.join(files::CARD)).unwrap();
-    let q = c.quantization.unwrap();
-    assert_eq!(c.onnx.precision, "int8");
+    let q = c.model.transformer().unwrap().quantization.clone().unwrap();
+    assert_eq!(c.onnx.as_ref().unwrap().precision, "int8");
     assert_eq!(q.rows, texts.len());
     assert!((q.macro_f1_drop - (q.fp32_macro_f1 - q.int8_macro_f1)).abs() < 1e-12);
     assert!(q.agreement > 0.9, "int8 agrees with fp32 on only {:.3}", q.agreement);
@@ -85,7 +87,7 @@ fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
     assert!(String::from_utf8_lossy(&onnx).contains("DynamicQuantizeMatMul"));
     let fp32_len = std::fs::metadata(registry.join("tiny/current/model.onnx")).unwrap().len();
     assert!((onnx.len() as u64) < fp32_len, "int8 model is not smaller");
-    let served = Classifier::load(&dir, &SessionSettings::default()).unwrap();
+    let served = prodcat::models::open(&dir, &SessionSettings::default()).unwrap();
     assert_eq!(served.labels().len(), 5);
 
     // A tolerance nothing can meet: refused, and no version is published.
@@ -123,8 +125,7 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     assert!(stdout(&o).contains("← chosen"), "{}", stdout(&o));
     assert!(report.join("threshold_curve.png").metadata().unwrap().len() > 1000);
     let c = card(&registry.join("casc"));
-    assert_eq!(c.model_type, ModelType::Cascade);
-    let info = c.cascade.clone().unwrap();
+    let ModelKind::Cascade(info) = c.model.clone() else { panic!("not a cascade card: {:?}", c.model) };
     let tuning = info.tuning.unwrap();
     assert!(tuning["curve"].as_array().unwrap().len() > 20);
     assert_eq!(tuning["chosen"]["threshold"].as_f64().unwrap() as f32, info.threshold);
@@ -138,7 +139,7 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("stored in"), "{}", stdout(&o));
-    let retuned = card(&registry.join("casc")).cascade.unwrap();
+    let ModelKind::Cascade(retuned) = card(&registry.join("casc")).model else { panic!("not a cascade") };
     assert_eq!(retuned.tuning.unwrap()["rows"].as_u64(), Some(400));
     assert!(fx.path("eval-report/threshold_curve.png").exists());
     let o = eval_fixture(&fx, &lex, &["--tune-threshold"]);
@@ -148,16 +149,14 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     // gives exactly the member's labels either way, and says which stage labeled each row.
     let texts: Vec<&str> = fx.products.iter().take(60).map(|p| p.title.as_str()).collect();
     let settings = SessionSettings::default();
-    let Classifier::Cascade(cascade) = Classifier::load(&registry.join("casc"), &settings).unwrap() else {
-        panic!("not loaded as a cascade")
-    };
-    let lexical = Classifier::load(&lex, &settings).unwrap().score_texts(&texts, 16).unwrap().0;
-    let transformer = Classifier::load(&tiny, &settings).unwrap();
-    let transformer_out = transformer.score_texts(&texts, 16).unwrap().0;
-    let cascade = Classifier::Cascade(cascade);
+    let mut cascade = Cascade::load(ModelVersion::open(&registry.join("casc")).unwrap(), &settings).unwrap();
+    let lexical = score_texts(&*prodcat::models::open(&lex, &settings).unwrap(), &texts, None).unwrap().output;
+    let transformer = prodcat::models::open(&tiny, &settings).unwrap();
+    let transformer_out = score_texts(&*transformer, &texts, None).unwrap().output;
     for (threshold, stage) in [(0.0f32, Stage::Lexical), (1.01, Stage::Transformer)] {
-        let Classifier::Cascade(c) = &cascade else { unreachable!() };
-        let (out, stages) = cascade.score_texts_with(&texts, 16, |batch, t| c.score(batch, t, threshold)).unwrap();
+        cascade.threshold = threshold;
+        let scored = score_texts(&cascade, &texts, None).unwrap();
+        let (out, stages) = (scored.output, scored.stages);
         assert!(stages.iter().all(|s| *s == stage), "threshold {threshold}");
         for r in 0..texts.len() {
             let expected = if stage == Stage::Lexical {

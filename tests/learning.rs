@@ -11,8 +11,8 @@ use common::*;
 use prodcat::learn::watch::ModelWatcher;
 use prodcat::learn::{Learner, Outcome, RegistryTarget, TrainingSection};
 use prodcat::metrics::Metrics;
-use prodcat::registry::{ModelCard, files};
-use prodcat::serve::{Classifier, ModelSlot, SessionSettings};
+use prodcat::registry::{ModelCard, ModelVersion, files};
+use prodcat::serve::{ModelSlot, SessionSettings, score_texts};
 use prodcat::train::{DataSource, TrainJob, TrainSettings, fit};
 
 fn settings() -> TrainSettings {
@@ -71,11 +71,11 @@ fn wait_for_outcome(learner: &Learner) -> Outcome {
 fn learner_promotes_a_better_model_and_grows_the_taxonomy() {
     let fx = Fixture::new(600);
     let current = model_without_books(&fx);
-    let slot = ModelSlot::new(Classifier::load(&current, &SessionSettings::default()).unwrap());
+    let slot = ModelSlot::new(prodcat::models::open(&current, &SessionSettings::default()).unwrap());
     let old_labels = slot.current().0.labels().to_vec();
     assert!(!old_labels.contains(&"Books".to_string()));
     let metrics = Arc::new(Metrics::new());
-    let target = RegistryTarget::from_model_path(&current).unwrap();
+    let target = RegistryTarget::of(&ModelVersion::open(&current).unwrap()).unwrap();
     let learner = Learner::new(
         training_section(&fx, 400, 0.0),
         target,
@@ -112,7 +112,7 @@ fn learner_promotes_a_better_model_and_grows_the_taxonomy() {
     assert_eq!(watcher.check().as_deref(), Some("v2"));
     let (model, identity) = slot.current();
     assert_eq!(identity.version, "v2");
-    let (scores, _) = model.score_texts(&["paperback novel illustrated edition"], 8).unwrap();
+    let scores = score_texts(&*model, &["paperback novel illustrated edition"], None).unwrap().output;
     assert_eq!(model.labels()[scores.argmax(0).0], "Books");
     assert!(metrics.render().contains("prodcat_model_swaps_total 1"));
 }
@@ -139,9 +139,9 @@ fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
     .unwrap()
     .publish(true)
     .unwrap();
-    let (cascade, _) = prodcat::train::cascade::build_cascade(prodcat::train::cascade::CascadeJob {
-        lexical,
-        transformer,
+    let (cascade, _) = prodcat::models::cascade::build_cascade(prodcat::models::cascade::CascadeJob {
+        lexical: ModelVersion::open(&lexical).unwrap(),
+        transformer: ModelVersion::open(&transformer).unwrap(),
         registry: fx.path("serve"),
         name: "casc".into(),
         threshold: Some(0.9),
@@ -152,9 +152,9 @@ fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
     })
     .unwrap();
     let served = cascade.publish(true).unwrap();
-    let slot = ModelSlot::new(Classifier::load(&served, &SessionSettings::default()).unwrap());
+    let slot = ModelSlot::new(prodcat::models::open(&served, &SessionSettings::default()).unwrap());
     let metrics = Arc::new(Metrics::new());
-    let target = RegistryTarget::from_model_path(&served).unwrap();
+    let target = RegistryTarget::of(&ModelVersion::open(&served).unwrap()).unwrap();
     let learner =
         Learner::new(training_section(&fx, 400, 0.0), target, slot, SessionSettings::default(), metrics).unwrap();
     for (i, p) in fx.products.iter().enumerate().take(500) {
@@ -164,14 +164,14 @@ fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
     assert_eq!(wait_for_outcome(&learner), Outcome::Promoted);
     let v2 = fx.path("serve/casc/v2");
     let card = ModelCard::read(&v2.join(files::CARD)).unwrap();
-    assert_eq!(card.model_type, prodcat::registry::ModelType::Cascade);
-    assert!(card.cascade.unwrap().tuning.is_some(), "the threshold is re-tuned on the label store");
+    let prodcat::registry::ModelKind::Cascade(info) = card.model else { panic!("not a cascade: {:?}", card.model) };
+    assert!(info.tuning.is_some(), "the threshold is re-tuned on the label store");
     for member in ["lexical", "transformer"] {
         let labels = prodcat::registry::read_labels(&v2.join(member).join(files::LABELS)).unwrap();
         assert!(labels.contains(&"Books".to_string()), "{member} member did not learn Books");
     }
-    let model = Classifier::load(&fx.path("serve/casc"), &SessionSettings::default()).unwrap();
-    let (scores, _) = model.score_texts(&["paperback novel illustrated edition"], 8).unwrap();
+    let model = prodcat::models::open(&fx.path("serve/casc"), &SessionSettings::default()).unwrap();
+    let scores = score_texts(&*model, &["paperback novel illustrated edition"], None).unwrap().output;
     assert_eq!(model.labels()[scores.argmax(0).0], "Books");
 }
 
@@ -179,9 +179,9 @@ fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
 fn gate_rejects_a_candidate_that_is_not_better_and_nothing_changes() {
     let fx = Fixture::new(600);
     let current = model_without_books(&fx);
-    let slot = ModelSlot::new(Classifier::load(&current, &SessionSettings::default()).unwrap());
+    let slot = ModelSlot::new(prodcat::models::open(&current, &SessionSettings::default()).unwrap());
     let metrics = Arc::new(Metrics::new());
-    let target = RegistryTarget::from_model_path(&current).unwrap();
+    let target = RegistryTarget::of(&ModelVersion::open(&current).unwrap()).unwrap();
     // A negative tolerance demands a candidate better by a whole F1 point: impossible.
     let learner =
         Learner::new(training_section(&fx, 100, -1.0), target, slot, SessionSettings::default(), metrics.clone())
@@ -200,7 +200,7 @@ fn gate_rejects_a_candidate_that_is_not_better_and_nothing_changes() {
 fn watcher_refuses_a_version_that_failed_parity() {
     let fx = Fixture::new(300);
     let current = model_without_books(&fx);
-    let slot = ModelSlot::new(Classifier::load(&current, &SessionSettings::default()).unwrap());
+    let slot = ModelSlot::new(prodcat::models::open(&current, &SessionSettings::default()).unwrap());
     // Copy v1 to v2 with a failed parity check in its card, and point `current` at it.
     let (v1, v2) = (fx.path("registry/tiny/v1"), fx.path("registry/tiny/v2"));
     std::fs::create_dir_all(&v2).unwrap();

@@ -10,8 +10,9 @@ use common::Fixture;
 use prodcat::data::LabeledData;
 use prodcat::encoder::{EncoderClassifier, EncoderConfig, LoraSettings, LoraTarget, Pooling, load_base_weights};
 use prodcat::onnx::transformer;
+use prodcat::registry::ModelVersion;
 use prodcat::registry::{ModelCard, files};
-use prodcat::serve::{LoadedModel, SessionSettings};
+use prodcat::serve::{SessionSettings, SingleModel, score_texts};
 use prodcat::tokenize::{PaddedBatch, TextTokenizer};
 use prodcat::train::{DataSource, TrainJob, TrainSettings, fit};
 
@@ -32,8 +33,9 @@ fn tiny_classifier(fx: &Fixture, targets: Vec<LoraTarget>, pooling: Pooling) -> 
     model
 }
 
-/// Writes the exported model into a folder that `LoadedModel` accepts.
-fn served(fx: &Fixture, model: &EncoderClassifier, name: &str) -> LoadedModel {
+/// Writes the exported model into a folder the transformer kind loads (an earlier card shape:
+/// `model_type` with no transformer section, which must keep loading).
+fn served(fx: &Fixture, model: &EncoderClassifier, name: &str) -> SingleModel {
     let dir = fx.path(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(files::MODEL), transformer::export(model, &[]).unwrap()).unwrap();
@@ -46,7 +48,7 @@ fn served(fx: &Fixture, model: &EncoderClassifier, name: &str) -> LoadedModel {
         "onnx": {"opset": 17, "precision": "fp32", "inputs": [], "outputs": [], "file_bytes": 0}
     });
     std::fs::write(dir.join(files::CARD), card.to_string()).unwrap();
-    LoadedModel::load(&dir, &SessionSettings::default()).unwrap()
+    prodcat::models::transformer::open(ModelVersion::open(&dir).unwrap(), &SessionSettings::default()).unwrap()
 }
 
 fn mixed_batch(fx: &Fixture) -> PaddedBatch {
@@ -150,7 +152,7 @@ fn training_learns_and_publishes_a_complete_registry_version() {
     let data_info = card.data.clone().unwrap();
     assert_eq!(data_info.rows, 600);
     assert_eq!(data_info.train_rows + data_info.validation_rows + data_info.test_rows, 600);
-    let t = card.transformer.clone().unwrap();
+    let t = card.model.transformer().unwrap().encoder.clone().unwrap();
     assert!(t.trainable_parameters > 0 && t.trainable_percent > 0.0 && t.trainable_percent < 100.0);
     assert_eq!(t.lora.rank, 16);
     // Five balanced classes: chance is 0.2. The tiny model must clearly learn.
@@ -162,10 +164,9 @@ fn training_learns_and_publishes_a_complete_registry_version() {
     let candidate = fit(job(&fx, &data, "registry", 1)).unwrap();
     candidate.publish(true).unwrap();
     assert_eq!(std::fs::read_link(fx.path("registry/tiny/current")).unwrap().to_string_lossy(), "v2");
-    let model = LoadedModel::load(&fx.path("registry"), &SessionSettings::default()).unwrap();
-    assert_eq!(model.card.version, "v2");
-    let model = prodcat::serve::Classifier::Single(model);
-    let (out, _) = model.score_texts(&["smartphone dual sim 5g"], 8).unwrap();
+    let model = prodcat::models::open(&fx.path("registry"), &SessionSettings::default()).unwrap();
+    assert_eq!(model.card().version, "v2");
+    let out = score_texts(&*model, &["smartphone dual sim 5g"], None).unwrap().output;
     assert_eq!(model.labels()[out.argmax(0).0], "Phones");
 }
 

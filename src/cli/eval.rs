@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use prodcat::data::{LabeledData, LabeledDataSpec};
-use prodcat::eval::cascade::{format_tuning, plot_tuning, tune_threshold};
+use prodcat::eval::cascade::{format_tuning, plot_tuning};
 use prodcat::eval::{evaluate, format_report, label_ids, write_report};
-use prodcat::registry::files;
-use prodcat::serve::{Classifier, ExecutionTarget, SessionSettings};
+use prodcat::models::cascade::Cascade;
+use prodcat::registry::{ModelVersion, files};
+use prodcat::serve::{BatchLimits, ExecutionTarget, Model, SessionSettings};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -28,8 +29,9 @@ pub struct EvalArgs {
     /// Use a seeded random sample of N usable rows (kept in file order).
     #[arg(long)]
     max_rows: Option<usize>,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    /// Most texts per batch (default: the model's own token-budget batching).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Drop rows with an empty text or label instead of failing.
     #[arg(long)]
     skip_invalid: bool,
@@ -47,7 +49,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = SessionSettings { target: args.device, intra_threads: 0, ort_library: ort_lib };
-    let mut model = Classifier::load(&args.model, &settings)?;
+    let version = ModelVersion::open(&args.model)?;
     let spec = LabeledDataSpec {
         path: args.data.clone(),
         text_column: args.text_column.clone(),
@@ -59,37 +61,33 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
     let origin = format!("{} column `{}`", args.data.display(), args.label_column);
-    let y_true = label_ids(model.labels(), &data.labels, &origin)?;
-    let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
     let report_dir = args
         .report
-        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", model.card().name, model.card().version)));
-    if args.tune_threshold {
-        let Classifier::Cascade(cascade) = &mut model else {
-            anyhow::bail!(
-                "--tune-threshold needs a cascade model; {} is a {:?} model",
-                model.id(),
-                model.card().model_type
-            );
-        };
-        let tuning = tune_threshold(cascade, &texts, &y_true, args.max_f1_loss)?;
+        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", version.card.name, version.card.version)));
+    let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+    let model: std::sync::Arc<dyn Model> = if args.tune_threshold {
+        let id = version.id();
+        let kind = version.card.model.name();
+        let mut cascade = Cascade::load(version, &settings)
+            .map_err(|e| anyhow::anyhow!("--tune-threshold needs a cascade model; {id} is a {kind} model ({e})"))?;
+        let y_true = label_ids(cascade.labels(), &data.labels, &origin)?;
+        let tuning = cascade.tune(&texts, &y_true, args.max_f1_loss)?;
         println!("{}", format_tuning(&tuning));
         std::fs::create_dir_all(&report_dir)?;
         plot_tuning(&tuning, &report_dir.join("threshold_curve.png"))?;
-        cascade.threshold = tuning.chosen.threshold;
-        if let Some(info) = cascade.card.cascade.as_mut() {
-            info.threshold = tuning.chosen.threshold;
-            info.tuning = serde_json::to_value(&tuning).ok();
-        }
+        cascade.set_tuning(&tuning);
         // Written beside and renamed over, so a reader never sees half a card.
-        let card_path = cascade.dir.join(files::CARD);
-        let staged = cascade.dir.join(".card.json.tmp");
-        cascade.card.write(&staged)?;
-        std::fs::rename(&staged, &card_path)?;
+        let card_path = cascade.version.dir.join(files::CARD);
+        cascade.version.card.write(&card_path)?;
         println!("threshold {:.3} stored in {}\n", tuning.chosen.threshold, card_path.display());
-    }
+        std::sync::Arc::new(cascade)
+    } else {
+        prodcat::models::load(version, &settings)?
+    };
+    let y_true = label_ids(model.labels(), &data.labels, &origin)?;
     let started = std::time::Instant::now();
-    let evaluation = evaluate(&model, &texts, y_true, args.batch_size)?;
+    let limits = args.batch_size.map(|n| BatchLimits { max_records: n.max(1), ..model.batch_limits() });
+    let evaluation = evaluate(&*model, &texts, y_true, limits)?;
     let seconds = started.elapsed().as_secs_f64();
     let extra = serde_json::json!({
         "model": model.id(),

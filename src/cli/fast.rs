@@ -8,11 +8,11 @@ use clap::Args;
 use prodcat::data::{LabeledData, LabeledDataSpec, Split};
 use prodcat::eval::cascade::{format_tuning, plot_tuning};
 use prodcat::eval::format_report;
+use prodcat::models::cascade::{CascadeJob, Rows, build_cascade};
+use prodcat::models::quantize::{QuantizeJob, quantize_model};
 use prodcat::onnx::quantize::QuantizeSettings;
-use prodcat::registry::{ModelCard, files, resolve_model_dir};
+use prodcat::registry::{ModelCard, ModelVersion};
 use prodcat::serve::SessionSettings;
-use prodcat::train::cascade::{CascadeJob, Rows, build_cascade};
-use prodcat::train::int8::{QuantizeJob, quantize_model};
 use prodcat::train::{Candidate, held_out};
 
 #[derive(Debug, Args)]
@@ -86,8 +86,8 @@ fn print_published(candidate: Candidate) -> anyhow::Result<PathBuf> {
 
 pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
-    let source = resolve_model_dir(&args.model)?;
-    let card = ModelCard::read(&source.join(files::CARD))?;
+    let source = ModelVersion::open(&args.model)?;
+    let card = source.card.clone();
     let rows = match &args.data {
         Some(data) => {
             let spec = LabeledDataSpec {
@@ -107,6 +107,7 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
     let registry = match args.out {
         Some(out) => out,
         None => source
+            .dir
             .parent()
             .and_then(Path::parent)
             .context("cannot tell the source model's registry; pass --out")?
@@ -124,8 +125,9 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
         session,
     };
     let candidate = quantize_model(job)?;
-    let q = candidate.card.quantization.clone().context("no quantization result")?;
-    let bytes = candidate.card.onnx.file_bytes;
+    let q =
+        candidate.card.model.transformer().and_then(|t| t.quantization.clone()).context("no quantization result")?;
+    let bytes = candidate.card.onnx.as_ref().map_or(0, |o| o.file_bytes);
     let accuracy = candidate.card.test_metrics.as_ref().map_or(0.0, |m| m.accuracy);
     print_published(candidate)?;
     println!("size:         {:.1} MiB", bytes as f64 / (1 << 20) as f64);
@@ -139,14 +141,15 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
 
 pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
-    let lexical_card = ModelCard::read(&resolve_model_dir(&args.lexical)?.join(files::CARD))?;
+    let lexical = ModelVersion::open(&args.lexical)?;
+    let transformer = ModelVersion::open(&args.transformer)?;
     let file = args.train_data.as_deref();
     let validation =
-        if args.threshold.is_none() { Some(rows_of(&lexical_card, Split::Validation, file)?) } else { None };
-    let test = rows_of(&lexical_card, Split::Test, file).ok();
+        if args.threshold.is_none() { Some(rows_of(&lexical.card, Split::Validation, file)?) } else { None };
+    let test = rows_of(&lexical.card, Split::Test, file).ok();
     let job = CascadeJob {
-        lexical: args.lexical,
-        transformer: args.transformer,
+        lexical,
+        transformer,
         registry: args.out,
         name: args.name.clone(),
         threshold: args.threshold,
@@ -157,7 +160,7 @@ pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()
     };
     let (candidate, tuning) = build_cascade(job)?;
     let metrics = candidate.card.test_metrics.clone();
-    let threshold = candidate.card.cascade.as_ref().map_or(0.0, |c| c.threshold);
+    let described = candidate.card.model.describe();
     let share = candidate.test.as_ref().map(|t| {
         t.stages.iter().filter(|s| **s == prodcat::serve::Stage::Transformer).count() as f64
             / t.stages.len().max(1) as f64
@@ -173,7 +176,9 @@ pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()
         println!("curve:        {}, {}", json.display(), dir.join("threshold_curve.png").display());
     }
     print_published(candidate)?;
-    println!("threshold:    {threshold:.3}");
+    for (key, value) in described {
+        println!("{:<14}{value}", format!("{key}:"));
+    }
     if let Some(share) = share {
         println!("transformer:  {:.1}% of test rows", 100.0 * share);
     }

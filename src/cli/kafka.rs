@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prodcat::config::PipelineConfig;
 use prodcat::metrics::Metrics;
 use prodcat::pipeline::kafka::{self, Health};
-use prodcat::serve::Classifier;
 
 pub fn run(config: PipelineConfig, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = super::tokio_runtime()?;
@@ -19,8 +18,9 @@ pub fn run(config: PipelineConfig, ort_lib: Option<PathBuf>) -> anyhow::Result<(
         let server = runtime.block_on(prodcat::http::bind(&config.http.listen, metrics.clone(), health.clone()))?;
         runtime.spawn(server);
     }
-    let model = Classifier::load(&config.model.path, &config.session(ort_lib))?;
-    tracing::info!(model = %format!("{}:{}", model.card().name, model.card().version), topic = %config.kafka.input_topic, "starting the Kafka pipeline");
+    let job = config.kafka_job(ort_lib)?;
+    let model = prodcat::models::load(job.model.clone(), &job.session)?;
+    tracing::info!(model = %model.id(), kind = model.card().model.name(), topic = %job.kafka.input_topic, "starting the Kafka pipeline");
     let signal_stop = stop.clone();
     runtime.spawn(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -39,7 +39,7 @@ pub fn run(config: PipelineConfig, ort_lib: Option<PathBuf>) -> anyhow::Result<(
     });
     let pipeline_health = health.clone();
     let summary = runtime.block_on(async move {
-        tokio::task::spawn_blocking(move || kafka::run(&config, model, metrics, pipeline_health, stop)).await
+        tokio::task::spawn_blocking(move || kafka::run(&job, model, metrics, pipeline_health, stop)).await
     })??;
     println!(
         "kafka pipeline stopped: {} received, {} labeled, {} dead-lettered, {} sent to review",

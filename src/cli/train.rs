@@ -207,26 +207,15 @@ fn report(candidate: prodcat::train::Candidate, out: &std::path::Path) -> anyhow
     }
     let card = candidate.card.clone();
     let dir = candidate.publish(true)?;
-    let training = card.training.as_ref();
-    let transformer = card.transformer.as_ref();
     println!("model:        {}", dir.display());
     println!("current:      {}", out.join(&card.name).join("current").display());
-    if let (Some(t), Some(m)) = (training, transformer) {
-        println!(
-            "trainable:    {} parameters ({:.2}% of {})",
-            m.trainable_parameters,
-            m.trainable_percent,
-            m.base_parameters_total()
-        );
+    for (key, value) in card.model.describe() {
+        println!("{:<14}{value}", format!("{key}:"));
+    }
+    if let Some(t) = &card.training {
         println!(
             "training:     {} epochs (best {}), {:.1} samples/s, {:.1} s wall",
             t.epochs_run, t.best_epoch, t.samples_per_second, t.wall_seconds
-        );
-    }
-    if let (Some(t), Some(l)) = (training, card.lexical.as_ref()) {
-        println!(
-            "training:     {} epochs (best {}), {:.1} s training, {:.1} s wall",
-            t.epochs_run, t.best_epoch, l.train_seconds, t.wall_seconds
         );
     }
     if let Some(p) = &card.parity {

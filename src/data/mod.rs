@@ -1,6 +1,7 @@
 //! Labeled example data: reading text/label/group columns from CSV, JSONL or Parquet files, and
 //! splitting them into train/validation/test sets.
 
+pub mod prepare;
 mod split;
 mod table;
 

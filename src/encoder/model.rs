@@ -284,7 +284,7 @@ impl EncoderClassifier {
     pub fn forward(&self, batch: &PaddedBatch, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let (b, s, h) = (batch.batch, batch.seq, self.config.hidden_size);
         if s > self.config.max_sequence() {
-            return Err(Error::Other(format!(
+            return Err(Error::Internal(format!(
                 "sequence of {s} tokens exceeds the model's {} positions",
                 self.config.max_sequence()
             )));

@@ -7,14 +7,13 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
 
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::ClassificationReport;
 use crate::error::{Error, Result};
-use crate::serve::Cascade;
+use crate::serve::ModelOutput;
 
 /// One point of the curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,28 +46,33 @@ fn grid() -> Vec<f32> {
     g
 }
 
-/// Scores `texts` with both members and tunes the threshold against `y_true`.
+/// Both members' scores of the same rows (the transformer's in the cascade's classes) and their
+/// measured speeds.
+pub struct MemberScores {
+    pub lexical: ModelOutput,
+    pub lexical_rate: f64,
+    pub transformer: ModelOutput,
+    pub transformer_rate: f64,
+}
+
+/// Tunes the threshold against `y_true` from both members' scores of the same rows.
 pub fn tune_threshold(
-    cascade: &Cascade,
-    texts: &[&str],
+    labels: &[String],
+    members: &MemberScores,
     y_true: &[usize],
     max_f1_loss: f64,
 ) -> Result<ThresholdTuning> {
-    if texts.is_empty() {
-        return Err(Error::Other("no rows to tune the cascade threshold on".into()));
+    let rows = members.lexical.rows;
+    if rows == 0 {
+        return Err(Error::Label("no rows to tune the cascade threshold on".into()));
     }
-    let started = Instant::now();
-    let lexical = cascade.lexical.score_texts(texts, 256)?;
-    let lexical_rate = texts.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let started = Instant::now();
-    let transformer = cascade.to_cascade_classes(&cascade.transformer.score_texts(texts, 64)?);
-    let transformer_rate = texts.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let labels = &cascade.lexical.labels;
+    let MemberScores { lexical, lexical_rate, transformer, transformer_rate } = members;
+    let (lexical_rate, transformer_rate) = (*lexical_rate, *transformer_rate);
     let curve: Vec<ThresholdPoint> = grid()
         .into_iter()
         .map(|t| {
             let mut to_transformer = 0usize;
-            let y_pred: Vec<usize> = (0..texts.len())
+            let y_pred: Vec<usize> = (0..rows)
                 .map(|r| {
                     let (label, confidence) = lexical.argmax(r);
                     if confidence < t {
@@ -80,7 +84,7 @@ pub fn tune_threshold(
                 })
                 .collect();
             let report = ClassificationReport::compute(labels, y_true, &y_pred, None);
-            let share = to_transformer as f64 / texts.len() as f64;
+            let share = to_transformer as f64 / rows as f64;
             ThresholdPoint {
                 threshold: t,
                 macro_f1: report.macro_f1,
@@ -95,9 +99,9 @@ pub fn tune_threshold(
         .iter()
         .find(|p| p.macro_f1 >= best - max_f1_loss)
         .cloned()
-        .ok_or_else(|| Error::Other("empty threshold curve".into()))?;
+        .ok_or_else(|| Error::Label("empty threshold curve".into()))?;
     Ok(ThresholdTuning {
-        rows: texts.len(),
+        rows,
         lexical_titles_per_second: lexical_rate,
         transformer_titles_per_second: transformer_rate,
         max_f1_loss,
@@ -137,7 +141,7 @@ pub fn format_tuning(t: &ThresholdTuning) -> String {
 /// Draws macro-F1 and expected throughput against the threshold.
 pub fn plot_tuning(t: &ThresholdTuning, path: &Path) -> Result<()> {
     super::plots::register_font();
-    let err = |e: String| Error::Other(format!("drawing {}: {e}", path.display()));
+    let err = |e: String| Error::Plot { path: path.to_path_buf(), message: e };
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let lo = t.curve.iter().map(|p| p.macro_f1).fold(1.0, f64::min).min(t.chosen.macro_f1 - 0.01).max(0.0);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub use metrics::{ClassificationReport, macro_f1};
 
 use crate::error::{Error, IoContext, Result};
-use crate::serve::{Classifier, ModelOutput, Stage};
+use crate::serve::{BatchLimits, Model, ModelOutput, Stage, score_texts};
 
 /// Maps label strings to the model's class ids; a label the model does not know is an error
 /// naming the label, the row and where it came from.
@@ -42,10 +42,16 @@ pub struct Evaluation {
     pub stages: Vec<Stage>,
 }
 
-/// Runs `model` over `texts` and scores it against `y_true`.
-pub fn evaluate(model: &Classifier, texts: &[&str], y_true: Vec<usize>, batch_size: usize) -> Result<Evaluation> {
-    let (output, stages) = model.score_texts(texts, batch_size)?;
-    Ok(score_output(model.labels(), output, stages, y_true))
+/// Runs `model` over `texts` (token-budget batches: the model's own limits, or `limits`) and
+/// scores it against `y_true`.
+pub fn evaluate(
+    model: &dyn Model,
+    texts: &[&str],
+    y_true: Vec<usize>,
+    limits: Option<BatchLimits>,
+) -> Result<Evaluation> {
+    let scored = score_texts(model, texts, limits)?;
+    Ok(score_output(model.labels(), scored.output, scored.stages, y_true))
 }
 
 /// The report for already computed model outputs.

@@ -25,7 +25,7 @@ pub(crate) fn register_font() {
 }
 
 fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
-    move |e| Error::Other(format!("drawing {}: {e}", path.display()))
+    move |e| Error::Plot { path: path.to_path_buf(), message: e }
 }
 
 fn short(label: &str) -> String {

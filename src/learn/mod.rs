@@ -8,11 +8,12 @@
 //!                                                  engine ◄── ModelSlot ◄── ModelWatcher ◄┘
 //! ```
 
+pub mod intake;
 pub mod store;
 pub mod watch;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,14 +23,15 @@ use serde::{Deserialize, Serialize};
 
 pub use store::{LabelSource, LabelStore, StoreLimits};
 
+use crate::data::prepare::DataSource;
 use crate::error::{Error, Result};
 use crate::eval::ClassificationReport;
-use crate::lexical::{LexicalJob, LexicalSettings, fit_lexical};
+use crate::lexical::LexicalSettings;
 use crate::metrics::Metrics;
-use crate::registry::ModelType;
-use crate::serve::{ModelSlot, SessionSettings};
-use crate::train::cascade::{CascadeJob, Rows, build_cascade};
-use crate::train::{Candidate, DataSource, TrainJob, TrainSettings, fit};
+use crate::models::RetrainJob;
+use crate::registry::ModelVersion;
+use crate::serve::{Model, ModelSlot, SessionSettings, score_texts};
+use crate::train::{Candidate, TrainSettings};
 
 /// `[training]` of a pipeline file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,12 +120,7 @@ pub struct GateDecision {
 }
 
 /// Compares a candidate with the serving model on the candidate's held-out split.
-pub fn gate(
-    candidate: &Candidate,
-    serving: &crate::serve::Classifier,
-    tolerance: f64,
-    floor: f64,
-) -> Result<GateDecision> {
+pub fn gate(candidate: &Candidate, serving: &dyn Model, tolerance: f64, floor: f64) -> Result<GateDecision> {
     let Some(test) = &candidate.test else {
         return Ok(GateDecision {
             promote: false,
@@ -135,7 +132,7 @@ pub fn gate(
     };
     let labels = &test.report.labels;
     let texts: Vec<&str> = candidate.test_texts.iter().map(String::as_str).collect();
-    let (scores, _) = serving.score_texts(&texts, 64)?;
+    let scores = score_texts(serving, &texts, None)?.output;
     let index: std::collections::HashMap<&str, usize> =
         labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     // Serving predictions in the candidate's label space (its taxonomy may be smaller).
@@ -184,15 +181,9 @@ pub struct RegistryTarget {
 }
 
 impl RegistryTarget {
-    /// Derives registry and name from a model path (`REG/NAME/current`, `REG/NAME/vN`, `REG/NAME`).
-    pub fn from_model_path(path: &Path) -> Result<Self> {
-        let resolved = crate::registry::resolve_model_dir(path)?;
-        let model_dir = resolved.parent().ok_or_else(|| Error::model(path, "not inside a registry"))?;
-        let name = model_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::model(path, "not inside a registry"))?;
-        let registry = model_dir.parent().ok_or_else(|| Error::model(path, "not inside a registry"))?.to_path_buf();
+    /// The registry and name of the served version (`REG/NAME/vN`).
+    pub fn of(version: &ModelVersion) -> Result<Self> {
+        let (registry, name) = version.registry_target()?;
         Ok(Self { registry, name })
     }
 }
@@ -292,7 +283,7 @@ impl Learner {
         let handle = std::thread::Builder::new()
             .name("prodcat-trainer".into())
             .spawn(move || me.train_once(data, flag))
-            .map_err(|e| Error::Other(format!("starting the trainer: {e}")))?;
+            .map_err(|e| Error::thread("starting the trainer", e))?;
         *running = Some((handle, cancel));
         Ok(true)
     }
@@ -342,99 +333,39 @@ impl Learner {
                 labels.push(l);
             }
         }
-        let source = DataSource {
-            file: self.store.dir().display().to_string(),
-            text_column: "text".into(),
-            label_column: "label".into(),
-            group_column: Some("id".into()),
+        let job = RetrainJob {
+            data,
+            source: DataSource {
+                file: self.store.dir().display().to_string(),
+                text_column: "text".into(),
+                label_column: "label".into(),
+                group_column: Some("id".into()),
+            },
+            labels,
+            registry: self.target.registry.clone(),
+            name: self.target.name.clone(),
+            transformer: self.settings.settings.clone(),
+            lexical: self.settings.lexical.clone(),
+            base_model: self.settings.base_model.clone(),
+            session: self.session.clone(),
+            cancel,
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.settings.threads.max(1))
             .thread_name(|i| format!("prodcat-train-{i}"))
             .build()
-            .map_err(|e| Error::Other(format!("training thread pool: {e}")))?;
-        // Candidates are of the serving model's family; a cascade retrains both members and
-        // re-tunes its threshold on the label store's validation split.
-        let candidate = match serving.card().model_type {
-            ModelType::Lexical => pool.install(|| fit_lexical(self.lexical_job(data, source, labels)))?,
-            ModelType::Transformer => pool.install(|| fit(self.transformer_job(data, source, labels, cancel)))?,
-            ModelType::Cascade => {
-                let lexical = pool.install(|| fit_lexical(self.lexical_job(data, source.clone(), labels.clone())))?;
-                let transformer =
-                    pool.install(|| fit(self.transformer_job(data, source.clone(), labels.clone(), cancel)))?;
-                let t = &self.settings.settings;
-                let (_, _, split) = crate::train::prepare_data(data, Some(&labels), &source, t.split, t.seed, true)?;
-                let rows = |set: &[usize], origin: &str| Rows {
-                    texts: set.iter().map(|&r| data.texts[r].clone()).collect(),
-                    labels: set.iter().map(|&r| data.labels[r].clone()).collect(),
-                    origin: origin.into(),
-                };
-                let job = CascadeJob {
-                    lexical: lexical.staged.dir.clone(),
-                    transformer: transformer.staged.dir.clone(),
-                    registry: self.target.registry.clone(),
-                    name: self.target.name.clone(),
-                    threshold: None,
-                    validation: Some(rows(&split.validation, "label store validation split")),
-                    test: Some(rows(&split.test, "label store test split")),
-                    max_f1_loss: 0.001,
-                    session: self.session.clone(),
-                };
-                build_cascade(job)?.0
-            }
-        };
-        let decision = gate(&candidate, &serving, self.settings.tolerance, self.settings.class_f1_floor)?;
+            .map_err(|e| Error::thread("training thread pool", e))?;
+        // Candidates are of the serving model's kind (a cascade retrains both members and
+        // re-tunes its threshold on the label store's validation split).
+        let family = crate::models::family(&serving.card().model);
+        let candidate = pool.install(|| family.candidate(job))?;
+        let decision = gate(&candidate, &*serving, self.settings.tolerance, self.settings.class_f1_floor)?;
         if decision.promote {
             let dir = candidate.publish(true)?;
             tracing::info!(version = %dir.display(), "candidate promoted");
             Ok((Outcome::Promoted, Some(decision)))
         } else {
             Ok((Outcome::Rejected, Some(decision)))
-        }
-    }
-
-    fn lexical_job<'a>(
-        &self,
-        data: &'a crate::data::LabeledData,
-        source: DataSource,
-        labels: Vec<String>,
-    ) -> LexicalJob<'a> {
-        // The transformer's split seed, so cascade members share one split.
-        let settings = LexicalSettings { seed: self.settings.settings.seed, ..self.settings.lexical.clone() };
-        LexicalJob {
-            data,
-            source,
-            registry: self.target.registry.clone(),
-            name: self.target.name.clone(),
-            settings,
-            split: self.settings.settings.split,
-            stable_split: true,
-            session: self.session.clone(),
-            labels: Some(labels),
-            parity_tolerance: self.settings.settings.parity_tolerance,
-        }
-    }
-
-    fn transformer_job<'a>(
-        &self,
-        data: &'a crate::data::LabeledData,
-        source: DataSource,
-        labels: Vec<String>,
-        cancel: Arc<AtomicBool>,
-    ) -> TrainJob<'a> {
-        TrainJob {
-            data,
-            source,
-            base_dir: self.settings.base_model.clone(),
-            registry: self.target.registry.clone(),
-            name: self.target.name.clone(),
-            // Held-out products stay held out as the store grows, so the gate is fair.
-            settings: TrainSettings { stable_split: true, ..self.settings.settings.clone() },
-            resume: false,
-            session: self.session.clone(),
-            show_progress: false,
-            cancel: Some(cancel),
-            labels: Some(labels),
         }
     }
 

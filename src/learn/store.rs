@@ -17,7 +17,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::data::LabeledData;
 use crate::error::{Error, IoContext, Result};
-use crate::pipeline::sinks::durable_rename;
+use crate::fsutil::durable_rename;
 
 /// Where a trusted label came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,9 @@
 //! Hot swap: watches a registry model's `current` pointer and swaps the serving model when it
 //! moves — to a version promoted by this pipeline's trainer or published by another process.
 //!
-//! The new version is loaded and warmed (one batch run) off the data path, and refused if it fails
-//! to load, lacks a passed parity check, or fails the warm-up; the old model keeps serving then.
+//! The new version is loaded and verified off the data path ([`crate::models::load_verified`]:
+//! parity recorded and passed, files and labels consistent, a warm-up through every member), and
+//! refused if any check fails; the old model keeps serving then.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,9 +12,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::registry::files;
-use crate::serve::{Classifier, ModelSlot, SessionSettings};
-use crate::tokenize::PaddedBatch;
+use crate::registry::{ModelVersion, files};
+use crate::serve::{Model, ModelSlot, SessionSettings};
 
 /// Watches `<registry>/<name>/current`.
 pub struct ModelWatcher {
@@ -35,18 +35,9 @@ impl ModelWatcher {
         std::fs::read_link(&self.current).ok().map(|t| t.to_string_lossy().into_owned())
     }
 
-    /// Loads and warms `dir`; refuses a model without a passed parity check.
-    fn prepare(&self, dir: &Path) -> Result<Classifier> {
-        let model = Classifier::load(dir, &self.session)?;
-        match &model.card().parity {
-            Some(p) if p.passed => {}
-            Some(p) => return Err(Error::model(dir, format!("parity check failed (max diff {})", p.max_abs_diff))),
-            None => return Err(Error::model(dir, "card.json records no parity check")),
-        }
-        let prepared = model.prepare(&["warm up"])?;
-        let batch = PaddedBatch::from_tokens(prepared.iter());
-        model.score(&batch, &["warm up"])?;
-        Ok(model)
+    /// Loads `dir` and applies every check a served model must pass.
+    fn prepare(&self, dir: &Path) -> Result<Arc<dyn Model>> {
+        crate::models::load_verified(ModelVersion::at(dir)?, &self.session)
     }
 
     /// Swaps if `current` moved to a version not yet serving; returns the new version.
@@ -83,6 +74,6 @@ impl ModelWatcher {
                     std::thread::sleep(interval);
                 }
             })
-            .map_err(|e| Error::Other(format!("starting the model watcher: {e}")))
+            .map_err(|e| Error::thread("starting the model watcher", e))
     }
 }

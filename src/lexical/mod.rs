@@ -8,3 +8,7 @@ mod train;
 pub use featurizer::{Featurizer, FeaturizerSettings};
 pub use model::{LexicalModel, LexicalSettings};
 pub use train::{LexicalJob, fit_lexical};
+
+/// How lexical models are batched outside the engine: a row costs its feature count, and the
+/// embedding bag is cheap, so batches are wide.
+pub const SERVE_LIMITS: crate::serve::BatchLimits = crate::serve::BatchLimits { max_tokens: 1 << 20, max_records: 256 };

@@ -10,14 +10,15 @@ use rayon::prelude::*;
 use super::featurizer::Featurizer;
 use super::model::{LexicalModel, LexicalSettings};
 use crate::data::LabeledData;
+use crate::data::prepare::{DataSource, data_info, prepare_data};
 use crate::error::{Error, IoContext, Result};
 use crate::onnx::graph::OPSET;
 use crate::onnx::transformer::names;
 use crate::registry::card::{LexicalInfo, OnnxInfo, ParityInfo, TrainingInfo};
-use crate::registry::{ModelCard, ModelRegistry, ModelType, files, write_labels};
-use crate::serve::{Classifier, LoadedModel, SessionSettings};
+use crate::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, files, write_labels};
+use crate::serve::{SessionSettings, SingleModel, Stage};
 use crate::tokenize::PaddedBatch;
-use crate::train::{Candidate, DataSource, data_info, max_abs_diff, prepare_data, test_evaluation};
+use crate::train::{Candidate, max_abs_diff, test_evaluation};
 
 /// Everything a lexical training run needs.
 pub struct LexicalJob<'a> {
@@ -83,12 +84,17 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let mut card = ModelCard {
         name: job.name.clone(),
         version: String::new(),
-        model_type: ModelType::Lexical,
+        model: ModelKind::Lexical(LexicalInfo {
+            featurizer: settings.featurizer.clone(),
+            settings: settings.clone(),
+            epochs_run: history.len(),
+            validation_macro_f1: history.clone(),
+            train_seconds,
+        }),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: settings.featurizer.max_features,
         num_labels: labels.len(),
-        transformer: None,
         data: Some(data_info(&job.source, data, &split)),
         training: Some(TrainingInfo {
             seed: settings.seed,
@@ -107,27 +113,24 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         }),
         test_metrics: None,
         parity: None,
-        lexical: Some(LexicalInfo {
-            featurizer: settings.featurizer.clone(),
-            settings: settings.clone(),
-            epochs_run: history.len(),
-            validation_macro_f1: history,
-            train_seconds,
-        }),
-        cascade: None,
-        quantization: None,
-        onnx: OnnxInfo {
+        onnx: Some(OnnxInfo {
             opset: OPSET,
             precision: "fp32".into(),
             inputs: vec![names::INPUT_IDS.into(), names::ATTENTION_MASK.into()],
             outputs: vec![names::LOGITS.into(), names::PROBABILITIES.into()],
             file_bytes: onnx.len() as u64,
-        },
+        }),
     };
     card.write(&dir.join(files::CARD))?;
 
     // Parity: Rust logits vs ONNX Runtime on one padded batch of mixed lengths.
-    let served = LoadedModel::load(&dir, &job.session)?;
+    let served = SingleModel::open(
+        ModelVersion::at(&dir)?,
+        Box::new(featurizer.clone()),
+        Stage::Lexical,
+        super::SERVE_LIMITS,
+        &job.session,
+    )?;
     let pool = if split.test.is_empty() { &split.validation } else { &split.test };
     let sample: Vec<usize> = pool.iter().copied().step_by((pool.len() / 32).max(1)).take(32).collect();
     let prepared: Vec<_> = sample.iter().map(|&r| featurizer.prepare(&data.texts[r])).collect();
@@ -147,9 +150,8 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     }
     card.parity = Some(parity);
 
-    let served = Classifier::Single(served);
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
-    let test = test_evaluation(&served, &mut card, &split, &texts, &y, 256)?;
+    let test = test_evaluation(&served, &mut card, &split, &texts, &y)?;
     if let Some(training) = card.training.as_mut() {
         training.wall_seconds = started.elapsed().as_secs_f64();
     }

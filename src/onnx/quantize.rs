@@ -65,8 +65,8 @@ fn tensor(name: &str, elem: i32, dims: &[usize], raw: Vec<u8>) -> TensorProto {
 /// Rewrites a serialized fp32 model into its dynamically quantized int8 form.
 pub fn quantize_dynamic(model: &[u8], settings: QuantizeSettings) -> Result<(Vec<u8>, QuantizeSummary)> {
     let mut proto =
-        ModelProto::decode(model).map_err(|e| Error::Other(format!("model.onnx is not a valid ONNX model: {e}")))?;
-    let graph = proto.graph.as_mut().ok_or_else(|| Error::Other("model.onnx has no graph".into()))?;
+        ModelProto::decode(model).map_err(|e| Error::Onnx(format!("model.onnx is not a valid ONNX model: {e}")))?;
+    let graph = proto.graph.as_mut().ok_or_else(|| Error::Onnx("model.onnx has no graph".into()))?;
     let index: HashMap<String, usize> =
         graph.initializer.iter().enumerate().filter_map(|(i, t)| Some((t.name.clone()?, i))).collect();
     let uses: HashMap<&str, usize> = graph.node.iter().flat_map(|n| n.input.iter()).fold(HashMap::new(), |mut m, i| {
@@ -93,7 +93,7 @@ pub fn quantize_dynamic(model: &[u8], settings: QuantizeSettings) -> Result<(Vec
         }
         let w: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         if w.len() != rows * cols {
-            return Err(Error::Other(format!(
+            return Err(Error::Onnx(format!(
                 "initializer `{weight_name}` has {} values for shape [{rows}, {cols}]",
                 w.len()
             )));
@@ -127,7 +127,7 @@ pub fn quantize_dynamic(model: &[u8], settings: QuantizeSettings) -> Result<(Vec
         replaced.push((n, new_node, tensors));
     }
     if replaced.is_empty() {
-        return Err(Error::Other("the model has no float weight MatMul to quantize".into()));
+        return Err(Error::Onnx("the model has no float weight MatMul to quantize".into()));
     }
     let mut drop_names = std::collections::HashSet::new();
     let count = replaced.len();

@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::batcher::{BatchLimits, plan_batches};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::serve::{Classifier, ModelIdentity, ModelSlot, Prediction, top_k};
+use crate::serve::{BatchLimits, Model, ModelIdentity, ModelSlot, Prediction, plan_batches, top_k};
 use crate::tokenize::{PaddedBatch, TokenizedText};
 
 /// Engine tuning.
@@ -87,7 +86,7 @@ pub struct LabeledChunk<P> {
 
 enum Work<P> {
     Chunk { seq: u64, texts: Vec<String>, payload: P },
-    Batch { model: Arc<Classifier>, identity: Arc<ModelIdentity>, items: Vec<(u64, usize)>, batch: PaddedBatch },
+    Batch { model: Arc<dyn Model>, identity: Arc<ModelIdentity>, items: Vec<(u64, usize)>, batch: PaddedBatch },
 }
 
 /// The running engine. It ends once every sender returned by [`LabelingEngine::start`] is
@@ -111,7 +110,7 @@ impl<P: Send + 'static> LabelingEngine<P> {
         let prep_settings = settings.clone();
         let prep_metrics = metrics.clone();
         let prep_out = out_tx.clone();
-        let spawn_err = |e: std::io::Error| Error::Other(format!("starting engine thread: {e}"));
+        let spawn_err = |e: std::io::Error| Error::thread("starting an engine thread", e);
         let prep = std::thread::Builder::new()
             .name("prodcat-prep".into())
             .spawn(move || {
@@ -160,9 +159,9 @@ fn prep_loop<P>(
 ) -> Result<()> {
     let mut seq = 0u64;
     let mut window: Vec<Pending> = Vec::new();
-    let mut window_model: Option<(Arc<Classifier>, Arc<ModelIdentity>)> = None;
+    let mut window_model: Option<(Arc<dyn Model>, Arc<ModelIdentity>)> = None;
     let mut window_started = Instant::now();
-    let closed = || Error::Other("labeling engine stopped".into());
+    let closed = || Error::Stopped("the labeling engine's inference thread");
     loop {
         let received = if window.is_empty() {
             input.recv().map_err(|_| flume::RecvTimeoutError::Disconnected)
@@ -205,7 +204,7 @@ fn prep_loop<P>(
 
 fn flush<P>(
     window: &mut Vec<Pending>,
-    model: &Option<(Arc<Classifier>, Arc<ModelIdentity>)>,
+    model: &Option<(Arc<dyn Model>, Arc<ModelIdentity>)>,
     settings: &EngineSettings,
     metrics: &Metrics,
     work: &flume::Sender<Work<P>>,
@@ -221,7 +220,7 @@ fn flush<P>(
         metrics.batch_tokens.observe((batch.batch * batch.seq) as f64);
         let items = plan.iter().map(|&i| (window[i].seq, window[i].index)).collect();
         work.send(Work::Batch { model: model.clone(), identity: identity.clone(), items, batch })
-            .map_err(|_| Error::Other("labeling engine stopped".into()))?;
+            .map_err(|_| Error::Stopped("the labeling engine's inference thread"))?;
     }
     window.clear();
     Ok(())
@@ -254,7 +253,8 @@ fn infer_loop<P>(
                     .iter()
                     .map(|(seq, i)| open.get(seq).map(|a| a.texts[*i].as_str()).unwrap_or_default())
                     .collect();
-                let (scores, stages) = model.score(&batch, &texts)?;
+                let scored = model.score(&batch, &texts)?;
+                let (scores, stages) = (&scored.output, &scored.stages);
                 metrics.stage_seconds.with_label_values(&["infer"]).observe(started.elapsed().as_secs_f64());
                 for (row, (seq, index)) in items.into_iter().enumerate() {
                     let probs = scores.probs(row);

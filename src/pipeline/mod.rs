@@ -7,7 +7,6 @@
 //! Every stage is connected by bounded channels, so a slow sink slows the source and memory stays
 //! bounded. The relabel job ([`relabel`]) and the Kafka pipeline share the engine and sinks.
 
-pub mod batcher;
 pub mod engine;
 pub mod kafka;
 pub mod output;
@@ -15,6 +14,6 @@ pub mod relabel;
 pub mod sinks;
 pub mod text;
 
-pub use batcher::BatchLimits;
+pub use crate::serve::BatchLimits;
 pub use engine::{EngineSettings, LabeledChunk, LabelingEngine, TextChunk};
 pub use text::{RejectReason, TextSpec};

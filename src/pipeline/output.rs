@@ -129,7 +129,7 @@ pub fn labeled_batch(
     labeled_at_ms: i64,
 ) -> Result<RecordBatch> {
     if input.num_rows() != predictions.len() {
-        return Err(Error::Other(format!("{} rows but {} predictions", input.num_rows(), predictions.len())));
+        return Err(Error::Internal(format!("{} rows but {} predictions", input.num_rows(), predictions.len())));
     }
     let schema = output_schema(input.schema().as_ref());
     let mut columns: Vec<ArrayRef> = input

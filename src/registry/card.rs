@@ -8,18 +8,6 @@ use serde::{Deserialize, Serialize};
 use crate::encoder::{EncoderConfig, LoraSettings, Pooling};
 use crate::error::{Error, IoContext, Result};
 
-/// The kinds of model the registry holds; all are served by the same data path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelType {
-    /// A BERT-family encoder with merged LoRA adapters.
-    Transformer,
-    /// Hashed word/character n-grams into a linear classifier.
-    Lexical,
-    /// Lexical first; low-confidence records go to a transformer.
-    Cascade,
-}
-
 /// The frozen base model the adapters were trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaseModelInfo {
@@ -177,19 +165,99 @@ pub struct QuantizationInfo {
     pub max_abs_logit_diff: f32,
 }
 
+/// What a version is, with the section that kind needs. Serialized as `"model": {"kind":
+/// "transformer", ...}`; a kind's section cannot appear on another kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelKind {
+    /// A BERT-family encoder with merged LoRA adapters: one ONNX graph over tokenizer ids.
+    Transformer(TransformerSection),
+    /// Hashed word/character n-grams into a linear classifier: one ONNX graph over feature ids.
+    Lexical(LexicalInfo),
+    /// Lexical first; low-confidence records go to a transformer. Members in subfolders.
+    Cascade(CascadeInfo),
+}
+
+/// The transformer kind's section: how the encoder was made, and its precision variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TransformerSection {
+    /// Base model, adapters and parameter counts (absent for a graph made elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<TransformerInfo>,
+    /// Present on int8 exports: what quantization cost against fp32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantizationInfo>,
+}
+
+impl ModelKind {
+    /// The kind's name as written in cards, outputs and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Transformer(_) => "transformer",
+            Self::Lexical(_) => "lexical",
+            Self::Cascade(_) => "cascade",
+        }
+    }
+
+    /// Files a published version of this kind must contain (besides what members bring).
+    pub fn required_files(&self) -> &'static [&'static str] {
+        use super::files::{CARD, LABELS, MODEL, TOKENIZER};
+        match self {
+            Self::Transformer(_) => &[CARD, LABELS, MODEL, TOKENIZER],
+            Self::Lexical(_) => &[CARD, LABELS, MODEL],
+            Self::Cascade(_) => &[CARD, LABELS],
+        }
+    }
+
+    /// What the kind's section says, as `(key, value)` lines for a terminal summary.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Transformer(t) => {
+                let mut lines = Vec::new();
+                if let Some(m) = &t.encoder {
+                    lines.push(("base", m.base_model.name.clone()));
+                    lines.push((
+                        "trainable",
+                        format!(
+                            "{} parameters ({:.2}% of {})",
+                            m.trainable_parameters,
+                            m.trainable_percent,
+                            m.base_parameters_total()
+                        ),
+                    ));
+                }
+                if let Some(q) = &t.quantization {
+                    lines.push(("precision", format!("int8 (macro-F1 drop {:+.4} vs fp32)", q.macro_f1_drop)));
+                }
+                lines
+            }
+            Self::Lexical(l) => vec![
+                ("features", format!("{} buckets", l.featurizer.buckets)),
+                ("fit", format!("{:.1} s", l.train_seconds)),
+            ],
+            Self::Cascade(c) => vec![("threshold", format!("{:.3}", c.threshold))],
+        }
+    }
+
+    /// The transformer section, for transformer-only operations (quantization).
+    pub fn transformer(&self) -> Option<&TransformerSection> {
+        if let Self::Transformer(t) = self { Some(t) } else { None }
+    }
+}
+
 /// Everything recorded about one registry version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "CardFile")]
 pub struct ModelCard {
     pub name: String,
     pub version: String,
-    pub model_type: ModelType,
+    /// What the model is, with its kind's section.
+    pub model: ModelKind,
     pub created_at: String,
     pub prodcat_version: String,
     /// Texts are truncated to this many tokens.
     pub max_length: usize,
     pub num_labels: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transformer: Option<TransformerInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,13 +267,79 @@ pub struct ModelCard {
     pub test_metrics: Option<SplitMetrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parity: Option<ParityInfo>,
+    /// The ONNX graph (kinds with a graph of their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lexical: Option<LexicalInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cascade: Option<CascadeInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantization: Option<QuantizationInfo>,
-    pub onnx: OnnxInfo,
+    pub onnx: Option<OnnxInfo>,
+}
+
+/// `card.json` as read: today's shape (`model`) or the earlier one (`model_type` beside optional
+/// `transformer` / `lexical` / `cascade` / `quantization` sections), so old registries keep loading.
+#[derive(Deserialize)]
+struct CardFile {
+    name: String,
+    version: String,
+    #[serde(default)]
+    model: Option<ModelKind>,
+    #[serde(default)]
+    model_type: Option<String>,
+    #[serde(default)]
+    transformer: Option<TransformerInfo>,
+    #[serde(default)]
+    lexical: Option<LexicalInfo>,
+    #[serde(default)]
+    cascade: Option<CascadeInfo>,
+    #[serde(default)]
+    quantization: Option<QuantizationInfo>,
+    created_at: String,
+    prodcat_version: String,
+    max_length: usize,
+    num_labels: usize,
+    #[serde(default)]
+    data: Option<DataInfo>,
+    #[serde(default)]
+    training: Option<TrainingInfo>,
+    #[serde(default)]
+    test_metrics: Option<SplitMetrics>,
+    #[serde(default)]
+    parity: Option<ParityInfo>,
+    #[serde(default)]
+    onnx: Option<OnnxInfo>,
+}
+
+impl TryFrom<CardFile> for ModelCard {
+    type Error = String;
+
+    fn try_from(f: CardFile) -> std::result::Result<Self, String> {
+        let model = match (f.model, f.model_type.as_deref()) {
+            (Some(model), _) => model,
+            (None, Some("transformer")) => {
+                ModelKind::Transformer(TransformerSection { encoder: f.transformer, quantization: f.quantization })
+            }
+            (None, Some("lexical")) => {
+                ModelKind::Lexical(f.lexical.ok_or("a lexical card needs its `lexical` section (featurizer settings)")?)
+            }
+            (None, Some("cascade")) => {
+                ModelKind::Cascade(f.cascade.ok_or("a cascade card needs its `cascade` section")?)
+            }
+            (None, Some(other)) => return Err(format!("unknown model_type `{other}`")),
+            (None, None) => return Err("card.json names no model kind (`model.kind`)".into()),
+        };
+        let onnx = if matches!(model, ModelKind::Cascade(_)) { None } else { f.onnx };
+        Ok(Self {
+            name: f.name,
+            version: f.version,
+            model,
+            created_at: f.created_at,
+            prodcat_version: f.prodcat_version,
+            max_length: f.max_length,
+            num_labels: f.num_labels,
+            data: f.data,
+            training: f.training,
+            test_metrics: f.test_metrics,
+            parity: f.parity,
+            onnx,
+        })
+    }
 }
 
 impl ModelCard {
@@ -215,10 +349,58 @@ impl ModelCard {
         serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })
     }
 
-    /// Writes `card.json` (pretty-printed).
+    /// Writes `card.json` (pretty-printed) durably: a temporary file, fsynced, renamed over.
     pub fn write(&self, path: &Path) -> Result<()> {
         let text =
             serde_json::to_string_pretty(self).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
-        std::fs::write(path, text + "\n").at(path)
+        crate::fsutil::write_atomic(path, (text + "\n").as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn legacy(kind: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut card = serde_json::json!({
+            "name": "m", "version": "v1", "model_type": kind, "created_at": "", "prodcat_version": "",
+            "max_length": 32, "num_labels": 2,
+            "onnx": {"opset": 17, "precision": "fp32", "inputs": [], "outputs": [], "file_bytes": 0}
+        });
+        if let (Some(card), serde_json::Value::Object(extra)) = (card.as_object_mut(), extra) {
+            card.extend(extra);
+        }
+        card
+    }
+
+    #[test]
+    fn earlier_cards_keep_loading_and_are_written_in_the_new_shape() {
+        let cascade = legacy(
+            "cascade",
+            serde_json::json!({"cascade": {"threshold": 0.5, "lexical": "lexical", "transformer": "transformer"}}),
+        );
+        let card: ModelCard = serde_json::from_value(cascade).unwrap();
+        let ModelKind::Cascade(info) = &card.model else { panic!("not a cascade: {:?}", card.model) };
+        assert_eq!(info.threshold, 0.5);
+        assert!(card.onnx.is_none(), "a cascade has no graph of its own");
+        let written = serde_json::to_value(&card).unwrap();
+        assert_eq!(written["model"]["kind"], "cascade");
+        assert!(written.get("model_type").is_none() && written.get("cascade").is_none());
+        assert_eq!(serde_json::from_value::<ModelCard>(written).unwrap(), card);
+
+        let transformer = legacy("transformer", serde_json::json!({}));
+        let card: ModelCard = serde_json::from_value(transformer).unwrap();
+        assert_eq!(card.model, ModelKind::Transformer(TransformerSection::default()));
+    }
+
+    #[test]
+    fn a_kind_without_its_section_is_refused() {
+        let err = serde_json::from_value::<ModelCard>(legacy("lexical", serde_json::json!({}))).unwrap_err();
+        assert!(err.to_string().contains("lexical"), "{err}");
+        let err = serde_json::from_value::<ModelCard>(legacy("ensemble", serde_json::json!({}))).unwrap_err();
+        assert!(err.to_string().contains("unknown model_type"), "{err}");
+        let mut card = legacy("lexical", serde_json::json!({}));
+        card["model"] = serde_json::json!({"kind": "cascade"});
+        assert!(serde_json::from_value::<ModelCard>(card).is_err(), "a cascade needs its threshold and members");
     }
 }

@@ -9,7 +9,7 @@ pub mod card;
 
 use std::path::{Path, PathBuf};
 
-pub use card::{ModelCard, ModelType};
+pub use card::{ModelCard, ModelKind};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -114,18 +114,20 @@ impl ModelRegistry {
     }
 
     /// Moves a staged version into its reserved folder and, if asked, points `current` at it.
+    /// The staged card names the model's kind, and every file that kind needs must be there;
+    /// files and folders are fsynced before the rename, so a published version survives a crash.
     pub fn publish(&self, staged: StagedVersion, version: &str, make_current: bool) -> Result<PathBuf> {
         let parent = self.model_dir(&staged.name);
         let target = parent.join(version);
-        // A cascade keeps its members' graphs in subfolders and has none of its own.
-        let cascade = ModelCard::read(&staged.dir.join(files::CARD)).is_ok_and(|c| c.model_type == ModelType::Cascade);
-        for required in [files::MODEL, files::LABELS, files::CARD] {
-            if !staged.dir.join(required).is_file() && !(cascade && required == files::MODEL) {
+        let card = ModelCard::read(&staged.dir.join(files::CARD))?;
+        for required in card.model.required_files() {
+            if !staged.dir.join(required).is_file() {
                 return Err(Error::model(&staged.dir, format!("{required} was not written")));
             }
         }
+        crate::fsutil::fsync_tree(&staged.dir)?;
         // Replaces the empty reserved folder atomically.
-        std::fs::rename(&staged.dir, &target).at(&target)?;
+        crate::fsutil::durable_rename(&staged.dir, &target)?;
         if make_current {
             self.set_current(&staged.name, version)?;
         }
@@ -141,7 +143,7 @@ impl ModelRegistry {
         let tmp = parent.join(format!(".current-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(version, &tmp).at(&tmp)?;
-        std::fs::rename(&tmp, parent.join(files::CURRENT)).at(parent.join(files::CURRENT))
+        crate::fsutil::durable_rename(&tmp, &parent.join(files::CURRENT))
     }
 
     /// The version `current` points at, if any.
@@ -205,6 +207,80 @@ pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// A published model version, resolved once at the edge (CLI or configuration) and passed down:
+/// its folder and its card. Nothing below re-resolves the path or re-reads the card.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelVersion {
+    /// The version folder (`REG/NAME/vN`; a `current` pointer is followed to the version).
+    pub dir: PathBuf,
+    pub card: ModelCard,
+    /// The model folder whose `current` pointer the given path followed (None when a version
+    /// was named directly): the folder a hot-swapping pipeline watches.
+    pub follows: Option<PathBuf>,
+}
+
+impl ModelVersion {
+    /// Resolves what a user passed (a version folder, a model folder with `current`, or a
+    /// registry with one model) and reads its card.
+    pub fn open(path: &Path) -> Result<Self> {
+        let resolved = resolve_model_dir(path)?;
+        let through_current = resolved.file_name().is_some_and(|n| n == files::CURRENT);
+        let (dir, follows) = if through_current {
+            let model_dir = resolved.parent().map(Path::to_path_buf).unwrap_or_default();
+            let target = std::fs::read_link(&resolved).at(&resolved)?;
+            (model_dir.join(target), Some(model_dir))
+        } else {
+            (resolved, None)
+        };
+        Self::at(&dir).map(|v| Self { follows, ..v })
+    }
+
+    /// The version in the folder `dir` itself (no resolution).
+    pub fn at(dir: &Path) -> Result<Self> {
+        let card_path = dir.join(files::CARD);
+        if !card_path.is_file() {
+            return Err(Error::model(dir, format!("{} is missing", files::CARD)));
+        }
+        Ok(Self { dir: dir.to_path_buf(), card: ModelCard::read(&card_path)?, follows: None })
+    }
+
+    /// Checks that every file the card's kind needs is present.
+    pub fn check_files(&self) -> Result<()> {
+        for required in self.card.model.required_files() {
+            if !self.dir.join(required).is_file() {
+                return Err(Error::model(&self.dir, format!("{required} is missing")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `labels.json`, checked against the card's label count.
+    pub fn labels(&self) -> Result<Vec<String>> {
+        let labels = read_labels(&self.dir.join(files::LABELS))?;
+        if labels.len() != self.card.num_labels {
+            return Err(Error::model(
+                &self.dir,
+                format!("labels.json has {} labels but card.json says {}", labels.len(), self.card.num_labels),
+            ));
+        }
+        Ok(labels)
+    }
+
+    /// The registry and model name this version belongs to (`REG/NAME/vN`).
+    pub fn registry_target(&self) -> Result<(PathBuf, String)> {
+        let not_inside = || Error::model(&self.dir, "not inside a registry (expected REGISTRY/NAME/VERSION)");
+        let model_dir = self.dir.parent().ok_or_else(not_inside)?;
+        let name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(not_inside)?;
+        let registry = model_dir.parent().ok_or_else(not_inside)?.to_path_buf();
+        Ok((registry, name))
+    }
+
+    /// `<name>:<version>`.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.card.name, self.card.version)
+    }
+}
+
 /// Reads `labels.json` (a JSON array of label strings, index = class id).
 pub fn read_labels(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).at(path)?;
@@ -220,7 +296,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
 pub fn write_labels(path: &Path, labels: &[String]) -> Result<()> {
     let text =
         serde_json::to_string_pretty(labels).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
-    std::fs::write(path, text + "\n").at(path)
+    crate::fsutil::write_atomic(path, (text + "\n").as_bytes())
 }
 
 #[cfg(test)]
@@ -229,12 +305,50 @@ mod tests {
 
     fn publish_dummy(registry: &ModelRegistry, name: &str) -> String {
         let staged = registry.stage(name).unwrap();
-        for f in [files::MODEL, files::LABELS, files::CARD] {
+        for f in [files::MODEL, files::LABELS] {
             std::fs::write(staged.dir.join(f), "x").unwrap();
         }
+        dummy_card().write(&staged.dir.join(files::CARD)).unwrap();
         let version = registry.reserve_version(&staged).unwrap();
         registry.publish(staged, &version, true).unwrap();
         version
+    }
+
+    fn dummy_card() -> ModelCard {
+        serde_json::from_value(serde_json::json!({
+            "name": "m", "version": "", "created_at": "", "prodcat_version": "", "max_length": 8, "num_labels": 2,
+            "model": {"kind": "lexical", "featurizer": crate::lexical::FeaturizerSettings::default(),
+                      "settings": crate::lexical::LexicalSettings::default(), "epochs_run": 1,
+                      "validation_macro_f1": [], "train_seconds": 0.0}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_version_missing_a_file_of_its_kind_is_not_published() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = ModelRegistry::new(tmp.path());
+        let staged = registry.stage("m").unwrap();
+        std::fs::write(staged.dir.join(files::LABELS), "x").unwrap();
+        dummy_card().write(&staged.dir.join(files::CARD)).unwrap();
+        let version = registry.reserve_version(&staged).unwrap();
+        let err = registry.publish(staged, &version, true).unwrap_err();
+        assert!(err.to_string().contains("model.onnx was not written"), "{err}");
+        assert_eq!(registry.current("m").unwrap(), None);
+    }
+
+    #[test]
+    fn a_version_opened_through_current_names_the_version_and_the_folder_to_watch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = ModelRegistry::new(tmp.path());
+        publish_dummy(&registry, "m");
+        publish_dummy(&registry, "m");
+        let version = ModelVersion::open(tmp.path()).unwrap();
+        assert_eq!(version.dir, tmp.path().join("m/v2"));
+        assert_eq!(version.follows.as_deref(), Some(tmp.path().join("m").as_path()));
+        assert_eq!(version.registry_target().unwrap(), (tmp.path().to_path_buf(), "m".to_string()));
+        let pinned = ModelVersion::open(&tmp.path().join("m/v1")).unwrap();
+        assert_eq!((pinned.dir, pinned.follows), (tmp.path().join("m/v1"), None));
     }
 
     #[test]

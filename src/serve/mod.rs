@@ -1,8 +1,15 @@
-//! Serving models through ONNX Runtime: loading a registry version, running batches, and the
-//! model slot the data path reads from.
+//! Serving models through ONNX Runtime: sessions, the [`Model`] trait every kind implements, the
+//! token-budget batcher every scoring path uses, and the slot the data path reads the model from.
+//!
+//! Layering: `serve` knows no model kinds. The kinds (transformer, lexical, cascade) live in
+//! [`crate::models`], which loads a [`crate::registry::ModelVersion`] into a `dyn Model`.
 
-mod classifier;
+pub mod batcher;
+mod model;
 mod session;
+mod slot;
 
-pub use classifier::{Cascade, Classifier, ModelIdentity, ModelSlot, Prediction, Stage, top_k};
-pub use session::{ExecutionTarget, LoadedModel, ModelOutput, Preprocessor, SessionSettings, build_session};
+pub use batcher::{BatchLimits, plan_batches, score_texts};
+pub use model::{Model, ModelIdentity, Prediction, Preprocess, Scored, SingleModel, Stage, top_k};
+pub use session::{ExecutionTarget, ModelOutput, OnnxSession, SessionSettings, build_session};
+pub use slot::ModelSlot;

@@ -1,8 +1,6 @@
-//! A registry model version loaded into an ONNX Runtime session.
-//!
-//! [`LoadedModel`] checks the folder (every file present, labels consistent with the graph),
-//! builds the session on the CPU or CUDA execution provider with a log line saying which one runs,
-//! and turns padded token batches into logits and probabilities.
+//! ONNX Runtime sessions: [`OnnxSession`] builds a session on the CPU or CUDA execution provider
+//! (with a log line saying which one runs) and turns padded id batches into logits and
+//! probabilities.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -13,10 +11,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
 use crate::error::{Error, Result};
-use crate::lexical::Featurizer;
 use crate::onnx::transformer::names;
-use crate::registry::{ModelCard, ModelType, files, read_labels, resolve_model_dir};
-use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
+use crate::tokenize::PaddedBatch;
 
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -85,40 +81,21 @@ impl ModelOutput {
     }
 }
 
-/// Turns texts into a model's inputs: WordPiece/BPE tokens for transformers, hashed n-gram
-/// features for lexical models. Both produce the same `[batch, seq]` id layout.
-#[derive(Debug, Clone)]
-pub enum Preprocessor {
-    Tokenizer(TextTokenizer),
-    Featurizer(Featurizer),
-}
-
-impl Preprocessor {
-    /// Inputs for `texts` (the batcher's cost of each is its length).
-    pub fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
-        match self {
-            Self::Tokenizer(t) => t.encode_batch(texts),
-            Self::Featurizer(f) => Ok(texts.iter().map(|t| f.prepare(t)).collect()),
-        }
-    }
-}
-
-/// A model version ready to serve (one ONNX session).
-pub struct LoadedModel {
-    pub dir: PathBuf,
-    pub card: ModelCard,
-    pub labels: Vec<String>,
-    pub preprocessor: Preprocessor,
+/// One ONNX graph in an ONNX Runtime session: `[batch, seq]` ids and mask in, logits and
+/// probabilities out. It knows nothing of model kinds; the kinds in [`crate::models`] wrap it.
+pub struct OnnxSession {
+    path: PathBuf,
     /// ORT's `run` needs `&mut`; the lock is uncontended (one inference thread per model).
     session: Mutex<Session>,
     uses_token_types: bool,
+    classes: usize,
     /// The execution provider actually in use.
     pub target: ExecutionTarget,
 }
 
-impl std::fmt::Debug for LoadedModel {
+impl std::fmt::Debug for OnnxSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModel").field("dir", &self.dir).field("version", &self.card.version).finish()
+        f.debug_struct("OnnxSession").field("path", &self.path).field("target", &self.target).finish()
     }
 }
 
@@ -127,63 +104,22 @@ fn ort_err(context: &str, path: &Path) -> impl Fn(ort::Error<ort::session::build
     move |e| Error::model(&path, format!("{context}: {e}"))
 }
 
-impl LoadedModel {
-    /// Loads the model at `path` (a version folder, a model's `current`, or a one-model registry).
-    pub fn load(path: &Path, settings: &SessionSettings) -> Result<Self> {
-        let dir = resolve_model_dir(path)?;
-        if !dir.join(files::CARD).is_file() {
-            return Err(Error::model(&dir, format!("{} is missing", files::CARD)));
-        }
-        let card = ModelCard::read(&dir.join(files::CARD))?;
-        let mut required = vec![files::MODEL, files::LABELS];
-        if card.model_type == ModelType::Transformer {
-            required.push(files::TOKENIZER);
-        }
-        for required in required {
-            if !dir.join(required).is_file() {
-                return Err(Error::model(&dir, format!("{required} is missing")));
-            }
-        }
-        let labels = read_labels(&dir.join(files::LABELS))?;
-        if labels.len() != card.num_labels {
-            return Err(Error::model(
-                &dir,
-                format!("labels.json has {} labels but card.json says {}", labels.len(), card.num_labels),
-            ));
-        }
-        let preprocessor = match card.model_type {
-            ModelType::Transformer => {
-                Preprocessor::Tokenizer(TextTokenizer::from_file(&dir.join(files::TOKENIZER), card.max_length)?)
-            }
-            ModelType::Lexical => {
-                let info = card
-                    .lexical
-                    .as_ref()
-                    .ok_or_else(|| Error::model(&dir, "card.json has no `lexical` section (featurizer settings)"))?;
-                Preprocessor::Featurizer(Featurizer::new(info.featurizer.clone()))
-            }
-            ModelType::Cascade => {
-                return Err(Error::model(&dir, "a cascade has no session of its own; load it with Classifier::load"));
-            }
-        };
-        let (session, target) = build_session(&dir.join(files::MODEL), settings)?;
+impl OnnxSession {
+    /// Opens `model` (an ONNX file) for a model with `classes` output classes.
+    pub fn open(model: &Path, classes: usize, settings: &SessionSettings) -> Result<Self> {
+        let (session, target) = build_session(model, settings)?;
         let uses_token_types = session.inputs().iter().any(|i| i.name() == names::TOKEN_TYPE_IDS);
         for required in [names::INPUT_IDS, names::ATTENTION_MASK] {
             if !session.inputs().iter().any(|i| i.name() == required) {
-                return Err(Error::model(&dir, format!("model.onnx has no input `{required}`")));
+                return Err(Error::model(model, format!("the graph has no input `{required}`")));
             }
         }
-        Ok(Self { dir, card, labels, preprocessor, session: Mutex::new(session), uses_token_types, target })
-    }
-
-    /// `<name>:<version>` of this model.
-    pub fn id(&self) -> String {
-        format!("{}:{}", self.card.name, self.card.version)
+        Ok(Self { path: model.to_path_buf(), session: Mutex::new(session), uses_token_types, classes, target })
     }
 
     /// Runs one padded batch.
     pub fn run(&self, batch: &PaddedBatch) -> Result<ModelOutput> {
-        let mut session = self.session.lock().map_err(|_| Error::Other("model session lock poisoned".into()))?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let shape = [batch.batch as i64, batch.seq as i64];
         let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
         let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))?;
@@ -198,30 +134,13 @@ impl LoadedModel {
         let (logit_shape, logits) = outputs[names::LOGITS].try_extract_tensor::<f32>()?;
         let (_, probabilities) = outputs[names::PROBABILITIES].try_extract_tensor::<f32>()?;
         let classes = logit_shape.last().copied().unwrap_or(0) as usize;
-        if classes != self.labels.len() {
+        if classes != self.classes {
             return Err(Error::model(
-                &self.dir,
-                format!("model.onnx produces {classes} classes but labels.json has {}", self.labels.len()),
+                &self.path,
+                format!("the graph produces {classes} classes but labels.json has {}", self.classes),
             ));
         }
         Ok(ModelOutput { rows: batch.batch, classes, logits: logits.to_vec(), probabilities: probabilities.to_vec() })
-    }
-
-    /// Scores texts in length-sorted batches; rows come back in input order.
-    pub fn score_texts(&self, texts: &[&str], batch_size: usize) -> Result<ModelOutput> {
-        let stage =
-            if self.card.model_type == ModelType::Lexical { super::Stage::Lexical } else { super::Stage::Transformer };
-        let mut run = |batch: &PaddedBatch, _: &[&str]| {
-            let out = self.run(batch)?;
-            let stages = vec![stage; out.rows];
-            Ok((out, stages))
-        };
-        Ok(super::classifier::score_sorted(&self.prepare(texts)?, self.labels.len(), texts, batch_size, &mut run)?.0)
-    }
-
-    /// Model inputs for `texts`.
-    pub fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
-        self.preprocessor.prepare(texts)
     }
 }
 

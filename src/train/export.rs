@@ -13,10 +13,10 @@ use crate::eval::{Evaluation, evaluate};
 use crate::onnx::graph::OPSET;
 use crate::onnx::transformer::{self, names};
 use crate::registry::card::{
-    BaseModelInfo, DataInfo, OnnxInfo, ParityInfo, SplitMetrics, TrainingInfo, TransformerInfo,
+    BaseModelInfo, DataInfo, OnnxInfo, ParityInfo, SplitMetrics, TrainingInfo, TransformerInfo, TransformerSection,
 };
-use crate::registry::{ModelCard, ModelRegistry, ModelType, StagedVersion, files, write_labels};
-use crate::serve::{Classifier, LoadedModel};
+use crate::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, StagedVersion, files, write_labels};
+use crate::serve::{BatchLimits, Model, SingleModel, Stage};
 use crate::tokenize::{PaddedBatch, TextTokenizer};
 
 /// A trained, exported and checked model waiting to be published.
@@ -88,23 +88,25 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
     let mut card = ModelCard {
         name: job.name.clone(),
         version: String::new(),
-        model_type: ModelType::Transformer,
+        model: ModelKind::Transformer(TransformerSection {
+            encoder: Some(TransformerInfo {
+                base_model: BaseModelInfo {
+                    path: job.base_dir.display().to_string(),
+                    name: base_model_name(&job.base_dir),
+                    architecture: model.config.clone(),
+                    parameters: model.base_parameters,
+                },
+                lora: model.lora.clone(),
+                pooling: model.pooling,
+                trainable_parameters: trainable,
+                trainable_percent: 100.0 * trainable as f64 / (model.base_parameters + trainable) as f64,
+            }),
+            quantization: None,
+        }),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: tokenizer.max_length(),
         num_labels: labels.len(),
-        transformer: Some(TransformerInfo {
-            base_model: BaseModelInfo {
-                path: job.base_dir.display().to_string(),
-                name: base_model_name(&job.base_dir),
-                architecture: model.config.clone(),
-                parameters: model.base_parameters,
-            },
-            lora: model.lora.clone(),
-            pooling: model.pooling,
-            trainable_parameters: trainable,
-            trainable_percent: 100.0 * trainable as f64 / (model.base_parameters + trainable) as f64,
-        }),
         data: Some(data_info),
         training: Some(TrainingInfo {
             seed: settings.seed,
@@ -123,27 +125,29 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         }),
         test_metrics: None,
         parity: None,
-        lexical: None,
-        cascade: None,
-        quantization: None,
-        onnx: OnnxInfo {
+        onnx: Some(OnnxInfo {
             opset: OPSET,
             precision: "fp32".into(),
             inputs: inputs_names,
             outputs: vec![names::LOGITS.into(), names::PROBABILITIES.into()],
             file_bytes: onnx.len() as u64,
-        },
+        }),
     };
     card.write(&dir.join(files::CARD))?;
 
     // Parity: the same padded batch through candle (adapters unmerged) and ONNX Runtime (merged).
-    let served = LoadedModel::load(&dir, &job.session)?;
+    let served = SingleModel::open(
+        ModelVersion::at(&dir)?,
+        Box::new(tokenizer.clone()),
+        Stage::Transformer,
+        BatchLimits::default(),
+        &job.session,
+    )?;
     let rows = parity_rows(split, &examples.lengths, 32);
     let batch = PaddedBatch::from_tokens(rows.iter().map(|&r| &examples.tokens[r]));
     let reference = model.forward(&batch, None)?.flatten_all()?.to_vec1::<f32>()?;
     let exported = served.run(&batch)?;
     let diff = max_abs_diff(&reference, &exported.logits);
-    let served = Classifier::Single(served);
     let parity = ParityInfo {
         samples: rows.len(),
         max_abs_diff: diff,
@@ -156,7 +160,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
     }
     card.parity = Some(parity);
 
-    let test = test_evaluation(&served, &mut card, split, texts, &examples.y, settings.eval_batch_size)?;
+    let test = test_evaluation(&served, &mut card, split, texts, &examples.y)?;
     if let Some(training) = card.training.as_mut() {
         training.wall_seconds = started.elapsed().as_secs_f64();
     }
@@ -168,19 +172,18 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
 /// Evaluates the exported model on the test split through ONNX Runtime and records the metrics
 /// in `card` (nothing when the test split is empty).
 pub(crate) fn test_evaluation(
-    served: &Classifier,
+    served: &dyn Model,
     card: &mut ModelCard,
     split: &SplitAssignment,
     texts: &[&str],
     y: &[usize],
-    batch_size: usize,
 ) -> Result<Option<Evaluation>> {
     if split.test.is_empty() {
         return Ok(None);
     }
     let test_texts: Vec<&str> = split.test.iter().map(|&r| texts[r]).collect();
     let y_true: Vec<usize> = split.test.iter().map(|&r| y[r]).collect();
-    let evaluation = evaluate(served, &test_texts, y_true, batch_size)?;
+    let evaluation = evaluate(served, &test_texts, y_true, None)?;
     card.test_metrics = Some(SplitMetrics::from_report(&evaluation.report));
     Ok(Some(evaluation))
 }

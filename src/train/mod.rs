@@ -1,4 +1,6 @@
-//! Fine-tuning a LoRA classifier in-process with candle, then exporting, checking and publishing it.
+//! The transformer recipe: fine-tuning a LoRA classifier in-process with candle, then exporting,
+//! checking and staging it. Data preparation (taxonomy, split, held-out rows) is shared by every
+//! family and lives in [`crate::data::prepare`].
 //!
 //! [`fit`] runs the whole recipe on labeled examples: stratified grouped split, tokenization,
 //! LoRA + head training with AdamW (class weights, early stopping on validation macro-F1, a
@@ -7,13 +9,10 @@
 //! [`Candidate`]; [`Candidate::publish`] makes it a registry version.
 
 pub mod batches;
-pub mod cascade;
 pub mod checkpoint;
 mod export;
-pub mod int8;
 pub mod optim;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,14 +23,15 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::data::prepare::{DataSource, held_out};
+use crate::data::prepare::{data_info, prepare_data};
 pub(crate) use export::test_evaluation;
 pub use export::{Candidate, max_abs_diff};
 
-use crate::data::{LabeledData, SplitAssignment, stratified_group_split};
+use crate::data::{LabeledData, SplitAssignment};
 use crate::encoder::{Dropout, EncoderClassifier, EncoderConfig, LoraSettings, Pooling, load_base_weights};
 use crate::error::{Error, Result};
 use crate::eval::macro_f1;
-use crate::registry::card::DataInfo;
 use crate::serve::SessionSettings;
 use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
 use batches::{bucketed_batches, sorted_batches};
@@ -78,10 +78,10 @@ impl Default for TrainSettings {
             max_length: 128,
             patience: 2,
             class_weights: false,
-            seed: 42,
+            seed: crate::data::prepare::DEFAULT_SEED,
             lora: LoraSettings::default(),
             pooling: Pooling::Mean,
-            split: [0.8, 0.1, 0.1],
+            split: crate::data::prepare::DEFAULT_SPLIT,
             stable_split: false,
             parity_tolerance: 1e-3,
             eval_batch_size: 64,
@@ -130,15 +130,6 @@ impl TrainSettings {
         h.update(base.to_string_lossy().as_bytes());
         format!("{:x}", h.finalize())[..16].to_string()
     }
-}
-
-/// Where training data came from (recorded in the model card).
-#[derive(Debug, Clone, Default)]
-pub struct DataSource {
-    pub file: String,
-    pub text_column: String,
-    pub label_column: String,
-    pub group_column: Option<String>,
 }
 
 /// Everything a fine-tuning run needs.
@@ -252,120 +243,6 @@ fn train_step(
     Ok((stores, loss))
 }
 
-/// Counts of each label.
-fn class_counts(labels: &[String]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for l in labels {
-        *counts.entry(l.clone()).or_default() += 1;
-    }
-    counts
-}
-
-/// The taxonomy (given, or the data's labels sorted), each row's class id, and the stratified
-/// grouped split. Every model family splits the same data with the same seed identically, so the
-/// members of a cascade never see each other's held-out rows.
-pub(crate) fn prepare_data(
-    data: &LabeledData,
-    taxonomy: Option<&[String]>,
-    source: &DataSource,
-    fractions: [f64; 3],
-    seed: u64,
-    stable: bool,
-) -> Result<(Vec<String>, Vec<usize>, SplitAssignment)> {
-    let labels = match taxonomy {
-        Some(taxonomy) => {
-            if let Some(missing) = data.label_set().into_iter().find(|l| !taxonomy.contains(l)) {
-                return Err(Error::Label(format!(
-                    "label `{missing}` in the training data is not in the given taxonomy"
-                )));
-            }
-            taxonomy.to_vec()
-        }
-        None => data.label_set(),
-    };
-    if labels.len() < 2 {
-        return Err(Error::data(
-            &source.file,
-            format!("column `{}` has fewer than 2 distinct labels", source.label_column),
-        ));
-    }
-    let label_index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-    let y: Vec<usize> = data.labels.iter().map(|l| label_index[l.as_str()]).collect();
-    let split = if stable {
-        crate::data::stable_group_split(data.len(), data.groups.as_deref(), fractions, seed)
-    } else {
-        stratified_group_split(&data.labels, data.groups.as_deref(), fractions, seed)
-    };
-    if split.train.is_empty() || split.validation.is_empty() {
-        return Err(Error::data(&source.file, format!("too few rows ({}) for a train/validation split", data.len())));
-    }
-    Ok((labels, y, split))
-}
-
-/// The card's description of the training data.
-pub(crate) fn data_info(source: &DataSource, data: &LabeledData, split: &SplitAssignment) -> DataInfo {
-    DataInfo {
-        file: source.file.clone(),
-        text_column: source.text_column.clone(),
-        label_column: source.label_column.clone(),
-        group_column: source.group_column.clone(),
-        sha256: data.fingerprint(),
-        rows: data.len(),
-        rows_rejected: data.rejected,
-        train_rows: split.train.len(),
-        validation_rows: split.validation.len(),
-        test_rows: split.test.len(),
-        class_counts: class_counts(&data.labels),
-    }
-}
-
-/// Texts and labels of one split of the data a model was trained on: the file its card names
-/// (or `file`, when it moved) read again and split exactly as training did. The data must hash to
-/// the card's fingerprint, so the held-out rows are really held out.
-pub async fn held_out(
-    card: &crate::registry::ModelCard,
-    which: crate::data::Split,
-    file: Option<&Path>,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let info = card
-        .data
-        .as_ref()
-        .ok_or_else(|| Error::Other(format!("model {}:{} records no training data", card.name, card.version)))?;
-    let defaults = TrainSettings::default();
-    let (seed, fractions, stable) =
-        card.training.as_ref().map_or((defaults.seed, defaults.split, false), |t| (t.seed, t.split, t.stable_split));
-    let path = file.map_or_else(|| PathBuf::from(&info.file), Path::to_path_buf);
-    let spec = crate::data::LabeledDataSpec {
-        path: path.clone(),
-        text_column: info.text_column.clone(),
-        label_column: info.label_column.clone(),
-        group_column: info.group_column.clone(),
-        max_rows: Some(info.rows),
-        sample_seed: seed,
-        skip_invalid: info.rows_rejected > 0,
-    };
-    let data = LabeledData::read(&spec).await?;
-    if data.fingerprint() != info.sha256 {
-        return Err(Error::data(
-            &path,
-            format!(
-                "this is not the data {}:{} was trained on (hash differs); pass the original file",
-                card.name, card.version
-            ),
-        ));
-    }
-    // Exactly the split training made.
-    let source = DataSource {
-        file: path.display().to_string(),
-        text_column: info.text_column.clone(),
-        label_column: info.label_column.clone(),
-        group_column: info.group_column.clone(),
-    };
-    let (_, _, split) = prepare_data(&data, None, &source, fractions, seed, stable)?;
-    let rows = split.rows(which);
-    Ok((rows.iter().map(|&r| data.texts[r].clone()).collect(), rows.iter().map(|&r| data.labels[r].clone()).collect()))
-}
-
 /// Trains, exports and checks a model; see the module docs.
 pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     let settings = &job.settings;
@@ -465,7 +342,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         for (i, rows) in plan.iter().enumerate() {
             if cancelled() {
-                return Err(Error::Other("training cancelled".into()));
+                return Err(Error::Cancelled);
             }
             let batch_seed = epoch_seed ^ ((i as u64 + 1) << 20);
             let (stores, batch_loss) = train_step(&model, &ex, rows, batch_seed, settings.lora.dropout, &class_weight)?;

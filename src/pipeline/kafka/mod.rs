@@ -12,24 +12,29 @@
 
 pub mod acks;
 pub mod decode;
+mod settings;
 mod sink;
 mod source;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use serde::Serialize;
 
 pub use acks::{AckTracker, TopicPartition};
 pub use decode::{ProductRecord, RecordRules, Rejection, decode};
+pub use settings::KafkaSettings;
 
-use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
+use crate::learn::TrainingSection;
 use crate::metrics::Metrics;
-use crate::pipeline::engine::LabelingEngine;
-use crate::serve::{Classifier, ModelSlot};
+use crate::pipeline::engine::{EngineSettings, LabelingEngine};
+use crate::pipeline::sinks::FileSinkSettings;
+use crate::pipeline::text::TextSpec;
+use crate::registry::ModelVersion;
+use crate::serve::{Model, ModelSlot, SessionSettings};
 
 /// Header carrying the model version on labeled records.
 pub const MODEL_VERSION_HEADER: &str = "prodcat-model-version";
@@ -97,25 +102,62 @@ pub struct StreamSummary {
     pub reviewed: u64,
 }
 
-/// The model folder whose `current` pointer a model path follows (None for a pinned version).
-fn watched_model_dir(path: &std::path::Path) -> Option<std::path::PathBuf> {
-    let current = crate::registry::files::CURRENT;
-    if path.file_name().is_some_and(|n| n == current) {
-        return path.parent().map(std::path::Path::to_path_buf);
+/// Everything the Kafka pipeline needs, built from a pipeline file by
+/// [`crate::config::PipelineConfig::kafka_job`] (the model path resolved once there).
+#[derive(Debug, Clone)]
+pub struct KafkaJob {
+    /// The version served at start (and, when it was reached through `current`, the folder a
+    /// watcher follows).
+    pub model: ModelVersion,
+    pub kafka: KafkaSettings,
+    pub text: TextSpec,
+    pub engine: EngineSettings,
+    /// Rotating files beside the output topic (None = off).
+    pub files: Option<FileSinkSettings>,
+    /// Continuous learning (None = off).
+    pub training: Option<TrainingSection>,
+    pub session: SessionSettings,
+    /// Poll the model folder's `current` this often and hot-swap (None = serve the start version).
+    pub watch: Option<Duration>,
+}
+
+impl KafkaJob {
+    /// The feedback topic consumed beside the input topic, if any.
+    pub fn feedback_topic(&self) -> Option<&str> {
+        self.training.as_ref().map(|t| t.feedback_topic.trim()).filter(|t| !t.is_empty())
     }
-    if path.join(current).exists() {
-        return Some(path.to_path_buf());
+}
+
+/// The first fatal error of any stage. Once set, every stage stops: the consumer reads no more,
+/// nothing more is committed, and [`run`] returns it.
+#[derive(Debug, Default)]
+pub struct Fatal(OnceLock<(&'static str, String)>);
+
+impl Fatal {
+    /// Records `stage`'s failure (the first one wins) and returns it as an error.
+    pub fn fail(&self, stage: &'static str, message: impl Into<String>) -> Error {
+        let message = message.into();
+        if self.0.set((stage, message.clone())).is_ok() {
+            tracing::error!(stage, error = %message, "pipeline failed");
+        }
+        Error::Pipeline { stage, message }
     }
-    // A registry root with one model: follow that model's pointer.
-    let resolved = crate::registry::resolve_model_dir(path).ok()?;
-    let parent = resolved.parent()?;
-    (resolved.file_name().is_some_and(|n| n == current)).then(|| parent.to_path_buf())
+
+    /// Whether a stage failed.
+    pub fn is_set(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// The first failure, as an error.
+    pub fn error(&self) -> Option<Error> {
+        self.0.get().map(|(stage, message)| Error::Pipeline { stage, message: message.clone() })
+    }
 }
 
 /// Runs the Kafka pipeline until `stop` is set (or a fatal error), then drains and commits.
 pub fn run(
-    config: &PipelineConfig,
-    model: Classifier,
+    job: &KafkaJob,
+    model: Arc<dyn Model>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
@@ -123,59 +165,51 @@ pub fn run(
     let identity = model.identity();
     metrics.set_model(&identity.name, &identity.version);
     let slot = ModelSlot::new(model);
-    run_with_slot(config, slot, metrics, health, stop)
+    run_with_slot(job, slot, metrics, health, stop)
 }
 
 /// [`run`] with a model slot the caller keeps (to hot-swap models while it runs).
 pub fn run_with_slot(
-    config: &PipelineConfig,
+    job: &KafkaJob,
     slot: ModelSlot,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
 ) -> Result<StreamSummary> {
-    let (engine_tx, engine) = LabelingEngine::<KafkaPart>::start(slot.clone(), config.engine.clone(), metrics.clone())?;
+    let (engine_tx, engine) = LabelingEngine::<KafkaPart>::start(slot.clone(), job.engine.clone(), metrics.clone())?;
     health.model_ready.store(true, Ordering::Relaxed);
     let tracker = Arc::new(AckTracker::new());
-    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let consumer = source::create_consumer(config, tracker.clone(), engine_tx, metrics.clone(), health.clone())?;
-    let sink =
-        sink::Sink::new(config, tracker.clone(), metrics.clone(), fatal.clone(), consumer.context().group.clone())?;
+    let fatal = Arc::new(Fatal::default());
+    let consumer = source::create_consumer(job, tracker.clone(), engine_tx, metrics.clone(), health.clone())?;
+    let sink = sink::Sink::new(job, tracker.clone(), metrics.clone(), fatal.clone(), consumer.context().group.clone())?;
     let summary = Arc::new(std::sync::Mutex::new(StreamSummary::default()));
     let sink_summary = summary.clone();
     let receiver = engine.receiver();
     let sink_thread = std::thread::Builder::new()
         .name("prodcat-sink".into())
         .spawn(move || sink.run(receiver, sink_summary))
-        .map_err(|e| Error::Other(format!("starting the sink thread: {e}")))?;
+        .map_err(|e| Error::thread("starting the sink thread", e))?;
     // Continuous learning and hot swap run beside the data path.
-    let session = config.session(None);
-    let learner = if config.training.enabled {
-        let target = crate::learn::RegistryTarget::from_model_path(&config.model.path)?;
-        Some(crate::learn::Learner::new(
-            config.training.clone(),
-            target,
+    let learner = match &job.training {
+        Some(training) => Some(crate::learn::Learner::new(
+            training.clone(),
+            crate::learn::RegistryTarget::of(&job.model)?,
             slot.clone(),
-            session.clone(),
+            job.session.clone(),
             metrics.clone(),
-        )?)
-    } else {
-        None
+        )?),
+        None => None,
     };
     let side_stop = Arc::new(AtomicBool::new(false));
     let mut side_threads = Vec::new();
-    if config.model.watch {
-        if let Some(model_dir) = watched_model_dir(&config.model.path) {
-            let watcher = crate::learn::watch::ModelWatcher::new(&model_dir, slot.clone(), session, metrics.clone());
-            side_threads.push(
-                watcher.spawn(
-                    std::time::Duration::from_millis(config.model.watch_interval_ms.max(50)),
-                    side_stop.clone(),
-                )?,
-            );
-        }
+    if let (Some(interval), Some(model_dir)) = (job.watch, &job.model.follows) {
+        let watcher =
+            crate::learn::watch::ModelWatcher::new(model_dir, slot.clone(), job.session.clone(), metrics.clone());
+        side_threads.push(watcher.spawn(interval, side_stop.clone())?);
     }
+    let mut intake = None;
     if let Some(learner) = learner.clone() {
+        let store = learner.store.clone();
         let flag = side_stop.clone();
         side_threads.push(
             std::thread::Builder::new()
@@ -185,18 +219,31 @@ pub fn run_with_slot(
                         if let Err(e) = learner.maybe_train() {
                             tracing::warn!(error = %e, "could not start a training run");
                         }
-                        std::thread::sleep(std::time::Duration::from_millis(500));
+                        std::thread::sleep(Duration::from_millis(500));
                     }
                 })
-                .map_err(|e| Error::Other(format!("starting the learner: {e}")))?,
+                .map_err(|e| Error::thread("starting the learner", e))?,
         );
+        let settings = crate::learn::intake::IntakeSettings {
+            id_field: job.kafka.id_field.clone(),
+            remember_texts: job.feedback_topic().is_some(),
+            recent_capacity: 100_000,
+            queue: job.kafka.chunk_records.max(1) * 4,
+        };
+        intake = Some(crate::learn::intake::start(store, settings)?);
     }
-    let label_inputs = learner.as_ref().map(|l| source::LabelInputs {
-        store: l.store.clone(),
-        feedback_topic: config.training.feedback_topic.trim().to_string(),
+    let label_inputs = intake.as_ref().map(|(tx, _)| source::LabelInputs {
+        events: tx.clone(),
+        feedback_topic: job.feedback_topic().unwrap_or_default().to_string(),
     });
-    let consumed =
-        source::consume(config, consumer, tracker, stop, fatal.clone(), metrics, health.clone(), label_inputs);
+    let consumed = source::consume(job, consumer, tracker, stop, fatal.clone(), metrics, health.clone(), label_inputs);
+    // Every label the consumer handed over reaches the store before the learner flushes it.
+    if let Some((tx, handle)) = intake {
+        drop(tx);
+        if handle.join().is_err() {
+            fatal.fail("label intake", "the label intake thread panicked");
+        }
+    }
     side_stop.store(true, Ordering::Relaxed);
     for t in side_threads {
         let _ = t.join();
@@ -204,13 +251,12 @@ pub fn run_with_slot(
     if let Some(learner) = &learner {
         learner.shutdown();
     }
-    let sunk = sink_thread.join().unwrap_or_else(|_| Err(Error::Other("the sink thread panicked".into())));
+    let sunk = sink_thread.join().unwrap_or_else(|_| Err(fatal.fail("sink", "the sink thread panicked")));
     engine.join();
     health.consuming.store(false, Ordering::Relaxed);
-    let fatal_message = fatal.lock().ok().and_then(|m| m.clone());
-    if let Some(message) = fatal_message {
+    if let Some(error) = fatal.error() {
         health.failed.store(true, Ordering::Relaxed);
-        return Err(Error::Other(message));
+        return Err(error);
     }
     let received = consumed?;
     sunk?;

@@ -21,8 +21,7 @@ use serde_json::{Value, json};
 
 use super::acks::{AckTracker, TopicPartition};
 use super::source::client_config;
-use super::{KafkaPart, MODEL_VERSION_HEADER, StreamSummary};
-use crate::config::PipelineConfig;
+use super::{Fatal, KafkaJob, KafkaPart, MODEL_VERSION_HEADER, StreamSummary};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pipeline::engine::LabeledChunk;
@@ -56,7 +55,7 @@ impl ChunkAck {
 /// Delivery reports: a delivered record finishes one write of its chunk; a failed one is fatal
 /// (its offset is never committed, so a restart redelivers it).
 pub struct SinkContext {
-    fatal: Arc<Mutex<Option<String>>>,
+    fatal: Arc<Fatal>,
 }
 
 impl ClientContext for SinkContext {}
@@ -73,8 +72,7 @@ impl ProducerContext for SinkContext {
             }
             Err((e, _)) => {
                 tracing::error!(error = %e, "a record could not be delivered; stopping (it will be redelivered after restart)");
-                let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-                fatal.get_or_insert_with(|| format!("Kafka delivery failed: {e}"));
+                self.fatal.fail("producer", format!("Kafka delivery failed: {e}"));
             }
         }
     }
@@ -110,7 +108,7 @@ pub struct Sink {
     files: Option<StreamFiles>,
     tracker: Arc<AckTracker>,
     metrics: Arc<Metrics>,
-    fatal: Arc<Mutex<Option<String>>>,
+    fatal: Arc<Fatal>,
     group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
     txn: Transaction,
 }
@@ -120,19 +118,19 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Sink {
     /// Creates the producer (transactional with exactly-once) and the optional file sink.
     pub fn new(
-        config: &PipelineConfig,
+        job: &KafkaJob,
         tracker: Arc<AckTracker>,
         metrics: Arc<Metrics>,
-        fatal: Arc<Mutex<Option<String>>>,
+        fatal: Arc<Fatal>,
         group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
     ) -> Result<Self> {
-        let k = &config.kafka;
+        let k = &job.kafka;
         let mut c = rdkafka::config::ClientConfig::new();
         c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
         if k.exactly_once {
             c.set("transactional.id", &k.transactional_id);
         }
-        for (key, value) in client_config(config, &k.producer_properties).config_map() {
+        for (key, value) in client_config(k, &k.producer_properties).config_map() {
             c.set(key, value);
         }
         let producer: ThreadedProducer<SinkContext> = c
@@ -143,21 +141,15 @@ impl Sink {
                 .init_transactions(TXN_TIMEOUT)
                 .map_err(|e| Error::config("kafka.transactional_id", format!("init_transactions: {e}")))?;
         }
-        let files = if config.files.enabled {
-            std::fs::create_dir_all(&config.files.path).map_err(|e| {
-                Error::config("files.path", format!("cannot create {}: {e}", config.files.path.display()))
-            })?;
+        let files = if let Some(files) = &job.files {
+            std::fs::create_dir_all(&files.path)
+                .map_err(|e| Error::config("files.path", format!("cannot create {}: {e}", files.path.display())))?;
             let prefix = format!("stream-{}-{}", std::process::id(), chrono::Utc::now().format("%Y%m%dT%H%M%S"));
             Some(StreamFiles {
-                writer: RotatingFileWriter::new(
-                    &config.files.path,
-                    &prefix,
-                    config.files.format,
-                    config.files.rotation,
-                ),
+                writer: RotatingFileWriter::new(&files.path, &prefix, files.format, files.rotation),
                 pending: Vec::new(),
                 opened: None,
-                max_age: Duration::from_millis(config.files.max_age_ms.max(1)),
+                max_age: Duration::from_millis(files.max_age_ms.max(1)),
             })
         } else {
             None
@@ -180,9 +172,7 @@ impl Sink {
     }
 
     fn fail(&self, message: String) -> Error {
-        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-        fatal.get_or_insert(message.clone());
-        Error::Other(message)
+        self.fatal.fail("sink", message)
     }
 
     /// Enqueues one record, waiting while the producer queue is full (backpressure).
@@ -259,7 +249,7 @@ impl Sink {
         let labeled_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for ((record, p), is_low) in part.records.iter().zip(&predictions).zip(&low) {
             let json = serde_json::to_vec(&Self::output_json(record, p, &labeled_at))
-                .map_err(|e| Error::Other(e.to_string()))?;
+                .map_err(|e| Error::Internal(format!("labeled record as JSON: {e}")))?;
             let headers = || {
                 OwnedHeaders::new().insert(Header { key: MODEL_VERSION_HEADER, value: Some(p.model.version.as_str()) })
             };
@@ -374,7 +364,7 @@ impl Sink {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &self.txn.positions {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
-                .map_err(|e| Error::Other(e.to_string()))?;
+                .map_err(|e| Error::Kafka(format!("transaction offsets: {e}")))?;
         }
         let result = self
             .producer

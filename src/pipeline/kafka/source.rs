@@ -14,9 +14,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::acks::{AckTracker, TopicPartition};
 use super::decode::{RecordRules, decode};
-use super::{DeadMessage, Health, InRecord, KafkaPart};
-use crate::config::PipelineConfig;
+use super::{DeadMessage, Fatal, Health, InRecord, KafkaJob, KafkaPart, KafkaSettings};
 use crate::error::{Error, Result};
+use crate::learn::intake::LabelEvent;
 use crate::metrics::Metrics;
 use crate::pipeline::engine::TextChunk;
 
@@ -58,8 +58,8 @@ impl SourceContext {
         match sender {
             Some(tx) => tx
                 .send(TextChunk { texts, payload: part, flush: false })
-                .map_err(|_| Error::Other("the labeling engine stopped".into())),
-            None => Err(Error::Other("the labeling engine is closed".into())),
+                .map_err(|_| Error::Stopped("the labeling engine")),
+            None => Err(Error::Stopped("the labeling engine (closed)")),
         }
     }
 
@@ -84,9 +84,9 @@ fn commit(
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in positions {
         tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-            .map_err(|e| Error::Other(format!("commit list: {e}")))?;
+            .map_err(|e| Error::Kafka(format!("commit list: {e}")))?;
     }
-    consumer.commit(&tpl, mode).map_err(|e| Error::Other(format!("committing offsets: {e}")))
+    consumer.commit(&tpl, mode).map_err(|e| Error::Kafka(format!("committing offsets: {e}")))
 }
 
 impl ClientContext for SourceContext {
@@ -144,10 +144,10 @@ impl ConsumerContext for SourceContext {
 }
 
 /// The librdkafka configuration shared by consumer and producer, plus role-specific properties.
-pub fn client_config(config: &PipelineConfig, role: &std::collections::BTreeMap<String, String>) -> ClientConfig {
+pub fn client_config(kafka: &KafkaSettings, role: &std::collections::BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers);
-    for (k, v) in config.kafka.properties.iter().chain(role) {
+    c.set("bootstrap.servers", &kafka.brokers);
+    for (k, v) in kafka.properties.iter().chain(role) {
         c.set(k, v);
     }
     c
@@ -155,13 +155,13 @@ pub fn client_config(config: &PipelineConfig, role: &std::collections::BTreeMap<
 
 /// Builds the consumer and subscribes it to the input topic.
 pub fn create_consumer(
-    config: &PipelineConfig,
+    job: &KafkaJob,
     tracker: Arc<AckTracker>,
     engine: flume::Sender<TextChunk<KafkaPart>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> Result<Arc<PipelineConsumer>> {
-    let k = &config.kafka;
+    let k = &job.kafka;
     let mut c = ClientConfig::new();
     // Defaults first; pipeline properties (passed through unchanged) override them.
     c.set("group.id", &k.group_id)
@@ -172,7 +172,7 @@ pub fn create_consumer(
     if k.exactly_once {
         c.set("isolation.level", "read_committed");
     }
-    for (key, value) in client_config(config, &k.consumer_properties).config_map() {
+    for (key, value) in client_config(k, &k.consumer_properties).config_map() {
         c.set(key, value);
     }
     let context = SourceContext {
@@ -189,104 +189,59 @@ pub fn create_consumer(
         .create_with_context(context)
         .map_err(|e| Error::config("kafka", format!("cannot create the consumer: {e}")))?;
     let mut topics = vec![k.input_topic.as_str()];
-    let feedback = config.training.feedback_topic.trim();
-    if config.training.enabled && !feedback.is_empty() {
+    if let Some(feedback) = job.feedback_topic() {
         topics.push(feedback);
     }
     consumer.subscribe(&topics).map_err(|e| Error::config("kafka.input_topic", format!("cannot subscribe: {e}")))?;
     Ok(Arc::new(consumer))
 }
 
-/// Where trusted labels go while the pipeline runs.
+/// Where trusted labels go while the pipeline runs: the learner's intake thread.
 pub struct LabelInputs {
-    pub store: Arc<crate::learn::LabelStore>,
+    pub events: flume::Sender<crate::learn::intake::LabelEvent>,
     /// Corrections topic (empty = none).
     pub feedback_topic: String,
-}
-
-/// Product texts seen recently, so a correction `{id, label}` can find its text.
-struct RecentTexts {
-    map: std::collections::HashMap<String, String>,
-    order: std::collections::VecDeque<String>,
-    capacity: usize,
-}
-
-impl RecentTexts {
-    fn insert(&mut self, id: &str, text: &str) {
-        if self.map.insert(id.to_string(), text.to_string()).is_none() {
-            self.order.push_back(id.to_string());
-            if self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-/// Applies one correction from the feedback topic to the label store.
-fn apply_feedback(payload: Option<&[u8]>, recent: &RecentTexts, labels: &LabelInputs, id_field: &str) {
-    let parsed: Option<serde_json::Value> = payload.and_then(|p| serde_json::from_slice(p).ok());
-    let field = |v: &serde_json::Value, k: &str| {
-        v.get(k).and_then(|x| match x {
-            serde_json::Value::String(s) => Some(s.trim().to_string()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
-    };
-    let Some(v) = parsed else {
-        tracing::warn!("feedback message is not a JSON object; ignored");
-        return;
-    };
-    let (Some(id), Some(label)) = (field(&v, id_field), field(&v, "label")) else {
-        tracing::warn!("feedback message without `{id_field}` and `label`; ignored");
-        return;
-    };
-    let text = field(&v, "title").or_else(|| field(&v, "text")).or_else(|| recent.map.get(&id).cloned());
-    match text {
-        Some(text) if !text.is_empty() && !label.is_empty() => {
-            if let Err(e) = labels.store.append(&id, &text, &label, crate::learn::LabelSource::Feedback) {
-                tracing::warn!(error = %e, "label store append failed");
-            }
-        }
-        _ => tracing::warn!(%id, "feedback for a product whose text is unknown (send `title` with it); ignored"),
-    }
 }
 
 /// The consumer loop; returns the number of records read. On `stop` (or a fatal sink error) it
 /// stops reading, lets everything in flight finish, commits, and leaves the group.
 pub fn consume(
-    config: &PipelineConfig,
+    job: &KafkaJob,
     consumer: Arc<PipelineConsumer>,
     tracker: Arc<AckTracker>,
     stop: Arc<AtomicBool>,
-    fatal: Arc<Mutex<Option<String>>>,
+    fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     labels: Option<LabelInputs>,
 ) -> Result<u64> {
-    let k = &config.kafka;
-    let trusted = config.training.trusted_label_field.trim();
+    let k = &job.kafka;
+    let trusted = job.training.as_ref().map_or("", |t| t.trusted_label_field.trim());
     let rules = RecordRules {
-        text: &config.text,
+        text: &job.text,
         id_field: &k.id_field,
         max_message_bytes: k.max_message_bytes,
         trusted_label_field: (labels.is_some() && !trusted.is_empty()).then_some(trusted),
     };
-    let mut recent = RecentTexts { map: Default::default(), order: Default::default(), capacity: 100_000 };
     let chunk_wait = Duration::from_millis(k.chunk_wait_ms.max(1));
     let commit_every = Duration::from_millis(k.commit_interval_ms.max(10));
     let mut last_commit = Instant::now();
     let mut received = 0u64;
     let ctx = consumer.context();
     health.consuming.store(true, Ordering::Relaxed);
-    let failed = || fatal.lock().map(|f| f.is_some()).unwrap_or(true);
+    let failed = || fatal.is_set();
+    // Hands a label event to the intake thread (blocking when it is behind: backpressure).
+    let hand_over = |labels: &LabelInputs, event: LabelEvent| {
+        if labels.events.send(event).is_err() {
+            tracing::warn!("the label intake has stopped; a trusted label was not stored");
+        }
+    };
     let result = (|| -> Result<()> {
         while !stop.load(Ordering::Relaxed) && !failed() {
             match consumer.poll(chunk_wait) {
                 Some(Ok(message)) if labels.as_ref().is_some_and(|l| l.feedback_topic == message.topic()) => {
                     if let Some(l) = labels.as_ref() {
-                        apply_feedback(message.payload(), &recent, l, &k.id_field);
+                        hand_over(l, LabelEvent::Feedback { payload: message.payload().map(<[u8]>::to_vec) });
                     }
                     // Feedback is not labeled: its offset completes at once.
                     let tp = (message.topic().to_string(), message.partition());
@@ -305,18 +260,13 @@ pub fn consume(
                         match decode(message.payload(), &rules) {
                             Ok(record) => {
                                 if let Some(l) = labels.as_ref() {
-                                    if !l.feedback_topic.is_empty() {
-                                        recent.insert(&record.id, &record.text);
-                                    }
-                                    if let Some(label) = &record.trusted_label {
-                                        if let Err(e) = l.store.append(
-                                            &record.id,
-                                            &record.text,
-                                            label,
-                                            crate::learn::LabelSource::Record,
-                                        ) {
-                                            tracing::warn!(error = %e, "label store append failed");
-                                        }
+                                    if !l.feedback_topic.is_empty() || record.trusted_label.is_some() {
+                                        let event = LabelEvent::Seen {
+                                            id: record.id.clone(),
+                                            text: record.text.clone(),
+                                            trusted: record.trusted_label.clone(),
+                                        };
+                                        hand_over(l, event);
                                     }
                                 }
                                 pending.texts.push(record.text.clone());

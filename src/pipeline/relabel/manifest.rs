@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::pipeline::sinks::durable_rename;
+use crate::fsutil::durable_rename;
 
 /// File name of the manifest inside the output folder.
 pub const MANIFEST: &str = "_prodcat_manifest.json";

@@ -32,7 +32,8 @@ use super::sinks::{JsonLinesFile, OutputFormat, RotatingFileWriter, Rotation};
 use super::text::{RejectReason, TextSpec};
 use crate::error::{Error, IoContext, Result};
 use crate::metrics::Metrics;
-use crate::serve::{Classifier, ModelSlot, SessionSettings};
+use crate::registry::ModelVersion;
+use crate::serve::{ModelSlot, SessionSettings};
 
 /// `I/N`: this machine's share of a job split across N machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,8 +76,8 @@ impl Shard {
 /// Everything a relabel run needs.
 #[derive(Debug, Clone)]
 pub struct RelabelJob {
-    /// Registry model folder, `current` pointer or one-model registry.
-    pub model: PathBuf,
+    /// The model version to label with (resolved once, where the job was built).
+    pub model: ModelVersion,
     /// Files, folders or globs of Parquet files.
     pub inputs: Vec<String>,
     pub output: PathBuf,
@@ -224,7 +225,7 @@ pub async fn relabel(job: RelabelJob, metrics: Arc<Metrics>) -> Result<RelabelSu
         }
     }
     ensure_writable(&job.output)?;
-    let model = Classifier::load(&job.model, &job.session)?;
+    let model = crate::models::load(job.model.clone(), &job.session)?;
     let identity = model.identity();
     let model_id = format!("{}:{}", identity.name, identity.version);
     metrics.set_model(&identity.name, &identity.version);
@@ -374,7 +375,7 @@ pub async fn relabel(job: RelabelJob, metrics: Arc<Metrics>) -> Result<RelabelSu
 
     let produced = produce(&job, &inputs, &todo, &tx, &metrics).await;
     drop(tx);
-    let consumed = consumer.await.map_err(|e| Error::Other(format!("relabel writer thread failed: {e}")))?;
+    let consumed = consumer.await.map_err(|e| Error::thread("the relabel writer thread", e))?;
     engine.join();
     progress.finish_and_clear();
     // A writer failure explains a stopped producer better than the producer's own error.
@@ -412,7 +413,7 @@ async fn produce(
     metrics: &Metrics,
 ) -> Result<()> {
     let ctx = source::scan_context();
-    let closed = || Error::Other("the labeling engine stopped early".into());
+    let closed = || Error::Stopped("the labeling engine");
     for &index in todo {
         let input = &inputs[index];
         let mut columns: Option<Vec<String>> = job.keep_columns.clone();

@@ -17,6 +17,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::durable_rename;
 
 /// Output file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -86,22 +87,6 @@ pub struct RotatingFileWriter {
     seq: usize,
     current: Option<OpenFile>,
     finished: Vec<PathBuf>,
-}
-
-/// Flushes a file and its directory entry to disk.
-pub fn fsync_path(path: &Path) -> Result<()> {
-    File::open(path).and_then(|f| f.sync_all()).at(path)
-}
-
-/// Renames `from` to `to` and makes the rename durable.
-pub fn durable_rename(from: &Path, to: &Path) -> Result<()> {
-    fsync_path(from)?;
-    std::fs::rename(from, to).at(to)?;
-    if let Some(dir) = to.parent() {
-        // Directory fsync makes the new name survive a crash (best effort on odd filesystems).
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
 }
 
 impl RotatingFileWriter {
@@ -242,7 +227,7 @@ impl JsonLinesFile {
     pub fn append(&mut self, value: &serde_json::Value) -> Result<()> {
         use std::io::Write;
         let Some(w) = self.writer.as_mut() else {
-            return Err(Error::Other("dead-letter file already finished".into()));
+            return Err(Error::Internal("dead-letter file already finished".into()));
         };
         serde_json::to_writer(&mut *w, value).map_err(|e| Error::io(&self.tmp, e.into()))?;
         w.write_all(b"\n").at(&self.tmp)?;
@@ -269,6 +254,29 @@ impl Drop for JsonLinesFile {
     fn drop(&mut self) {
         if self.writer.take().is_some() {
             let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+/// Rotating Arrow IPC / Parquet files of a streaming pipeline (`[files]` of a pipeline file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSinkSettings {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub format: OutputFormat,
+    pub rotation: Rotation,
+    /// A file is closed (and its records' offsets become committable) after this many ms.
+    pub max_age_ms: u64,
+}
+
+impl Default for FileSinkSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path: PathBuf::from("out/stream"),
+            format: OutputFormat::Arrow,
+            rotation: Rotation { max_rows: 100_000, max_bytes: 64 * 1024 * 1024 },
+            max_age_ms: 5_000,
         }
     }
 }

@@ -2,4 +2,4 @@
 
 pub mod files;
 
-pub use files::{JsonLinesFile, OutputFormat, RotatingFileWriter, Rotation, durable_rename};
+pub use files::{FileSinkSettings, JsonLinesFile, OutputFormat, RotatingFileWriter, Rotation};

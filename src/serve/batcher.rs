@@ -5,6 +5,11 @@
 //! title (about twice the real tokens); sorting inside a short window brings padding close to
 //! zero, which is most of the speed of transformer inference on CPU.
 
+use super::model::{Model, Scored, Stage};
+use super::session::ModelOutput;
+use crate::error::Result;
+use crate::tokenize::{PaddedBatch, TokenizedText};
+
 /// Limits of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchLimits {
@@ -45,6 +50,32 @@ pub fn plan_batches(lengths: &[usize], limits: BatchLimits) -> Vec<Vec<usize>> {
 /// Padded cost of a batch: longest × count.
 pub fn padded_tokens(lengths: &[usize], batch: &[usize]) -> usize {
     batch.iter().map(|&i| lengths[i]).max().unwrap_or(0) * batch.len()
+}
+
+/// Scores `texts` with `model` in token-budget batches ([`plan_batches`] with the model's
+/// [`Model::batch_limits`], or `limits` when given); rows come back in input order. Every scoring
+/// path outside the streaming engine (evaluation, gates, tuning, quantization checks) uses this.
+pub fn score_texts(model: &dyn Model, texts: &[&str], limits: Option<BatchLimits>) -> Result<Scored> {
+    let prepared = model.prepare(texts)?;
+    let classes = model.labels().len();
+    let lengths: Vec<usize> = prepared.iter().map(TokenizedText::len).collect();
+    let mut out = Scored {
+        output: ModelOutput {
+            rows: texts.len(),
+            classes,
+            logits: vec![0.0; texts.len() * classes],
+            probabilities: vec![0.0; texts.len() * classes],
+        },
+        stages: vec![Stage::Transformer; texts.len()],
+    };
+    let mut batch = PaddedBatch::default();
+    for plan in plan_batches(&lengths, limits.unwrap_or_else(|| model.batch_limits())) {
+        batch.fill(plan.iter().map(|&i| &prepared[i]));
+        let batch_texts: Vec<&str> = plan.iter().map(|&i| texts[i]).collect();
+        let scored = model.score(&batch, &batch_texts)?;
+        out.scatter(&plan, &scored);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,21 +1,21 @@
-//! int8 export of a published transformer: its graph quantized dynamically
-//! ([`crate::onnx::quantize`]), both precisions evaluated on the same held-out rows, and the new
-//! version refused when macro-F1 drops more than the tolerance.
+//! int8 export of a published transformer (a transformer-kind operation): its graph quantized
+//! dynamically ([`crate::onnx::quantize`]), both precisions evaluated on the same held-out rows,
+//! and the new version refused when macro-F1 drops more than the tolerance.
 
 use std::path::PathBuf;
 
-use super::{Candidate, max_abs_diff};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::{evaluate, label_ids};
 use crate::onnx::quantize::{QuantizeSettings, quantize_dynamic};
 use crate::registry::card::QuantizationInfo;
-use crate::registry::{ModelRegistry, ModelType, files, resolve_model_dir};
-use crate::serve::{Classifier, LoadedModel, SessionSettings};
+use crate::registry::{ModelKind, ModelRegistry, ModelVersion, files};
+use crate::serve::{Model, SessionSettings};
+use crate::train::{Candidate, max_abs_diff};
 
 /// What to quantize and how to judge it.
 pub struct QuantizeJob {
-    /// The fp32 transformer version (or a model folder with `current`).
-    pub model: PathBuf,
+    /// The fp32 transformer version.
+    pub model: ModelVersion,
     /// Held-out rows both precisions are evaluated on.
     pub texts: Vec<String>,
     pub labels: Vec<String>,
@@ -31,17 +31,17 @@ pub struct QuantizeJob {
 
 /// Quantizes, evaluates and stages the int8 version; refuses it when it costs too much accuracy.
 pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
-    let source_dir = resolve_model_dir(&job.model)?;
-    let fp32 = LoadedModel::load(&source_dir, &job.session)?;
-    if fp32.card.model_type != ModelType::Transformer {
+    let source_dir = job.model.dir.clone();
+    let Some(section) = job.model.card.model.transformer() else {
         return Err(Error::model(
             &source_dir,
             "only transformer models are quantized (lexical models are already fast)",
         ));
-    }
-    if fp32.card.quantization.is_some() {
+    };
+    if section.quantization.is_some() {
         return Err(Error::model(&source_dir, "this model is already quantized"));
     }
+    let fp32 = super::transformer::open(job.model.clone(), &job.session)?;
     let bytes = std::fs::read(source_dir.join(files::MODEL)).at(source_dir.join(files::MODEL))?;
     let (int8_bytes, summary) = quantize_dynamic(&bytes, job.settings)?;
     tracing::info!(
@@ -57,21 +57,21 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
     for file in [files::TOKENIZER, files::LABELS] {
         std::fs::copy(source_dir.join(file), dir.join(file)).at(dir.join(file))?;
     }
-    let mut card = fp32.card.clone();
+    let mut card = fp32.card().clone();
     card.name = job.name.clone();
     card.version = String::new();
     card.created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    card.onnx.precision = "int8".into();
-    card.onnx.file_bytes = int8_bytes.len() as u64;
+    if let Some(onnx) = card.onnx.as_mut() {
+        onnx.precision = "int8".into();
+        onnx.file_bytes = int8_bytes.len() as u64;
+    }
     card.write(&dir.join(files::CARD))?;
-    let int8 = LoadedModel::load(&dir, &job.session)?;
+    let int8 = super::transformer::open(ModelVersion::at(&dir)?, &job.session)?;
 
     let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
     let y = label_ids(&fp32.labels, &job.labels, &job.origin)?;
-    let fp32 = Classifier::Single(fp32);
-    let int8 = Classifier::Single(int8);
-    let before = evaluate(&fp32, &texts, y.clone(), 64)?;
-    let after = evaluate(&int8, &texts, y, 64)?;
+    let before = evaluate(&fp32, &texts, y.clone(), None)?;
+    let after = evaluate(&int8, &texts, y, None)?;
     let agree = (0..texts.len()).filter(|&r| before.output.argmax(r).0 == after.output.argmax(r).0).count();
     let info = QuantizationInfo {
         method: format!(
@@ -96,13 +96,15 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
         info.rows
     );
     if info.macro_f1_drop > job.tolerance {
-        return Err(Error::Other(format!(
-            "int8 model refused: macro-F1 {:.4} vs fp32 {:.4} drops {:.4} > tolerance {:.4} (on {})",
+        return Err(Error::Refused(format!(
+            "int8 model: macro-F1 {:.4} vs fp32 {:.4} drops {:.4} > tolerance {:.4} (on {})",
             info.int8_macro_f1, info.fp32_macro_f1, info.macro_f1_drop, job.tolerance, job.origin
         )));
     }
     card.test_metrics = Some(crate::registry::card::SplitMetrics::from_report(&after.report));
-    card.quantization = Some(info);
+    if let ModelKind::Transformer(t) = &mut card.model {
+        t.quantization = Some(info);
+    }
     card.write(&dir.join(files::CARD))?;
     Ok(Candidate { registry, name: job.name, staged, card, test: Some(after), test_texts: job.texts })
 }

@@ -1,0 +1,34 @@
+//! The lexical kind: hashed word and character n-grams into a linear classifier, one ONNX graph
+//! over feature ids; the featurizer settings come from the card's section, so serving featurizes
+//! exactly as training did. Retraining is [`crate::lexical::fit_lexical`] (seconds).
+
+use std::sync::Arc;
+
+use super::{ModelFamily, RetrainJob};
+use crate::error::{Error, Result};
+use crate::lexical::{Featurizer, fit_lexical};
+use crate::registry::{ModelKind, ModelVersion};
+use crate::serve::{Model, SessionSettings, SingleModel, Stage};
+use crate::train::Candidate;
+
+/// The lexical family.
+pub struct Lexical;
+
+/// Opens a lexical version as a [`SingleModel`] (its featurizer in front of its graph).
+pub fn open(version: ModelVersion, settings: &SessionSettings) -> Result<SingleModel> {
+    let ModelKind::Lexical(info) = &version.card.model else {
+        return Err(Error::model(&version.dir, format!("a {} model, not a lexical one", version.card.model.name())));
+    };
+    let featurizer = Featurizer::new(info.featurizer.clone());
+    SingleModel::open(version, Box::new(featurizer), Stage::Lexical, crate::lexical::SERVE_LIMITS, settings)
+}
+
+impl ModelFamily for Lexical {
+    fn load(&self, version: ModelVersion, settings: &SessionSettings) -> Result<Arc<dyn Model>> {
+        Ok(Arc::new(open(version, settings)?))
+    }
+
+    fn candidate(&self, job: RetrainJob<'_>) -> Result<Candidate> {
+        fit_lexical(job.lexical_job())
+    }
+}

@@ -1,0 +1,223 @@
+//! The one model abstraction of the data path, in the style of text-embeddings-inference's
+//! `Backend`: a loaded model prepares inputs, scores a padded batch, warms up, and says how it
+//! wants to be batched. Every kind in [`crate::models`] implements [`Model`]; the engine,
+//! evaluation, gates and tuning see only `dyn Model`.
+//!
+//! [`SingleModel`] is the shared implementation for kinds that are one ONNX graph over
+//! `[batch, seq]` ids: a [`Preprocess`] (tokenizer or featurizer) in front of an [`OnnxSession`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::batcher::BatchLimits;
+use super::session::{ModelOutput, OnnxSession, SessionSettings};
+use crate::error::Result;
+use crate::registry::{ModelCard, ModelVersion, files};
+use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
+
+/// Which model of a composite (cascade) produced a prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Transformer,
+    Lexical,
+}
+
+impl Stage {
+    /// Lower-case name used in outputs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Transformer => "transformer",
+            Stage::Lexical => "lexical",
+        }
+    }
+}
+
+/// Scores of some rows and the stage that produced each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scored {
+    pub output: ModelOutput,
+    pub stages: Vec<Stage>,
+}
+
+impl Scored {
+    /// Every row from one stage.
+    pub fn single(output: ModelOutput, stage: Stage) -> Self {
+        let stages = vec![stage; output.rows];
+        Self { output, stages }
+    }
+
+    /// Copies the rows of `part` to rows `rows` of `self` (`part` row i → `rows[i]`).
+    pub fn scatter(&mut self, rows: &[usize], part: &Scored) {
+        let c = self.output.classes;
+        for (i, &r) in rows.iter().enumerate() {
+            self.output.logits[r * c..(r + 1) * c].copy_from_slice(part.output.logits_row(i));
+            self.output.probabilities[r * c..(r + 1) * c].copy_from_slice(part.output.probs(i));
+            self.stages[r] = part.stages[i];
+        }
+    }
+}
+
+/// Name, version, kind and labels of the model that labeled a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    pub name: String,
+    pub version: String,
+    pub kind: String,
+    pub labels: Vec<String>,
+}
+
+/// The label of one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub label_id: u32,
+    pub confidence: f32,
+    /// The `k` most likely classes, most likely first.
+    pub top_k: Vec<(u32, f32)>,
+    pub stage: Stage,
+    pub model: Arc<ModelIdentity>,
+}
+
+impl Prediction {
+    /// The predicted label's name.
+    pub fn label(&self) -> &str {
+        &self.model.labels[self.label_id as usize]
+    }
+}
+
+/// Top `k` (index, probability) pairs of a probability row, most likely first.
+pub fn top_k(probs: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<(u32, f32)> = probs.iter().enumerate().map(|(i, &p)| (i as u32, p)).collect();
+    idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    idx.truncate(k.max(1));
+    idx
+}
+
+/// A loaded model of any kind, as the data path serves it.
+pub trait Model: Send + Sync + std::fmt::Debug {
+    /// The registry version it was loaded from.
+    fn version(&self) -> &ModelVersion;
+
+    /// Class names, by class id.
+    fn labels(&self) -> &[String];
+
+    /// Turns texts into model inputs (token ids or feature ids; the batcher's cost is their length).
+    fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>>;
+
+    /// Class probabilities for a padded batch of prepared inputs; `texts` are the batch's texts in
+    /// row order (a composite's later stage prepares them again for its own member).
+    fn score(&self, batch: &PaddedBatch, texts: &[&str]) -> Result<Scored>;
+
+    /// How this model likes to be batched outside the engine (evaluation, gates).
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits::default()
+    }
+
+    /// Runs every part of the model once (every member of a composite), so a broken graph fails
+    /// here rather than on the first record.
+    fn warm_up(&self) -> Result<()> {
+        let text = ["warm up"];
+        let prepared = self.prepare(&text)?;
+        self.score(&PaddedBatch::from_tokens(prepared.iter()), &text).map(|_| ())
+    }
+
+    /// The model's card.
+    fn card(&self) -> &ModelCard {
+        &self.version().card
+    }
+
+    /// Folder the model was loaded from.
+    fn dir(&self) -> &Path {
+        &self.version().dir
+    }
+
+    /// `<name>:<version>`.
+    fn id(&self) -> String {
+        self.version().id()
+    }
+
+    /// Identity recorded on every output row.
+    fn identity(&self) -> ModelIdentity {
+        let card = self.card();
+        ModelIdentity {
+            name: card.name.clone(),
+            version: card.version.clone(),
+            kind: card.model.name().to_string(),
+            labels: self.labels().to_vec(),
+        }
+    }
+}
+
+/// Turns texts into a graph's `[batch, seq]` id rows.
+pub trait Preprocess: Send + Sync + std::fmt::Debug {
+    fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>>;
+}
+
+impl Preprocess for TextTokenizer {
+    fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        self.encode_batch(texts)
+    }
+}
+
+impl Preprocess for crate::lexical::Featurizer {
+    fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        Ok(texts.iter().map(|t| crate::lexical::Featurizer::prepare(self, t)).collect())
+    }
+}
+
+/// A model that is one ONNX graph behind a preprocessor (the transformer and lexical kinds).
+#[derive(Debug)]
+pub struct SingleModel {
+    pub version: ModelVersion,
+    pub labels: Vec<String>,
+    pub session: OnnxSession,
+    preprocess: Box<dyn Preprocess>,
+    stage: Stage,
+    limits: BatchLimits,
+}
+
+impl SingleModel {
+    /// Opens `version`'s graph behind `preprocess`: the kind's files are checked, labels read and
+    /// matched against the card, and the session built.
+    pub fn open(
+        version: ModelVersion,
+        preprocess: Box<dyn Preprocess>,
+        stage: Stage,
+        limits: BatchLimits,
+        settings: &SessionSettings,
+    ) -> Result<Self> {
+        version.check_files()?;
+        let labels = version.labels()?;
+        let session = OnnxSession::open(&version.dir.join(files::MODEL), labels.len(), settings)?;
+        Ok(Self { version, labels, session, preprocess, stage, limits })
+    }
+
+    /// Runs one padded batch through the graph.
+    pub fn run(&self, batch: &PaddedBatch) -> Result<ModelOutput> {
+        self.session.run(batch)
+    }
+}
+
+impl Model for SingleModel {
+    fn version(&self) -> &ModelVersion {
+        &self.version
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        self.preprocess.prepare(texts)
+    }
+
+    fn score(&self, batch: &PaddedBatch, _texts: &[&str]) -> Result<Scored> {
+        Ok(Scored::single(self.run(batch)?, self.stage))
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        self.limits
+    }
+}
