@@ -8,7 +8,7 @@ use clap::Args;
 use prodcat::data::{LabeledData, LabeledDataSpec};
 use prodcat::encoder::{LoraSettings, LoraTarget, Pooling};
 use prodcat::eval::format_report;
-use prodcat::lexical::{FeaturizerSettings, LexicalJob, LexicalSettings, fit_lexical};
+use prodcat::lexical::{FeaturizerSettings, LexicalJob, LexicalSettings, LexicalSolver, fit_lexical};
 use prodcat::serve::{ExecutionTarget, SessionSettings};
 use prodcat::train::{DataSource, TrainJob, TrainSettings, fit};
 
@@ -33,6 +33,14 @@ pub struct TrainArgs {
     /// Model family: transformer (LoRA on the base encoder) or lexical (hashed n-grams, linear).
     #[arg(long, value_enum, default_value = "transformer")]
     model_type: ModelFamily,
+    /// Lexical models: solver. svm = one-vs-rest squared-hinge SVMs solved to convergence (dual
+    /// coordinate descent, C chosen on validation, temperature-calibrated); sgd = the earlier
+    /// AdaGrad softmax regression.
+    #[arg(long, value_enum, default_value = "svm")]
+    solver: LexicalSolverArg,
+    /// Lexical svm: regularisation strengths to try (the best on validation macro-F1 is kept).
+    #[arg(long, value_delimiter = ',')]
+    c_grid: Option<Vec<f32>>,
     /// Lexical models: hash buckets (rows of the weight matrix).
     #[arg(long, default_value_t = 1 << 19)]
     buckets: u32,
@@ -129,7 +137,12 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
                 patience: args.patience.unwrap_or(lexical_defaults.patience),
                 class_weights: args.class_weights,
                 seed: args.seed,
-                ..lexical_defaults
+                solver: match args.solver {
+                    LexicalSolverArg::Svm => LexicalSolver::Svm,
+                    LexicalSolverArg::Sgd => LexicalSolver::Sgd,
+                },
+                c_grid: args.c_grid.clone().unwrap_or_else(|| lexical_defaults.c_grid.clone()),
+                ..lexical_defaults.clone()
             };
             let job = LexicalJob {
                 data: &data,
@@ -151,6 +164,13 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     report(candidate, &args.out)
+}
+
+/// `--solver` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LexicalSolverArg {
+    Svm,
+    Sgd,
 }
 
 /// The model families `prodcat train` builds.

@@ -1,7 +1,11 @@
 //! The lexical classifier: a binary bag of hashed n-grams, IDF-weighted and L2-normalised, into a
-//! linear softmax layer. Trained in Rust with AdaGrad on sparse features (seconds on a catalogue),
-//! exported to ONNX as an embedding-bag graph (Gather rows of the weight matrix by feature id,
-//! weighted sum, bias, softmax) so the same ONNX Runtime path serves it.
+//! linear layer. The default solver is liblinear's: one-vs-rest L2-regularised squared-hinge SVMs
+//! solved to convergence by dual coordinate descent (Hsieh et al., ICML 2008), the regularisation
+//! strength `C` chosen on the validation rows, and the margins calibrated into probabilities by a
+//! temperature fitted on the validation rows (softmax(margins / T); T is folded into the weights, so
+//! the exported graph is unchanged). The earlier AdaGrad softmax regression stays as `solver =
+//! "sgd"`. Export is an embedding-bag ONNX graph (Gather rows of the weight matrix by feature id,
+//! weighted sum, bias, softmax), served by the same ONNX Runtime path as every model.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -26,6 +30,33 @@ pub struct LexicalSettings {
     pub patience: usize,
     pub class_weights: bool,
     pub seed: u64,
+    /// How the weights are fitted (cards from before this field were trained with `sgd`).
+    #[serde(default = "LexicalSolver::legacy")]
+    pub solver: LexicalSolver,
+    /// `svm`: regularisation strengths tried; the best on validation macro-F1 is kept.
+    pub c_grid: Vec<f32>,
+    /// `svm`: stop when the projected-gradient spread falls below this (liblinear's `eps`).
+    pub tolerance: f32,
+    /// `svm`: passes over the data at most, per class.
+    pub max_iterations: usize,
+    /// `svm`: fit a temperature on validation so probabilities are calibrated.
+    pub calibrate: bool,
+}
+
+/// The lexical model's solver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LexicalSolver {
+    /// One-vs-rest squared-hinge SVMs by dual coordinate descent (liblinear), C on validation.
+    Svm,
+    /// Softmax regression by AdaGrad with early stopping (the first lexical model).
+    Sgd,
+}
+
+impl LexicalSolver {
+    fn legacy() -> Self {
+        Self::Sgd
+    }
 }
 
 impl Default for LexicalSettings {
@@ -38,8 +69,23 @@ impl Default for LexicalSettings {
             patience: 4,
             class_weights: false,
             seed: 42,
+            solver: LexicalSolver::Svm,
+            c_grid: vec![0.1, 0.3, 1.0, 3.0, 10.0, 30.0],
+            tolerance: 0.1,
+            max_iterations: 1000,
+            calibrate: true,
         }
     }
+}
+
+/// What the `svm` solver chose on validation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SvmChoice {
+    pub c: f32,
+    /// Probabilities are softmax(margins / temperature).
+    pub temperature: f32,
+    /// Passes over the data of the slowest class at the chosen C.
+    pub iterations: usize,
 }
 
 /// Weights of a trained lexical model.
@@ -82,15 +128,9 @@ impl LexicalModel {
         (0..l.len()).fold(0, |best, k| if l[k] > l[best] { k } else { best })
     }
 
-    /// Trains on `train` (feature lists and class ids), keeping the epoch with the best
-    /// macro-F1 on `validation`. Returns the model and validation macro-F1 per epoch.
-    pub fn train(
-        train: &[(Vec<u32>, usize)],
-        validation: &[(Vec<u32>, usize)],
-        classes: usize,
-        settings: &LexicalSettings,
-    ) -> (Self, Vec<f64>) {
-        let buckets = settings.featurizer.buckets as usize;
+    /// An untrained model with the IDF of `train`.
+    fn with_idf(train: &[(Vec<u32>, usize)], classes: usize, settings: &FeaturizerSettings) -> Self {
+        let buckets = settings.buckets as usize;
         let mut df = vec![0u32; buckets];
         for (features, _) in train {
             for &f in features {
@@ -100,7 +140,78 @@ impl LexicalModel {
         let n = train.len() as f32;
         let mut idf: Vec<f32> = df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
         idf[0] = 0.0;
-        let mut model = Self { classes, buckets, weights: vec![0.0; buckets * classes], bias: vec![0.0; classes], idf };
+        Self { classes, buckets, weights: vec![0.0; buckets * classes], bias: vec![0.0; classes], idf }
+    }
+
+    /// Trains with the configured solver. Returns the model, the validation macro-F1 per epoch
+    /// (`sgd`) or per C tried (`svm`), and what `svm` chose.
+    pub fn fit(
+        train: &[(Vec<u32>, usize)],
+        validation: &[(Vec<u32>, usize)],
+        classes: usize,
+        settings: &LexicalSettings,
+    ) -> (Self, Vec<f64>, Option<SvmChoice>) {
+        match settings.solver {
+            LexicalSolver::Sgd => {
+                let (model, history) = Self::train(train, validation, classes, settings);
+                (model, history, None)
+            }
+            LexicalSolver::Svm => {
+                let (model, history, choice) = Self::train_svm(train, validation, classes, settings);
+                (model, history, Some(choice))
+            }
+        }
+    }
+
+    /// One-vs-rest squared-hinge SVMs by dual coordinate descent for each C of the grid; keeps
+    /// the C with the best validation macro-F1 (ties: the smaller C), then calibrates.
+    fn train_svm(
+        train: &[(Vec<u32>, usize)],
+        validation: &[(Vec<u32>, usize)],
+        classes: usize,
+        settings: &LexicalSettings,
+    ) -> (Self, Vec<f64>, SvmChoice) {
+        let base = Self::with_idf(train, classes, &settings.featurizer);
+        let rows: Vec<Vec<(u32, f32)>> = train
+            .iter()
+            .map(|(f, _)| f.iter().copied().zip(base.values(f)).filter(|(id, _)| *id != 0).collect())
+            .collect();
+        let y: Vec<usize> = train.iter().map(|(_, y)| *y).collect();
+        let mut grid: Vec<f32> = if settings.c_grid.is_empty() { vec![1.0] } else { settings.c_grid.clone() };
+        grid.sort_by(f32::total_cmp);
+        let mut best: Option<(Self, f64, f32, usize)> = None;
+        let mut history = Vec::new();
+        // Ascending C, each solve warm-started from the previous one's dual variables.
+        let mut alphas: Vec<Vec<f32>> = vec![vec![0.0; rows.len()]; classes];
+        for &c in &grid {
+            let mut model = base.clone();
+            let iterations = solve_ovr(&mut model, &rows, &y, c, settings, &mut alphas);
+            let f1 = macro_f1_of(&model, validation);
+            history.push(f1);
+            tracing::debug!(c, validation_macro_f1 = f1, iterations, "lexical svm");
+            if best.as_ref().is_none_or(|b| f1 > b.1) {
+                best = Some((model, f1, c, iterations));
+            }
+        }
+        let (mut model, _, c, iterations) = best.unwrap_or((base, 0.0, grid[0], 0));
+        let temperature =
+            if settings.calibrate && !validation.is_empty() { fit_temperature(&model, validation) } else { 1.0 };
+        model.weights.iter_mut().for_each(|w| *w /= temperature);
+        model.bias.iter_mut().for_each(|b| *b /= temperature);
+        (model, history, SvmChoice { c, temperature, iterations })
+    }
+
+    /// Trains on `train` (feature lists and class ids), keeping the epoch with the best
+    /// macro-F1 on `validation`. Returns the model and validation macro-F1 per epoch.
+    pub fn train(
+        train: &[(Vec<u32>, usize)],
+        validation: &[(Vec<u32>, usize)],
+        classes: usize,
+        settings: &LexicalSettings,
+    ) -> (Self, Vec<f64>) {
+        let buckets = settings.featurizer.buckets as usize;
+        let n = train.len() as f32;
+        let mut model = Self::with_idf(train, classes, &settings.featurizer);
         let mut class_count = vec![0usize; classes];
         for (_, y) in train {
             class_count[*y] += 1;
@@ -184,13 +295,17 @@ impl LexicalModel {
         let mask_f = g.op("Cast", &[&mask], &[("to", Attr::Int(data_type::FLOAT as i64))]);
         let w = g.op("Gather", &[&idf, &ids], &[("axis", Attr::Int(0))]);
         let w = g.op("Mul", &[&w, &mask_f], &[]);
-        let sq = g.op("Mul", &[&w, &w], &[]);
         let axis_1 = g.ints(&[1]);
-        let sum_sq = g.op("ReduceSum", &[&sq, &axis_1], &[("keepdims", Attr::Int(1))]);
-        let norm = g.op("Sqrt", &[&sum_sq], &[]);
         let tiny = g.scalar_f32(1e-12);
-        let norm = g.op("Max", &[&norm, &tiny], &[]);
-        let w = g.op("Div", &[&w, &norm], &[]);
+        // Scaled to unit L2 norm.
+        let normalised = |g: &mut GraphBuilder, block: &str| {
+            let sq = g.op("Mul", &[block, block], &[]);
+            let sum_sq = g.op("ReduceSum", &[&sq, &axis_1], &[("keepdims", Attr::Int(1))]);
+            let norm = g.op("Sqrt", &[&sum_sq], &[]);
+            let norm = g.op("Max", &[&norm, &tiny], &[]);
+            g.op("Div", &[block, &norm], &[])
+        };
+        let w = normalised(&mut g, &w);
         let w = g.op("Unsqueeze", &[&w, &axis_1], &[]); // [batch, 1, features]
         let rows = g.op("Gather", &[&weights, &ids], &[("axis", Attr::Int(0))]); // [batch, features, classes]
         let bag = g.op("MatMul", &[&w, &rows], &[]); // [batch, 1, classes]
@@ -201,5 +316,193 @@ impl LexicalModel {
         g.output(names::LOGITS, data_type::FLOAT, &out);
         g.output(names::PROBABILITIES, data_type::FLOAT, &out);
         g.finish(metadata)
+    }
+}
+
+/// Macro-F1 of `model` on labeled rows (0 when there are none).
+fn macro_f1_of(model: &LexicalModel, rows: &[(Vec<u32>, usize)]) -> f64 {
+    if rows.is_empty() {
+        return 0.0;
+    }
+    let y_true: Vec<usize> = rows.iter().map(|(_, y)| *y).collect();
+    let y_pred: Vec<usize> = rows.iter().map(|(f, _)| model.predict(f)).collect();
+    crate::eval::macro_f1(&y_true, &y_pred, model.classes)
+}
+
+/// Fits every class's one-vs-rest SVM into `model` (weights column k, bias k), classes in
+/// parallel. Returns the passes the slowest class needed.
+fn solve_ovr(
+    model: &mut LexicalModel,
+    rows: &[Vec<(u32, f32)>],
+    y: &[usize],
+    c: f32,
+    settings: &LexicalSettings,
+    alphas: &mut [Vec<f32>],
+) -> usize {
+    use rayon::prelude::*;
+    let classes = model.classes;
+    let buckets = model.buckets;
+    let solved: Vec<(Vec<f32>, f32, usize)> = alphas
+        .par_iter_mut()
+        .enumerate()
+        .map(|(k, alpha)| {
+            let signs: Vec<f32> = y.iter().map(|&yi| if yi == k { 1.0 } else { -1.0 }).collect();
+            let problem = DualProblem { rows, signs: &signs, dims: buckets, c };
+            dual_cd_l2_svm(&problem, alpha, settings.tolerance, settings.max_iterations, settings.seed ^ k as u64)
+        })
+        .collect();
+    let mut slowest = 0;
+    for (k, (w, b, iterations)) in solved.into_iter().enumerate() {
+        for (f, value) in w.into_iter().enumerate() {
+            model.weights[f * classes + k] = value;
+        }
+        model.bias[k] = b;
+        slowest = slowest.max(iterations);
+    }
+    slowest
+}
+
+/// One binary problem: sparse rows, their ±1 labels, the feature space and C.
+struct DualProblem<'a> {
+    rows: &'a [Vec<(u32, f32)>],
+    signs: &'a [f32],
+    dims: usize,
+    c: f32,
+}
+
+/// L2-regularised squared-hinge SVM (liblinear solver 1): minimises
+/// ½‖w‖² + C Σ max(0, 1 − yᵢ(w·xᵢ + b))², the bias regularised as a constant feature of value 1,
+/// by coordinate descent on the dual with a seeded random order per pass, starting from the dual
+/// variables in `alpha` (zeros, or another C's solution: any α ≥ 0 is feasible). Stops when the
+/// spread of projected gradients is below `tolerance` or after `max_iterations` passes.
+fn dual_cd_l2_svm(
+    problem: &DualProblem<'_>,
+    alpha: &mut [f32],
+    tolerance: f32,
+    max_iterations: usize,
+    seed: u64,
+) -> (Vec<f32>, f32, usize) {
+    let DualProblem { rows, signs, dims, c } = *problem;
+    let n = rows.len();
+    let d_ii = 0.5 / c;
+    let q: Vec<f32> = rows.iter().map(|r| r.iter().map(|(_, v)| v * v).sum::<f32>() + 1.0 + d_ii).collect();
+    // w = Σ αᵢ yᵢ xᵢ for the starting α.
+    let mut w = vec![0f32; dims];
+    let mut b = 0f32;
+    for i in 0..n {
+        if alpha[i] > 0.0 {
+            let step = alpha[i] * signs[i];
+            for &(f, v) in &rows[i] {
+                w[f as usize] += step * v;
+            }
+            b += step;
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut passes = 0;
+    while passes < max_iterations.max(1) {
+        passes += 1;
+        order.shuffle(&mut rng);
+        let (mut max_pg, mut min_pg) = (f32::NEG_INFINITY, f32::INFINITY);
+        for &i in &order {
+            let row = &rows[i];
+            let margin: f32 = row.iter().map(|&(f, v)| w[f as usize] * v).sum::<f32>() + b;
+            let g = signs[i] * margin - 1.0 + d_ii * alpha[i];
+            let pg = if alpha[i] == 0.0 { g.min(0.0) } else { g };
+            max_pg = max_pg.max(pg);
+            min_pg = min_pg.min(pg);
+            if pg.abs() > 1e-12 {
+                let old = alpha[i];
+                alpha[i] = (old - g / q[i]).max(0.0);
+                let step = (alpha[i] - old) * signs[i];
+                for &(f, v) in row {
+                    w[f as usize] += step * v;
+                }
+                b += step;
+            }
+        }
+        if max_pg - min_pg <= tolerance {
+            break;
+        }
+    }
+    (w, b, passes)
+}
+
+/// The temperature T minimising the validation negative log-likelihood of softmax(logits / T),
+/// by golden-section search over log T in [1/100, 100].
+fn fit_temperature(model: &LexicalModel, validation: &[(Vec<u32>, usize)]) -> f32 {
+    let logits: Vec<(Vec<f32>, usize)> = validation.iter().map(|(f, y)| (model.logits(f), *y)).collect();
+    let nll = |log_t: f64| -> f64 {
+        let t = log_t.exp() as f32;
+        logits
+            .iter()
+            .map(|(l, y)| {
+                let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = l.iter().map(|x| ((x - max) / t).exp()).sum();
+                f64::from(sum.ln() - (l[*y] - max) / t)
+            })
+            .sum()
+    };
+    let (mut lo, mut hi) = ((0.01f64).ln(), (100f64).ln());
+    let ratio = (5f64.sqrt() - 1.0) / 2.0;
+    for _ in 0..60 {
+        let (a, b) = (hi - ratio * (hi - lo), lo + ratio * (hi - lo));
+        if nll(a) < nll(b) {
+            hi = b;
+        } else {
+            lo = a;
+        }
+    }
+    ((lo + hi) / 2.0).exp() as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two classes told apart by which of two feature blocks a row draws from, with overlap.
+    fn toy(n: usize, seed: u64) -> Vec<(Vec<u32>, usize)> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                let y = i % 2;
+                let mut f: Vec<u32> =
+                    (0..6).map(|_| 1 + (y as u32) * 40 + rand::Rng::random_range(&mut rng, 0..60)).collect();
+                f.sort_unstable();
+                f.dedup();
+                (f, y)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn svm_solver_converges_separates_and_calibrates() {
+        let settings = LexicalSettings {
+            featurizer: FeaturizerSettings { buckets: 128, ..Default::default() },
+            ..Default::default()
+        };
+        let (train, validation) = (toy(400, 1), toy(200, 2));
+        let (model, history, choice) = LexicalModel::fit(&train, &validation, 2, &settings);
+        let choice = choice.unwrap();
+        assert_eq!(history.len(), settings.c_grid.len());
+        assert!(settings.c_grid.contains(&choice.c));
+        assert!(choice.iterations < settings.max_iterations, "did not converge: {choice:?}");
+        assert!(macro_f1_of(&model, &validation) > 0.8, "{history:?}");
+        assert!(choice.temperature > 0.0 && choice.temperature.is_finite());
+        // Calibrated: no worse validation NLL than the uncalibrated margins (T = 1 is a candidate).
+        let t = fit_temperature(&model, &validation);
+        assert!((t - 1.0).abs() < 0.05, "temperature already folded in, refit gives {t}");
+    }
+
+    #[test]
+    fn dual_cd_reaches_the_optimum_of_a_tiny_problem() {
+        // x = ±1 in one dimension, labels by sign: the optimum is symmetric, b = 0 and w > 0.
+        let rows = vec![vec![(1u32, 1.0f32)], vec![(1, -1.0)], vec![(1, 2.0)], vec![(1, -2.0)]];
+        let signs = [1.0, -1.0, 1.0, -1.0];
+        let problem = DualProblem { rows: &rows, signs: &signs, dims: 2, c: 1.0 };
+        let (w, b, passes) = dual_cd_l2_svm(&problem, &mut [0.0; 4], 1e-4, 1000, 0);
+        assert!(w[1] > 0.4 && b.abs() < 1e-3, "w {w:?} b {b} after {passes} passes");
+        assert!(passes < 1000);
     }
 }

@@ -61,7 +61,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         "training lexical classifier"
     );
     let train_started = Instant::now();
-    let (model, history) = LexicalModel::train(&train, &validation, labels.len(), settings);
+    let (model, history, svm) = LexicalModel::fit(&train, &validation, labels.len(), settings);
     let train_seconds = train_started.elapsed().as_secs_f64();
     let best_epoch = history.iter().enumerate().fold(0, |b, (i, f)| if *f > history[b] { i } else { b }) + 1;
     let best_f1 = history.get(best_epoch - 1).copied().unwrap_or(0.0);
@@ -90,6 +90,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             epochs_run: history.len(),
             validation_macro_f1: history.clone(),
             train_seconds,
+            svm,
         }),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),

@@ -131,9 +131,14 @@ pub struct OnnxInfo {
 pub struct LexicalInfo {
     pub featurizer: crate::lexical::FeaturizerSettings,
     pub settings: crate::lexical::LexicalSettings,
+    /// Epochs (`sgd`) or C values tried (`svm`).
     pub epochs_run: usize,
+    /// Validation macro-F1 per epoch (`sgd`) or per C of the grid (`svm`).
     pub validation_macro_f1: Vec<f64>,
     pub train_seconds: f64,
+    /// What the `svm` solver chose on validation (C, temperature, passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svm: Option<crate::lexical::SvmChoice>,
 }
 
 /// A cascade: the lexical member labels everything, records below `threshold` go to the
@@ -231,10 +236,19 @@ impl ModelKind {
                 }
                 lines
             }
-            Self::Lexical(l) => vec![
-                ("features", format!("{} buckets", l.featurizer.buckets)),
-                ("fit", format!("{:.1} s", l.train_seconds)),
-            ],
+            Self::Lexical(l) => {
+                let mut lines = vec![
+                    ("features", format!("{} buckets", l.featurizer.buckets)),
+                    ("fit", format!("{:.1} s", l.train_seconds)),
+                ];
+                if let Some(s) = &l.svm {
+                    lines.push((
+                        "svm",
+                        format!("C {} (validation), temperature {:.3}, {} passes", s.c, s.temperature, s.iterations),
+                    ));
+                }
+                lines
+            }
             Self::Cascade(c) => vec![("threshold", format!("{:.3}", c.threshold))],
         }
     }

@@ -1,0 +1,125 @@
+"""Quality benchmark: prodcat's model families against a TF-IDF + LinearSVC baseline trained on the
+same rows, on every data set in ../shared/data, in one run.
+
+    python3 bench/quality.py [--prodcat target/debug/prodcat] [--work /tmp/prodcat-quality]
+                             [--transformer] [--epochs 3]
+
+For each data set: `prodcat split` writes the train/validation/test assignment `prodcat train`
+uses (PriceRunner grouped by cluster; the others stratified, seed 42, 80/10/10); the baseline
+trains on the train rows; each prodcat family trains on the same file with the same seed (so the
+same train rows, plus the validation rows for its choices) and is evaluated by `prodcat eval` on
+the test rows. Prints a table (macro-F1, accuracy, worst one-vs-rest ROC AUC over classes with at
+least 10 test rows, training seconds, titles/s) and writes quality.json. Skips a data set whose
+file is absent. Never run in CI.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tfidf_svm import fit_and_score  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+SETS = [
+    ("pricerunner", DATA / "pricerunner/pricerunner.csv", "Product Title", "Category Label", "Cluster ID"),
+    ("amazon-2023", DATA / "amazon_reviews_2023/items.csv", "title", "file_category", None),
+    ("4-class", DATA / "ecommerce_4class_sample/ecommerceDataset_test_mini.csv", "text", "label", None),
+]
+MIN_SUPPORT = 10
+
+
+def run(cmd: list) -> str:
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def worst_auc(per_class: dict) -> float:
+    aucs = [auc for auc, support in per_class.values() if support >= MIN_SUPPORT and auc is not None]
+    return min(aucs) if aucs else float("nan")
+
+
+def prodcat_family(args, name, path, text, label, group, family, extra, test_csv, work) -> dict:
+    out = work / f"registry-{name}"
+    cmd = [args.prodcat, "train", "--data", path, "--text-column", text, "--label-column", label,
+           "--out", out, "--name", family, "--no-progress"] + extra
+    if group:
+        cmd += ["--group-column", group]
+    started = time.perf_counter()
+    run(cmd)
+    train_seconds = time.perf_counter() - started
+    report = work / f"eval-{name}-{family}"
+    run([args.prodcat, "eval", "--model", out / family, "--data", test_csv, "--text-column", "text",
+         "--label-column", "label", "--report", report])
+    metrics = json.loads((report / "metrics.json").read_text())
+    per_class = {c["label"]: (c.get("roc_auc"), c["support"]) for c in metrics["per_class"]}
+    card = json.loads((out / family / "current" / "card.json").read_text())
+    return {
+        "model": family,
+        "train_rows": card["data"]["train_rows"],
+        "test_rows": metrics["rows"],
+        "macro_f1": metrics["macro_f1"],
+        "accuracy": metrics["accuracy"],
+        "worst_auc": worst_auc(per_class),
+        "train_seconds": train_seconds,
+        "titles_per_second": metrics["texts_per_second"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--prodcat", default=str(ROOT / "target/debug/prodcat"))
+    p.add_argument("--work", default="/tmp/prodcat-quality", type=Path)
+    p.add_argument("--transformer", action="store_true", help="also fine-tune MiniLM (tens of minutes)")
+    p.add_argument("--epochs", default="3")
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    families = [
+        ("lexical", ["--model-type", "lexical"]),
+        ("lexical-sgd", ["--model-type", "lexical", "--solver", "sgd"]),
+    ]
+    if args.transformer:
+        families.append(("lora", ["--base", ROOT / ".deps/models/all-MiniLM-L6-v2", "--epochs", args.epochs]))
+    rows = []
+    for name, path, text, label, group in SETS:
+        if not path.exists():
+            print(f"skipped {name}: {path} not found (../shared/data is absent on this machine)")
+            continue
+        work = args.work / name
+        work.mkdir(parents=True, exist_ok=True)
+        split_csv = work / "split.csv"
+        cmd = [args.prodcat, "split", "--data", path, "--text-column", text, "--label-column", label,
+               "--out", split_csv]
+        if group:
+            cmd += ["--group-column", group]
+        run(cmd)
+        split = pd.read_csv(split_csv, keep_default_na=False, dtype=str)
+        test_csv = work / "test.csv"
+        split[split.split == "test"][["text", "label"]].to_csv(test_csv, index=False)
+        base = fit_and_score(split[split.split == "train"], split[split.split == "test"])
+        base["worst_auc"] = worst_auc(base.pop("per_class_auc"))
+        rows.append({"data": name, **base})
+        for family, extra in families:
+            rows.append({"data": name, **prodcat_family(args, name, path, text, label, group, family, extra,
+                                                      test_csv, work)})
+            print(f"{name}: {family} done", file=sys.stderr)
+    header = f"{'data set':<12} {'model':<26} {'train':>6} {'test':>5} {'macro-F1':>9} {'accuracy':>9} " \
+             f"{'worst AUC':>9} {'train s':>8} {'titles/s':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['data']:<12} {r['model']:<26} {r['train_rows']:>6} {r['test_rows']:>5} {r['macro_f1']:>9.4f} "
+              f"{r['accuracy']:>9.4f} {r['worst_auc']:>9.4f} {r['train_seconds']:>8.1f} {r['titles_per_second']:>9.0f}")
+    (args.work / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\n{args.work / 'quality.json'}")
+
+
+if __name__ == "__main__":
+    main()
