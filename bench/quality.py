@@ -2,15 +2,16 @@
 same rows, on every data set in ../shared/data, in one run.
 
     python3 bench/quality.py [--prodcat target/debug/prodcat] [--work /tmp/prodcat-quality]
-                             [--transformer] [--epochs 3]
+                             [--seeds 42,43,44,45,46] [--transformer] [--epochs 3]
 
 For each data set: `prodcat split` writes the train/validation/test assignment `prodcat train`
 uses (PriceRunner grouped by cluster; the others stratified, seed 42, 80/10/10); the baseline
 trains on the train rows; each prodcat family trains on the same file with the same seed (so the
 same train rows, plus the validation rows for its choices) and is evaluated by `prodcat eval` on
-the test rows. Prints a table (macro-F1, accuracy, worst one-vs-rest ROC AUC over classes with at
-least 10 test rows, training seconds, titles/s) and writes quality.json. Skips a data set whose
-file is absent. Never run in CI.
+the test rows. Every seed is a different split; the table gives the mean over seeds (± the
+standard deviation of macro-F1: small test sets are noisy) of macro-F1, accuracy, worst one-vs-rest
+ROC AUC over classes with at least 10 test rows, training seconds and titles/s, and quality.json
+every run. Skips a data set whose file is absent. Never run in CI.
 """
 import argparse
 import json
@@ -46,10 +47,10 @@ def worst_auc(per_class: dict) -> float:
     return min(aucs) if aucs else float("nan")
 
 
-def prodcat_family(args, name, path, text, label, group, family, extra, test_csv, work) -> dict:
+def prodcat_family(args, name, path, text, label, group, family, extra, test_csv, work, seed) -> dict:
     out = work / f"registry-{name}"
     cmd = [args.prodcat, "train", "--data", path, "--text-column", text, "--label-column", label,
-           "--out", out, "--name", family, "--no-progress"] + extra
+           "--out", out, "--name", family, "--no-progress", "--seed", seed] + extra
     if group:
         cmd += ["--group-column", group]
     started = time.perf_counter()
@@ -79,6 +80,7 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/prodcat-quality", type=Path)
     p.add_argument("--transformer", action="store_true", help="also fine-tune MiniLM (tens of minutes)")
     p.add_argument("--epochs", default="3")
+    p.add_argument("--seeds", default="42,43,44,45,46", help="one split per seed; the table averages them")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     families = [
@@ -92,31 +94,36 @@ def main() -> None:
         if not path.exists():
             print(f"skipped {name}: {path} not found (../shared/data is absent on this machine)")
             continue
-        work = args.work / name
-        work.mkdir(parents=True, exist_ok=True)
-        split_csv = work / "split.csv"
-        cmd = [args.prodcat, "split", "--data", path, "--text-column", text, "--label-column", label,
-               "--out", split_csv]
-        if group:
-            cmd += ["--group-column", group]
-        run(cmd)
-        split = pd.read_csv(split_csv, keep_default_na=False, dtype=str)
-        test_csv = work / "test.csv"
-        split[split.split == "test"][["text", "label"]].to_csv(test_csv, index=False)
-        base = fit_and_score(split[split.split == "train"], split[split.split == "test"])
-        base["worst_auc"] = worst_auc(base.pop("per_class_auc"))
-        rows.append({"data": name, **base})
-        for family, extra in families:
-            rows.append({"data": name, **prodcat_family(args, name, path, text, label, group, family, extra,
-                                                      test_csv, work)})
-            print(f"{name}: {family} done", file=sys.stderr)
-    header = f"{'data set':<12} {'model':<26} {'train':>6} {'test':>5} {'macro-F1':>9} {'accuracy':>9} " \
+        for seed in args.seeds.split(","):
+            work = args.work / name / f"seed-{seed}"
+            work.mkdir(parents=True, exist_ok=True)
+            split_csv = work / "split.csv"
+            cmd = [args.prodcat, "split", "--data", path, "--text-column", text, "--label-column", label,
+                   "--out", split_csv, "--seed", seed]
+            if group:
+                cmd += ["--group-column", group]
+            run(cmd)
+            split = pd.read_csv(split_csv, keep_default_na=False, dtype=str)
+            test_csv = work / "test.csv"
+            split[split.split == "test"][["text", "label"]].to_csv(test_csv, index=False)
+            base = fit_and_score(split[split.split == "train"], split[split.split == "test"])
+            base["worst_auc"] = worst_auc(base.pop("per_class_auc"))
+            rows.append({"data": name, "seed": seed, **base})
+            for family, extra in families:
+                result = prodcat_family(args, name, path, text, label, group, family, extra, test_csv, work, seed)
+                rows.append({"data": name, "seed": seed, **result})
+                print(f"{name} seed {seed}: {family} macro-F1 {result['macro_f1']:.4f}", file=sys.stderr)
+    table = pd.DataFrame(rows)
+    n_seeds = len(args.seeds.split(","))
+    header = f"{'data set':<12} {'model':<26} {'train':>6} {'test':>5} {'macro-F1 (± sd)':>16} {'accuracy':>9} " \
              f"{'worst AUC':>9} {'train s':>8} {'titles/s':>9}"
-    print(header)
+    print(f"\nmeans over {n_seeds} seeded splits\n" + header)
     print("-" * len(header))
-    for r in rows:
-        print(f"{r['data']:<12} {r['model']:<26} {r['train_rows']:>6} {r['test_rows']:>5} {r['macro_f1']:>9.4f} "
-              f"{r['accuracy']:>9.4f} {r['worst_auc']:>9.4f} {r['train_seconds']:>8.1f} {r['titles_per_second']:>9.0f}")
+    for (data, model), g in table.groupby(["data", "model"], sort=False):
+        sd = g.macro_f1.std(ddof=0)
+        print(f"{data:<12} {model:<26} {g.train_rows.mean():>6.0f} {g.test_rows.mean():>5.0f} "
+              f"{g.macro_f1.mean():>9.4f} ± {sd:.3f} {g.accuracy.mean():>9.4f} {g.worst_auc.mean():>9.4f} "
+              f"{g.train_seconds.mean():>8.1f} {g.titles_per_second.mean():>9.0f}")
     (args.work / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"\n{args.work / 'quality.json'}")
 
