@@ -267,8 +267,8 @@ impl PipelineConfig {
     /// The Kafka pipeline this configuration describes.
     pub fn kafka_job(&self, ort_library: Option<PathBuf>) -> Result<KafkaJob> {
         let model = self.model_version()?;
-        let watch = (self.model.watch && model.follows.is_some())
-            .then(|| std::time::Duration::from_millis(self.model.watch_interval_ms.max(50)));
+        // Watched only when the path went through `current` (`model.follows`); `run` checks that.
+        let watch = self.model.watch.then(|| std::time::Duration::from_millis(self.model.watch_interval_ms.max(50)));
         Ok(KafkaJob {
             model,
             kafka: self.kafka.clone(),
