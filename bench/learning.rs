@@ -65,6 +65,7 @@ fn fit_family(
         text_column: "title".into(),
         label_column: "label".into(),
         group_column: Some("cluster".into()),
+        ..Default::default()
     };
     Ok(if args.family == "lexical" {
         fit_lexical(LexicalJob {

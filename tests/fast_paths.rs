@@ -25,6 +25,80 @@ fn card(dir: &std::path::Path) -> ModelCard {
     ModelVersion::open(dir).unwrap().card
 }
 
+/// Trains a lexical model on the fixture's CSV with `extra` flags into `registry`; returns its card.
+fn train_lexical_with(fx: &Fixture, registry: &str, extra: &[&str]) -> ModelCard {
+    let out = fx.path(registry).display().to_string();
+    let mut args: Vec<&str> =
+        vec!["train", "--model-type", "lexical", "--group-column", "group", "--name", "lex", "--buckets", "65536"];
+    let data = fixture_data_args(fx);
+    args.extend(data.iter().map(String::as_str));
+    args.extend(["--out", &out]);
+    args.extend(extra);
+    let o = prodcat(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    card(&fx.path(registry).join("lex"))
+}
+
+#[test]
+fn explicit_split_files_refit_and_folds_use_every_label_they_say() {
+    let fx = Fixture::new(300);
+    let write = |name: &str, rows: usize, seed: u64| {
+        let path = fx.path(name);
+        prodcat::testkit::write_products_csv(&path, &prodcat::testkit::synthetic_products(rows, seed)).unwrap();
+        path.display().to_string()
+    };
+    let (validation, test) = (write("validation.csv", 80, 21), write("test.csv", 100, 22));
+    let c = train_lexical_with(&fx, "given", &["--validation-data", &validation, "--test-data", &test, "--refit"]);
+    let data = c.data.clone().unwrap();
+    // The training file gives only training rows; the given files are the other splits whole.
+    assert_eq!((data.train_rows, data.validation_rows, data.test_rows, data.rows), (300, 80, 100, 480));
+    assert_eq!(data.validation_file.as_deref(), Some(validation.as_str()));
+    let training = c.training.clone().unwrap();
+    assert_eq!(training.refit_rows, Some(380), "refit trains on train + validation");
+    assert!(training.temperature.is_some_and(|t| t > 0.0 && t.is_finite()));
+    assert_eq!(c.test_metrics.as_ref().unwrap().rows, 100);
+    assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8);
+    // The held-out rows re-derived from the card are exactly the test file's.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (texts, _) = runtime.block_on(prodcat::train::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    let expected: Vec<String> =
+        prodcat::testkit::synthetic_products(100, 22).into_iter().map(|p| p.title.trim().to_string()).collect();
+    assert_eq!(texts, expected);
+
+    // Without --refit the model trains on the training file only; with fractions and no files
+    // the split follows them.
+    let c = train_lexical_with(&fx, "fractions", &["--split", "0.6,0.2,0.2"]);
+    let data = c.data.clone().unwrap();
+    assert_eq!(data.train_rows + data.validation_rows + data.test_rows, 300);
+    assert!((55..=65).contains(&data.test_rows) && (55..=65).contains(&data.validation_rows), "{data:?}");
+    assert_eq!(c.training.as_ref().unwrap().refit_rows, None);
+
+    // K-fold choices: recorded, and the model trains on train + validation.
+    let c = train_lexical_with(&fx, "folds", &["--split", "0.6,0.2,0.2", "--folds", "3"]);
+    let (training, data) = (c.training.clone().unwrap(), c.data.clone().unwrap());
+    assert_eq!(training.folds, Some(3));
+    assert_eq!(training.refit_rows, Some(data.train_rows + data.validation_rows));
+    assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8);
+
+    // Bad fractions and --folds with the transformer are refused before any work.
+    let o = prodcat(&[
+        "train",
+        "--data",
+        &validation,
+        "--text-column",
+        "title",
+        "--label-column",
+        "category",
+        "--out",
+        "unused",
+        "--model-type",
+        "lexical",
+        "--split",
+        "0.9,0.2,0.1",
+    ]);
+    assert_clean_failure(&o, &["fractions", "sum to 1"]);
+}
+
 #[test]
 fn lexical_model_trains_exports_with_parity_and_serves() {
     let fx = Fixture::new(400);

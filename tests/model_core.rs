@@ -116,6 +116,7 @@ fn job<'a>(fx: &'a Fixture, data: &'a LabeledData, registry: &str, epochs: usize
             text_column: "title".into(),
             label_column: "category".into(),
             group_column: Some("group".into()),
+            ..Default::default()
         },
         base_dir: fx.base.clone(),
         registry: fx.path(registry),
@@ -168,6 +169,29 @@ fn training_learns_and_publishes_a_complete_registry_version() {
     assert_eq!(model.card().version, "v2");
     let out = score_texts(&*model, &["smartphone dual sim 5g"], None).unwrap().output;
     assert_eq!(model.labels()[out.argmax(0).0], "Phones");
+}
+
+#[test]
+fn refit_trains_on_train_and_validation_and_calibration_is_folded_into_the_head() {
+    let fx = Fixture::new(300);
+    let data = read(&fx);
+    let mut refit = job(&fx, &data, "refit", 2);
+    refit.settings.refit = true;
+    let candidate = fit(refit).unwrap();
+    let card = candidate.card.clone();
+    let (info, training) = (card.data.clone().unwrap(), card.training.clone().unwrap());
+    assert_eq!(training.refit_rows, Some(info.train_rows + info.validation_rows));
+    let t = training.temperature.expect("calibrated");
+    assert!(t > 0.0 && t.is_finite());
+    // Parity holds for the refit, calibrated model (the temperature is inside the graph).
+    assert!(card.parity.as_ref().unwrap().passed);
+    assert!(card.test_metrics.as_ref().unwrap().accuracy > 0.6);
+
+    let plain = fit(job(&fx, &data, "plain", 2)).unwrap();
+    assert_eq!(plain.card.training.as_ref().unwrap().refit_rows, None);
+    let a = std::fs::read(candidate.staged.dir.join(files::MODEL)).unwrap();
+    let b = std::fs::read(plain.staged.dir.join(files::MODEL)).unwrap();
+    assert!(a != b, "a refit model must differ from the one trained on the train rows alone");
 }
 
 #[test]

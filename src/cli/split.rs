@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use prodcat::data::{LabeledData, LabeledDataSpec, Split, stratified_group_split};
+use prodcat::data::prepare::{DataSource, check_fractions, prepare_data};
+use prodcat::data::{LabeledData, LabeledDataSpec, Split};
 
 #[derive(Debug, Args)]
 pub struct SplitArgs {
@@ -25,6 +26,8 @@ pub struct SplitArgs {
     seed: u64,
     #[arg(long)]
     skip_invalid: bool,
+    #[command(flatten)]
+    fractions: Fractions,
     /// Output CSV with columns `text,label,split` (one row per usable input row, in order).
     #[arg(long)]
     out: PathBuf,
@@ -33,16 +36,23 @@ pub struct SplitArgs {
 pub fn run(args: SplitArgs) -> anyhow::Result<()> {
     let spec = LabeledDataSpec {
         path: args.data.clone(),
-        text_column: args.text_column,
-        label_column: args.label_column,
-        group_column: args.group_column,
+        text_column: args.text_column.clone(),
+        label_column: args.label_column.clone(),
+        group_column: args.group_column.clone(),
         max_rows: args.max_rows,
         sample_seed: args.seed,
         skip_invalid: args.skip_invalid,
     };
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
-    let fractions = prodcat::train::TrainSettings::default().split;
-    let split = stratified_group_split(&data.labels, data.groups.as_deref(), fractions, args.seed);
+    // Exactly what `prodcat train` does with the same file, columns, fractions and seed.
+    let source = DataSource {
+        file: args.data.display().to_string(),
+        text_column: args.text_column,
+        label_column: args.label_column,
+        group_column: args.group_column,
+        ..Default::default()
+    };
+    let (_, _, split) = prepare_data(&data, None, &source, args.fractions.get()?, args.seed, false)?;
     let mut which = vec![Split::Train; data.len()];
     for s in [Split::Validation, Split::Test] {
         for &r in split.rows(s) {
@@ -70,4 +80,25 @@ pub fn run(args: SplitArgs) -> anyhow::Result<()> {
         split.test.len()
     );
     Ok(())
+}
+
+/// `--split TRAIN,VAL,TEST`: the fractions of the training file (shared by `train` and `split`).
+#[derive(Debug, Args)]
+pub struct Fractions {
+    /// Train, validation and test fractions of the training file (stratified, grouped, seeded).
+    #[arg(long = "split", value_delimiter = ',', num_args = 1, default_value = "0.8,0.1,0.1")]
+    split: Vec<f64>,
+}
+
+impl Fractions {
+    /// The three fractions, checked.
+    pub fn get(&self) -> anyhow::Result<[f64; 3]> {
+        let fractions: [f64; 3] = self
+            .split
+            .clone()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("--split takes three fractions: TRAIN,VAL,TEST"))?;
+        check_fractions(fractions)?;
+        Ok(fractions)
+    }
 }

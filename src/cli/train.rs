@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use prodcat::data::prepare::read_training_data;
 use prodcat::data::{LabeledData, LabeledDataSpec};
 use prodcat::encoder::{LoraSettings, LoraTarget, Pooling};
 use prodcat::eval::format_report;
@@ -26,6 +27,24 @@ pub struct TrainArgs {
     /// Column grouping rows of the same product (kept in one split).
     #[arg(long)]
     group_column: Option<String>,
+    /// A file (same columns) that is the validation split as it is; the training file then gives
+    /// no validation rows.
+    #[arg(long)]
+    validation_data: Option<PathBuf>,
+    /// A file (same columns) that is the test split as it is; the training file then gives no
+    /// test rows.
+    #[arg(long)]
+    test_data: Option<PathBuf>,
+    #[command(flatten)]
+    fractions: super::split::Fractions,
+    /// After choosing epochs / regularisation on validation, train the published model on train +
+    /// validation (the card says so and keeps the validation-time figures).
+    #[arg(long)]
+    refit: bool,
+    /// Lexical models: choose C and the temperature by K-fold cross-validation over train +
+    /// validation rows (for small data sets), then train on all of them.
+    #[arg(long)]
+    folds: Option<usize>,
     /// Hugging Face base model folder (config.json, model.safetensors, tokenizer.json); needed
     /// for transformer models.
     #[arg(long, env = "PRODCAT_BASE_MODEL", required_if_eq("model_type", "transformer"))]
@@ -114,13 +133,23 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         sample_seed: args.seed,
         skip_invalid: args.skip_invalid,
     };
-    let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
+    let data = super::tokio_runtime()?.block_on(read_training_data(
+        &spec,
+        args.validation_data.as_deref(),
+        args.test_data.as_deref(),
+    ))?;
     let source = DataSource {
         file: args.data.display().to_string(),
         text_column: args.text_column.clone(),
         label_column: args.label_column.clone(),
         group_column: args.group_column.clone(),
+        validation_file: args.validation_data.as_ref().map(|p| p.display().to_string()),
+        test_file: args.test_data.as_ref().map(|p| p.display().to_string()),
     };
+    let split = args.fractions.get()?;
+    if args.folds.is_some_and(|k| k < 2) {
+        anyhow::bail!("--folds needs at least 2 folds");
+    }
     let session = SessionSettings { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: ort_lib };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
@@ -142,6 +171,8 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
                     LexicalSolverArg::Sgd => LexicalSolver::Sgd,
                 },
                 c_grid: args.c_grid.clone().unwrap_or_else(|| lexical_defaults.c_grid.clone()),
+                folds: args.folds.unwrap_or(0),
+                refit: args.refit,
                 ..lexical_defaults.clone()
             };
             let job = LexicalJob {
@@ -150,7 +181,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
                 registry: args.out.clone(),
                 name: args.name.clone(),
                 settings,
-                split: defaults.split,
+                split,
                 stable_split: false,
                 session,
                 labels: None,
@@ -160,7 +191,12 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         }
         ModelFamily::Transformer => {
             let base = args.base.clone().context("--base is required for a transformer model")?;
-            pool.install(|| fit(transformer_job(&args, &data, source, base, session)))?
+            if args.folds.is_some() {
+                anyhow::bail!(
+                    "--folds applies to lexical models; a transformer chooses its epochs on the validation split"
+                );
+            }
+            pool.install(|| fit(transformer_job(&args, &data, source, base, session, split)))?
         }
     };
     report(candidate, &args.out)
@@ -186,6 +222,7 @@ fn transformer_job<'a>(
     source: DataSource,
     base: PathBuf,
     session: SessionSettings,
+    split: [f64; 3],
 ) -> TrainJob<'a> {
     let defaults = TrainSettings::default();
     let settings = TrainSettings {
@@ -203,6 +240,8 @@ fn transformer_job<'a>(
             targets: if args.head_only { Vec::new() } else { args.lora_targets.clone() },
         },
         pooling: args.pooling,
+        split,
+        refit: args.refit,
         ..Default::default()
     };
     TrainJob {
@@ -237,6 +276,15 @@ fn report(candidate: prodcat::train::Candidate, out: &std::path::Path) -> anyhow
             "training:     {} epochs (best {}), {:.1} samples/s, {:.1} s wall",
             t.epochs_run, t.best_epoch, t.samples_per_second, t.wall_seconds
         );
+        if let Some(k) = t.folds {
+            println!("choices:      {k}-fold cross-validation over train + validation");
+        }
+        if let Some(rows) = t.refit_rows {
+            println!("refit:        published model trained on train + validation ({rows} rows)");
+        }
+        if let Some(temperature) = t.temperature {
+            println!("calibration:  temperature {temperature:.3} fitted on validation");
+        }
     }
     if let Some(p) = &card.parity {
         println!(

@@ -5,5 +5,5 @@ pub mod prepare;
 mod split;
 mod table;
 
-pub use split::{Split, SplitAssignment, stable_group_split, stratified_group_split};
+pub use split::{Split, SplitAssignment, stable_group_split, stratified_group_folds, stratified_group_split};
 pub use table::{FileFormat, LabeledData, LabeledDataSpec, read_string_columns};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::{LabeledData, SplitAssignment, stratified_group_split};
+use super::{LabeledData, Split, SplitAssignment, stratified_group_split};
 use crate::error::{Error, Result};
 use crate::registry::card::DataInfo;
 
@@ -21,6 +21,82 @@ pub struct DataSource {
     pub text_column: String,
     pub label_column: String,
     pub group_column: Option<String>,
+    /// A file that is the validation split as given (`--validation-data`).
+    pub validation_file: Option<String>,
+    /// A file that is the test split as given (`--test-data`).
+    pub test_file: Option<String>,
+}
+
+/// Reads labeled training data: the training file (`spec`, sampled to `spec.max_rows`) and the
+/// files, when given, that are the validation and test splits as they are (same columns, never
+/// sampled). Rows of those files keep their split whatever the fractions say.
+pub async fn read_training_data(
+    spec: &super::LabeledDataSpec,
+    validation: Option<&Path>,
+    test: Option<&Path>,
+) -> Result<LabeledData> {
+    let mut data = LabeledData::read(spec).await?;
+    for (path, split) in [(validation, Split::Validation), (test, Split::Test)] {
+        if let Some(path) = path {
+            let given = super::LabeledDataSpec { path: path.to_path_buf(), max_rows: None, ..spec.clone() };
+            data.append_split(LabeledData::read(&given).await?, split)?;
+        }
+    }
+    Ok(data)
+}
+
+/// Checks train/validation/test fractions: non-negative, summing to 1, some training rows.
+pub fn check_fractions(fractions: [f64; 3]) -> Result<()> {
+    let sum: f64 = fractions.iter().sum();
+    if (sum - 1.0).abs() > 1e-6 || fractions.iter().any(|f| !(*f >= 0.0)) || fractions[0] <= 0.0 {
+        return Err(Error::config(
+            "split",
+            format!("fractions {fractions:?} must be non-negative, give training rows, and sum to 1"),
+        ));
+    }
+    Ok(())
+}
+
+/// Splits the rows by `fractions` — except rows whose split their file fixed, which stay there;
+/// the fractions of splits given as files are then dealt to the others in proportion.
+fn split_rows(data: &LabeledData, fractions: [f64; 3], seed: u64, stable: bool) -> SplitAssignment {
+    let Some(fixed) = &data.fixed_split else {
+        return if stable {
+            super::stable_group_split(data.len(), data.groups.as_deref(), fractions, seed)
+        } else {
+            stratified_group_split(&data.labels, data.groups.as_deref(), fractions, seed)
+        };
+    };
+    let given = |s: Split| fixed.contains(&Some(s));
+    let mut share = fractions;
+    if given(Split::Validation) {
+        share[1] = 0.0;
+    }
+    if given(Split::Test) {
+        share[2] = 0.0;
+    }
+    let total: f64 = share.iter().sum();
+    share.iter_mut().for_each(|f| *f /= total);
+    let free: Vec<usize> = (0..data.len()).filter(|&r| fixed[r].is_none()).collect();
+    let sub = data.select(&free);
+    let inner = split_rows(&LabeledData { fixed_split: None, ..sub }, share, seed, stable);
+    let mut out = SplitAssignment {
+        train: inner.train.iter().map(|&i| free[i]).collect(),
+        validation: inner.validation.iter().map(|&i| free[i]).collect(),
+        test: inner.test.iter().map(|&i| free[i]).collect(),
+    };
+    for (row, split) in fixed.iter().enumerate() {
+        match split {
+            Some(Split::Validation) => out.validation.push(row),
+            Some(Split::Test) => out.test.push(row),
+            Some(Split::Train) => out.train.push(row),
+            None => {}
+        }
+    }
+    out.train.sort_unstable();
+    out.validation.sort_unstable();
+    out.test.sort_unstable();
+    out
 }
 
 /// Counts of each label.
@@ -62,11 +138,8 @@ pub fn prepare_data(
     }
     let label_index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     let y: Vec<usize> = data.labels.iter().map(|l| label_index[l.as_str()]).collect();
-    let split = if stable {
-        super::stable_group_split(data.len(), data.groups.as_deref(), fractions, seed)
-    } else {
-        stratified_group_split(&data.labels, data.groups.as_deref(), fractions, seed)
-    };
+    check_fractions(fractions)?;
+    let split = split_rows(data, fractions, seed, stable);
     if split.train.is_empty() || split.validation.is_empty() {
         return Err(Error::data(&source.file, format!("too few rows ({}) for a train/validation split", data.len())));
     }
@@ -80,6 +153,8 @@ pub fn data_info(source: &DataSource, data: &LabeledData, split: &SplitAssignmen
         text_column: source.text_column.clone(),
         label_column: source.label_column.clone(),
         group_column: source.group_column.clone(),
+        validation_file: source.validation_file.clone(),
+        test_file: source.test_file.clone(),
         sha256: data.fingerprint(),
         rows: data.len(),
         rows_rejected: data.rejected,
@@ -107,16 +182,24 @@ pub async fn held_out(
     let (seed, fractions, stable) =
         card.training.as_ref().map_or((DEFAULT_SEED, DEFAULT_SPLIT, false), |t| (t.seed, t.split, t.stable_split));
     let path = file.map_or_else(|| PathBuf::from(&info.file), Path::to_path_buf);
-    let spec = super::LabeledDataSpec {
+    let (validation, test) =
+        (info.validation_file.as_ref().map(PathBuf::from), info.test_file.as_ref().map(PathBuf::from));
+    let mut spec = super::LabeledDataSpec {
         path: path.clone(),
         text_column: info.text_column.clone(),
         label_column: info.label_column.clone(),
         group_column: info.group_column.clone(),
-        max_rows: Some(info.rows),
+        max_rows: None,
         sample_seed: seed,
         skip_invalid: info.rows_rejected > 0,
     };
-    let data = LabeledData::read(&spec).await?;
+    // Rows of the training file alone: the card's rows less those of the given split files.
+    let mut given_rows = 0;
+    for file in [&validation, &test].into_iter().flatten() {
+        given_rows += LabeledData::read(&super::LabeledDataSpec { path: file.clone(), ..spec.clone() }).await?.len();
+    }
+    spec.max_rows = Some(info.rows.saturating_sub(given_rows));
+    let data = read_training_data(&spec, validation.as_deref(), test.as_deref()).await?;
     if data.fingerprint() != info.sha256 {
         return Err(Error::data(
             &path,
@@ -132,6 +215,8 @@ pub async fn held_out(
         text_column: info.text_column.clone(),
         label_column: info.label_column.clone(),
         group_column: info.group_column.clone(),
+        validation_file: info.validation_file.clone(),
+        test_file: info.test_file.clone(),
     };
     let (_, _, split) = prepare_data(&data, None, &source, fractions, seed, stable)?;
     let rows = split.rows(which);

@@ -50,6 +50,21 @@ pub fn stratified_group_split(
     fractions: [f64; 3],
     seed: u64,
 ) -> SplitAssignment {
+    let mut parts = stratified_group_parts(labels, groups, &fractions, seed).into_iter();
+    let mut next = || parts.next().unwrap_or_default();
+    SplitAssignment { train: next(), validation: next(), test: next() }
+}
+
+/// K folds for cross-validation: the same dealing as [`stratified_group_split`] into `k` equal
+/// shares, so every fold has each label's proportions and a group never straddles folds.
+pub fn stratified_group_folds(labels: &[String], groups: Option<&[String]>, k: usize, seed: u64) -> Vec<Vec<usize>> {
+    let k = k.max(1);
+    stratified_group_parts(labels, groups, &vec![1.0 / k as f64; k], seed)
+}
+
+/// Deals rows into `shares.len()` parts (sorted row indices per part); see
+/// [`stratified_group_split`].
+fn stratified_group_parts(labels: &[String], groups: Option<&[String]>, shares: &[f64], seed: u64) -> Vec<Vec<usize>> {
     // Group rows, in first-seen order for determinism.
     let mut group_index: HashMap<&str, usize> = HashMap::new();
     let mut group_rows: Vec<Vec<usize>> = Vec::new();
@@ -78,33 +93,25 @@ pub fn stratified_group_split(
         strata.entry(majority).or_default().push(g);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut out = SplitAssignment::default();
+    let mut out = vec![Vec::new(); shares.len()];
     for (_, mut stratum) in strata {
         stratum.shuffle(&mut rng);
         let total: usize = stratum.iter().map(|&g| group_rows[g].len()).sum();
-        let mut filled = [0usize; 3];
+        let mut filled = vec![0usize; shares.len()];
         for g in stratum {
-            // The split furthest below its target share (relative to the target) gets the group.
-            let pick = (0..3)
-                .filter(|&s| fractions[s] > 0.0)
+            // The part furthest below its target share (relative to the target) gets the group.
+            let pick = (0..shares.len())
+                .filter(|&s| shares[s] > 0.0)
                 .max_by(|&a, &b| {
-                    let deficit =
-                        |s: usize| (fractions[s] * total as f64 - filled[s] as f64) / (fractions[s] * total as f64);
+                    let deficit = |s: usize| (shares[s] * total as f64 - filled[s] as f64) / (shares[s] * total as f64);
                     deficit(a).total_cmp(&deficit(b)).then(b.cmp(&a))
                 })
                 .unwrap_or(0);
             filled[pick] += group_rows[g].len();
-            let target = match pick {
-                0 => &mut out.train,
-                1 => &mut out.validation,
-                _ => &mut out.test,
-            };
-            target.extend_from_slice(&group_rows[g]);
+            out[pick].extend_from_slice(&group_rows[g]);
         }
     }
-    out.train.sort_unstable();
-    out.validation.sort_unstable();
-    out.test.sort_unstable();
+    out.iter_mut().for_each(|part| part.sort_unstable());
     out
 }
 
@@ -145,6 +152,24 @@ mod tests {
             }
         }
         assert!(!split.validation.is_empty() && !split.test.is_empty());
+    }
+
+    #[test]
+    fn folds_partition_the_rows_stratified_and_grouped() {
+        let labels = labels(600, 3);
+        let groups: Vec<String> = (0..600).map(|i| format!("g{}", i / 3)).collect();
+        let folds = stratified_group_folds(&labels, Some(&groups), 5, 3);
+        assert_eq!(folds.len(), 5);
+        let mut all: Vec<usize> = folds.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..600).collect::<Vec<_>>());
+        for fold in &folds {
+            assert!((110..=130).contains(&fold.len()), "fold of {} rows", fold.len());
+            for g in 0..200 {
+                let inside = (g * 3..g * 3 + 3).filter(|r| fold.contains(r)).count();
+                assert!(inside == 0 || inside == 3, "group g{g} straddles folds");
+            }
+        }
     }
 
     #[test]

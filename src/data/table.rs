@@ -13,6 +13,7 @@ use datafusion::prelude::{
 };
 use sha2::{Digest, Sha256};
 
+use super::Split;
 use crate::error::{Error, Result};
 
 /// The on-disk formats prodcat reads tables from.
@@ -120,6 +121,10 @@ pub struct LabeledData {
     pub groups: Option<Vec<String>>,
     /// Rows dropped because text or label was empty (only with `skip_invalid`).
     pub rejected: usize,
+    /// The split of each row when some rows came from files that *are* a split
+    /// (`--validation-data`, `--test-data`): `Some(split)` for those rows, `None` for rows of the
+    /// training file (split by fractions). `None` altogether for data from one file.
+    pub fixed_split: Option<Vec<Option<Split>>>,
 }
 
 impl LabeledData {
@@ -176,6 +181,28 @@ impl LabeledData {
         Ok(data)
     }
 
+    /// Appends the rows of `other` as rows of `split` (a validation or test file given as such).
+    /// Both must have group keys or neither.
+    pub fn append_split(&mut self, other: LabeledData, split: Split) -> Result<()> {
+        if self.groups.is_some() != other.groups.is_some() {
+            return Err(Error::Internal("appending data with and without group keys".into()));
+        }
+        let fixed = self.fixed_split.get_or_insert_with(|| vec![None; self.texts.len()]);
+        fixed.extend(std::iter::repeat_n(Some(split), other.len()));
+        self.texts.extend(other.texts);
+        self.labels.extend(other.labels);
+        if let (Some(mine), Some(theirs)) = (self.groups.as_mut(), other.groups) {
+            mine.extend(theirs);
+        }
+        self.rejected += other.rejected;
+        Ok(())
+    }
+
+    /// Rows whose split was given by their file, per split.
+    pub fn fixed_rows(&self, split: Split) -> usize {
+        self.fixed_split.as_ref().map_or(0, |f| f.iter().filter(|s| **s == Some(split)).count())
+    }
+
     /// A seeded uniform sample of `n` rows, in their original order.
     pub fn sample(&self, n: usize, seed: u64) -> Self {
         use rand::SeedableRng;
@@ -192,6 +219,7 @@ impl LabeledData {
             labels: rows.iter().map(|&i| self.labels[i].clone()).collect(),
             groups: self.groups.as_ref().map(|g| rows.iter().map(|&i| g[i].clone()).collect()),
             rejected: self.rejected,
+            fixed_split: self.fixed_split.as_ref().map(|f| rows.iter().map(|&i| f[i]).collect()),
         }
     }
 
@@ -223,6 +251,9 @@ impl LabeledData {
             hasher.update([0x1f]);
             if let Some(groups) = &self.groups {
                 hasher.update(groups[i].as_bytes());
+            }
+            if let Some(split) = self.fixed_split.as_ref().and_then(|f| f[i]) {
+                hasher.update([0x1f, split as u8 + 1]);
             }
             hasher.update([0x1e]);
         }

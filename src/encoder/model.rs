@@ -275,6 +275,15 @@ impl EncoderClassifier {
         Ok(())
     }
 
+    /// Multiplies every logit by `factor` (scales the head's weight and bias): how a calibration
+    /// temperature T is folded in, with `factor` = 1 / T.
+    pub fn scale_logits(&self, factor: f32) -> Result<()> {
+        for var in [&self.head.weight, &self.head.bias] {
+            var.set(&(var.as_tensor() * f64::from(factor))?)?;
+        }
+        Ok(())
+    }
+
     /// A copy of the trainable tensors (for checkpoints and best-epoch snapshots).
     pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
         self.trainable().into_iter().map(|(n, v)| Ok((n, v.as_tensor().copy()?))).collect()

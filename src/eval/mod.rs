@@ -1,5 +1,6 @@
 //! Evaluating a served model on labeled data: metrics, a terminal table, `metrics.json` and plots.
 
+pub mod calibration;
 pub mod cascade;
 pub mod metrics;
 pub mod plots;

@@ -340,6 +340,7 @@ impl Learner {
                 text_column: "text".into(),
                 label_column: "label".into(),
                 group_column: Some("id".into()),
+                ..Default::default()
             },
             labels,
             registry: self.target.registry.clone(),

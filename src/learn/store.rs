@@ -275,6 +275,7 @@ impl LabelStore {
             labels: rows.iter().map(|r| r.label.clone()).collect(),
             groups: Some(rows.iter().map(|r| r.id.clone()).collect()),
             rejected: 0,
+            fixed_split: None,
         })
     }
 

@@ -6,7 +6,7 @@ mod model;
 mod train;
 
 pub use featurizer::{Featurizer, FeaturizerSettings};
-pub use model::{LexicalModel, LexicalSettings, LexicalSolver, SvmChoice};
+pub use model::{LexicalFit, LexicalModel, LexicalSettings, LexicalSolver, Selection, SvmChoice};
 pub use train::{LexicalJob, fit_lexical};
 
 /// How lexical models are batched outside the engine: a row costs its feature count, and the

@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::featurizer::FeaturizerSettings;
+use crate::eval::calibration::fit_temperature;
 use crate::onnx::graph::{Attr, Dim, GraphBuilder};
 use crate::onnx::proto::data_type;
 use crate::onnx::transformer::names;
@@ -41,6 +42,11 @@ pub struct LexicalSettings {
     pub max_iterations: usize,
     /// `svm`: fit a temperature on validation so probabilities are calibrated.
     pub calibrate: bool,
+    /// `svm`: choose C and the temperature by K-fold cross-validation over train + validation
+    /// rows, then train on all of them (0 = choose on the validation split).
+    pub folds: usize,
+    /// `svm`: after choosing on validation, train the published model on train + validation.
+    pub refit: bool,
 }
 
 /// The lexical model's solver.
@@ -74,6 +80,8 @@ impl Default for LexicalSettings {
             tolerance: 0.1,
             max_iterations: 1000,
             calibrate: true,
+            folds: 0,
+            refit: false,
         }
     }
 }
@@ -86,6 +94,28 @@ pub struct SvmChoice {
     pub temperature: f32,
     /// Passes over the data of the slowest class at the chosen C.
     pub iterations: usize,
+}
+
+/// How the lexical solver makes its choices (C, temperature; `sgd`: the epoch).
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'a> {
+    /// On these validation rows; with `refit`, the final model is then trained on train +
+    /// validation at the chosen C (the temperature stays the validation-fitted one).
+    Holdout { validation: &'a [(Vec<u32>, usize)], refit: bool },
+    /// By cross-validation over the training rows split into these folds (row indices into
+    /// them); the final model is trained on all of them.
+    Folds(&'a [Vec<usize>]),
+}
+
+/// A trained lexical model and how it was chosen.
+#[derive(Debug, Clone)]
+pub struct LexicalFit {
+    pub model: LexicalModel,
+    /// Validation (or out-of-fold) macro-F1 per epoch (`sgd`) or per C of the grid (`svm`).
+    pub history: Vec<f64>,
+    pub svm: Option<SvmChoice>,
+    /// Rows the final model was trained on.
+    pub trained_on: usize,
 }
 
 /// Weights of a trained lexical model.
@@ -124,8 +154,7 @@ impl LexicalModel {
 
     /// Class of the largest logit.
     pub fn predict(&self, features: &[u32]) -> usize {
-        let l = self.logits(features);
-        (0..l.len()).fold(0, |best, k| if l[k] > l[best] { k } else { best })
+        argmax(&self.logits(features))
     }
 
     /// An untrained model with the IDF of `train`.
@@ -143,62 +172,101 @@ impl LexicalModel {
         Self { classes, buckets, weights: vec![0.0; buckets * classes], bias: vec![0.0; classes], idf }
     }
 
-    /// Trains with the configured solver. Returns the model, the validation macro-F1 per epoch
-    /// (`sgd`) or per C tried (`svm`), and what `svm` chose.
+    /// Trains with the configured solver, making its choices as `selection` says (`sgd`: early
+    /// stopping on the validation rows only).
     pub fn fit(
         train: &[(Vec<u32>, usize)],
-        validation: &[(Vec<u32>, usize)],
+        selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
-    ) -> (Self, Vec<f64>, Option<SvmChoice>) {
-        match settings.solver {
-            LexicalSolver::Sgd => {
+    ) -> LexicalFit {
+        match (settings.solver, selection) {
+            (LexicalSolver::Sgd, Selection::Holdout { validation, .. }) => {
                 let (model, history) = Self::train(train, validation, classes, settings);
-                (model, history, None)
+                LexicalFit { model, history, svm: None, trained_on: train.len() }
             }
-            LexicalSolver::Svm => {
-                let (model, history, choice) = Self::train_svm(train, validation, classes, settings);
-                (model, history, Some(choice))
+            (LexicalSolver::Sgd, Selection::Folds(_)) => {
+                // Callers refuse this combination; the validation-free fallback is one pass.
+                let (model, history) = Self::train(train, &[], classes, settings);
+                LexicalFit { model, history, svm: None, trained_on: train.len() }
             }
+            (LexicalSolver::Svm, selection) => Self::train_svm(train, selection, classes, settings),
         }
     }
 
-    /// One-vs-rest squared-hinge SVMs by dual coordinate descent for each C of the grid; keeps
-    /// the C with the best validation macro-F1 (ties: the smaller C), then calibrates.
+    /// One-vs-rest squared-hinge SVMs by dual coordinate descent for each C of the grid (ascending,
+    /// warm-started); keeps the C with the best macro-F1 on the validation rows or out of fold
+    /// (ties: the smaller C), fits the temperature on the same rows, and — after cross-validation
+    /// or with `refit` — trains the final model on every row used for the choice at that C.
     fn train_svm(
         train: &[(Vec<u32>, usize)],
-        validation: &[(Vec<u32>, usize)],
+        selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
-    ) -> (Self, Vec<f64>, SvmChoice) {
-        let base = Self::with_idf(train, classes, &settings.featurizer);
-        let rows: Vec<Vec<(u32, f32)>> = train
-            .iter()
-            .map(|(f, _)| f.iter().copied().zip(base.values(f)).filter(|(id, _)| *id != 0).collect())
-            .collect();
-        let y: Vec<usize> = train.iter().map(|(_, y)| *y).collect();
+    ) -> LexicalFit {
         let mut grid: Vec<f32> = if settings.c_grid.is_empty() { vec![1.0] } else { settings.c_grid.clone() };
         grid.sort_by(f32::total_cmp);
-        let mut best: Option<(Self, f64, f32, usize)> = None;
-        let mut history = Vec::new();
-        // Ascending C, each solve warm-started from the previous one's dual variables.
-        let mut alphas: Vec<Vec<f32>> = vec![vec![0.0; rows.len()]; classes];
-        for &c in &grid {
-            let mut model = base.clone();
-            let iterations = solve_ovr(&mut model, &rows, &y, c, settings, &mut alphas);
-            let f1 = macro_f1_of(&model, validation);
-            history.push(f1);
-            tracing::debug!(c, validation_macro_f1 = f1, iterations, "lexical svm");
-            if best.as_ref().is_none_or(|b| f1 > b.1) {
-                best = Some((model, f1, c, iterations));
+        let (mut model, history, c, iterations, temperature, trained_on) = match selection {
+            Selection::Holdout { validation, refit } => {
+                let mut best: Option<(Self, f64, f32, usize)> = None;
+                let mut history = Vec::new();
+                solve_grid(train, classes, settings, &grid, |c, model, iterations| {
+                    let f1 = macro_f1_of(&model, validation);
+                    history.push(f1);
+                    tracing::debug!(c, validation_macro_f1 = f1, iterations, "lexical svm");
+                    if best.as_ref().is_none_or(|b| f1 > b.1) {
+                        best = Some((model, f1, c, iterations));
+                    }
+                });
+                let (model, _, c, iterations) =
+                    best.unwrap_or_else(|| (Self::with_idf(train, classes, &settings.featurizer), 0.0, grid[0], 0));
+                let temperature = if settings.calibrate && !validation.is_empty() {
+                    let (logits, y) = logits_of(&model, validation.iter());
+                    fit_temperature(&logits, classes, &y)
+                } else {
+                    1.0
+                };
+                if refit && !validation.is_empty() {
+                    let pool: Vec<(Vec<u32>, usize)> = train.iter().chain(validation).cloned().collect();
+                    let (model, iterations) = solve_at(&pool, classes, settings, c);
+                    (model, history, c, iterations, temperature, pool.len())
+                } else {
+                    (model, history, c, iterations, temperature, train.len())
+                }
             }
-        }
-        let (mut model, _, c, iterations) = best.unwrap_or((base, 0.0, grid[0], 0));
-        let temperature =
-            if settings.calibrate && !validation.is_empty() { fit_temperature(&model, validation) } else { 1.0 };
+            Selection::Folds(folds) => {
+                // Out-of-fold logits per C, row-major over `train`.
+                let mut oof = vec![vec![0f32; train.len() * classes]; grid.len()];
+                for fold in folds {
+                    let mut held = vec![false; train.len()];
+                    fold.iter().for_each(|&r| held[r] = true);
+                    let rest: Vec<(Vec<u32>, usize)> =
+                        train.iter().zip(&held).filter(|(_, h)| !**h).map(|(row, _)| row.clone()).collect();
+                    let mut g = 0;
+                    solve_grid(&rest, classes, settings, &grid, |_, model, _| {
+                        for &r in fold {
+                            oof[g][r * classes..(r + 1) * classes].copy_from_slice(&model.logits(&train[r].0));
+                        }
+                        g += 1;
+                    });
+                }
+                let y: Vec<usize> = train.iter().map(|(_, y)| *y).collect();
+                let history: Vec<f64> = oof
+                    .iter()
+                    .map(|logits| {
+                        let pred: Vec<usize> = logits.chunks_exact(classes).map(argmax).collect();
+                        crate::eval::macro_f1(&y, &pred, classes)
+                    })
+                    .collect();
+                let best = (0..grid.len()).fold(0, |b, i| if history[i] > history[b] { i } else { b });
+                let temperature = if settings.calibrate { fit_temperature(&oof[best], classes, &y) } else { 1.0 };
+                let (model, iterations) = solve_at(train, classes, settings, grid[best]);
+                (model, history, grid[best], iterations, temperature, train.len())
+            }
+        };
         model.weights.iter_mut().for_each(|w| *w /= temperature);
         model.bias.iter_mut().for_each(|b| *b /= temperature);
-        (model, history, SvmChoice { c, temperature, iterations })
+        LexicalFit { model, history, svm: Some(SvmChoice { c, temperature, iterations }), trained_on }
     }
 
     /// Trains on `train` (feature lists and class ids), keeping the epoch with the best
@@ -429,32 +497,46 @@ fn dual_cd_l2_svm(
     (w, b, passes)
 }
 
-/// The temperature T minimising the validation negative log-likelihood of softmax(logits / T),
-/// by golden-section search over log T in [1/100, 100].
-fn fit_temperature(model: &LexicalModel, validation: &[(Vec<u32>, usize)]) -> f32 {
-    let logits: Vec<(Vec<f32>, usize)> = validation.iter().map(|(f, y)| (model.logits(f), *y)).collect();
-    let nll = |log_t: f64| -> f64 {
-        let t = log_t.exp() as f32;
-        logits
-            .iter()
-            .map(|(l, y)| {
-                let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = l.iter().map(|x| ((x - max) / t).exp()).sum();
-                f64::from(sum.ln() - (l[*y] - max) / t)
-            })
-            .sum()
-    };
-    let (mut lo, mut hi) = ((0.01f64).ln(), (100f64).ln());
-    let ratio = (5f64.sqrt() - 1.0) / 2.0;
-    for _ in 0..60 {
-        let (a, b) = (hi - ratio * (hi - lo), lo + ratio * (hi - lo));
-        if nll(a) < nll(b) {
-            hi = b;
-        } else {
-            lo = a;
-        }
+/// Logits (row-major) and class ids of labeled rows.
+fn logits_of<'a>(model: &LexicalModel, rows: impl Iterator<Item = &'a (Vec<u32>, usize)>) -> (Vec<f32>, Vec<usize>) {
+    let (mut logits, mut y) = (Vec::new(), Vec::new());
+    for (f, label) in rows {
+        logits.extend(model.logits(f));
+        y.push(*label);
     }
-    ((lo + hi) / 2.0).exp() as f32
+    (logits, y)
+}
+
+fn argmax(values: &[f32]) -> usize {
+    (0..values.len()).fold(0, |best, k| if values[k] > values[best] { k } else { best })
+}
+
+/// Solves the one-vs-rest SVMs on `train` for each C of `grid` (ascending), each solve
+/// warm-started from the previous one's dual variables, handing each model to `visit`.
+fn solve_grid(
+    train: &[(Vec<u32>, usize)],
+    classes: usize,
+    settings: &LexicalSettings,
+    grid: &[f32],
+    mut visit: impl FnMut(f32, LexicalModel, usize),
+) {
+    let base = LexicalModel::with_idf(train, classes, &settings.featurizer);
+    let rows: Vec<Vec<(u32, f32)>> =
+        train.iter().map(|(f, _)| f.iter().copied().zip(base.values(f)).filter(|(id, _)| *id != 0).collect()).collect();
+    let y: Vec<usize> = train.iter().map(|(_, y)| *y).collect();
+    let mut alphas: Vec<Vec<f32>> = vec![vec![0.0; rows.len()]; classes];
+    for &c in grid {
+        let mut model = base.clone();
+        let iterations = solve_ovr(&mut model, &rows, &y, c, settings, &mut alphas);
+        visit(c, model, iterations);
+    }
+}
+
+/// The model solved on `train` at one C, and the passes it took.
+fn solve_at(train: &[(Vec<u32>, usize)], classes: usize, settings: &LexicalSettings, c: f32) -> (LexicalModel, usize) {
+    let mut out = None;
+    solve_grid(train, classes, settings, &[c], |_, model, iterations| out = Some((model, iterations)));
+    out.unwrap_or_else(|| (LexicalModel::with_idf(train, classes, &settings.featurizer), 0))
 }
 
 #[cfg(test)]
@@ -483,16 +565,46 @@ mod tests {
             ..Default::default()
         };
         let (train, validation) = (toy(400, 1), toy(200, 2));
-        let (model, history, choice) = LexicalModel::fit(&train, &validation, 2, &settings);
-        let choice = choice.unwrap();
+        let fit = LexicalModel::fit(&train, Selection::Holdout { validation: &validation, refit: false }, 2, &settings);
+        let (model, history, choice) = (fit.model, fit.history, fit.svm.unwrap());
         assert_eq!(history.len(), settings.c_grid.len());
         assert!(settings.c_grid.contains(&choice.c));
         assert!(choice.iterations < settings.max_iterations, "did not converge: {choice:?}");
         assert!(macro_f1_of(&model, &validation) > 0.8, "{history:?}");
         assert!(choice.temperature > 0.0 && choice.temperature.is_finite());
         // Calibrated: no worse validation NLL than the uncalibrated margins (T = 1 is a candidate).
-        let t = fit_temperature(&model, &validation);
+        let (logits, y) = logits_of(&model, validation.iter());
+        let t = fit_temperature(&logits, 2, &y);
         assert!((t - 1.0).abs() < 0.05, "temperature already folded in, refit gives {t}");
+    }
+
+    #[test]
+    fn refit_and_folds_train_on_every_row_they_chose_with() {
+        let settings = LexicalSettings {
+            featurizer: FeaturizerSettings { buckets: 128, ..Default::default() },
+            ..Default::default()
+        };
+        let (train, validation, test) = (toy(300, 1), toy(100, 2), toy(200, 3));
+        let holdout =
+            LexicalModel::fit(&train, Selection::Holdout { validation: &validation, refit: false }, 2, &settings);
+        let refit =
+            LexicalModel::fit(&train, Selection::Holdout { validation: &validation, refit: true }, 2, &settings);
+        assert_eq!((holdout.trained_on, refit.trained_on), (300, 400));
+        // Same choice, different (larger) training set: different weights, still a good model.
+        assert_eq!(holdout.svm.unwrap().c, refit.svm.unwrap().c);
+        assert_ne!(holdout.model.weights, refit.model.weights);
+        assert!(macro_f1_of(&refit.model, &test) > 0.8);
+
+        let pool: Vec<_> = train.iter().chain(&validation).cloned().collect();
+        let labels: Vec<String> = pool.iter().map(|(_, y)| y.to_string()).collect();
+        let folds = crate::data::stratified_group_folds(&labels, None, 4, 7);
+        let cv = LexicalModel::fit(&pool, Selection::Folds(&folds), 2, &settings);
+        assert_eq!(cv.trained_on, 400);
+        assert_eq!(cv.history.len(), settings.c_grid.len());
+        assert!(cv.history.iter().all(|f| (0.0..=1.0).contains(f)));
+        let choice = cv.svm.unwrap();
+        assert!(choice.temperature.is_finite() && choice.temperature > 0.0);
+        assert!(macro_f1_of(&cv.model, &test) > 0.8);
     }
 
     #[test]

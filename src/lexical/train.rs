@@ -8,9 +8,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::featurizer::Featurizer;
-use super::model::{LexicalModel, LexicalSettings};
-use crate::data::LabeledData;
+use super::model::{LexicalFit, LexicalModel, LexicalSettings, LexicalSolver, Selection};
 use crate::data::prepare::{DataSource, data_info, prepare_data};
+use crate::data::{LabeledData, stratified_group_folds};
 use crate::error::{Error, IoContext, Result};
 use crate::onnx::graph::OPSET;
 use crate::onnx::transformer::names;
@@ -50,6 +50,9 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let featurizer = Featurizer::new(settings.featurizer.clone());
     let features: Vec<Vec<u32>> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
     let rows = |set: &[usize]| -> Vec<(Vec<u32>, usize)> { set.iter().map(|&r| (features[r].clone(), y[r])).collect() };
+    if settings.solver == LexicalSolver::Sgd && (settings.refit || settings.folds > 1) {
+        return Err(Error::config("lexical", "--refit and --folds need the svm solver"));
+    }
     let (train, validation) = (rows(&split.train), rows(&split.validation));
     tracing::info!(
         rows = data.len(),
@@ -58,10 +61,26 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         test = split.test.len(),
         classes = labels.len(),
         buckets = settings.featurizer.buckets,
+        folds = settings.folds,
+        refit = settings.refit,
         "training lexical classifier"
     );
     let train_started = Instant::now();
-    let (model, history, svm) = LexicalModel::fit(&train, &validation, labels.len(), settings);
+    let fit = if settings.folds > 1 {
+        // Cross-validation over train + validation, folds dealt like the split (grouped, stratified).
+        let pool_rows: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
+        let pool = data.select(&pool_rows);
+        let folds = stratified_group_folds(&pool.labels, pool.groups.as_deref(), settings.folds, settings.seed);
+        LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), labels.len(), settings)
+    } else {
+        LexicalModel::fit(
+            &train,
+            Selection::Holdout { validation: &validation, refit: settings.refit },
+            labels.len(),
+            settings,
+        )
+    };
+    let LexicalFit { model, history, svm, trained_on } = fit;
     let train_seconds = train_started.elapsed().as_secs_f64();
     let best_epoch = history.iter().enumerate().fold(0, |b, (i, f)| if *f > history[b] { i } else { b }) + 1;
     let best_f1 = history.get(best_epoch - 1).copied().unwrap_or(0.0);
@@ -69,6 +88,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         epochs = history.len(),
         best_epoch,
         validation_macro_f1 = format!("{best_f1:.4}"),
+        trained_on,
         seconds = format!("{train_seconds:.1}"),
         "lexical training finished"
     );
@@ -111,6 +131,9 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             validation_macro_f1: history.clone(),
             split: job.split,
             stable_split: job.stable_split,
+            refit_rows: (trained_on > train.len()).then_some(trained_on),
+            folds: (settings.folds > 1).then_some(settings.folds),
+            temperature: svm.map(|c| c.temperature),
         }),
         test_metrics: None,
         parity: None,

@@ -45,6 +45,12 @@ pub struct DataInfo {
     pub text_column: String,
     pub label_column: String,
     pub group_column: Option<String>,
+    /// The file that was the validation split as given (`--validation-data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_file: Option<String>,
+    /// The file that was the test split as given (`--test-data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_file: Option<String>,
     /// SHA-256 over (text, label, group) of every row used.
     pub sha256: String,
     pub rows: usize,
@@ -76,6 +82,18 @@ pub struct TrainingInfo {
     /// Whether the split was the hash-based stable one (the in-pipeline learner's).
     #[serde(default)]
     pub stable_split: bool,
+    /// Set when the published model was retrained, after its choices, on train + validation
+    /// rows (this many); the validation figures above are those of the choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refit_rows: Option<usize>,
+    /// Set when the choices were made by K-fold cross-validation over train + validation (the
+    /// validation figures above are then out-of-fold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<usize>,
+    /// Probabilities are softmax(logits / T) for this T fitted on validation (already folded into
+    /// the exported weights); absent = uncalibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
 }
 
 fn default_split() -> [f64; 3] {

@@ -56,6 +56,8 @@ pub(super) struct ExportInputs<'a> {
     pub state: &'a RunState,
     pub started: Instant,
     pub texts: &'a [&'a str],
+    pub refit_rows: Option<usize>,
+    pub temperature: Option<f32>,
 }
 
 /// Largest |a − b| over two equally long slices.
@@ -64,7 +66,20 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
-    let ExportInputs { job, model, tokenizer, labels, examples, split, data_info, state, started, texts } = inputs;
+    let ExportInputs {
+        job,
+        model,
+        tokenizer,
+        labels,
+        examples,
+        split,
+        data_info,
+        state,
+        started,
+        texts,
+        refit_rows,
+        temperature,
+    } = inputs;
     let settings = &job.settings;
     let registry = ModelRegistry::new(&job.registry);
     let staged = registry.stage(&job.name)?;
@@ -122,6 +137,9 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
             validation_macro_f1: state.validation_macro_f1.clone(),
             split: settings.split,
             stable_split: settings.stable_split,
+            refit_rows,
+            folds: None,
+            temperature,
         }),
         test_metrics: None,
         parity: None,

@@ -65,6 +65,12 @@ pub struct TrainSettings {
     /// Largest tolerated |candle − ONNX Runtime| logit difference.
     pub parity_tolerance: f32,
     pub eval_batch_size: usize,
+    /// After choosing the epoch count on validation, train a fresh model for that many epochs on
+    /// train + validation and publish it.
+    pub refit: bool,
+    /// Fit a temperature on the validation logits so probabilities are calibrated (folded into
+    /// the head, so the exported graph is unchanged).
+    pub calibrate: bool,
 }
 
 impl Default for TrainSettings {
@@ -85,6 +91,8 @@ impl Default for TrainSettings {
             stable_split: false,
             parity_tolerance: 1e-3,
             eval_batch_size: 64,
+            refit: false,
+            calibrate: true,
         }
     }
 }
@@ -111,11 +119,22 @@ impl TrainSettings {
         if self.max_length < 4 {
             problems.push("max_length must be at least 4".into());
         }
-        let sum: f64 = self.split.iter().sum();
-        if (sum - 1.0).abs() > 1e-6 || self.split.iter().any(|f| *f < 0.0) || self.split[0] <= 0.0 {
-            problems.push(format!("split fractions {:?} must be non-negative and sum to 1", self.split));
+        if let Err(e) = crate::data::prepare::check_fractions(self.split) {
+            problems.push(e.to_string());
         }
         if problems.is_empty() { Ok(()) } else { Err(Error::config("train", problems.join("; "))) }
+    }
+
+    /// Warm-up then linear decay over `epochs` passes of `rows` rows.
+    fn schedule(&self, rows: usize, epochs: usize) -> LinearSchedule {
+        let steps = rows.div_ceil(self.batch_size) * epochs;
+        LinearSchedule { warmup_steps: (steps as f64 * self.warmup_ratio).ceil().max(1.0) as usize, total_steps: steps }
+    }
+
+    /// AdamW over the model's trainable variables.
+    fn optimizer(&self, model: &EncoderClassifier) -> Result<AdamW> {
+        let settings = AdamWSettings { lr: self.learning_rate, weight_decay: self.weight_decay, ..Default::default() };
+        AdamW::new(model.trainable(), settings)
     }
 
     /// Hash of everything that shapes a run except its length (epochs, patience), so `--resume`
@@ -164,6 +183,37 @@ impl Examples {
     }
 }
 
+/// Logits per row of `rows` (candle forward, no dropout), row-major in the order of `rows`.
+pub(crate) fn logits_rows(
+    model: &EncoderClassifier,
+    ex: &Examples,
+    rows: &[usize],
+    batch_size: usize,
+) -> Result<Vec<f32>> {
+    let classes = model.num_classes();
+    let batches = sorted_batches(rows, &ex.lengths, batch_size);
+    let workers = rayon::current_num_threads().clamp(1, batches.len().max(1));
+    // Worker w takes every w-th batch; each returns (row, logits) pairs.
+    let score = |w: usize| -> Result<Vec<(usize, Vec<f32>)>> {
+        let mut out = Vec::new();
+        for chunk in batches.iter().skip(w).step_by(workers) {
+            let logits = model.forward(&ex.batch(chunk), None)?.to_vec2::<f32>()?;
+            out.extend(chunk.iter().copied().zip(logits));
+        }
+        Ok(out)
+    };
+    let parts: Vec<Result<Vec<(usize, Vec<f32>)>>> = (0..workers).into_par_iter().map(score).collect();
+    let mut by_row: std::collections::HashMap<usize, Vec<f32>> = std::collections::HashMap::with_capacity(rows.len());
+    for part in parts {
+        by_row.extend(part?);
+    }
+    let mut out = Vec::with_capacity(rows.len() * classes);
+    for r in rows {
+        out.extend(by_row.get(r).map_or(&[][..], Vec::as_slice));
+    }
+    Ok(out)
+}
+
 /// Predicted class per row of `rows` (candle forward, no dropout).
 pub(crate) fn predict_rows(
     model: &EncoderClassifier,
@@ -171,25 +221,11 @@ pub(crate) fn predict_rows(
     rows: &[usize],
     batch_size: usize,
 ) -> Result<Vec<usize>> {
-    let batches = sorted_batches(rows, &ex.lengths, batch_size);
-    let workers = rayon::current_num_threads().clamp(1, batches.len().max(1));
-    // Worker w takes every w-th batch; each returns (row, class) pairs.
-    let predict = |w: usize| -> Result<Vec<(usize, usize)>> {
-        let mut out = Vec::new();
-        for chunk in batches.iter().skip(w).step_by(workers) {
-            let best = model.forward(&ex.batch(chunk), None)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            out.extend(chunk.iter().zip(&best).map(|(&r, &p)| (r, p as usize)));
-        }
-        Ok(out)
-    };
-    let parts: Vec<Result<Vec<(usize, usize)>>> = (0..workers).into_par_iter().map(predict).collect();
-    let mut pred = vec![0usize; ex.y.len()];
-    for part in parts {
-        for (r, p) in part? {
-            pred[r] = p;
-        }
-    }
-    Ok(rows.iter().map(|&r| pred[r]).collect())
+    let logits = logits_rows(model, ex, rows, batch_size)?;
+    Ok(logits
+        .chunks_exact(model.num_classes().max(1))
+        .map(|l| (0..l.len()).fold(0, |best, k| if l[k] > l[best] { k } else { best }))
+        .collect())
 }
 
 /// Σ w·(−log p) over the rows, divided by `total` (the weight of the whole batch, so shard losses
@@ -258,17 +294,13 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     let tokenizer =
         TextTokenizer::from_file(&base.join("tokenizer.json"), settings.max_length.min(config.max_sequence()))?;
     let weights_path = base.join("model.safetensors");
-    let weights = load_base_weights(&weights_path)?;
-    let model = EncoderClassifier::new(
-        config,
-        &weights,
-        &weights_path,
-        settings.lora.clone(),
-        settings.pooling,
-        labels.len(),
-        settings.seed,
-    )?;
-    drop(weights);
+    // The base weights with fresh adapters and head (seeded); the base tensors are dropped after.
+    let fresh_model = |config: EncoderConfig| -> Result<EncoderClassifier> {
+        let weights = load_base_weights(&weights_path)?;
+        let lora = settings.lora.clone();
+        EncoderClassifier::new(config, &weights, &weights_path, lora, settings.pooling, labels.len(), settings.seed)
+    };
+    let model = fresh_model(config)?;
 
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
     let tokens = tokenizer.encode_batch(&texts)?;
@@ -294,15 +326,8 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     let fingerprint = data.fingerprint();
     let checkpoint =
         Checkpoint::new(&job.registry.join(&job.name).join(".checkpoints"), &settings.run_key(&fingerprint, base));
-    let steps_per_epoch = split.train.len().div_ceil(settings.batch_size);
-    let schedule = LinearSchedule {
-        warmup_steps: ((steps_per_epoch * settings.epochs) as f64 * settings.warmup_ratio).ceil().max(1.0) as usize,
-        total_steps: steps_per_epoch * settings.epochs,
-    };
-    let mut optimizer = AdamW::new(
-        model.trainable(),
-        AdamWSettings { lr: settings.learning_rate, weight_decay: settings.weight_decay, ..Default::default() },
-    )?;
+    let schedule = settings.schedule(split.train.len(), settings.epochs);
+    let mut optimizer = settings.optimizer(&model)?;
     let mut state = RunState::default();
     let mut best = model.snapshot()?;
     if job.resume && checkpoint.exists() {
@@ -332,30 +357,10 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         trainable_parameters = model.trainable_parameters(),
         "training LoRA classifier"
     );
-    let cancelled = || job.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
     while state.epochs_done < settings.epochs && state.epochs_without_improvement < settings.patience.max(1) {
         let epoch = state.epochs_done + 1;
-        let epoch_seed = settings.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64);
-        let plan = bucketed_batches(&split.train, &ex.lengths, settings.batch_size, epoch_seed);
-        let progress = progress_bar(job.show_progress, plan.len() as u64, format!("epoch {epoch}/{}", settings.epochs));
-        let epoch_start = Instant::now();
-        let (mut loss_sum, mut seen) = (0f64, 0usize);
-        for (i, rows) in plan.iter().enumerate() {
-            if cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let batch_seed = epoch_seed ^ ((i as u64 + 1) << 20);
-            let (stores, batch_loss) = train_step(&model, &ex, rows, batch_seed, settings.lora.dropout, &class_weight)?;
-            let grads = optimizer.sum_gradients(&stores)?;
-            optimizer.step(&grads, schedule.factor(optimizer.step))?;
-            loss_sum += batch_loss * rows.len() as f64;
-            seen += rows.len();
-            let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            progress.set_message(format!("loss {:.4} · {rate:.0} samples/s", loss_sum / seen as f64));
-            progress.inc(1);
-        }
-        progress.finish_and_clear();
-        let epoch_seconds = epoch_start.elapsed().as_secs_f64();
+        let pass = EpochPass { job: &job, ex: &ex, class_weight: &class_weight, schedule: &schedule };
+        let (loss, seen, epoch_seconds) = pass.run(&model, &mut optimizer, &split.train, epoch, "epoch")?;
         state.train_seconds += epoch_seconds;
         state.train_samples += seen;
         let val_pred = predict_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
@@ -374,7 +379,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         }
         tracing::info!(
             epoch,
-            loss = format!("{:.4}", loss_sum / seen.max(1) as f64),
+            loss = format!("{loss:.4}"),
             validation_macro_f1 = format!("{f1:.4}"),
             samples_per_second = format!("{:.1}", seen as f64 / epoch_seconds.max(1e-9)),
             "epoch finished"
@@ -382,6 +387,42 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         checkpoint.save(&model.snapshot()?, &best, &optimizer.state(), &state)?;
     }
     model.load_trainable(&best, &checkpoint.dir)?;
+
+    // Calibration on the validation rows, with the model the choices were made with.
+    let temperature = if settings.calibrate && !split.validation.is_empty() {
+        let logits = logits_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
+        let y: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
+        Some(crate::eval::calibration::fit_temperature(&logits, labels.len(), &y))
+    } else {
+        None
+    };
+    // Refit: a fresh model (same seed) for the chosen number of epochs on train + validation.
+    let (model, refit_rows) = if settings.refit && !split.validation.is_empty() {
+        let mut pool: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
+        pool.sort_unstable();
+        let fresh = fresh_model(model.config.clone())?;
+        let epochs = state.best_epoch.max(1);
+        let schedule = settings.schedule(pool.len(), epochs);
+        let mut optimizer = settings.optimizer(&fresh)?;
+        tracing::info!(rows = pool.len(), epochs, "refit on train + validation");
+        let pass = EpochPass { job: &job, ex: &ex, class_weight: &class_weight, schedule: &schedule };
+        for epoch in 1..=epochs {
+            let (loss, _, seconds) = pass.run(&fresh, &mut optimizer, &pool, epoch, "refit")?;
+            tracing::info!(
+                epoch,
+                loss = format!("{loss:.4}"),
+                seconds = format!("{seconds:.1}"),
+                "refit epoch finished"
+            );
+        }
+        (fresh, Some(pool.len()))
+    } else {
+        (model, None)
+    };
+    if let Some(t) = temperature {
+        model.scale_logits(1.0 / t)?;
+        tracing::info!(temperature = t, "calibrated on validation");
+    }
 
     let data_info = data_info(&job.source, data, &split);
     export::export_candidate(export::ExportInputs {
@@ -395,7 +436,55 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         state: &state,
         started,
         texts: &texts,
+        refit_rows,
+        temperature,
     })
+}
+
+/// What one pass over training rows needs besides the model and its optimizer.
+struct EpochPass<'a> {
+    job: &'a TrainJob<'a>,
+    ex: &'a Examples,
+    class_weight: &'a [f32],
+    schedule: &'a LinearSchedule,
+}
+
+impl EpochPass<'_> {
+    /// One epoch over `rows` in length-bucketed, seeded batches. Returns the mean loss, rows seen
+    /// and seconds taken; stops with [`Error::Cancelled`] when the job's cancel flag is set.
+    fn run(
+        &self,
+        model: &EncoderClassifier,
+        optimizer: &mut AdamW,
+        rows: &[usize],
+        epoch: usize,
+        what: &str,
+    ) -> Result<(f64, usize, f64)> {
+        let settings = &self.job.settings;
+        let epoch_seed = settings.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64);
+        let plan = bucketed_batches(rows, &self.ex.lengths, settings.batch_size, epoch_seed);
+        let progress =
+            progress_bar(self.job.show_progress, plan.len() as u64, format!("{what} {epoch}/{}", settings.epochs));
+        let started = Instant::now();
+        let (mut loss_sum, mut seen) = (0f64, 0usize);
+        for (i, batch) in plan.iter().enumerate() {
+            if self.job.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::Cancelled);
+            }
+            let batch_seed = epoch_seed ^ ((i as u64 + 1) << 20);
+            let (stores, batch_loss) =
+                train_step(model, self.ex, batch, batch_seed, settings.lora.dropout, self.class_weight)?;
+            let grads = optimizer.sum_gradients(&stores)?;
+            optimizer.step(&grads, self.schedule.factor(optimizer.step))?;
+            loss_sum += batch_loss * batch.len() as f64;
+            seen += batch.len();
+            let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            progress.set_message(format!("loss {:.4} · {rate:.0} samples/s", loss_sum / seen as f64));
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        Ok((loss_sum / seen.max(1) as f64, seen, started.elapsed().as_secs_f64()))
+    }
 }
 
 fn progress_bar(visible: bool, len: u64, prefix: String) -> indicatif::ProgressBar {
