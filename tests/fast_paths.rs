@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use prodcat::models::cascade::Cascade;
+use prodcat::models::ensemble::Ensemble;
 use prodcat::models::quantize::{QuantizeJob, quantize_model};
 use prodcat::onnx::quantize::QuantizeSettings;
 use prodcat::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, files};
@@ -174,6 +175,81 @@ fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
     assert_clean_failure(&o, &["MatMul"]);
 }
 
+/// `prodcat <kind> --lexical .. --transformer .. --out .. --name .. --report ..`.
+fn composite(
+    kind: &str,
+    lexical: &std::path::Path,
+    transformer: &std::path::Path,
+    registry: &std::path::Path,
+    name: &str,
+    report: &std::path::Path,
+) -> std::process::Output {
+    let [lexical, transformer, registry, report] =
+        [lexical, transformer, registry, report].map(|p| p.display().to_string());
+    prodcat(&[
+        kind,
+        "--lexical",
+        &lexical,
+        "--transformer",
+        &transformer,
+        "--out",
+        &registry,
+        "--name",
+        name,
+        "--report",
+        &report,
+    ])
+}
+
+#[test]
+fn ensemble_chooses_its_weight_on_validation_and_averages_calibrated_probabilities() {
+    let fx = Fixture::new(400);
+    let registry = tiny_registry(&fx);
+    let o = train_lexical(&fx, "registry");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (lex, tiny) = (registry.join("lex"), registry.join("tiny"));
+    let report = fx.path("ensemble-report");
+    let o = composite("ensemble", &lex, &tiny, &registry, "ens", &report);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("← chosen"), "{}", stdout(&o));
+    assert!(report.join("tuning.json").is_file());
+    let c = card(&registry.join("ens"));
+    let ModelKind::Ensemble(info) = c.model.clone() else { panic!("not an ensemble card: {:?}", c.model) };
+    let tuning = info.tuning.clone().unwrap();
+    assert_eq!(tuning["curve"].as_array().unwrap().len(), 21);
+    assert_eq!(tuning["chosen"]["lexical_weight"].as_f64().unwrap() as f32, info.lexical_weight);
+    // The chosen weight is the curve's best macro-F1.
+    let best = tuning["curve"].as_array().unwrap().iter().map(|p| p["macro_f1"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert_eq!(tuning["chosen"]["macro_f1"].as_f64().unwrap(), best);
+    assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8);
+    assert!(c.parity.as_ref().unwrap().passed);
+
+    // Weight 1: the lexical member's probabilities; 0: the transformer's; between: the average.
+    let texts: Vec<&str> = fx.products.iter().take(50).map(|p| p.title.as_str()).collect();
+    let settings = SessionSettings::default();
+    let mut ensemble = Ensemble::load(ModelVersion::open(&registry.join("ens")).unwrap(), &settings).unwrap();
+    let lexical = score_texts(&*prodcat::models::open(&lex, &settings).unwrap(), &texts, None).unwrap().output;
+    let transformer = prodcat::models::open(&tiny, &settings).unwrap();
+    let transformer_out = score_texts(&*transformer, &texts, None).unwrap().output;
+    // The tiny transformer's labels are the lexical member's (same data), in the same order.
+    assert_eq!(transformer.labels(), ensemble.labels());
+    for w in [0.0f32, 0.3, 1.0] {
+        ensemble.lexical_weight = w;
+        let scored = score_texts(&ensemble, &texts, None).unwrap();
+        assert!(scored.stages.iter().all(|s| *s == Stage::Ensemble));
+        for (i, p) in scored.output.probabilities.iter().enumerate() {
+            let expected = w * lexical.probabilities[i] + (1.0 - w) * transformer_out.probabilities[i];
+            assert!((p - expected).abs() < 1e-5, "weight {w}, value {i}: {p} vs {expected}");
+        }
+    }
+    // Served like any model, and verified like one: a broken member fails the load.
+    let served = prodcat::models::load_verified(ModelVersion::open(&registry.join("ens")).unwrap(), &settings).unwrap();
+    assert_eq!(served.card().model.name(), "ensemble");
+    let member = ModelVersion::open(&registry.join("ens")).unwrap().dir.join("transformer").join(files::MODEL);
+    std::fs::write(&member, b"not onnx").unwrap();
+    assert!(prodcat::models::open(&registry.join("ens"), &settings).is_err());
+}
+
 #[test]
 fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() {
     let fx = Fixture::new(400);
@@ -182,19 +258,7 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     assert!(o.status.success(), "{}", stderr(&o));
     let (lex, tiny) = (registry.join("lex"), registry.join("tiny"));
     let report = fx.path("cascade-report");
-    let o = prodcat(&[
-        "cascade",
-        "--lexical",
-        &lex.display().to_string(),
-        "--transformer",
-        &tiny.display().to_string(),
-        "--out",
-        &registry.display().to_string(),
-        "--name",
-        "casc",
-        "--report",
-        &report.display().to_string(),
-    ]);
+    let o = composite("cascade", &lex, &tiny, &registry, "casc", &report);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("← chosen"), "{}", stdout(&o));
     assert!(report.join("threshold_curve.png").metadata().unwrap().len() > 1000);

@@ -140,15 +140,17 @@ fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
     .publish(true)
     .unwrap();
     let (cascade, _) = prodcat::models::cascade::build_cascade(prodcat::models::cascade::CascadeJob {
-        lexical: ModelVersion::open(&lexical).unwrap(),
-        transformer: ModelVersion::open(&transformer).unwrap(),
-        registry: fx.path("serve"),
-        name: "casc".into(),
+        members: prodcat::models::pair::CompositeJob {
+            lexical: ModelVersion::open(&lexical).unwrap(),
+            transformer: ModelVersion::open(&transformer).unwrap(),
+            registry: fx.path("serve"),
+            name: "casc".into(),
+            validation: None,
+            test: None,
+            session: SessionSettings::default(),
+        },
         threshold: Some(0.9),
-        validation: None,
-        test: None,
         max_f1_loss: 0.001,
-        session: SessionSettings::default(),
     })
     .unwrap();
     let served = cascade.publish(true).unwrap();

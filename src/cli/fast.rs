@@ -1,4 +1,4 @@
-//! `prodcat quantize` and `prodcat cascade`: the fast paths built from published models.
+//! `prodcat quantize`, `prodcat cascade` and `prodcat ensemble`: models built from published models.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,9 @@ use clap::Args;
 use prodcat::data::{LabeledData, LabeledDataSpec, Split};
 use prodcat::eval::cascade::{format_tuning, plot_tuning};
 use prodcat::eval::format_report;
-use prodcat::models::cascade::{CascadeJob, Rows, build_cascade};
+use prodcat::models::cascade::{CascadeJob, build_cascade};
+use prodcat::models::ensemble::{EnsembleJob, build_ensemble};
+use prodcat::models::pair::{CompositeJob, Rows};
 use prodcat::models::quantize::{QuantizeJob, quantize_model};
 use prodcat::onnx::quantize::QuantizeSettings;
 use prodcat::registry::{ModelCard, ModelVersion};
@@ -41,17 +43,58 @@ pub struct QuantizeArgs {
     full_range: bool,
 }
 
+/// The members of a composite model and where it goes.
 #[derive(Debug, Args)]
-pub struct CascadeArgs {
-    /// The lexical member (labels every record).
+pub struct MemberArgs {
+    /// The lexical member.
     #[arg(long)]
     lexical: PathBuf,
-    /// The transformer member (labels records the lexical model is unsure of).
+    /// The transformer member.
     #[arg(long)]
     transformer: PathBuf,
     /// Registry to publish into.
     #[arg(long)]
     out: PathBuf,
+    /// The training data file, when it moved since the lexical member was trained.
+    #[arg(long)]
+    train_data: Option<PathBuf>,
+    /// Folder for the tuning curve (tuning.json and a plot).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+impl MemberArgs {
+    /// The composite job: both members, and (when `tune`) the validation rows of the lexical
+    /// member's training data, with its test rows.
+    fn job(&self, name: &str, tune: bool, session: SessionSettings) -> anyhow::Result<CompositeJob> {
+        let lexical = ModelVersion::open(&self.lexical)?;
+        let transformer = ModelVersion::open(&self.transformer)?;
+        let file = self.train_data.as_deref();
+        let validation = if tune { Some(rows_of(&lexical.card, Split::Validation, file)?) } else { None };
+        let test = rows_of(&lexical.card, Split::Test, file).ok();
+        Ok(CompositeJob {
+            lexical,
+            transformer,
+            registry: self.out.clone(),
+            name: name.to_string(),
+            validation,
+            test,
+            session,
+        })
+    }
+
+    /// Where the tuning report goes.
+    fn report_dir(&self, name: &str, kind: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{name}-{kind}")));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CascadeArgs {
+    #[command(flatten)]
+    members: MemberArgs,
     #[arg(long, default_value = "cascade")]
     name: String,
     /// Fixed confidence threshold (default: tuned on the validation split).
@@ -60,12 +103,17 @@ pub struct CascadeArgs {
     /// Tuning picks the lowest threshold whose macro-F1 is within this of the curve's best.
     #[arg(long, default_value_t = 0.001)]
     max_f1_loss: f64,
-    /// Folder for the tuning curve (tuning.json, threshold_curve.png).
+}
+
+#[derive(Debug, Args)]
+pub struct EnsembleArgs {
+    #[command(flatten)]
+    members: MemberArgs,
+    #[arg(long, default_value = "ensemble")]
+    name: String,
+    /// Fixed weight of the lexical member in [0, 1] (default: chosen on the validation split).
     #[arg(long)]
-    report: Option<PathBuf>,
-    /// The training data file, when it moved since the lexical member was trained.
-    #[arg(long)]
-    train_data: Option<PathBuf>,
+    lexical_weight: Option<f32>,
 }
 
 fn rows_of(card: &ModelCard, split: Split, file: Option<&Path>) -> anyhow::Result<Rows> {
@@ -75,13 +123,19 @@ fn rows_of(card: &ModelCard, split: Split, file: Option<&Path>) -> anyhow::Resul
     Ok(Rows { texts, labels, origin })
 }
 
-fn print_published(candidate: Candidate) -> anyhow::Result<PathBuf> {
+/// Prints the test report, publishes, and prints where it went and what the kind's section says.
+/// Returns the test metrics.
+fn print_published(candidate: Candidate) -> anyhow::Result<Option<prodcat::registry::card::SplitMetrics>> {
     if let Some(test) = &candidate.test {
         println!("{} rows, through ONNX Runtime:\n{}", test.report.rows, format_report(&test.report));
     }
+    let (metrics, described) = (candidate.card.test_metrics.clone(), candidate.card.model.describe());
     let dir = candidate.publish(true)?;
     println!("model:        {}", dir.display());
-    Ok(dir)
+    for (key, value) in described {
+        println!("{:<14}{value}", format!("{key}:"));
+    }
+    Ok(metrics)
 }
 
 pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
@@ -141,49 +195,54 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
 
 pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
-    let lexical = ModelVersion::open(&args.lexical)?;
-    let transformer = ModelVersion::open(&args.transformer)?;
-    let file = args.train_data.as_deref();
-    let validation =
-        if args.threshold.is_none() { Some(rows_of(&lexical.card, Split::Validation, file)?) } else { None };
-    let test = rows_of(&lexical.card, Split::Test, file).ok();
-    let job = CascadeJob {
-        lexical,
-        transformer,
-        registry: args.out,
-        name: args.name.clone(),
-        threshold: args.threshold,
-        validation,
-        test,
-        max_f1_loss: args.max_f1_loss,
-        session,
-    };
+    let members = args.members.job(&args.name, args.threshold.is_none(), session)?;
+    let job = CascadeJob { members, threshold: args.threshold, max_f1_loss: args.max_f1_loss };
     let (candidate, tuning) = build_cascade(job)?;
-    let metrics = candidate.card.test_metrics.clone();
-    let described = candidate.card.model.describe();
     let share = candidate.test.as_ref().map(|t| {
         t.stages.iter().filter(|s| **s == prodcat::serve::Stage::Transformer).count() as f64
             / t.stages.len().max(1) as f64
     });
     if let Some(t) = &tuning {
         println!("{}", format_tuning(t));
-        let dir = args.report.unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-cascade", args.name)));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let json = dir.join("tuning.json");
-        std::fs::write(&json, serde_json::to_string_pretty(t)? + "\n")
-            .with_context(|| format!("writing {}", json.display()))?;
+        let dir = args.members.report_dir(&args.name, "cascade")?;
+        write_json(&dir.join("tuning.json"), t)?;
         plot_tuning(t, &dir.join("threshold_curve.png"))?;
-        println!("curve:        {}, {}", json.display(), dir.join("threshold_curve.png").display());
+        println!("curve:        {}, {}", dir.join("tuning.json").display(), dir.join("threshold_curve.png").display());
     }
-    print_published(candidate)?;
-    for (key, value) in described {
-        println!("{:<14}{value}", format!("{key}:"));
-    }
+    let metrics = print_published(candidate)?;
     if let Some(share) = share {
         println!("transformer:  {:.1}% of test rows", 100.0 * share);
     }
+    print_metrics(metrics);
+    Ok(())
+}
+
+pub fn ensemble(args: EnsembleArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
+    let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
+    let members = args.members.job(&args.name, args.lexical_weight.is_none(), session)?;
+    let (candidate, tuning) = build_ensemble(EnsembleJob { members, lexical_weight: args.lexical_weight })?;
+    if let Some(t) = &tuning {
+        println!("{:>14} {:>9} {:>9}", "lexical weight", "macro-F1", "log-loss");
+        for p in &t.curve {
+            let mark = if p == &t.chosen { "  ← chosen" } else { "" };
+            println!("{:>14.2} {:>9.4} {:>9.4}{mark}", p.lexical_weight, p.macro_f1, p.log_loss);
+        }
+        let dir = args.members.report_dir(&args.name, "ensemble")?;
+        write_json(&dir.join("tuning.json"), t)?;
+        println!("weights:      {} ({} validation rows)", dir.join("tuning.json").display(), t.rows);
+    }
+    let metrics = print_published(candidate)?;
+    print_metrics(metrics);
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn print_metrics(metrics: Option<prodcat::registry::card::SplitMetrics>) {
     if let Some(m) = metrics {
         println!("macro_f1={:.4} accuracy={:.4}", m.macro_f1, m.accuracy);
     }
-    Ok(())
 }

@@ -39,6 +39,9 @@ pub enum Command {
     Quantize(fast::QuantizeArgs),
     /// Combine a lexical and a transformer model into a confidence cascade (threshold tuned).
     Cascade(fast::CascadeArgs),
+    /// Combine a lexical and a transformer model into an ensemble (weighted average of their
+    /// calibrated probabilities, weight chosen on validation).
+    Ensemble(fast::EnsembleArgs),
     /// Write the train/validation/test assignment `train` would use (for baselines).
     Split(split::SplitArgs),
 }
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Split(args) => split::run(args),
         Command::Quantize(args) => fast::quantize(args, cli.ort_lib),
         Command::Cascade(args) => fast::cascade(args, cli.ort_lib),
+        Command::Ensemble(args) => fast::ensemble(args, cli.ort_lib),
         Command::Relabel(args) => relabel::run_relabel(args, cli.ort_lib),
         Command::Run(args) => relabel::run_pipeline(args, cli.ort_lib),
     }

@@ -7,13 +7,16 @@
 //!   ModelFamily ── load(ModelVersion) ──► Arc<dyn serve::Model> ──► engine, eval, gate, tuning
 //!        └──────── candidate(RetrainJob) ─► train::Candidate     ──► learner's gate, registry
 //! ```
-//! A kind is one module here (`transformer`, `lexical`, `cascade`) implementing [`ModelFamily`],
+//! A kind is one module here (`transformer`, `lexical`, `cascade`, `ensemble`; the composites
+//! share `pair`) implementing [`ModelFamily`],
 //! plus its variant (and section type) in [`ModelKind`]. Everything above this module — the
 //! CLI, the pipelines, evaluation, the learner — works on `dyn Model` and `ModelVersion` and
 //! never matches on the kind.
 
 pub mod cascade;
+pub mod ensemble;
 pub mod lexical;
+pub mod pair;
 pub mod quantize;
 pub mod transformer;
 
@@ -44,6 +47,7 @@ pub fn family(kind: &ModelKind) -> &'static dyn ModelFamily {
         ModelKind::Transformer(_) => &transformer::Transformer,
         ModelKind::Lexical(_) => &lexical::Lexical,
         ModelKind::Cascade(_) => &cascade::CascadeFamily,
+        ModelKind::Ensemble(_) => &ensemble::EnsembleFamily,
     }
 }
 

@@ -172,6 +172,18 @@ pub struct CascadeInfo {
     pub tuning: Option<serde_json::Value>,
 }
 
+/// An ensemble: the average of the members' calibrated probabilities, `lexical_weight` for the
+/// lexical member and the rest for the transformer. Members live in subfolders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleInfo {
+    pub lexical_weight: f32,
+    pub lexical: String,
+    pub transformer: String,
+    /// How the weight was chosen: validation rows and macro-F1 per weight tried.
+    #[serde(default)]
+    pub tuning: Option<serde_json::Value>,
+}
+
 /// int8 dynamic quantization of a transformer, and what it cost in accuracy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizationInfo {
@@ -199,6 +211,8 @@ pub enum ModelKind {
     Lexical(LexicalInfo),
     /// Lexical first; low-confidence records go to a transformer. Members in subfolders.
     Cascade(CascadeInfo),
+    /// Weighted average of a lexical and a transformer member's probabilities. Members in subfolders.
+    Ensemble(EnsembleInfo),
 }
 
 /// The transformer kind's section: how the encoder was made, and its precision variant.
@@ -219,6 +233,7 @@ impl ModelKind {
             Self::Transformer(_) => "transformer",
             Self::Lexical(_) => "lexical",
             Self::Cascade(_) => "cascade",
+            Self::Ensemble(_) => "ensemble",
         }
     }
 
@@ -228,7 +243,7 @@ impl ModelKind {
         match self {
             Self::Transformer(_) => &[CARD, LABELS, MODEL, TOKENIZER],
             Self::Lexical(_) => &[CARD, LABELS, MODEL],
-            Self::Cascade(_) => &[CARD, LABELS],
+            Self::Cascade(_) | Self::Ensemble(_) => &[CARD, LABELS],
         }
     }
 
@@ -268,6 +283,9 @@ impl ModelKind {
                 lines
             }
             Self::Cascade(c) => vec![("threshold", format!("{:.3}", c.threshold))],
+            Self::Ensemble(e) => {
+                vec![("weights", format!("lexical {:.2}, transformer {:.2}", e.lexical_weight, 1.0 - e.lexical_weight))]
+            }
         }
     }
 

@@ -17,12 +17,14 @@ use crate::error::Result;
 use crate::registry::{ModelCard, ModelVersion, files};
 use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
 
-/// Which model of a composite (cascade) produced a prediction.
+/// Which model of a composite (cascade, ensemble) produced a prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Transformer,
     Lexical,
+    /// Both members of an ensemble, averaged.
+    Ensemble,
 }
 
 impl Stage {
@@ -31,6 +33,7 @@ impl Stage {
         match self {
             Stage::Transformer => "transformer",
             Stage::Lexical => "lexical",
+            Stage::Ensemble => "ensemble",
         }
     }
 }
