@@ -251,6 +251,61 @@ fn ensemble_chooses_its_weight_on_validation_and_averages_calibrated_probabiliti
 }
 
 #[test]
+fn auto_trains_every_family_publishes_the_best_on_validation_and_reports_the_comparison() {
+    let fx = Fixture::new(400);
+    let (registry, report) = (fx.path("registry").display().to_string(), fx.path("auto-report"));
+    let mut args: Vec<String> = fixture_data_args(&fx);
+    args.splice(0..0, ["train".to_string(), "--model-type".into(), "auto".into()]);
+    for extra in [
+        ["--base", &fx.base.display().to_string()],
+        ["--group-column", "group"],
+        ["--epochs", "3"],
+        ["--lr", "1e-2"],
+        ["--max-length", "32"],
+        ["--buckets", "65536"],
+        ["--out", &registry],
+        ["--name", "auto"],
+        ["--report", &report.display().to_string()],
+    ] {
+        args.extend(extra.map(str::to_string));
+    }
+    args.push("--no-progress".into());
+    let o = run_strings(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("← chosen"), "{}", stdout(&o));
+    let scores: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(report.join("comparison.json")).unwrap()).unwrap();
+    let kinds: Vec<&str> = scores.iter().map(|s| s["model"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["lexical", "transformer", "ensemble", "cascade"]);
+    let chosen: Vec<&serde_json::Value> = scores.iter().filter(|s| s["chosen"].as_bool().unwrap()).collect();
+    assert_eq!(chosen.len(), 1);
+    // The rule: best validation macro-F1; within the tie margin, the fastest.
+    let f1 = |s: &serde_json::Value| s["validation_macro_f1"].as_f64().unwrap();
+    let speed = |s: &serde_json::Value| s["titles_per_second"].as_f64().unwrap();
+    let best = scores.iter().map(f1).fold(0.0, f64::max);
+    assert!(f1(chosen[0]) >= best - prodcat::models::auto::TIE);
+    for s in scores.iter().filter(|s| f1(s) >= best - prodcat::models::auto::TIE) {
+        assert!(speed(chosen[0]) >= speed(s), "a tied, faster candidate was not chosen: {s}");
+    }
+    for s in &scores {
+        assert!(s["test_macro_f1"].as_f64().is_some() && s["train_seconds"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert!(report.join("tradeoff.png").metadata().unwrap().len() > 1000);
+    // Only the winner is published, as v1 of the model, with its own kind.
+    let c = card(&fx.path("registry/auto"));
+    assert_eq!(c.model.name(), chosen[0]["model"].as_str().unwrap());
+    assert_eq!(ModelRegistry::new(fx.path("registry")).versions("auto").unwrap(), vec![1]);
+    let leftovers: Vec<String> = std::fs::read_dir(fx.path("registry/auto"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !["v1", "current", ".checkpoints"].contains(&n.as_str()))
+        .collect();
+    assert!(leftovers.is_empty(), "staged candidates left behind: {leftovers:?}");
+    prodcat::models::load_verified(ModelVersion::open(&fx.path("registry/auto")).unwrap(), &SessionSettings::default())
+        .unwrap();
+}
+
+#[test]
 fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() {
     let fx = Fixture::new(400);
     let registry = tiny_registry(&fx);

@@ -9,7 +9,9 @@ use prodcat::data::prepare::read_training_data;
 use prodcat::data::{LabeledData, LabeledDataSpec};
 use prodcat::encoder::{LoraSettings, LoraTarget, Pooling};
 use prodcat::eval::format_report;
+use prodcat::eval::plots::{TradeoffPoint, tradeoff_plot};
 use prodcat::lexical::{FeaturizerSettings, LexicalJob, LexicalSettings, LexicalSolver, fit_lexical};
+use prodcat::models::auto::{AutoJob, CandidateScore, train_auto};
 use prodcat::serve::{ExecutionTarget, SessionSettings};
 use prodcat::train::{DataSource, TrainJob, TrainSettings, fit};
 
@@ -47,9 +49,10 @@ pub struct TrainArgs {
     folds: Option<usize>,
     /// Hugging Face base model folder (config.json, model.safetensors, tokenizer.json); needed
     /// for transformer models.
-    #[arg(long, env = "PRODCAT_BASE_MODEL", required_if_eq("model_type", "transformer"))]
+    #[arg(long, env = "PRODCAT_BASE_MODEL", required_if_eq_any([("model_type", "transformer"), ("model_type", "auto")]))]
     base: Option<PathBuf>,
-    /// Model family: transformer (LoRA on the base encoder) or lexical (hashed n-grams, linear).
+    /// Model family: transformer (LoRA on the base encoder), lexical (hashed n-grams, linear), or
+    /// auto (all of them and their ensemble and cascade; the best on validation is published).
     #[arg(long, value_enum, default_value = "transformer")]
     model_type: ModelFamily,
     /// Lexical models: solver. svm = one-vs-rest squared-hinge SVMs solved to convergence (dual
@@ -113,6 +116,9 @@ pub struct TrainArgs {
     /// Drop rows with an empty text or label instead of failing.
     #[arg(long)]
     skip_invalid: bool,
+    /// `--model-type auto`: folder for the comparison (default reports/<name>-auto).
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -155,51 +161,115 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         .num_threads(args.threads.unwrap_or(0))
         .build()
         .context("building the training thread pool")?;
-    let defaults = TrainSettings::default();
+    if args.folds.is_some() && args.model_type != ModelFamily::Lexical {
+        anyhow::bail!("--folds applies to lexical models; a transformer chooses its epochs on the validation split");
+    }
+    let base = || args.base.clone().context("--base is required for a transformer model");
     let candidate = match args.model_type {
-        ModelFamily::Lexical => {
-            let lexical_defaults = LexicalSettings::default();
-            let settings = LexicalSettings {
-                featurizer: FeaturizerSettings { buckets: args.buckets, ..Default::default() },
-                epochs: args.epochs.unwrap_or(lexical_defaults.epochs),
-                learning_rate: args.learning_rate.map_or(lexical_defaults.learning_rate, |lr| lr as f32),
-                patience: args.patience.unwrap_or(lexical_defaults.patience),
-                class_weights: args.class_weights,
-                seed: args.seed,
-                solver: match args.solver {
-                    LexicalSolverArg::Svm => LexicalSolver::Svm,
-                    LexicalSolverArg::Sgd => LexicalSolver::Sgd,
-                },
-                c_grid: args.c_grid.clone().unwrap_or_else(|| lexical_defaults.c_grid.clone()),
-                folds: args.folds.unwrap_or(0),
-                refit: args.refit,
-                ..lexical_defaults.clone()
-            };
-            let job = LexicalJob {
-                data: &data,
-                source,
-                registry: args.out.clone(),
-                name: args.name.clone(),
-                settings,
-                split,
-                stable_split: false,
-                session,
-                labels: None,
-                parity_tolerance: defaults.parity_tolerance,
-            };
-            pool.install(|| fit_lexical(job))?
-        }
+        ModelFamily::Lexical => pool.install(|| fit_lexical(lexical_job(&args, &data, source, session, split)))?,
         ModelFamily::Transformer => {
-            let base = args.base.clone().context("--base is required for a transformer model")?;
-            if args.folds.is_some() {
-                anyhow::bail!(
-                    "--folds applies to lexical models; a transformer chooses its epochs on the validation split"
-                );
-            }
-            pool.install(|| fit(transformer_job(&args, &data, source, base, session, split)))?
+            let job = transformer_job(&args, &data, source, base()?, session, split);
+            pool.install(|| fit(job))?
+        }
+        ModelFamily::Auto => {
+            let job = AutoJob {
+                lexical: lexical_job(&args, &data, source.clone(), session.clone(), split),
+                transformer: transformer_job(&args, &data, source, base()?, session.clone(), split),
+                session,
+            };
+            let outcome = pool.install(|| train_auto(job))?;
+            auto_report(&args, &outcome.scores)?;
+            outcome.winner
         }
     };
     report(candidate, &args.out)
+}
+
+fn lexical_job<'a>(
+    args: &TrainArgs,
+    data: &'a LabeledData,
+    source: DataSource,
+    session: SessionSettings,
+    split: [f64; 3],
+) -> LexicalJob<'a> {
+    // `--epochs`, `--lr` and `--patience` are the transformer's under `auto`.
+    let defaults = LexicalSettings::default();
+    let settings = LexicalSettings {
+        featurizer: FeaturizerSettings { buckets: args.buckets, ..Default::default() },
+        epochs: args.epochs.filter(|_| args.model_type == ModelFamily::Lexical).unwrap_or(defaults.epochs),
+        learning_rate: args
+            .learning_rate
+            .filter(|_| args.model_type == ModelFamily::Lexical)
+            .map_or(defaults.learning_rate, |lr| lr as f32),
+        patience: args.patience.filter(|_| args.model_type == ModelFamily::Lexical).unwrap_or(defaults.patience),
+        class_weights: args.class_weights,
+        seed: args.seed,
+        solver: match args.solver {
+            LexicalSolverArg::Svm => LexicalSolver::Svm,
+            LexicalSolverArg::Sgd => LexicalSolver::Sgd,
+        },
+        c_grid: args.c_grid.clone().unwrap_or_else(|| defaults.c_grid.clone()),
+        folds: args.folds.unwrap_or(0),
+        refit: args.refit,
+        ..defaults.clone()
+    };
+    LexicalJob {
+        data,
+        source,
+        registry: args.out.clone(),
+        name: args.name.clone(),
+        settings,
+        split,
+        stable_split: false,
+        session,
+        labels: None,
+        parity_tolerance: TrainSettings::default().parity_tolerance,
+    }
+}
+
+/// The comparison table on the terminal, `comparison.json` and `tradeoff.png` in the report folder.
+fn auto_report(args: &TrainArgs, scores: &[CandidateScore]) -> anyhow::Result<()> {
+    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    println!(
+        "{:<12} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}",
+        "model", "val F1", "val acc", "test F1", "test acc", "worst AUC", "titles/s", "train s"
+    );
+    for s in scores {
+        println!(
+            "{:<12} {:>10.4} {:>9.4} {:>9} {:>9} {:>10} {:>10.0} {:>8.1}{}",
+            s.model,
+            s.validation_macro_f1,
+            s.validation_accuracy,
+            opt(s.test_macro_f1),
+            opt(s.test_accuracy),
+            opt(s.test_worst_auc),
+            s.titles_per_second,
+            s.train_seconds,
+            if s.chosen { "  ← chosen" } else { "" }
+        );
+    }
+    println!(
+        "chosen: best validation macro-F1; within {} of it, the fastest (worst AUC: classes with ≥ 10 test rows)",
+        prodcat::models::auto::TIE
+    );
+    let dir = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-auto", args.name)));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = dir.join("comparison.json");
+    std::fs::write(&json, serde_json::to_string_pretty(scores)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    let points: Vec<TradeoffPoint> = scores
+        .iter()
+        .map(|s| TradeoffPoint {
+            name: s.model.clone(),
+            titles_per_second: s.titles_per_second,
+            macro_f1: s.validation_macro_f1,
+            chosen: s.chosen,
+        })
+        .collect();
+    let png = dir.join("tradeoff.png");
+    tradeoff_plot(&points, &format!("{}: macro-F1 against speed", args.name), &png)?;
+    println!("report:       {}, {}", json.display(), png.display());
+    Ok(())
 }
 
 /// `--solver` values.
@@ -214,6 +284,9 @@ enum LexicalSolverArg {
 enum ModelFamily {
     Transformer,
     Lexical,
+    /// Every family (lexical, transformer, their ensemble and cascade) on the same split; the
+    /// best on validation is published, with a comparison report.
+    Auto,
 }
 
 fn transformer_job<'a>(

@@ -13,6 +13,7 @@
 //! CLI, the pipelines, evaluation, the learner — works on `dyn Model` and `ModelVersion` and
 //! never matches on the kind.
 
+pub mod auto;
 pub mod cascade;
 pub mod ensemble;
 pub mod lexical;
