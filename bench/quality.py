@@ -2,7 +2,8 @@
 same rows, on every data set in ../shared/data, in one run.
 
     python3 bench/quality.py [--prodcat target/debug/prodcat] [--work /tmp/prodcat-quality]
-                             [--seeds 42,43,44,45,46] [--split 0.7,0.1,0.2] [--transformer] [--epochs 3]
+                             [--seeds 42,43,44,45,46] [--split 0.7,0.1,0.2] [--transformer] [--auto]
+                             [--epochs N] [--sets amazon-2023,4-class]
 
 For each data set: `prodcat split` writes the train/validation/test assignment `prodcat train`
 uses (PriceRunner grouped by cluster; the others stratified; 70/10/20 by default, so the test set
@@ -64,9 +65,11 @@ def prodcat_family(args, name, path, text, label, group, family, extra, test_csv
     metrics = json.loads((report / "metrics.json").read_text())
     per_class = {c["label"]: (c.get("roc_auc"), c["support"]) for c in metrics["per_class"]}
     card = json.loads((out / family / "current" / "card.json").read_text())
+    kind = card["model"]["kind"]
     return {
         "model": family,
-        "train_rows": card["training"].get("refit_rows") or card["data"]["train_rows"],
+        "picked": kind,
+        "train_rows": (card.get("training") or {}).get("refit_rows") or card["data"]["train_rows"],
         "test_rows": metrics["rows"],
         "macro_f1": metrics["macro_f1"],
         "accuracy": metrics["accuracy"],
@@ -80,8 +83,11 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--prodcat", default=str(ROOT / "target/debug/prodcat"))
     p.add_argument("--work", default="/tmp/prodcat-quality", type=Path)
-    p.add_argument("--transformer", action="store_true", help="also fine-tune MiniLM (tens of minutes)")
-    p.add_argument("--epochs", default="3")
+    p.add_argument("--transformer", action="store_true", help="also fine-tune MiniLM (with --refit)")
+    p.add_argument("--auto", action="store_true",
+                   help="also --model-type auto: lexical, MiniLM, ensemble, cascade; the best on validation")
+    p.add_argument("--epochs", default=None, help="transformer epochs (default: prodcat's)")
+    p.add_argument("--sets", default=None, help="comma-separated data set names (default: all)")
     p.add_argument("--seeds", default="42,43,44,45,46", help="one split per seed; the table averages them")
     p.add_argument("--split", default="0.7,0.1,0.2", help="train,validation,test fractions")
     args = p.parse_args()
@@ -91,11 +97,15 @@ def main() -> None:
         ("lexical-refit", ["--model-type", "lexical", "--refit"]),
         ("lexical-folds5", ["--model-type", "lexical", "--folds", "5"]),
     ]
+    minilm = ["--base", ROOT / ".deps/models/all-MiniLM-L6-v2"] + (["--epochs", args.epochs] if args.epochs else [])
     if args.transformer:
-        families.append(("lora-refit", ["--base", ROOT / ".deps/models/all-MiniLM-L6-v2", "--epochs", args.epochs,
-                                        "--refit"]))
+        families.append(("lora-refit", minilm + ["--refit"]))
+    if args.auto:
+        families.append(("auto", ["--model-type", "auto"] + minilm))
     rows = []
     for name, path, text, label, group in SETS:
+        if args.sets and name not in args.sets.split(","):
+            continue
         if not path.exists():
             print(f"skipped {name}: {path} not found (../shared/data is absent on this machine)")
             continue
@@ -126,6 +136,8 @@ def main() -> None:
     print(f"\nmeans over {n_seeds} seeded splits\n" + header)
     print("-" * len(header))
     for (data, model), g in table.groupby(["data", "model"], sort=False):
+        if model == "auto":
+            model = "auto → " + "/".join(sorted(set(g.picked)))
         sd = g.macro_f1.std(ddof=0)
         print(f"{data:<12} {model:<26} {g.train_rows.mean():>6.0f} {g.test_rows.mean():>5.0f} "
               f"{g.macro_f1.mean():>9.4f} ± {sd:.3f} {g.accuracy.mean():>9.4f} {g.worst_auc.mean():>9.4f} "
