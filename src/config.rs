@@ -219,6 +219,30 @@ impl PipelineConfig {
             if k.exactly_once && self.files.enabled {
                 problems.push("files.enabled: files cannot join a Kafka transaction; turn off kafka.exactly_once or the file sink".into());
             }
+            problems.extend(topic_loops(k, &self.training));
+            let producer_limit = k
+                .producer_properties
+                .get("message.max.bytes")
+                .or_else(|| k.properties.get("message.max.bytes"))
+                .map_or(Ok(PRODUCER_MESSAGE_MAX_BYTES), |v| v.trim().parse::<usize>());
+            match producer_limit {
+                Err(_) => problems.push("kafka producer message.max.bytes: not a number".into()),
+                Ok(limit) if k.max_message_bytes + LABEL_HEADROOM_BYTES > limit => problems.push(format!(
+                    "kafka.max_message_bytes: {} leaves no room under the producer's message.max.bytes ({limit}) for \
+                     the labels and dead-letter headers; use at most {} (or raise message.max.bytes, with the \
+                     brokers' and topics' limits)",
+                    k.max_message_bytes,
+                    limit.saturating_sub(LABEL_HEADROOM_BYTES)
+                )),
+                Ok(_) => {}
+            }
+            if k.exactly_once && self.training.enabled && !self.training.feedback_topic.trim().is_empty() {
+                problems.push(
+                    "training.feedback_topic: not supported with kafka.exactly_once = true yet (feedback offsets \
+                     would not travel in the transaction); use trusted_label_field, or turn off exactly_once"
+                        .into(),
+                );
+            }
             if !(0.0..=1.0).contains(&k.review_threshold) {
                 problems.push("kafka.review_threshold: must be within [0, 1]".into());
             }
@@ -300,4 +324,32 @@ impl PipelineConfig {
             chunk_rows: r.chunk_rows,
         })
     }
+}
+
+/// librdkafka's default producer `message.max.bytes`.
+pub const PRODUCER_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Room a produced record needs beyond the input message: label fields, top-k, dead-letter and
+/// review headers.
+pub const LABEL_HEADROOM_BYTES: usize = 32 * 1024;
+
+/// Topics the pipeline both reads and writes: every record it writes there would come back.
+fn topic_loops(k: &crate::pipeline::kafka::KafkaSettings, training: &crate::learn::TrainingSection) -> Vec<String> {
+    let mut read = vec![("kafka.input_topic", k.input_topic.as_str())];
+    if training.enabled {
+        read.push(("training.feedback_topic", training.feedback_topic.as_str()));
+    }
+    let written = [
+        ("kafka.output_topic", k.output_topic.as_str()),
+        ("kafka.dead_letter_topic", k.dead_letter_topic.as_str()),
+        ("kafka.review_topic", k.review_topic.as_str()),
+    ];
+    let mut problems = Vec::new();
+    for (read_key, read_topic) in read.iter().filter(|(_, t)| !t.trim().is_empty()) {
+        for (write_key, write_topic) in written.iter().filter(|(_, t)| t == read_topic) {
+            problems.push(format!(
+                "{write_key}: `{write_topic}` is also {read_key}; the pipeline would read back what it writes"
+            ));
+        }
+    }
+    problems
 }

@@ -230,6 +230,15 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
         &out_arg,
     ]);
     assert_clean_failure(&o, &["missing"]);
+    // A version the hot-swap watcher would refuse does not serve a relabel either.
+    let v1 = fx.path("registry/tiny/v1");
+    let mut card = prodcat::registry::ModelCard::read(&v1.join("card.json")).unwrap();
+    card.parity.as_mut().unwrap().passed = false;
+    card.write(&v1.join("card.json")).unwrap();
+    let o = relabel(&["--model", &registry, "--input", &good, "--output", &out_arg]);
+    assert_clean_failure(&o, &["parity check failed"]);
+    card.parity.as_mut().unwrap().passed = true;
+    card.write(&v1.join("card.json")).unwrap();
     // An output "folder" that is a file cannot be created.
     let blocked = fx.path("blocked");
     std::fs::write(&blocked, "").unwrap();
@@ -271,6 +280,30 @@ fn pipeline_file_runs_with_environment_overrides() {
     std::fs::write(&bad, "[pipeline]\nkind = \"relabel\"\n[relabel]\nshard = \"3/2\"\n").unwrap();
     let o = prodcat(&["run", &bad.display().to_string()]);
     assert_clean_failure(&o, &["bad.toml", "model.path", "relabel.inputs", "relabel.output", "relabel.shard"]);
+    // Kafka settings that would loop, wedge a partition on a near-1 MB record, or half-work.
+    let kafka = fx.path("kafka.toml");
+    std::fs::write(
+        &kafka,
+        format!(
+            "[pipeline]\nkind = \"kafka\"\n[model]\npath = \"{registry}\"\n[kafka]\ninput_topic = \"p\"\n\
+             output_topic = \"p\"\nreview_topic = \"fb\"\nmax_message_bytes = 1048576\nexactly_once = true\n\
+             transactional_id = \"t\"\n[training]\nenabled = true\nfeedback_topic = \"fb\"\n\
+             base_model = \"{}\"\n",
+            fx.base.display()
+        ),
+    )
+    .unwrap();
+    let o = prodcat(&["run", &kafka.display().to_string()]);
+    assert_clean_failure(
+        &o,
+        &[
+            "kafka.output_topic: `p` is also kafka.input_topic",
+            "kafka.review_topic: `fb` is also training.feedback_topic",
+            "kafka.max_message_bytes: 1048576",
+            "use at most 967232",
+            "training.feedback_topic: not supported with kafka.exactly_once",
+        ],
+    );
     let typo = fx.path("typo.toml");
     std::fs::write(&typo, "[relabel]\nwher = \"x\"\n").unwrap();
     let o = prodcat(&["run", &typo.display().to_string()]);

@@ -19,7 +19,8 @@ pub fn run(config: PipelineConfig, ort_lib: Option<PathBuf>) -> anyhow::Result<(
         runtime.spawn(server);
     }
     let job = config.kafka_job(ort_lib)?;
-    let model = prodcat::models::load(job.model.clone(), &job.session)?;
+    // Refuse to start on a version the hot-swap watcher would refuse.
+    let model = prodcat::models::load_verified(job.model.clone(), &job.session)?;
     tracing::info!(model = %model.id(), kind = model.card().model.name(), topic = %job.kafka.input_topic, "starting the Kafka pipeline");
     let signal_stop = stop.clone();
     runtime.spawn(async move {

@@ -20,7 +20,8 @@ pub struct KafkaSettings {
     pub review_threshold: f32,
     /// Field holding the product id.
     pub id_field: String,
-    /// Messages larger than this are dead-lettered as oversized.
+    /// Messages larger than this are dead-lettered as oversized. Must leave 32 KiB under the
+    /// producer's `message.max.bytes` (librdkafka default 1,000,000) for labels and headers.
     pub max_message_bytes: usize,
     /// Transactional Kafka→Kafka: outputs and input offsets commit atomically.
     pub exactly_once: bool,
@@ -53,7 +54,7 @@ impl Default for KafkaSettings {
             review_topic: String::new(),
             review_threshold: 0.5,
             id_field: "id".into(),
-            max_message_bytes: 1 << 20,
+            max_message_bytes: 960_000,
             exactly_once: false,
             transactional_id: String::new(),
             chunk_records: 256,

@@ -225,7 +225,8 @@ pub async fn relabel(job: RelabelJob, metrics: Arc<Metrics>) -> Result<RelabelSu
         }
     }
     ensure_writable(&job.output)?;
-    let model = crate::models::load(job.model.clone(), &job.session)?;
+    // The watcher's checks: parity passed, files and labels consistent, every member warmed up.
+    let model = crate::models::load_verified(job.model.clone(), &job.session)?;
     let identity = model.identity();
     let model_id = format!("{}:{}", identity.name, identity.version);
     metrics.set_model(&identity.name, &identity.version);
