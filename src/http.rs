@@ -27,9 +27,10 @@ async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     if s.health.failed.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "failed\n")
+        let why = s.health.failure.get().map_or("", String::as_str);
+        (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {why}\n"))
     } else {
-        (StatusCode::OK, "ok\n")
+        (StatusCode::OK, "ok\n".to_string())
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Health {
     pub failed: AtomicBool,
     /// Shutdown was requested.
     pub stopping: AtomicBool,
+    /// The first fatal error, `stage: message` (what `/healthz` answers with).
+    pub failure: OnceLock<String>,
 }
 
 impl Health {
@@ -129,28 +131,41 @@ impl KafkaJob {
 }
 
 /// The first fatal error of any stage. Once set, every stage stops: the consumer reads no more,
-/// nothing more is committed, and [`run`] returns it.
+/// nothing more is committed, and [`run`] returns it; the health it reports to answers `/healthz`
+/// with 503 and the stage at once.
 #[derive(Debug, Default)]
-pub struct Fatal(OnceLock<(&'static str, String)>);
+pub struct Fatal {
+    first: OnceLock<(&'static str, String)>,
+    health: Option<Arc<Health>>,
+}
 
 impl Fatal {
+    /// A fatal flag that marks `health` failed the moment a stage fails.
+    pub fn reporting_to(health: Arc<Health>) -> Self {
+        Self { first: OnceLock::new(), health: Some(health) }
+    }
+
     /// Records `stage`'s failure (the first one wins) and returns it as an error.
     pub fn fail(&self, stage: &'static str, message: impl Into<String>) -> Error {
         let message = message.into();
-        if self.0.set((stage, message.clone())).is_ok() {
+        if self.first.set((stage, message.clone())).is_ok() {
             tracing::error!(stage, error = %message, "pipeline failed");
+            if let Some(health) = &self.health {
+                let _ = health.failure.set(format!("{stage}: {message}"));
+                health.failed.store(true, Ordering::Relaxed);
+            }
         }
         Error::Pipeline { stage, message }
     }
 
     /// Whether a stage failed.
     pub fn is_set(&self) -> bool {
-        self.0.get().is_some()
+        self.first.get().is_some()
     }
 
     /// The first failure, as an error.
     pub fn error(&self) -> Option<Error> {
-        self.0.get().map(|(stage, message)| Error::Pipeline { stage, message: message.clone() })
+        self.first.get().map(|(stage, message)| Error::Pipeline { stage, message: message.clone() })
     }
 }
 
@@ -179,7 +194,7 @@ pub fn run_with_slot(
     let (engine_tx, engine) = LabelingEngine::<KafkaPart>::start(slot.clone(), job.engine.clone(), metrics.clone())?;
     health.model_ready.store(true, Ordering::Relaxed);
     let tracker = Arc::new(AckTracker::new());
-    let fatal = Arc::new(Fatal::default());
+    let fatal = Arc::new(Fatal::reporting_to(health.clone()));
     let consumer = source::create_consumer(job, tracker.clone(), engine_tx, metrics.clone(), health.clone())?;
     let sink = sink::Sink::new(job, tracker.clone(), metrics.clone(), fatal.clone(), consumer.context().group.clone())?;
     let summary = Arc::new(std::sync::Mutex::new(StreamSummary::default()));
@@ -187,7 +202,11 @@ pub fn run_with_slot(
     let receiver = engine.receiver();
     let sink_thread = std::thread::Builder::new()
         .name("prodcat-sink".into())
-        .spawn(move || sink.run(receiver, sink_summary))
+        .spawn({
+            let fatal = fatal.clone();
+            // Any error that ends the sink is fatal at once (the consumer stops reading).
+            move || sink.run(receiver, sink_summary).inspect_err(|e| drop(fatal.fail("sink", e.to_string())))
+        })
         .map_err(|e| Error::thread("starting the sink thread", e))?;
     // Continuous learning and hot swap run beside the data path.
     let learner = match &job.training {
@@ -263,4 +282,23 @@ pub fn run_with_slot(
     let mut out = summary.lock().map(|s| s.clone()).unwrap_or_default();
     out.received = received;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failure_marks_health_failed_at_once_and_names_the_stage() {
+        let health = Arc::new(Health { model_ready: AtomicBool::new(true), ..Default::default() });
+        health.consuming.store(true, Ordering::Relaxed);
+        assert!(health.ready());
+        let fatal = Fatal::reporting_to(health.clone());
+        let error = fatal.fail("sink", "writing out/part-0001.arrow: No space left on device");
+        assert!(error.to_string().contains("No space left"), "{error}");
+        assert!(health.failed.load(Ordering::Relaxed) && !health.ready());
+        fatal.fail("producer", "later failure");
+        assert_eq!(health.failure.get().unwrap(), "sink: writing out/part-0001.arrow: No space left on device");
+        assert!(matches!(fatal.error(), Some(Error::Pipeline { stage: "sink", .. })));
+    }
 }

@@ -382,6 +382,19 @@ impl Sink {
         Ok(())
     }
 
+    /// Aborts the open transaction: nothing in it becomes visible and its input offsets stay
+    /// uncommitted, so its records are read again.
+    fn abort_transaction(&mut self) {
+        if !self.txn.open {
+            return;
+        }
+        match self.producer.abort_transaction(TXN_TIMEOUT) {
+            Ok(()) => tracing::warn!(records = self.txn.offsets.len(), "transaction aborted after a failure"),
+            Err(e) => tracing::error!(error = %e, "transaction abort failed; the broker aborts it at its timeout"),
+        }
+        self.txn = Transaction::default();
+    }
+
     /// The sink loop: runs until the engine's output closes, then flushes everything.
     pub fn run(
         mut self,
@@ -402,10 +415,18 @@ impl Sink {
                 }
             }
         })();
-        // Finish: close files, commit the last transaction, wait for deliveries.
-        let finished = self
-            .rotate_files(true)
-            .and_then(|()| if self.exactly_once { self.commit_transaction(true) } else { Ok(()) });
+        // Finish: close files, then commit the last transaction — or abort it when anything
+        // failed (this sink or another stage), so a half-written chunk is never committed and its
+        // records are redelivered.
+        let failed = result.is_err() || self.fatal.is_set();
+        let finished = self.rotate_files(true).and_then(|()| match (self.exactly_once, failed) {
+            (false, _) => Ok(()),
+            (true, false) => self.commit_transaction(true),
+            (true, true) => {
+                self.abort_transaction();
+                Ok(())
+            }
+        });
         if let Some(files) = self.files.take() {
             let _ = files.writer.finish();
         }
