@@ -15,14 +15,29 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::Fixture;
 
+/// The test broker's address. Without `PRODCAT_TEST_KAFKA` a Kafka test skips with a message —
+/// unless `PRODCAT_REQUIRE_KAFKA=1` (set by `scripts/test.sh`, so by CI), where a missing or
+/// unreachable broker fails the test instead of letting it pass without running.
 pub fn broker() -> Option<String> {
-    let addr = std::env::var("PRODCAT_TEST_KAFKA").ok().filter(|s| !s.is_empty());
-    if addr.is_none() {
+    let required = std::env::var("PRODCAT_REQUIRE_KAFKA").is_ok_and(|v| v == "1");
+    let Some(addr) = std::env::var("PRODCAT_TEST_KAFKA").ok().filter(|s| !s.is_empty()) else {
+        assert!(!required, "PRODCAT_REQUIRE_KAFKA=1 but PRODCAT_TEST_KAFKA is not set: the test broker did not start");
         eprintln!(
             "skipped: no Kafka broker (run `bash scripts/test.sh`, which starts one, or set PRODCAT_TEST_KAFKA=host:port)"
         );
-    }
-    addr
+        return None;
+    };
+    // An address was given: the broker must answer (a test that cannot reach it fails).
+    let reachable = addr.split(',').any(|a| {
+        use std::net::ToSocketAddrs;
+        a.to_socket_addrs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .any(|sa| std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(3)).is_ok())
+    });
+    assert!(reachable, "the Kafka broker at PRODCAT_TEST_KAFKA={addr} is unreachable");
+    Some(addr)
 }
 
 pub fn unique(name: &str) -> String {
