@@ -220,13 +220,8 @@ impl PipelineConfig {
                 problems.push("files.enabled: files cannot join a Kafka transaction; turn off kafka.exactly_once or the file sink".into());
             }
             problems.extend(topic_loops(k, &self.training));
-            let producer_limit = k
-                .producer_properties
-                .get("message.max.bytes")
-                .or_else(|| k.properties.get("message.max.bytes"))
-                .map_or(Ok(PRODUCER_MESSAGE_MAX_BYTES), |v| v.trim().parse::<usize>());
-            match producer_limit {
-                Err(_) => problems.push("kafka producer message.max.bytes: not a number".into()),
+            match k.producer_message_max_bytes() {
+                Err(e) => problems.push(format!("kafka producer {e}")),
                 Ok(limit) if k.max_message_bytes + LABEL_HEADROOM_BYTES > limit => problems.push(format!(
                     "kafka.max_message_bytes: {} leaves no room under the producer's message.max.bytes ({limit}) for \
                      the labels and dead-letter headers; use at most {} (or raise message.max.bytes, with the \
@@ -326,11 +321,7 @@ impl PipelineConfig {
     }
 }
 
-/// librdkafka's default producer `message.max.bytes`.
-pub const PRODUCER_MESSAGE_MAX_BYTES: usize = 1_000_000;
-/// Room a produced record needs beyond the input message: label fields, top-k, dead-letter and
-/// review headers.
-pub const LABEL_HEADROOM_BYTES: usize = 32 * 1024;
+use crate::pipeline::kafka::LABEL_HEADROOM_BYTES;
 
 /// Topics the pipeline both reads and writes: every record it writes there would come back.
 fn topic_loops(k: &crate::pipeline::kafka::KafkaSettings, training: &crate::learn::TrainingSection) -> Vec<String> {

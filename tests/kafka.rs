@@ -34,7 +34,8 @@ fn labels_every_record_dead_letters_bad_ones_and_commits_on_shutdown() {
         ("empty_text", br#"{"id": "b7", "title": "   "}"#.to_vec()),
         ("wrong_type", br#"{"id": "b8", "title": 1234}"#.to_vec()),
         ("unknown_schema_version", br#"{"id": "b9", "title": "phone", "schema_version": 7}"#.to_vec()),
-        ("oversized", format!(r#"{{"id": "b10", "title": "{}"}}"#, "x".repeat(200_000)).into_bytes()),
+        // Over max_message_bytes and over what the producer can send: dead-lettered truncated.
+        ("oversized", format!(r#"{{"id": "b10", "title": "{}"}}"#, "x".repeat(140_000)).into_bytes()),
     ];
     messages.extend(bad.iter().enumerate().map(|(i, (_, payload))| (format!("bad{i}"), payload.clone())));
     let per_partition = produce(&brokers, &t.input, &messages);
@@ -56,9 +57,18 @@ fn labels_every_record_dead_letters_bad_ones_and_commits_on_shutdown() {
     let dead = read_topic(&brokers, &t.dead, bad.len(), Duration::from_secs(60), false);
     assert_eq!(dead.len(), bad.len());
     let reasons: Vec<String> = dead.iter().map(|d| d.headers["prodcat-reason"].clone()).collect();
+    // Dead letters carry the original bytes — cut to what the producer can send (its
+    // message.max.bytes, 150,000 here, less 32 KiB for headers), with the original size in a header.
+    let limit = 150_000 - 32 * 1024;
     for (reason, payload) in &bad {
         assert!(reasons.contains(&reason.to_string()), "no dead letter with reason {reason}: {reasons:?}");
-        assert!(dead.iter().any(|d| &d.payload == payload), "original bytes kept for {reason}");
+        let kept = &payload[..payload.len().min(limit)];
+        let letter = dead.iter().find(|d| d.payload == kept).unwrap_or_else(|| panic!("original bytes for {reason}"));
+        let truncated = payload.len() > limit;
+        assert_eq!(letter.headers.get("prodcat-truncated").is_some(), truncated, "{reason}");
+        if truncated {
+            assert_eq!(letter.headers["prodcat-original-bytes"], payload.len().to_string());
+        }
     }
     for d in &dead {
         assert_eq!(d.headers["prodcat-source-topic"], t.input);

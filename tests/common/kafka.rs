@@ -207,6 +207,8 @@ chunk_wait_ms = 5
 [kafka.consumer_properties]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
+[kafka.producer_properties]
+"message.max.bytes" = "150000"
 [http]
 listen = "127.0.0.1:{port}"
 [engine]

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use acks::{AckTracker, TopicPartition};
 pub use decode::{ProductRecord, RecordRules, Rejection, decode};
-pub use settings::KafkaSettings;
+pub use settings::{KafkaSettings, LABEL_HEADROOM_BYTES, PRODUCER_MESSAGE_MAX_BYTES};
 
 use crate::error::{Error, Result};
 use crate::learn::TrainingSection;

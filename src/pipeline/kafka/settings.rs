@@ -67,3 +67,52 @@ impl Default for KafkaSettings {
         }
     }
 }
+
+/// librdkafka's default producer `message.max.bytes`.
+pub const PRODUCER_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Room a produced record needs beyond its input message: label fields, top-k, dead-letter and
+/// review headers.
+pub const LABEL_HEADROOM_BYTES: usize = 32 * 1024;
+
+impl KafkaSettings {
+    /// The producer's `message.max.bytes` (producer properties, then shared ones, then
+    /// librdkafka's default).
+    pub fn producer_message_max_bytes(&self) -> Result<usize, String> {
+        match self.producer_properties.get("message.max.bytes").or_else(|| self.properties.get("message.max.bytes")) {
+            None => Ok(PRODUCER_MESSAGE_MAX_BYTES),
+            Some(v) => v.trim().parse().map_err(|_| format!("message.max.bytes `{v}` is not a number")),
+        }
+    }
+
+    /// The largest dead-letter payload that can be produced with its headers; longer payloads
+    /// are truncated to it.
+    pub fn dead_letter_max_bytes(&self) -> usize {
+        self.producer_message_max_bytes().unwrap_or(PRODUCER_MESSAGE_MAX_BYTES).saturating_sub(LABEL_HEADROOM_BYTES)
+    }
+}
+
+/// The dead-letter payload for `payload`: whole when it fits in `limit` bytes, else its first
+/// `limit` bytes and the original size (for a `prodcat-original-bytes` header).
+pub fn dead_letter_payload(payload: &[u8], limit: usize) -> (&[u8], Option<usize>) {
+    if payload.len() <= limit { (payload, None) } else { (&payload[..limit], Some(payload.len())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_fit_under_the_producer_limit() {
+        let mut k = KafkaSettings::default();
+        assert_eq!(k.dead_letter_max_bytes(), 1_000_000 - 32 * 1024);
+        k.producer_properties.insert("message.max.bytes".into(), "150000".into());
+        assert_eq!(k.dead_letter_max_bytes(), 150_000 - 32 * 1024);
+        let big = vec![b'x'; 200_000];
+        let (cut, original) = dead_letter_payload(&big, k.dead_letter_max_bytes());
+        assert_eq!((cut.len(), original), (k.dead_letter_max_bytes(), Some(200_000)));
+        assert_eq!(dead_letter_payload(b"small", 10), (&b"small"[..], None));
+        k.properties.insert("message.max.bytes".into(), "lots".into());
+        k.producer_properties.clear();
+        assert!(k.producer_message_max_bytes().is_err());
+    }
+}

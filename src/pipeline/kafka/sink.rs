@@ -20,6 +20,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use super::acks::{AckTracker, TopicPartition};
+use super::settings::dead_letter_payload;
 use super::source::client_config;
 use super::{Fatal, KafkaJob, KafkaPart, MODEL_VERSION_HEADER, StreamSummary};
 use crate::error::{Error, Result};
@@ -102,6 +103,8 @@ pub struct Sink {
     output_topic: String,
     review_topic: String,
     dead_letter_topic: String,
+    /// Longest dead-letter payload that can be produced (longer ones are truncated).
+    dead_letter_max_bytes: usize,
     review_threshold: f32,
     exactly_once: bool,
     commit_every: Duration,
@@ -159,6 +162,7 @@ impl Sink {
             output_topic: k.output_topic.clone(),
             review_topic: k.review_topic.clone(),
             dead_letter_topic: k.dead_letter_topic.clone(),
+            dead_letter_max_bytes: k.dead_letter_max_bytes(),
             review_threshold: k.review_threshold,
             exactly_once: k.exactly_once,
             commit_every: Duration::from_millis(k.commit_interval_ms.max(10)),
@@ -278,7 +282,17 @@ impl Sink {
                 .insert(Header { key: "prodcat-source-topic", value: Some(dead.tp.0.as_str()) })
                 .insert(Header { key: "prodcat-source-partition", value: Some(partition.as_str()) })
                 .insert(Header { key: "prodcat-source-offset", value: Some(offset.as_str()) });
-            let payload = dead.payload.as_deref().unwrap_or_default();
+            // A payload too large to produce whole goes out truncated, its size in a header, so
+            // one record can never wedge its partition.
+            let (payload, original) =
+                dead_letter_payload(dead.payload.as_deref().unwrap_or_default(), self.dead_letter_max_bytes);
+            let original = original.map(|n| n.to_string());
+            let headers = match &original {
+                Some(n) => headers
+                    .insert(Header { key: "prodcat-original-bytes", value: Some(n.as_str()) })
+                    .insert(Header { key: "prodcat-truncated", value: Some("true") }),
+                None => headers,
+            };
             self.send(&self.dead_letter_topic, dead.key.as_deref(), payload, headers, per_record(&ack))?;
         }
         if file_write == 1 {
