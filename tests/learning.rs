@@ -118,6 +118,40 @@ fn learner_promotes_a_better_model_and_grows_the_taxonomy() {
 }
 
 #[test]
+fn a_rare_class_waits_without_blocking_the_others_or_spinning() {
+    let fx = Fixture::new(600);
+    let current = model_without_books(&fx);
+    let slot = ModelSlot::new(prodcat::models::open(&current, &SessionSettings::default()).unwrap());
+    let target = RegistryTarget::of(&ModelVersion::open(&current).unwrap()).unwrap();
+    let learner = Learner::new(
+        training_section(&fx, 10, 1.0),
+        target,
+        slot,
+        SessionSettings::default(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    // One class alone cannot train: deferred (and, in the code, not re-read until labels arrive).
+    let phones: Vec<_> = fx.products.iter().filter(|p| p.category == "Phones").take(20).collect();
+    for (i, p) in phones.iter().enumerate() {
+        learner.store.append(&format!("p{i}"), &p.title, &p.category, prodcat::learn::LabelSource::Record).unwrap();
+    }
+    assert!(!learner.maybe_train().unwrap());
+    assert!(!learner.maybe_train().unwrap());
+    // A second populated class and one Books label (below the minimum of 5): the run starts
+    // without Books, which stays in the store for later.
+    let laptops: Vec<_> = fx.products.iter().filter(|p| p.category == "Laptops").take(20).collect();
+    for (i, p) in laptops.iter().enumerate() {
+        learner.store.append(&format!("l{i}"), &p.title, &p.category, prodcat::learn::LabelSource::Record).unwrap();
+    }
+    let book = fx.products.iter().find(|p| p.category == "Books").unwrap();
+    learner.store.append("b0", &book.title, "Books", prodcat::learn::LabelSource::Record).unwrap();
+    assert!(learner.maybe_train().unwrap(), "a rare class must not block the others");
+    wait_for_outcome(&learner);
+    assert!(learner.store.training_data().unwrap().labels.contains(&"Books".to_string()));
+}
+
+#[test]
 fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
     let fx = Fixture::new(600);
     let transformer = model_without_books(&fx);

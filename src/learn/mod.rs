@@ -198,6 +198,9 @@ pub struct Learner {
     metrics: Arc<Metrics>,
     running: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
     last_run: Mutex<Instant>,
+    /// The store's new-label count when a run was last deferred (too few classes with their
+    /// minimum): nothing is re-read until more labels arrive.
+    deferred_at: Mutex<Option<usize>>,
     /// Outcomes of finished runs (for tests and logs).
     pub history: Arc<Mutex<Vec<(Outcome, Option<GateDecision>)>>>,
 }
@@ -227,6 +230,7 @@ impl Learner {
             metrics,
             running: Mutex::new(None),
             last_run: Mutex::new(Instant::now()),
+            deferred_at: Mutex::new(None),
             history: Arc::default(),
         }))
     }
@@ -264,17 +268,34 @@ impl Learner {
         if !(by_count || by_time || (force && new > 0)) {
             return Ok(false);
         }
-        self.store.flush()?;
-        let data = self.store.training_data()?;
-        self.metrics.label_store_records.set(data.len() as i64);
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for l in &data.labels {
-            *counts.entry(l.as_str()).or_default() += 1;
-        }
-        if counts.len() < 2 || counts.values().any(|&n| n < self.settings.min_examples_per_class) {
-            tracing::debug!(?counts, "training deferred: a class has too few examples");
+        let mut deferred = self.deferred_at.lock().unwrap_or_else(|p| p.into_inner());
+        if *deferred == Some(new) {
             return Ok(false);
         }
+        self.store.flush()?;
+        let all = self.store.training_data()?;
+        self.metrics.label_store_records.set(all.len() as i64);
+        // Classes below their minimum wait in the store for more examples; they do not hold
+        // the others back.
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in &all.labels {
+            *counts.entry(l.as_str()).or_default() += 1;
+        }
+        let min = self.settings.min_examples_per_class;
+        let waiting: Vec<String> = counts.iter().filter(|(_, n)| **n < min).map(|(l, _)| l.to_string()).collect();
+        if counts.len() - waiting.len() < 2 {
+            tracing::info!(?counts, min, "training deferred: fewer than two classes have their minimum of examples");
+            *deferred = Some(new);
+            return Ok(false);
+        }
+        *deferred = None;
+        let data = if waiting.is_empty() {
+            all
+        } else {
+            tracing::info!(classes = ?waiting, min, "classes below their minimum wait for more examples; training the rest");
+            let keep: Vec<usize> = (0..all.len()).filter(|&r| !waiting.contains(&all.labels[r])).collect();
+            all.select(&keep)
+        };
         self.store.take_new_labels();
         *self.last_run.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let cancel = Arc::new(AtomicBool::new(false));
