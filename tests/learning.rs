@@ -118,7 +118,7 @@ fn learner_promotes_a_better_model_and_grows_the_taxonomy() {
 }
 
 #[test]
-fn a_rare_class_waits_without_blocking_the_others_or_spinning() {
+fn a_rare_class_waits_and_a_candidate_that_could_forget_a_class_is_refused() {
     let fx = Fixture::new(600);
     let current = model_without_books(&fx);
     let slot = ModelSlot::new(prodcat::models::open(&current, &SessionSettings::default()).unwrap());
@@ -147,7 +147,16 @@ fn a_rare_class_waits_without_blocking_the_others_or_spinning() {
     let book = fx.products.iter().find(|p| p.category == "Books").unwrap();
     learner.store.append("b0", &book.title, "Books", prodcat::learn::LabelSource::Record).unwrap();
     assert!(learner.maybe_train().unwrap(), "a rare class must not block the others");
-    wait_for_outcome(&learner);
+    // Labels arrived one category at a time: the candidate knows phones and laptops only, and
+    // nothing held out shows it kept fridges and shoes, so it is refused rather than promoted.
+    assert_eq!(wait_for_outcome(&learner), Outcome::Rejected);
+    let (_, decision) = learner.history.lock().unwrap().last().cloned().unwrap();
+    let reason = decision.unwrap().reason;
+    assert!(
+        reason.contains("could have forgotten") && reason.contains("Fridges") && reason.contains("Shoes"),
+        "{reason}"
+    );
+    assert_eq!(std::fs::read_link(fx.path("registry/tiny/current")).unwrap().to_string_lossy(), "v1");
     assert!(learner.store.training_data().unwrap().labels.contains(&"Books".to_string()));
 }
 

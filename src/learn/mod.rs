@@ -56,8 +56,12 @@ pub struct TrainingSection {
     pub threads: usize,
     /// Promote when candidate macro-F1 ≥ serving macro-F1 − tolerance …
     pub tolerance: f64,
-    /// … and no class of the candidate has F1 below this floor.
+    /// … and no class of the candidate has F1 below this floor …
     pub class_f1_floor: f64,
+    /// … nor more than this below the serving model's F1 on the same class; and every class the
+    /// serving model knows must have held-out rows (a candidate that cannot be shown to keep a
+    /// class is refused rather than allowed to forget it).
+    pub class_regression_tolerance: f64,
     pub max_records: usize,
     pub max_age_days: u64,
     /// Fine-tuning hyper-parameters.
@@ -80,6 +84,7 @@ impl Default for TrainingSection {
             threads: 1,
             tolerance: 0.0,
             class_f1_floor: 0.0,
+            class_regression_tolerance: 0.1,
             max_records: 1_000_000,
             max_age_days: 365,
             settings: TrainSettings::default(),
@@ -119,8 +124,22 @@ pub struct GateDecision {
     pub reason: String,
 }
 
-/// Compares a candidate with the serving model on the candidate's held-out split.
-pub fn gate(candidate: &Candidate, serving: &dyn Model, tolerance: f64, floor: f64) -> Result<GateDecision> {
+/// How strict the gate is.
+#[derive(Debug, Clone, Copy)]
+pub struct GateRules {
+    /// Candidate macro-F1 may be this much below the serving model's.
+    pub tolerance: f64,
+    /// No class of the candidate below this F1.
+    pub floor: f64,
+    /// No class more than this below the serving model's F1 on it.
+    pub class_regression: f64,
+}
+
+/// Compares a candidate with the serving model on the candidate's held-out split: macro-F1, every
+/// class against a floor and against the serving model, and coverage — every class the serving
+/// model knows must be among the held-out rows.
+pub fn gate(candidate: &Candidate, serving: &dyn Model, rules: GateRules) -> Result<GateDecision> {
+    let GateRules { tolerance, floor, class_regression } = rules;
     let Some(test) = &candidate.test else {
         return Ok(GateDecision {
             promote: false,
@@ -157,15 +176,35 @@ pub fn gate(candidate: &Candidate, serving: &dyn Model, tolerance: f64, floor: f
         .map(|c| (c.label.clone(), c.f1));
     let better = candidate_f1 + 1e-12 >= serving_report.macro_f1 - tolerance;
     let floor_ok = worst.as_ref().is_none_or(|(_, f1)| *f1 >= floor);
-    let reason = match (better, floor_ok) {
-        (true, true) => {
-            format!("macro-F1 {candidate_f1:.4} vs serving {:.4} (tolerance {tolerance})", serving_report.macro_f1)
-        }
-        (false, _) => format!("macro-F1 {candidate_f1:.4} below serving {:.4} − {tolerance}", serving_report.macro_f1),
-        (true, false) => format!("class {:?} below the F1 floor {floor}", worst.as_ref().map(|w| &w.0)),
+    // Classes the serving model knows that the held-out rows never show: nothing proves the
+    // candidate kept them (labels arriving one category at a time look exactly like this).
+    let unseen: Vec<&str> = serving
+        .labels()
+        .iter()
+        .filter(|l| !test.report.per_class.iter().any(|c| &c.label == *l && c.support > 0))
+        .map(String::as_str)
+        .collect();
+    let lost: Vec<String> = test
+        .report
+        .per_class
+        .iter()
+        .zip(&serving_report.per_class)
+        .filter(|(c, s)| c.support > 0 && c.f1 + 1e-12 < s.f1 - class_regression)
+        .map(|(c, s)| format!("{} {:.3} vs serving {:.3}", c.label, c.f1, s.f1))
+        .collect();
+    let reason = if !better {
+        format!("macro-F1 {candidate_f1:.4} below serving {:.4} − {tolerance}", serving_report.macro_f1)
+    } else if !floor_ok {
+        format!("class {:?} below the F1 floor {floor}", worst.as_ref().map(|w| &w.0))
+    } else if !unseen.is_empty() {
+        format!("no held-out rows of serving classes {unseen:?}: the candidate could have forgotten them")
+    } else if !lost.is_empty() {
+        format!("classes lost more than {class_regression} F1 against the serving model: {}", lost.join(", "))
+    } else {
+        format!("macro-F1 {candidate_f1:.4} vs serving {:.4} (tolerance {tolerance})", serving_report.macro_f1)
     };
     Ok(GateDecision {
-        promote: better && floor_ok,
+        promote: better && floor_ok && unseen.is_empty() && lost.is_empty(),
         candidate_macro_f1: candidate_f1,
         serving_macro_f1: serving_report.macro_f1,
         worst_class: worst,
@@ -381,7 +420,12 @@ impl Learner {
         // re-tunes its threshold on the label store's validation split).
         let family = crate::models::family(&serving.card().model);
         let candidate = pool.install(|| family.candidate(job))?;
-        let decision = gate(&candidate, &*serving, self.settings.tolerance, self.settings.class_f1_floor)?;
+        let rules = GateRules {
+            tolerance: self.settings.tolerance,
+            floor: self.settings.class_f1_floor,
+            class_regression: self.settings.class_regression_tolerance,
+        };
+        let decision = gate(&candidate, &*serving, rules)?;
         if decision.promote {
             let dir = candidate.publish(true)?;
             tracing::info!(version = %dir.display(), "candidate promoted");
