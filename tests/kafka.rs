@@ -141,6 +141,60 @@ fn killed_pipeline_restarts_without_losing_records() {
 }
 
 #[test]
+fn a_full_disk_fails_the_pipeline_loudly_and_it_exits() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let Some(_disk) = FullDisk::mount(&fx.path("full")) else { return };
+    let t = Topics::new(&brokers, "full", 1);
+    let files = format!(
+        "\n[files]\nenabled = true\npath = \"{}\"\nformat = \"arrow\"\nmax_age_ms = 200\n",
+        fx.path("full/stream").display()
+    );
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &files);
+    let messages: Vec<(String, Vec<u8>)> = (0..20_000).map(|i| product(&fx, i)).collect();
+    produce(&brokers, &t.input, &messages);
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    // Drain its logs while waiting (a full pipe would block the process, not the fault).
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    // The file sink fills the disk: /healthz turns 503 naming the failure, and the process
+    // exits non-zero on its own.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let body = loop {
+        if let Some((503, body)) = http_get(port, "/healthz") {
+            break Some(body);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break None;
+        }
+        assert!(Instant::now() < deadline, "still healthy with a full disk");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let failed_at = Instant::now();
+    let exit_deadline = failed_at + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > exit_deadline {
+            child.kill().unwrap();
+            panic!("the failed pipeline did not exit; its log:\n{}", logs.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("/healthz 503 → exit: {:?}; /healthz said: {body:?}", failed_at.elapsed());
+    assert!(!child.wait().unwrap().success(), "a failed pipeline must exit non-zero");
+    let err = logs.join().unwrap();
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let body = body.expect("the pipeline exited before /healthz showed the failure");
+    assert!(body.contains("failed: ") && body.contains("No space left"), "{body}");
+}
+
+#[test]
 fn two_instances_share_the_partitions() {
     let Some(brokers) = broker() else { return };
     let fx = Fixture::new(300);

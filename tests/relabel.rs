@@ -251,6 +251,33 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
 }
 
 #[test]
+fn a_full_disk_ends_the_relabel_with_a_clear_error() {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx).display().to_string();
+    let input = fx.path("big.parquet");
+    // Distinct titles, so the labeled output cannot compress into the 200 KiB disk.
+    let rows: Vec<(i64, Option<String>)> =
+        catalogue(&fx, 60_000, 0).into_iter().map(|(id, t)| (id, t.map(|t| format!("{t} sku{id:08}")))).collect();
+    write_catalogue(&input, &rows);
+    let Some(_disk) = FullDisk::mount(&fx.path("full")) else { return };
+    let out = fx.path("full/out");
+    let o = relabel(&[
+        "--model",
+        &registry,
+        "--input",
+        &input.display().to_string(),
+        "--output",
+        &out.display().to_string(),
+    ]);
+    assert_clean_failure(&o, &["No space left on device"]);
+    // No finished output file claims to be complete.
+    let finished: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(finished.iter().all(|n| !n.ends_with(".parquet")), "{finished:?}");
+}
+
+#[test]
 fn pipeline_file_runs_with_environment_overrides() {
     let fx = Fixture::new(300);
     let registry = tiny_registry(&fx).display().to_string();

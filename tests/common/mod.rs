@@ -234,3 +234,28 @@ pub fn string_column(batches: &[arrow::array::RecordBatch], name: &str) -> Vec<S
         })
         .collect()
 }
+
+/// A 200 KiB tmpfs mounted at `dir` (a disk that fills up), unmounted on drop. `None`, with a
+/// message, where mounting is not permitted (not root).
+pub struct FullDisk(PathBuf);
+
+impl FullDisk {
+    pub fn mount(dir: &Path) -> Option<Self> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=200k", "tmpfs", &dir.display().to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a small tmpfs here (needs root) to fill a disk");
+            return None;
+        }
+        Some(Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

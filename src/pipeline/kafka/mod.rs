@@ -271,6 +271,11 @@ pub fn run_with_slot(
         learner.shutdown();
     }
     let sunk = sink_thread.join().unwrap_or_else(|_| Err(fatal.fail("sink", "the sink thread panicked")));
+    if fatal.is_set() {
+        // The sink may be gone: drop what the engine still produces so it can finish.
+        let leftovers = engine.receiver();
+        while leftovers.recv().is_ok() {}
+    }
     engine.join();
     health.consuming.store(false, Ordering::Relaxed);
     if let Some(error) = fatal.error() {

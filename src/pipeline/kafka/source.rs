@@ -55,11 +55,20 @@ impl SourceContext {
             std::mem::take(&mut *pending)
         };
         let sender = self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match sender {
-            Some(tx) => tx
-                .send(TextChunk { texts, payload: part, flush: false })
-                .map_err(|_| Error::Stopped("the labeling engine")),
-            None => Err(Error::Stopped("the labeling engine (closed)")),
+        let Some(tx) = sender else {
+            return Err(Error::Stopped("the labeling engine (closed)"));
+        };
+        // Blocks while the engine is full (backpressure), but gives up once a stage has failed:
+        // a dead sink must not leave the consumer waiting forever.
+        let mut chunk = TextChunk { texts, payload: part, flush: false };
+        loop {
+            match tx.send_timeout(chunk, Duration::from_millis(100)) {
+                Ok(()) => return Ok(()),
+                Err(flume::SendTimeoutError::Timeout(back)) if !self.health.failed.load(Ordering::Relaxed) => {
+                    chunk = back;
+                }
+                Err(_) => return Err(Error::Stopped("the labeling engine")),
+            }
         }
     }
 
