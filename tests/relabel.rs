@@ -261,14 +261,8 @@ fn a_full_disk_ends_the_relabel_with_a_clear_error() {
     write_catalogue(&input, &rows);
     let Some(_disk) = FullDisk::mount(&fx.path("full")) else { return };
     let out = fx.path("full/out");
-    let o = relabel(&[
-        "--model",
-        &registry,
-        "--input",
-        &input.display().to_string(),
-        "--output",
-        &out.display().to_string(),
-    ]);
+    let (input_arg, out_arg) = (input.display().to_string(), out.display().to_string());
+    let o = relabel(&["--model", &registry, "--input", &input_arg, "--output", &out_arg]);
     assert_clean_failure(&o, &["No space left on device"]);
     // No finished output file claims to be complete.
     let finished: Vec<_> = std::fs::read_dir(&out)
