@@ -56,6 +56,8 @@ def prodcat_family(args, name, path, text, label, group, family, extra, test_csv
            "--out", out, "--name", family, "--no-progress", "--seed", seed, "--split", args.split] + extra
     if group:
         cmd += ["--group-column", group]
+    if family == "auto":
+        cmd += ["--report", work / "auto-report"]
     started = time.perf_counter()
     run(cmd)
     train_seconds = time.perf_counter() - started
