@@ -43,6 +43,8 @@ pub struct ModelSection {
     /// Registry model folder, `current` pointer, or a registry with one model.
     pub path: PathBuf,
     pub device: ExecutionTarget,
+    /// With `device = "cuda"`: refuse to run on CPU when CUDA cannot be used.
+    pub require_gpu: bool,
     /// ONNX Runtime intra-op threads (0 = one per core).
     pub intra_threads: usize,
     /// Streaming pipelines: follow the registry's `current` pointer and hot-swap new versions.
@@ -56,6 +58,7 @@ impl Default for ModelSection {
         Self {
             path: PathBuf::new(),
             device: ExecutionTarget::Cpu,
+            require_gpu: false,
             intra_threads: 0,
             watch: true,
             watch_interval_ms: 1000,
@@ -275,7 +278,12 @@ impl PipelineConfig {
 
     /// How to build ONNX Runtime sessions.
     pub fn session(&self, ort_library: Option<PathBuf>) -> SessionSettings {
-        SessionSettings { target: self.model.device, intra_threads: self.model.intra_threads, ort_library }
+        SessionSettings {
+            target: self.model.device,
+            intra_threads: self.model.intra_threads,
+            ort_library,
+            require_gpu: self.model.require_gpu,
+        }
     }
 
     /// The model version `model.path` names, resolved once here for everything below.

@@ -230,6 +230,27 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
         &out_arg,
     ]);
     assert_clean_failure(&o, &["missing"]);
+    // CUDA on a CPU-only ONNX Runtime: one clear line and CPU — or, required, an error.
+    let o = relabel(&[
+        "--model",
+        &registry,
+        "--input",
+        &good,
+        "--output",
+        &fx.path("cuda-out").display().to_string(),
+        "--device",
+        "cuda",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).matches("CUDA requested but this ONNX Runtime build has no CUDA support; using CPU").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    let o =
+        relabel(&["--model", &registry, "--input", &good, "--output", &out_arg, "--device", "cuda", "--require-gpu"]);
+    assert_clean_failure(&o, &["model.require_gpu", "CUDA was required", "no CUDA support"]);
     // A version the hot-swap watcher would refuse does not serve a relabel either.
     let v1 = fx.path("registry/tiny/v1");
     let mut card = prodcat::registry::ModelCard::read(&v1.join("card.json")).unwrap();

@@ -45,10 +45,18 @@ pub struct EvalArgs {
     /// Execution provider: cpu or cuda.
     #[arg(long, default_value = "cpu", env = "PRODCAT_DEVICE")]
     device: ExecutionTarget,
+    /// With --device cuda: fail instead of falling back to CPU when CUDA cannot be used.
+    #[arg(long)]
+    require_gpu: bool,
 }
 
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = SessionSettings { target: args.device, intra_threads: 0, ort_library: ort_lib };
+    let settings = SessionSettings {
+        target: args.device,
+        ort_library: ort_lib,
+        require_gpu: args.require_gpu,
+        ..Default::default()
+    };
     let version = ModelVersion::open(&args.model)?;
     let spec = LabeledDataSpec {
         path: args.data.clone(),

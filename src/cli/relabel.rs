@@ -38,6 +38,9 @@ pub struct RelabelArgs {
     /// Execution provider: cpu or cuda.
     #[arg(long, default_value = "cpu", env = "PRODCAT_DEVICE")]
     device: String,
+    /// With --device cuda: fail instead of falling back to CPU when CUDA cannot be used.
+    #[arg(long)]
+    require_gpu: bool,
     /// More configuration as key=value (pipeline-file keys, e.g. engine.limits.max_tokens=8192).
     #[arg(long = "set")]
     set: Vec<String>,
@@ -63,6 +66,7 @@ pub fn run_relabel(args: RelabelArgs, ort_lib: Option<PathBuf>) -> anyhow::Resul
         format!("relabel.format={}", args.format),
         format!("relabel.shard={}", args.shard),
         format!("model.device={}", args.device),
+        format!("model.require_gpu={}", args.require_gpu),
     ];
     if args.no_progress {
         overrides.push("relabel.progress=false".into());

@@ -157,7 +157,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     if args.folds.is_some_and(|k| k < 2) {
         anyhow::bail!("--folds needs at least 2 folds");
     }
-    let session = SessionSettings { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: ort_lib };
+    let session = SessionSettings { target: ExecutionTarget::Cpu, ort_library: ort_lib, ..Default::default() };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()

@@ -43,11 +43,13 @@ pub struct SessionSettings {
     pub intra_threads: usize,
     /// Explicit ONNX Runtime library path (else the standard search).
     pub ort_library: Option<PathBuf>,
+    /// With `target = Cuda`: fail instead of falling back to CPU when CUDA cannot be used.
+    pub require_gpu: bool,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: None }
+        Self { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: None, require_gpu: false }
     }
 }
 
@@ -154,6 +156,15 @@ pub fn build_session(model: &Path, settings: &SessionSettings) -> Result<(Sessio
         .with_intra_threads(threads)
         .map_err(ort_err("setting intra-op threads", model))?;
     let mut target = ExecutionTarget::Cpu;
+    // CUDA when asked and possible; otherwise one clear line and CPU — or, with `require_gpu`,
+    // an error naming why.
+    let fallback = |builder, why: String| -> Result<_> {
+        if settings.require_gpu {
+            return Err(Error::config("model.require_gpu", format!("CUDA was required but cannot be used: {why}")));
+        }
+        tracing::warn!("CUDA requested but {why}; using CPU");
+        Ok(builder)
+    };
     let builder = if settings.target == ExecutionTarget::Cuda {
         match ort::ep::CUDA::is_available() {
             Ok(true) => {
@@ -163,16 +174,10 @@ pub fn build_session(model: &Path, settings: &SessionSettings) -> Result<(Sessio
                         target = ExecutionTarget::Cuda;
                         b
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "CUDA execution provider failed to load; falling back to CPU");
-                        builder
-                    }
+                    Err(e) => fallback(builder, format!("the CUDA execution provider failed to load ({e})"))?,
                 }
             }
-            _ => {
-                tracing::warn!("CUDA requested but this ONNX Runtime build has no CUDA support; using CPU");
-                builder
-            }
+            _ => fallback(builder, "this ONNX Runtime build has no CUDA support".into())?,
         }
     } else {
         builder
