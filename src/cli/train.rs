@@ -10,7 +10,9 @@ use prodcat::data::{LabeledData, LabeledDataSpec, Split};
 use prodcat::encoder::{LoraSettings, LoraTarget, Pooling};
 use prodcat::eval::format_report;
 use prodcat::eval::plots::{TradeoffPoint, tradeoff_plot};
-use prodcat::lexical::{FeaturizerSettings, LexicalJob, LexicalSettings, LexicalSolver, fit_lexical};
+use prodcat::lexical::{
+    FeatureNorm, FeaturizerSettings, LexicalJob, LexicalSettings, LexicalSolver, TermFrequency, fit_lexical,
+};
 use prodcat::models::auto::{AutoJob, CandidateScore, train_auto};
 use prodcat::serve::{ExecutionTarget, SessionSettings};
 use prodcat::train::{DataSource, TrainJob, TrainSettings, default_epochs, fit};
@@ -66,6 +68,18 @@ pub struct TrainArgs {
     /// Lexical models: hash buckets (rows of the weight matrix).
     #[arg(long, default_value_t = 1 << 19)]
     buckets: u32,
+    /// Lexical models: distinct n-grams kept per text at most (long descriptions beyond it lose
+    /// features).
+    #[arg(long, default_value_t = FeaturizerSettings::default().max_features)]
+    max_features: usize,
+    /// Lexical models: `blocks` scales word and character n-grams to unit length separately,
+    /// `joint` both together, `auto` fits both and keeps the better on validation.
+    #[arg(long, value_enum, default_value = "auto")]
+    feature_norm: FeatureNormArg,
+    /// Lexical models: `sublinear` weighs an n-gram seen n times in a text by 1 + ln n, `binary`
+    /// by 1.
+    #[arg(long, value_enum, default_value = "sublinear")]
+    tf: TermFrequencyArg,
     /// Registry folder to publish into.
     #[arg(long)]
     out: PathBuf,
@@ -196,7 +210,19 @@ fn lexical_job<'a>(
     // `--epochs`, `--lr` and `--patience` are the transformer's under `auto`.
     let defaults = LexicalSettings::default();
     let settings = LexicalSettings {
-        featurizer: FeaturizerSettings { buckets: args.buckets, ..Default::default() },
+        featurizer: FeaturizerSettings {
+            buckets: args.buckets,
+            max_features: args.max_features,
+            norm: match args.feature_norm {
+                FeatureNormArg::Joint => FeatureNorm::Joint,
+                FeatureNormArg::Blocks | FeatureNormArg::Auto => FeatureNorm::Blocks,
+            },
+            tf: match args.tf {
+                TermFrequencyArg::Sublinear => TermFrequency::Sublinear,
+                TermFrequencyArg::Binary => TermFrequency::Binary,
+            },
+            ..Default::default()
+        },
         epochs: args.epochs.filter(|_| args.model_type == ModelFamily::Lexical).unwrap_or(defaults.epochs),
         learning_rate: args
             .learning_rate
@@ -212,6 +238,11 @@ fn lexical_job<'a>(
         c_grid: args.c_grid.clone().unwrap_or_else(|| defaults.c_grid.clone()),
         folds: args.folds.unwrap_or(0),
         refit: args.refit,
+        norms: match args.feature_norm {
+            FeatureNormArg::Auto => defaults.norms.clone(),
+            FeatureNormArg::Blocks => vec![FeatureNorm::Blocks],
+            FeatureNormArg::Joint => vec![FeatureNorm::Joint],
+        },
         ..defaults.clone()
     };
     LexicalJob {
@@ -278,6 +309,21 @@ fn auto_report(args: &TrainArgs, scores: &[CandidateScore]) -> anyhow::Result<()
 enum LexicalSolverArg {
     Svm,
     Sgd,
+}
+
+/// `--feature-norm` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FeatureNormArg {
+    Auto,
+    Blocks,
+    Joint,
+}
+
+/// `--tf` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TermFrequencyArg {
+    Sublinear,
+    Binary,
 }
 
 /// The model families `prodcat train` builds.

@@ -2,9 +2,13 @@
 //!
 //! A text is lower-cased and split into words on anything that is not a letter or digit. Features
 //! are word n-grams (`word_ngrams`, default 1–2) and character n-grams (`char_ngrams`, default
-//! 2–5) of each word padded with `<` and `>`, each hashed (FNV-1a, 64-bit) into `buckets` ids. A
-//! text's features are deduplicated and sorted, so the model sees a binary bag of n-grams. The
-//! settings travel in the model card so serving featurizes exactly as training did.
+//! 2–5) of each word padded with `<` and `>`, each hashed (FNV-1a, 64-bit) into `buckets` ids. With
+//! `norm = "blocks"` (the default) word n-grams hash into the lower half of the id space and
+//! character n-grams into the upper half, so the model can normalise the two blocks separately (as
+//! a TF-IDF union of a word and a character vectorizer does). A text's features are deduplicated
+//! and sorted, each with how often it occurs (the model weighs it by 1 + ln(count), sublinear term
+//! frequency, or — cards from before `tf` — by 1). The settings travel in the model card so serving
+//! featurizes exactly as training did.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,11 +26,105 @@ pub struct FeaturizerSettings {
     pub char_ngrams: (u8, u8),
     /// Features kept per text at most (the rest are dropped, longest texts only).
     pub max_features: usize,
+    /// How a text's feature vector is scaled to unit length (cards from before this field: `joint`).
+    #[serde(default = "FeatureNorm::legacy")]
+    pub norm: FeatureNorm,
+    /// How a feature's count in the text weighs (cards from before this field: `binary`).
+    #[serde(default = "TermFrequency::legacy")]
+    pub tf: TermFrequency,
+}
+
+/// How the count of an n-gram in a text weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TermFrequency {
+    /// Present or not.
+    Binary,
+    /// 1 + ln(count).
+    Sublinear,
+}
+
+impl TermFrequency {
+    fn legacy() -> Self {
+        Self::Binary
+    }
+
+    /// The weight of a feature seen `count` times.
+    pub fn weight(self, count: u32) -> f32 {
+        match self {
+            Self::Binary => 1.0,
+            Self::Sublinear => 1.0 + (count.max(1) as f32).ln(),
+        }
+    }
+}
+
+/// A text's features: sorted unique ids and how often each occurs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bag {
+    pub ids: Vec<u32>,
+    pub counts: Vec<u32>,
+}
+
+impl Bag {
+    /// A bag from ids in any order, with repeats.
+    pub fn from_ids(mut ids: Vec<u32>) -> Self {
+        ids.sort_unstable();
+        let mut bag = Self { ids: Vec::with_capacity(ids.len()), counts: Vec::with_capacity(ids.len()) };
+        for id in ids {
+            match bag.ids.last() {
+                Some(&last) if last == id => *bag.counts.last_mut().expect("counts follow ids") += 1,
+                _ => {
+                    bag.ids.push(id);
+                    bag.counts.push(1);
+                }
+            }
+        }
+        bag
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// How the lexical model normalises a text's IDF-weighted features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureNorm {
+    /// One L2 norm over all features.
+    Joint,
+    /// Word n-grams and character n-grams each scaled to unit L2 norm (ids below
+    /// [`FeaturizerSettings::first_char_bucket`] are words).
+    Blocks,
+}
+
+impl FeatureNorm {
+    fn legacy() -> Self {
+        Self::Joint
+    }
+}
+
+impl FeaturizerSettings {
+    /// With `blocks`, the first id of the character block (word ids lie in `1..first_char_bucket`).
+    pub fn first_char_bucket(&self) -> Option<u32> {
+        (self.norm == FeatureNorm::Blocks).then(|| self.buckets.max(4) / 2)
+    }
 }
 
 impl Default for FeaturizerSettings {
     fn default() -> Self {
-        Self { buckets: 1 << 19, word_ngrams: (1, 2), char_ngrams: (2, 5), max_features: 1024 }
+        Self {
+            buckets: 1 << 19,
+            word_ngrams: (1, 2),
+            char_ngrams: (2, 5),
+            max_features: 8192,
+            norm: FeatureNorm::Blocks,
+            tf: TermFrequency::Sublinear,
+        }
     }
 }
 
@@ -49,13 +147,16 @@ impl Featurizer {
         Self { settings }
     }
 
-    /// Sorted, unique feature ids of `text`.
-    pub fn features(&self, text: &str) -> Vec<u32> {
+    /// The feature bag of `text` (at most `max_features` ids).
+    pub fn features(&self, text: &str) -> Bag {
         let lower = text.to_lowercase();
         let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
         let s = &self.settings;
         // Bucket 0 is reserved (zero weights): it stands for "no feature" in padding and empty texts.
-        let buckets = u64::from(s.buckets.max(2)) - 1;
+        let (word_ids, char_ids) = match s.first_char_bucket() {
+            Some(split) => ((1, u64::from(split) - 1), (u64::from(split), u64::from(s.buckets.max(4) - split))),
+            None => ((1, u64::from(s.buckets.max(2)) - 1), (1, u64::from(s.buckets.max(2)) - 1)),
+        };
         let mut ids: Vec<u32> = Vec::with_capacity(words.len() * 16);
         // Word n-grams: hash of the words joined by a separator byte, tagged with n.
         for n in s.word_ngrams.0.max(1)..=s.word_ngrams.1 {
@@ -66,7 +167,7 @@ impl Featurizer {
                     h = fnv(h, w.as_bytes());
                     h = fnv(h, &[0x1f]);
                 }
-                ids.push((1 + h % buckets) as u32);
+                ids.push((word_ids.0 + h % word_ids.1) as u32);
             }
         }
         // Character n-grams of each `<word>`.
@@ -88,25 +189,27 @@ impl Featurizer {
                         for c in window {
                             h = fnv(h, c.encode_utf8(&mut buf).as_bytes());
                         }
-                        ids.push((1 + h % buckets) as u32);
+                        ids.push((char_ids.0 + h % char_ids.1) as u32);
                     }
                 }
             }
         }
-        ids.sort_unstable();
-        ids.dedup();
-        ids.truncate(s.max_features.max(1));
-        ids
+        let mut bag = Bag::from_ids(ids);
+        bag.ids.truncate(s.max_features.max(1));
+        bag.counts.truncate(s.max_features.max(1));
+        bag
     }
 
-    /// Features in the engine's token layout (`ids`; segment ids zero), for batching and ONNX.
+    /// Features in the engine's token layout, for batching and ONNX: `ids` the feature ids, the
+    /// segment ids their counts (graphs with sublinear tf read them as `token_type_ids`).
     pub fn prepare(&self, text: &str) -> TokenizedText {
-        let mut ids = self.features(text);
+        let Bag { mut ids, mut counts } = self.features(text);
         if ids.is_empty() {
             // One position on the reserved bucket: the model answers with its bias (the prior).
             ids.push(0);
+            counts.push(1);
         }
-        TokenizedText { type_ids: vec![0; ids.len()], ids }
+        TokenizedText { ids, type_ids: counts }
     }
 }
 
@@ -119,11 +222,43 @@ mod tests {
         let f = Featurizer::new(FeaturizerSettings::default());
         let a = f.features("Samsung Galaxy S23 128GB");
         assert_eq!(a, f.features("samsung  galaxy-s23, 128gb"));
-        assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert!(a.iter().all(|&id| id >= 1 && id < 1 << 19));
+        assert!(a.ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(a.ids.iter().all(|&id| id >= 1 && id < 1 << 19));
         // 4 words → 4 unigrams + 3 bigrams, plus character n-grams.
         assert!(a.len() > 7);
         assert_ne!(a, f.features("Bosch washing machine"));
+    }
+
+    #[test]
+    fn blocks_keep_word_and_character_ids_apart() {
+        let blocks = FeaturizerSettings::default();
+        let split = blocks.first_char_bucket().unwrap();
+        let words = Featurizer::new(FeaturizerSettings { char_ngrams: (0, 0), ..blocks.clone() });
+        let chars = Featurizer::new(FeaturizerSettings { word_ngrams: (1, 0), ..blocks.clone() });
+        let text = "Bosch Serie 4 washing machine, 8 kg";
+        assert!(words.features(text).ids.iter().all(|&id| id >= 1 && id < split));
+        assert!(chars.features(text).ids.iter().all(|&id| id >= split && id < blocks.buckets));
+        let joint = FeaturizerSettings { norm: FeatureNorm::Joint, ..blocks };
+        assert_eq!(joint.first_char_bucket(), None);
+        // Old cards (no `norm`) featurize as they were trained: one id space, one norm.
+        let old: FeaturizerSettings = serde_json::from_str(r#"{"buckets": 1024, "max_features": 1024}"#).unwrap();
+        assert_eq!((old.norm, old.tf), (FeatureNorm::Joint, TermFrequency::Binary));
+    }
+
+    #[test]
+    fn counts_say_how_often_a_feature_occurs() {
+        let words =
+            Featurizer::new(FeaturizerSettings { char_ngrams: (0, 0), word_ngrams: (1, 1), ..Default::default() });
+        let bag = words.features("red red red apple");
+        assert_eq!(bag.len(), 2);
+        let mut counts = bag.counts.clone();
+        counts.sort_unstable();
+        assert_eq!(counts, [1, 3]);
+        assert_eq!(TermFrequency::Sublinear.weight(1), 1.0);
+        assert!((TermFrequency::Sublinear.weight(3) - (1.0 + 3f32.ln())).abs() < 1e-6);
+        assert_eq!(TermFrequency::Binary.weight(3), 1.0);
+        let prepared = words.prepare("red red red apple");
+        assert_eq!((prepared.ids, prepared.type_ids), (bag.ids, bag.counts));
     }
 
     #[test]

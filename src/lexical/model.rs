@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::featurizer::FeaturizerSettings;
+use super::featurizer::{Bag, FeatureNorm, FeaturizerSettings, TermFrequency};
 use crate::eval::calibration::fit_temperature;
 use crate::onnx::graph::{Attr, Dim, GraphBuilder};
 use crate::onnx::proto::data_type;
@@ -47,6 +47,9 @@ pub struct LexicalSettings {
     pub folds: usize,
     /// `svm`: after choosing on validation, train the published model on train + validation.
     pub refit: bool,
+    /// Feature normalisations tried (each a full fit); the best on validation (or out of fold) is
+    /// kept and recorded in the card's featurizer. Empty: the featurizer's own.
+    pub norms: Vec<FeatureNorm>,
 }
 
 /// The lexical model's solver.
@@ -82,6 +85,7 @@ impl Default for LexicalSettings {
             calibrate: true,
             folds: 0,
             refit: false,
+            norms: vec![FeatureNorm::Blocks, FeatureNorm::Joint],
         }
     }
 }
@@ -101,7 +105,7 @@ pub struct SvmChoice {
 pub enum Selection<'a> {
     /// On these validation rows; with `refit`, the final model is then trained on train +
     /// validation at the chosen C (the temperature stays the validation-fitted one).
-    Holdout { validation: &'a [(Vec<u32>, usize)], refit: bool },
+    Holdout { validation: &'a [(Bag, usize)], refit: bool },
     /// By cross-validation over the training rows split into these folds (row indices into
     /// them); the final model is trained on all of them.
     Folds(&'a [Vec<usize>]),
@@ -128,22 +132,34 @@ pub struct LexicalModel {
     pub bias: Vec<f32>,
     /// Inverse document frequency per bucket (0 for bucket 0).
     pub idf: Vec<f32>,
+    /// First bucket of the character block when word and character n-grams are normalised
+    /// separately (`norm = "blocks"`); `None`: one norm over all features.
+    pub char_block: Option<u32>,
+    /// How a feature's count weighs (the graph reads counts as `token_type_ids` when sublinear).
+    pub tf: TermFrequency,
 }
 
 impl LexicalModel {
-    /// Feature values of one text: IDF weights, L2-normalised.
-    fn values(&self, features: &[u32]) -> Vec<f32> {
-        let mut v: Vec<f32> = features.iter().map(|&f| self.idf[f as usize]).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        v.iter_mut().for_each(|x| *x /= norm);
+    /// Feature values of one text: IDF weights, L2-normalised (each block on its own with
+    /// `char_block`).
+    fn values(&self, bag: &Bag) -> Vec<f32> {
+        let features = &bag.ids;
+        let mut v: Vec<f32> =
+            features.iter().zip(&bag.counts).map(|(&f, &n)| self.idf[f as usize] * self.tf.weight(n)).collect();
+        let block = |f: u32| self.char_block.is_some_and(|first| f >= first);
+        for b in [false, true] {
+            let norm = features.iter().zip(&v).filter(|(f, _)| block(**f) == b).map(|(_, x)| x * x).sum::<f32>();
+            let norm = norm.sqrt().max(1e-12);
+            features.iter().zip(v.iter_mut()).filter(|(f, _)| block(**f) == b).for_each(|(_, x)| *x /= norm);
+        }
         v
     }
 
     /// Logits of one text (the reference forward pass for the parity check).
-    pub fn logits(&self, features: &[u32]) -> Vec<f32> {
+    pub fn logits(&self, features: &Bag) -> Vec<f32> {
         let c = self.classes;
         let mut out = self.bias.clone();
-        for (&f, x) in features.iter().zip(self.values(features)) {
+        for (&f, x) in features.ids.iter().zip(self.values(features)) {
             let row = &self.weights[f as usize * c..(f as usize + 1) * c];
             for k in 0..c {
                 out[k] += x * row[k];
@@ -153,29 +169,38 @@ impl LexicalModel {
     }
 
     /// Class of the largest logit.
-    pub fn predict(&self, features: &[u32]) -> usize {
+    pub fn predict(&self, features: &Bag) -> usize {
         argmax(&self.logits(features))
     }
 
     /// An untrained model with the IDF of `train`.
-    fn with_idf(train: &[(Vec<u32>, usize)], classes: usize, settings: &FeaturizerSettings) -> Self {
+    fn with_idf(train: &[(Bag, usize)], classes: usize, settings: &FeaturizerSettings) -> Self {
         let buckets = settings.buckets as usize;
         let mut df = vec![0u32; buckets];
         for (features, _) in train {
-            for &f in features {
+            for &f in &features.ids {
                 df[f as usize] += 1;
             }
         }
         let n = train.len() as f32;
         let mut idf: Vec<f32> = df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
         idf[0] = 0.0;
-        Self { classes, buckets, weights: vec![0.0; buckets * classes], bias: vec![0.0; classes], idf }
+        let char_block = settings.first_char_bucket();
+        Self {
+            classes,
+            buckets,
+            weights: vec![0.0; buckets * classes],
+            bias: vec![0.0; classes],
+            idf,
+            char_block,
+            tf: settings.tf,
+        }
     }
 
     /// Trains with the configured solver, making its choices as `selection` says (`sgd`: early
     /// stopping on the validation rows only).
     pub fn fit(
-        train: &[(Vec<u32>, usize)],
+        train: &[(Bag, usize)],
         selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
@@ -199,7 +224,7 @@ impl LexicalModel {
     /// (ties: the smaller C), fits the temperature on the same rows, and — after cross-validation
     /// or with `refit` — trains the final model on every row used for the choice at that C.
     fn train_svm(
-        train: &[(Vec<u32>, usize)],
+        train: &[(Bag, usize)],
         selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
@@ -227,7 +252,7 @@ impl LexicalModel {
                     1.0
                 };
                 if refit && !validation.is_empty() {
-                    let pool: Vec<(Vec<u32>, usize)> = train.iter().chain(validation).cloned().collect();
+                    let pool: Vec<(Bag, usize)> = train.iter().chain(validation).cloned().collect();
                     let (model, iterations) = solve_at(&pool, classes, settings, c);
                     (model, history, c, iterations, temperature, pool.len())
                 } else {
@@ -240,7 +265,7 @@ impl LexicalModel {
                 for fold in folds {
                     let mut held = vec![false; train.len()];
                     fold.iter().for_each(|&r| held[r] = true);
-                    let rest: Vec<(Vec<u32>, usize)> =
+                    let rest: Vec<(Bag, usize)> =
                         train.iter().zip(&held).filter(|(_, h)| !**h).map(|(row, _)| row.clone()).collect();
                     let mut g = 0;
                     solve_grid(&rest, classes, settings, &grid, |_, model, _| {
@@ -272,8 +297,8 @@ impl LexicalModel {
     /// Trains on `train` (feature lists and class ids), keeping the epoch with the best
     /// macro-F1 on `validation`. Returns the model and validation macro-F1 per epoch.
     pub fn train(
-        train: &[(Vec<u32>, usize)],
-        validation: &[(Vec<u32>, usize)],
+        train: &[(Bag, usize)],
+        validation: &[(Bag, usize)],
         classes: usize,
         settings: &LexicalSettings,
     ) -> (Self, Vec<f64>) {
@@ -303,7 +328,7 @@ impl LexicalModel {
                 let values = model.values(features);
                 let logits = {
                     let mut out = model.bias.clone();
-                    for (&f, &x) in features.iter().zip(&values) {
+                    for (&f, &x) in features.ids.iter().zip(&values) {
                         let row = &model.weights[f as usize * classes..(f as usize + 1) * classes];
                         for k in 0..classes {
                             out[k] += x * row[k];
@@ -321,7 +346,7 @@ impl LexicalModel {
                     let g = w * (probs[k] - if k == y { 1.0 } else { 0.0 });
                     g2_bias[k] += g * g;
                     model.bias[k] -= lr * g / (g2_bias[k].sqrt() + 1e-8);
-                    for (&f, &x) in features.iter().zip(&values) {
+                    for (&f, &x) in features.ids.iter().zip(&values) {
                         if f == 0 {
                             continue;
                         }
@@ -350,8 +375,8 @@ impl LexicalModel {
         (best, history)
     }
 
-    /// The embedding-bag ONNX graph: inputs `input_ids` (feature ids) and `attention_mask`,
-    /// outputs `logits` and `probabilities`.
+    /// The embedding-bag ONNX graph: inputs `input_ids` (feature ids), `attention_mask` and, with
+    /// sublinear tf, `token_type_ids` (feature counts); outputs `logits` and `probabilities`.
     pub fn export(&self, metadata: &[(&str, String)]) -> Vec<u8> {
         let mut g = GraphBuilder::new("prodcat_lexical_classifier");
         let dims = [Dim::Named("batch"), Dim::Named("features")];
@@ -363,6 +388,19 @@ impl LexicalModel {
         let mask_f = g.op("Cast", &[&mask], &[("to", Attr::Int(data_type::FLOAT as i64))]);
         let w = g.op("Gather", &[&idf, &ids], &[("axis", Attr::Int(0))]);
         let w = g.op("Mul", &[&w, &mask_f], &[]);
+        let w = match self.tf {
+            TermFrequency::Binary => w,
+            TermFrequency::Sublinear => {
+                // Counts arrive as `token_type_ids`: weight 1 + ln(count).
+                let counts = g.input(names::TOKEN_TYPE_IDS, data_type::INT64, &dims);
+                let counts = g.op("Cast", &[&counts], &[("to", Attr::Int(data_type::FLOAT as i64))]);
+                let one = g.scalar_f32(1.0);
+                let counts = g.op("Max", &[&counts, &one], &[]);
+                let log = g.op("Log", &[&counts], &[]);
+                let tf = g.op("Add", &[&log, &one], &[]);
+                g.op("Mul", &[&w, &tf], &[])
+            }
+        };
         let axis_1 = g.ints(&[1]);
         let tiny = g.scalar_f32(1e-12);
         // Scaled to unit L2 norm.
@@ -373,7 +411,20 @@ impl LexicalModel {
             let norm = g.op("Max", &[&norm, &tiny], &[]);
             g.op("Div", &[block, &norm], &[])
         };
-        let w = normalised(&mut g, &w);
+        let w = match self.char_block {
+            None => normalised(&mut g, &w),
+            Some(first) => {
+                // Word ids lie below `first`, character ids from it: each block scaled on its own.
+                let first = g.scalar_i64(i64::from(first));
+                let is_word = g.op("Less", &[&ids, &first], &[]);
+                let is_word = g.op("Cast", &[&is_word], &[("to", Attr::Int(data_type::FLOAT as i64))]);
+                let words = g.op("Mul", &[&w, &is_word], &[]);
+                let chars = g.op("Sub", &[&w, &words], &[]);
+                let words = normalised(&mut g, &words);
+                let chars = normalised(&mut g, &chars);
+                g.op("Add", &[&words, &chars], &[])
+            }
+        };
         let w = g.op("Unsqueeze", &[&w, &axis_1], &[]); // [batch, 1, features]
         let rows = g.op("Gather", &[&weights, &ids], &[("axis", Attr::Int(0))]); // [batch, features, classes]
         let bag = g.op("MatMul", &[&w, &rows], &[]); // [batch, 1, classes]
@@ -388,7 +439,7 @@ impl LexicalModel {
 }
 
 /// Macro-F1 of `model` on labeled rows (0 when there are none).
-fn macro_f1_of(model: &LexicalModel, rows: &[(Vec<u32>, usize)]) -> f64 {
+fn macro_f1_of(model: &LexicalModel, rows: &[(Bag, usize)]) -> f64 {
     if rows.is_empty() {
         return 0.0;
     }
@@ -498,7 +549,7 @@ fn dual_cd_l2_svm(
 }
 
 /// Logits (row-major) and class ids of labeled rows.
-fn logits_of<'a>(model: &LexicalModel, rows: impl Iterator<Item = &'a (Vec<u32>, usize)>) -> (Vec<f32>, Vec<usize>) {
+fn logits_of<'a>(model: &LexicalModel, rows: impl Iterator<Item = &'a (Bag, usize)>) -> (Vec<f32>, Vec<usize>) {
     let (mut logits, mut y) = (Vec::new(), Vec::new());
     for (f, label) in rows {
         logits.extend(model.logits(f));
@@ -514,15 +565,17 @@ fn argmax(values: &[f32]) -> usize {
 /// Solves the one-vs-rest SVMs on `train` for each C of `grid` (ascending), each solve
 /// warm-started from the previous one's dual variables, handing each model to `visit`.
 fn solve_grid(
-    train: &[(Vec<u32>, usize)],
+    train: &[(Bag, usize)],
     classes: usize,
     settings: &LexicalSettings,
     grid: &[f32],
     mut visit: impl FnMut(f32, LexicalModel, usize),
 ) {
     let base = LexicalModel::with_idf(train, classes, &settings.featurizer);
-    let rows: Vec<Vec<(u32, f32)>> =
-        train.iter().map(|(f, _)| f.iter().copied().zip(base.values(f)).filter(|(id, _)| *id != 0).collect()).collect();
+    let rows: Vec<Vec<(u32, f32)>> = train
+        .iter()
+        .map(|(f, _)| f.ids.iter().copied().zip(base.values(f)).filter(|(id, _)| *id != 0).collect())
+        .collect();
     let y: Vec<usize> = train.iter().map(|(_, y)| *y).collect();
     let mut alphas: Vec<Vec<f32>> = vec![vec![0.0; rows.len()]; classes];
     for &c in grid {
@@ -533,7 +586,7 @@ fn solve_grid(
 }
 
 /// The model solved on `train` at one C, and the passes it took.
-fn solve_at(train: &[(Vec<u32>, usize)], classes: usize, settings: &LexicalSettings, c: f32) -> (LexicalModel, usize) {
+fn solve_at(train: &[(Bag, usize)], classes: usize, settings: &LexicalSettings, c: f32) -> (LexicalModel, usize) {
     let mut out = None;
     solve_grid(train, classes, settings, &[c], |_, model, iterations| out = Some((model, iterations)));
     out.unwrap_or_else(|| (LexicalModel::with_idf(train, classes, &settings.featurizer), 0))
@@ -544,16 +597,14 @@ mod tests {
     use super::*;
 
     /// Two classes told apart by which of two feature blocks a row draws from, with overlap.
-    fn toy(n: usize, seed: u64) -> Vec<(Vec<u32>, usize)> {
+    fn toy(n: usize, seed: u64) -> Vec<(Bag, usize)> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         (0..n)
             .map(|i| {
                 let y = i % 2;
-                let mut f: Vec<u32> =
+                let f: Vec<u32> =
                     (0..6).map(|_| 1 + (y as u32) * 40 + rand::Rng::random_range(&mut rng, 0..60)).collect();
-                f.sort_unstable();
-                f.dedup();
-                (f, y)
+                (Bag::from_ids(f), y)
             })
             .collect()
     }

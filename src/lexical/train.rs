@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::featurizer::Featurizer;
+use super::featurizer::{Bag, Featurizer, FeaturizerSettings};
 use super::model::{LexicalFit, LexicalModel, LexicalSettings, LexicalSolver, Selection};
 use crate::data::prepare::{DataSource, data_info, prepare_data};
 use crate::data::{LabeledData, stratified_group_folds};
@@ -37,6 +37,34 @@ pub struct LexicalJob<'a> {
     pub parity_tolerance: f32,
 }
 
+/// Fits the model on featurized rows, choosing as the settings say (K-fold over train +
+/// validation, or on the validation split with optional refit).
+fn fit_rows(
+    features: &[Bag],
+    y: &[usize],
+    split: &crate::data::SplitAssignment,
+    data: &LabeledData,
+    classes: usize,
+    settings: &LexicalSettings,
+) -> LexicalFit {
+    let rows = |set: &[usize]| -> Vec<(Bag, usize)> { set.iter().map(|&r| (features[r].clone(), y[r])).collect() };
+    if settings.folds > 1 {
+        // Cross-validation over train + validation, folds dealt like the split (grouped, stratified).
+        let pool_rows: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
+        let pool = data.select(&pool_rows);
+        let folds = stratified_group_folds(&pool.labels, pool.groups.as_deref(), settings.folds, settings.seed);
+        LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), classes, settings)
+    } else {
+        let validation = rows(&split.validation);
+        LexicalModel::fit(
+            &rows(&split.train),
+            Selection::Holdout { validation: &validation, refit: settings.refit },
+            classes,
+            settings,
+        )
+    }
+}
+
 /// Trains, exports and checks a lexical model.
 pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let started = Instant::now();
@@ -47,39 +75,40 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let data = job.data;
     let (labels, y, split) =
         prepare_data(data, job.labels.as_deref(), &job.source, job.split, settings.seed, job.stable_split)?;
-    let featurizer = Featurizer::new(settings.featurizer.clone());
-    let features: Vec<Vec<u32>> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
-    let rows = |set: &[usize]| -> Vec<(Vec<u32>, usize)> { set.iter().map(|&r| (features[r].clone(), y[r])).collect() };
     if settings.solver == LexicalSolver::Sgd && (settings.refit || settings.folds > 1) {
         return Err(Error::config("lexical", "--refit and --folds need the svm solver"));
     }
-    let (train, validation) = (rows(&split.train), rows(&split.validation));
     tracing::info!(
         rows = data.len(),
-        train = train.len(),
-        validation = validation.len(),
+        train = split.train.len(),
+        validation = split.validation.len(),
         test = split.test.len(),
         classes = labels.len(),
         buckets = settings.featurizer.buckets,
         folds = settings.folds,
         refit = settings.refit,
+        norms = ?settings.norms,
         "training lexical classifier"
     );
     let train_started = Instant::now();
-    let fit = if settings.folds > 1 {
-        // Cross-validation over train + validation, folds dealt like the split (grouped, stratified).
-        let pool_rows: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
-        let pool = data.select(&pool_rows);
-        let folds = stratified_group_folds(&pool.labels, pool.groups.as_deref(), settings.folds, settings.seed);
-        LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), labels.len(), settings)
-    } else {
-        LexicalModel::fit(
-            &train,
-            Selection::Holdout { validation: &validation, refit: settings.refit },
-            labels.len(),
-            settings,
-        )
-    };
+    // One fit per normalisation tried; the best validation (or out-of-fold) macro-F1 wins.
+    let mut best: Option<(f64, FeaturizerSettings, Vec<Bag>, LexicalFit)> = None;
+    let norms = if settings.norms.is_empty() { vec![settings.featurizer.norm] } else { settings.norms.clone() };
+    for norm in norms {
+        let tried = FeaturizerSettings { norm, ..settings.featurizer.clone() };
+        let featurizer = Featurizer::new(tried.clone());
+        let features: Vec<Bag> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
+        let settings = LexicalSettings { featurizer: tried.clone(), ..settings.clone() };
+        let fit = fit_rows(&features, &y, &split, &data, labels.len(), &settings);
+        let score = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        tracing::info!(?norm, validation_macro_f1 = format!("{score:.4}"), "lexical normalisation tried");
+        if best.as_ref().is_none_or(|b| score > b.0) {
+            best = Some((score, tried, features, fit));
+        }
+    }
+    let (_, chosen, features, fit) = best.expect("at least one normalisation is tried");
+    let settings = &LexicalSettings { featurizer: chosen, ..settings.clone() };
+    let featurizer = Featurizer::new(settings.featurizer.clone());
     let LexicalFit { model, history, svm, trained_on } = fit;
     let train_seconds = train_started.elapsed().as_secs_f64();
     let best_epoch = history.iter().enumerate().fold(0, |b, (i, f)| if *f > history[b] { i } else { b }) + 1;
@@ -126,12 +155,12 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             learning_rate: f64::from(settings.learning_rate),
             class_weights: settings.class_weights,
             best_validation_macro_f1: best_f1,
-            samples_per_second: (train.len() * history.len()) as f64 / train_seconds.max(1e-9),
+            samples_per_second: (split.train.len() * history.len()) as f64 / train_seconds.max(1e-9),
             wall_seconds: 0.0,
             validation_macro_f1: history.clone(),
             split: job.split,
             stable_split: job.stable_split,
-            refit_rows: (trained_on > train.len()).then_some(trained_on),
+            refit_rows: (trained_on > split.train.len()).then_some(trained_on),
             folds: (settings.folds > 1).then_some(settings.folds),
             temperature: svm.map(|c| c.temperature),
         }),
