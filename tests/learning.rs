@@ -343,3 +343,51 @@ max_length = 32
         out.iter().map(|r| r.json()["model_version"].as_str().unwrap().to_string()).collect();
     assert!(versions.contains("v1"), "records before the swap were labeled by v1");
 }
+
+#[test]
+fn trusted_labels_whose_offsets_are_committed_survive_kill_9() {
+    use common::kafka::*;
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let current = model_without_books(&fx);
+    let t = Topics::new(&brokers, "durable", 2);
+    // Learning on, but never enough labels to train: only the label store is exercised. 600
+    // labels stay below the 1,000 that make a Parquet partition, so before the write-ahead log
+    // every one of them lived only in memory while its offset was committed.
+    let extra = format!(
+        r#"
+[training]
+enabled = true
+trusted_label_field = "category"
+base_model = "{base}"
+state_dir = "{state}"
+min_new_labels = 1000000
+"#,
+        base = fx.base.display(),
+        state = fx.path("state").display()
+    );
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &current, &extra);
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    let records: Vec<(String, Vec<u8>)> = (0..600)
+        .map(|i| {
+            let p = &fx.products[i % fx.products.len()];
+            let record = serde_json::json!({"id": format!("p{i}"), "title": p.title, "category": p.category});
+            (format!("p{i}"), record.to_string().into_bytes())
+        })
+        .collect();
+    let ends = produce(&brokers, &t.input, &records);
+    // Wait until every offset is committed, then kill -9: no graceful flush of anything.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&brokers, &t.group, &t.input, 2) != ends {
+        assert!(Instant::now() < deadline, "offsets not committed within 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = prodcat::learn::LabelStore::open(&fx.path("state").join("labels"), Default::default()).unwrap();
+    let stored: BTreeSet<String> = store.snapshot().unwrap().into_iter().map(|r| r.id).collect();
+    let sent: BTreeSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(stored.len(), sent.len(), "labels whose offsets were committed were lost by kill -9");
+    assert_eq!(stored, sent);
+}

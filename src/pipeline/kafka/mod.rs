@@ -195,19 +195,6 @@ pub fn run_with_slot(
     health.model_ready.store(true, Ordering::Relaxed);
     let tracker = Arc::new(AckTracker::new());
     let fatal = Arc::new(Fatal::reporting_to(health.clone()));
-    let consumer = source::create_consumer(job, tracker.clone(), engine_tx, metrics.clone(), health.clone())?;
-    let sink = sink::Sink::new(job, tracker.clone(), metrics.clone(), fatal.clone(), consumer.context().group.clone())?;
-    let summary = Arc::new(std::sync::Mutex::new(StreamSummary::default()));
-    let sink_summary = summary.clone();
-    let receiver = engine.receiver();
-    let sink_thread = std::thread::Builder::new()
-        .name("prodcat-sink".into())
-        .spawn({
-            let fatal = fatal.clone();
-            // Any error that ends the sink is fatal at once (the consumer stops reading).
-            move || sink.run(receiver, sink_summary).inspect_err(|e| drop(fatal.fail("sink", e.to_string())))
-        })
-        .map_err(|e| Error::thread("starting the sink thread", e))?;
     // Continuous learning and hot swap run beside the data path.
     let learner = match &job.training {
         Some(training) => Some(crate::learn::Learner::new(
@@ -219,6 +206,41 @@ pub fn run_with_slot(
         )?),
         None => None,
     };
+    // Trusted labels go to the intake thread; commits wait on its barrier.
+    let intake = match &learner {
+        Some(learner) => {
+            let settings = crate::learn::intake::IntakeSettings {
+                id_field: job.kafka.id_field.clone(),
+                remember_texts: job.feedback_topic().is_some(),
+                recent_capacity: 100_000,
+                queue: job.kafka.chunk_records.max(1) * 4,
+            };
+            Some(crate::learn::intake::start(learner.store.clone(), settings)?)
+        }
+        None => None,
+    };
+    let barrier = intake.as_ref().map(|i| i.barrier.clone());
+    let consumer =
+        source::create_consumer(job, tracker.clone(), engine_tx, metrics.clone(), health.clone(), barrier.clone())?;
+    let sink = sink::Sink::new(
+        job,
+        tracker.clone(),
+        metrics.clone(),
+        fatal.clone(),
+        consumer.context().group.clone(),
+        barrier,
+    )?;
+    let summary = Arc::new(std::sync::Mutex::new(StreamSummary::default()));
+    let sink_summary = summary.clone();
+    let receiver = engine.receiver();
+    let sink_thread = std::thread::Builder::new()
+        .name("prodcat-sink".into())
+        .spawn({
+            let fatal = fatal.clone();
+            // Any error that ends the sink is fatal at once (the consumer stops reading).
+            move || sink.run(receiver, sink_summary).inspect_err(|e| drop(fatal.fail("sink", e.to_string())))
+        })
+        .map_err(|e| Error::thread("starting the sink thread", e))?;
     let side_stop = Arc::new(AtomicBool::new(false));
     let mut side_threads = Vec::new();
     if let (Some(interval), Some(model_dir)) = (job.watch, &job.model.follows) {
@@ -226,9 +248,7 @@ pub fn run_with_slot(
             crate::learn::watch::ModelWatcher::new(model_dir, slot.clone(), job.session.clone(), metrics.clone());
         side_threads.push(watcher.spawn(interval, side_stop.clone())?);
     }
-    let mut intake = None;
     if let Some(learner) = learner.clone() {
-        let store = learner.store.clone();
         let flag = side_stop.clone();
         side_threads.push(
             std::thread::Builder::new()
@@ -243,22 +263,15 @@ pub fn run_with_slot(
                 })
                 .map_err(|e| Error::thread("starting the learner", e))?,
         );
-        let settings = crate::learn::intake::IntakeSettings {
-            id_field: job.kafka.id_field.clone(),
-            remember_texts: job.feedback_topic().is_some(),
-            recent_capacity: 100_000,
-            queue: job.kafka.chunk_records.max(1) * 4,
-        };
-        intake = Some(crate::learn::intake::start(store, settings)?);
     }
-    let label_inputs = intake.as_ref().map(|(tx, _)| source::LabelInputs {
-        events: tx.clone(),
+    let label_inputs = intake.as_ref().map(|i: &crate::learn::intake::Intake| source::LabelInputs {
+        events: i.events.clone(),
         feedback_topic: job.feedback_topic().unwrap_or_default().to_string(),
     });
     let consumed = source::consume(job, consumer, tracker, stop, fatal.clone(), metrics, health.clone(), label_inputs);
     // Every label the consumer handed over reaches the store before the learner flushes it.
-    if let Some((tx, handle)) = intake {
-        drop(tx);
+    if let Some(crate::learn::intake::Intake { events, handle, .. }) = intake {
+        drop(events);
         if handle.join().is_err() {
             fatal.fail("label intake", "the label intake thread panicked");
         }

@@ -24,6 +24,7 @@ use super::settings::dead_letter_payload;
 use super::source::client_config;
 use super::{Fatal, KafkaJob, KafkaPart, MODEL_VERSION_HEADER, StreamSummary};
 use crate::error::{Error, Result};
+use crate::learn::intake::LabelBarrier;
 use crate::metrics::Metrics;
 use crate::pipeline::engine::LabeledChunk;
 use crate::pipeline::output::{RowSource, labeled_batch, now_millis};
@@ -114,6 +115,9 @@ pub struct Sink {
     fatal: Arc<Fatal>,
     group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
     txn: Transaction,
+    /// With continuous learning: a transaction commits its input offsets only once the trusted
+    /// labels read so far are durable.
+    labels: Option<LabelBarrier>,
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,6 +130,7 @@ impl Sink {
         metrics: Arc<Metrics>,
         fatal: Arc<Fatal>,
         group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
+        labels: Option<LabelBarrier>,
     ) -> Result<Self> {
         let k = &job.kafka;
         let mut c = rdkafka::config::ClientConfig::new();
@@ -172,6 +177,7 @@ impl Sink {
             fatal,
             group,
             txn: Transaction::default(),
+            labels,
         })
     }
 
@@ -370,6 +376,10 @@ impl Sink {
     fn commit_transaction(&mut self, force: bool) -> Result<()> {
         if !self.txn.open || !(force || self.txn.started.is_some_and(|t| t.elapsed() >= self.commit_every)) {
             return Ok(());
+        }
+        if let Some(Err(e)) = self.labels.as_ref().map(LabelBarrier::wait) {
+            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            return Err(self.fail(format!("trusted labels are not durable, transaction aborted: {e}")));
         }
         let guard = self.group.lock().unwrap_or_else(|p| p.into_inner());
         let Some(group) = guard.as_ref() else {

@@ -16,7 +16,7 @@ use super::acks::{AckTracker, TopicPartition};
 use super::decode::{RecordRules, decode};
 use super::{DeadMessage, Fatal, Health, InRecord, KafkaJob, KafkaPart, KafkaSettings};
 use crate::error::{Error, Result};
-use crate::learn::intake::LabelEvent;
+use crate::learn::intake::{LabelBarrier, LabelEvent};
 use crate::metrics::Metrics;
 use crate::pipeline::engine::TextChunk;
 
@@ -39,6 +39,9 @@ pub struct SourceContext {
     health: Arc<Health>,
     /// Group generation for transactional offset commits (refreshed on every assignment).
     pub group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
+    /// With continuous learning: every commit first waits until the labels handed over are
+    /// durable in the label store.
+    labels: Option<LabelBarrier>,
 }
 
 /// The consumer type of the pipeline.
@@ -81,14 +84,14 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
-/// Commits `positions` (next offsets to read) synchronously or not.
-fn commit(
-    consumer: &BaseConsumer<impl ConsumerContext>,
-    positions: &[(TopicPartition, i64)],
-    mode: CommitMode,
-) -> Result<()> {
+/// Commits `positions` (next offsets to read) synchronously or not, once the trusted labels read
+/// so far are durable (an error, and nothing committed, when they cannot be made so).
+fn commit(consumer: &PipelineConsumer, positions: &[(TopicPartition, i64)], mode: CommitMode) -> Result<()> {
     if positions.is_empty() {
         return Ok(());
+    }
+    if let Some(labels) = &consumer.context().labels {
+        labels.wait()?;
     }
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in positions {
@@ -169,6 +172,7 @@ pub fn create_consumer(
     engine: flume::Sender<TextChunk<KafkaPart>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    labels: Option<LabelBarrier>,
 ) -> Result<Arc<PipelineConsumer>> {
     let k = &job.kafka;
     let mut c = ClientConfig::new();
@@ -193,6 +197,7 @@ pub fn create_consumer(
         metrics,
         health,
         group: Arc::default(),
+        labels,
     };
     let consumer: PipelineConsumer = c
         .create_with_context(context)
@@ -308,7 +313,8 @@ pub fn consume(
                 ctx.flush()?;
             }
             if !k.exactly_once && last_commit.elapsed() >= commit_every {
-                commit(&consumer, &tracker.take_commits(), CommitMode::Async)?;
+                commit(&consumer, &tracker.take_commits(), CommitMode::Async)
+                    .map_err(|e| fatal.fail("commit", e.to_string()))?;
                 last_commit = Instant::now();
             }
         }
