@@ -1,7 +1,8 @@
 //! The Kafka pipeline against a real broker (started by `scripts/test.sh`, address in
 //! `PRODCAT_TEST_KAFKA`): N in → N out, every kind of bad record dead-lettered with its reason,
 //! low-confidence review, graceful shutdown commits, kill -9 loses nothing, two instances share
-//! the partitions, exactly-once. Skips with a message when no broker is configured.
+//! the partitions, exactly-once, and a chaos run (six kill -9 mid-stream). Fails when the broker
+//! `scripts/test.sh` starts is unreachable; skips with a message when none is configured.
 
 mod common;
 
@@ -291,4 +292,92 @@ fn operator_contract_environment_overrides() {
     let v = out[0].json();
     assert!(v["label"].is_string() && v["confidence"].is_f64() && v["model_version"] == "v1");
     assert_eq!(dead.len(), 1);
+}
+
+#[test]
+fn chaos_repeated_kill_9_loses_no_record_and_no_trusted_label() {
+    use rand::{Rng, SeedableRng};
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "chaos", 2);
+    // Every record carries a trusted category, so the label store is under the same kills.
+    let extra = format!(
+        r#"
+[training]
+enabled = true
+trusted_label_field = "category"
+base_model = "{base}"
+state_dir = "{state}"
+min_new_labels = 1000000
+"#,
+        base = fx.base.display(),
+        state = fx.path("state").display()
+    );
+    // Enough input that six short runs cannot finish it (the tiny model labels ~10,000 records/s).
+    let n = 60_000;
+    let records: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let p = &fx.products[i % fx.products.len()];
+            let record = serde_json::json!({"id": format!("p{i}"), "title": p.title, "category": p.category});
+            (format!("p{i}"), record.to_string().into_bytes())
+        })
+        .collect();
+    let expected: BTreeSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
+    produce(&brokers, &t.input, &records);
+    // kill -9 at seeded random points after start-up; each kill must land mid-stream.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261122);
+    let mut progress = Vec::new();
+    for round in 0..6 {
+        let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
+        let mut child = start(&pipeline);
+        wait_ready(port, &mut child);
+        // Once this run has labeled something (partitions assigned, records flowing), a random
+        // moment later.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while labeled_so_far(port) == 0 {
+            assert!(Instant::now() < deadline, "round {round}: no record labeled within 60 s of start-up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        assert!(child.try_wait().unwrap().is_none(), "the pipeline exited before the kill");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        progress.push(ids(&read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(1), false)).len());
+    }
+    let mid_stream = progress.iter().filter(|&&done| 0 < done && done < n).count();
+    assert!(mid_stream >= 5, "fewer than 5 kills landed mid-stream (unique outputs after each: {progress:?})");
+    // A last run finishes the stream.
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut out = read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(2), false);
+    while ids(&out).len() < n && Instant::now() < deadline {
+        out = read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(2), false);
+    }
+    stop(child);
+    let out = read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(3), false);
+    let unique = ids(&out);
+    eprintln!(
+        "chaos: {} kill -9 mid-stream (unique outputs after each: {progress:?}), {n} records, {} outputs, {} duplicates",
+        mid_stream,
+        out.len(),
+        out.len() - unique.len()
+    );
+    assert_eq!(unique.len(), n, "records lost across repeated kill -9");
+    assert_eq!(unique, expected);
+    let store = prodcat::learn::LabelStore::open(&fx.path("state").join("labels"), Default::default()).unwrap();
+    let labeled: BTreeSet<String> = store.snapshot().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(labeled, expected, "trusted labels lost across repeated kill -9");
+}
+
+/// Records this pipeline process has labeled (its `/metrics` counter; 0 when unreachable).
+fn labeled_so_far(port: u16) -> u64 {
+    let metrics = http_get(port, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("prodcat_records_labeled_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
