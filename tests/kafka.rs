@@ -381,3 +381,78 @@ fn labeled_so_far(port: u16) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+#[test]
+fn a_full_label_store_disk_stops_commits_and_fails_the_pipeline() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let Some(_disk) = FullDisk::mount(&fx.path("state")) else { return };
+    // One partition: offset i is record i, so "committed up to C" names the records p0..p(C-1).
+    let t = Topics::new(&brokers, "fullstate", 1);
+    let extra = format!(
+        r#"
+[training]
+enabled = true
+trusted_label_field = "category"
+base_model = "{base}"
+state_dir = "{state}"
+min_new_labels = 1000000
+"#,
+        base = fx.base.display(),
+        state = fx.path("state").display()
+    );
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
+    let n = 5_000;
+    let records: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let p = &fx.products[i % fx.products.len()];
+            let record = serde_json::json!({"id": format!("p{i}"), "title": p.title, "category": p.category});
+            (format!("p{i}"), record.to_string().into_bytes())
+        })
+        .collect();
+    produce(&brokers, &t.input, &records);
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    // ~1,000 labels fill the 200 KiB store: /healthz turns 503 and the process exits non-zero.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut body = None;
+    while child.try_wait().unwrap().is_none() {
+        if let Some((503, b)) = http_get(port, "/healthz") {
+            body.get_or_insert(b);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the pipeline did not fail with a full label store; its log:\n{}", logs.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!child.wait().unwrap().success(), "a failed pipeline must exit non-zero");
+    let err = logs.join().unwrap();
+    assert!(err.contains("No space left on device") && err.contains("label store"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let body = body.expect("the pipeline exited before /healthz showed the failure");
+    assert!(body.contains("failed: ") && body.contains("No space left"), "{body}");
+    // Nothing past the last durable label was committed: every committed record's label is stored.
+    let committed = committed(&brokers, &t.group, &t.input, 1).get(&0).copied().unwrap_or(0);
+    assert!(committed < n as i64, "every offset was committed although the store is full");
+    let copy = fx.path("state-copy");
+    let status = Command::new("cp").args(["-r", &fx.path("state/labels").display().to_string()]).arg(&copy).status();
+    assert!(status.unwrap().success());
+    let store = prodcat::learn::LabelStore::open(&copy, Default::default()).unwrap();
+    let stored: BTreeSet<String> = store.snapshot().unwrap().into_iter().map(|r| r.id).collect();
+    let missing: Vec<String> = (0..committed).map(|i| format!("p{i}")).filter(|id| !stored.contains(id)).collect();
+    eprintln!("full label store: {committed} offsets committed, {} labels stored, /healthz: {body:?}", stored.len());
+    assert!(
+        missing.is_empty(),
+        "committed records without a stored label: {} (first {:?})",
+        missing.len(),
+        missing.first()
+    );
+}
