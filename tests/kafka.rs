@@ -157,41 +157,12 @@ fn a_full_disk_fails_the_pipeline_loudly_and_it_exits() {
     produce(&brokers, &t.input, &messages);
     let mut child = start(&pipeline);
     wait_ready(port, &mut child);
-    // Drain its logs while waiting (a full pipe would block the process, not the fault).
-    let mut stderr = child.stderr.take().unwrap();
-    let logs = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
-        text
-    });
     // The file sink fills the disk: /healthz turns 503 naming the failure, and the process
     // exits non-zero on its own.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let body = loop {
-        if let Some((503, body)) = http_get(port, "/healthz") {
-            break Some(body);
-        }
-        if child.try_wait().unwrap().is_some() {
-            break None;
-        }
-        assert!(Instant::now() < deadline, "still healthy with a full disk");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let failed_at = Instant::now();
-    let exit_deadline = failed_at + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > exit_deadline {
-            child.kill().unwrap();
-            panic!("the failed pipeline did not exit; its log:\n{}", logs.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("/healthz 503 → exit: {:?}; /healthz said: {body:?}", failed_at.elapsed());
-    assert!(!child.wait().unwrap().success(), "a failed pipeline must exit non-zero");
-    let err = logs.join().unwrap();
-    assert!(err.contains("No space left on device"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let body = body.expect("the pipeline exited before /healthz showed the failure");
+    let failure = wait_for_failure(port, child, Duration::from_secs(180));
+    eprintln!("/healthz 503 → exit: {:?}; /healthz said: {:?}", failure.to_exit, failure.health);
+    assert!(failure.logs.contains("No space left on device"), "{}", failure.logs);
+    let body = failure.health.expect("the pipeline exited before /healthz showed the failure");
     assert!(body.contains("failed: ") && body.contains("No space left"), "{body}");
 }
 
@@ -302,27 +273,10 @@ fn chaos_repeated_kill_9_loses_no_record_and_no_trusted_label() {
     let model = tiny_registry(&fx);
     let t = Topics::new(&brokers, "chaos", 2);
     // Every record carries a trusted category, so the label store is under the same kills.
-    let extra = format!(
-        r#"
-[training]
-enabled = true
-trusted_label_field = "category"
-base_model = "{base}"
-state_dir = "{state}"
-min_new_labels = 1000000
-"#,
-        base = fx.base.display(),
-        state = fx.path("state").display()
-    );
+    let extra = label_store_only(&fx);
     // Enough input that six short runs cannot finish it (the tiny model labels ~10,000 records/s).
     let n = 60_000;
-    let records: Vec<(String, Vec<u8>)> = (0..n)
-        .map(|i| {
-            let p = &fx.products[i % fx.products.len()];
-            let record = serde_json::json!({"id": format!("p{i}"), "title": p.title, "category": p.category});
-            (format!("p{i}"), record.to_string().into_bytes())
-        })
-        .collect();
+    let records: Vec<(String, Vec<u8>)> = (0..n).map(|i| labeled_product(&fx, i)).collect();
     let expected: BTreeSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
     produce(&brokers, &t.input, &records);
     // kill -9 at seeded random points after start-up; each kill must land mid-stream.
@@ -367,9 +321,7 @@ min_new_labels = 1000000
     );
     assert_eq!(unique.len(), n, "records lost across repeated kill -9");
     assert_eq!(unique, expected);
-    let store = prodcat::learn::LabelStore::open(&fx.path("state").join("labels"), Default::default()).unwrap();
-    let labeled: BTreeSet<String> = store.snapshot().unwrap().into_iter().map(|r| r.id).collect();
-    assert_eq!(labeled, expected, "trusted labels lost across repeated kill -9");
+    assert_eq!(stored_label_ids(&fx.path("state/labels")), expected, "trusted labels lost across repeated kill -9");
 }
 
 /// Records this pipeline process has labeled (its `/metrics` counter; 0 when unreachable).
@@ -390,54 +342,21 @@ fn a_full_label_store_disk_stops_commits_and_fails_the_pipeline() {
     let Some(_disk) = FullDisk::mount(&fx.path("state")) else { return };
     // One partition: offset i is record i, so "committed up to C" names the records p0..p(C-1).
     let t = Topics::new(&brokers, "fullstate", 1);
-    let extra = format!(
-        r#"
-[training]
-enabled = true
-trusted_label_field = "category"
-base_model = "{base}"
-state_dir = "{state}"
-min_new_labels = 1000000
-"#,
-        base = fx.base.display(),
-        state = fx.path("state").display()
-    );
+    let extra = label_store_only(&fx);
     let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
     let n = 5_000;
-    let records: Vec<(String, Vec<u8>)> = (0..n)
-        .map(|i| {
-            let p = &fx.products[i % fx.products.len()];
-            let record = serde_json::json!({"id": format!("p{i}"), "title": p.title, "category": p.category});
-            (format!("p{i}"), record.to_string().into_bytes())
-        })
-        .collect();
+    let records: Vec<(String, Vec<u8>)> = (0..n).map(|i| labeled_product(&fx, i)).collect();
     produce(&brokers, &t.input, &records);
     let mut child = start(&pipeline);
     wait_ready(port, &mut child);
-    let mut stderr = child.stderr.take().unwrap();
-    let logs = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
-        text
-    });
     // ~1,000 labels fill the 200 KiB store: /healthz turns 503 and the process exits non-zero.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut body = None;
-    while child.try_wait().unwrap().is_none() {
-        if let Some((503, b)) = http_get(port, "/healthz") {
-            body.get_or_insert(b);
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the pipeline did not fail with a full label store; its log:\n{}", logs.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!child.wait().unwrap().success(), "a failed pipeline must exit non-zero");
-    let err = logs.join().unwrap();
-    assert!(err.contains("No space left on device") && err.contains("label store"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let body = body.expect("the pipeline exited before /healthz showed the failure");
+    let failure = wait_for_failure(port, child, Duration::from_secs(120));
+    assert!(
+        failure.logs.contains("No space left on device") && failure.logs.contains("label store"),
+        "{}",
+        failure.logs
+    );
+    let body = failure.health.expect("the pipeline exited before /healthz showed the failure");
     assert!(body.contains("failed: ") && body.contains("No space left"), "{body}");
     // Nothing past the last durable label was committed: every committed record's label is stored.
     let committed = committed(&brokers, &t.group, &t.input, 1).get(&0).copied().unwrap_or(0);
@@ -445,8 +364,7 @@ min_new_labels = 1000000
     let copy = fx.path("state-copy");
     let status = Command::new("cp").args(["-r", &fx.path("state/labels").display().to_string()]).arg(&copy).status();
     assert!(status.unwrap().success());
-    let store = prodcat::learn::LabelStore::open(&copy, Default::default()).unwrap();
-    let stored: BTreeSet<String> = store.snapshot().unwrap().into_iter().map(|r| r.id).collect();
+    let stored = stored_label_ids(&copy);
     let missing: Vec<String> = (0..committed).map(|i| format!("p{i}")).filter(|id| !stored.contains(id)).collect();
     eprintln!("full label store: {committed} offsets committed, {} labels stored, /healthz: {body:?}", stored.len());
     assert!(

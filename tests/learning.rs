@@ -296,16 +296,7 @@ max_length = 32
     let mut child = start(&pipeline);
     wait_ready(port, &mut child);
     // Phase 1: records with trusted categories, Books among them (the model has never seen it).
-    let record = |i: usize| {
-        let p = &fx.products[i % fx.products.len()];
-        (
-            format!("p{i}"),
-            serde_json::json!({"id": format!("p{i}"), "title": p.title, "category": p.category})
-                .to_string()
-                .into_bytes(),
-        )
-    };
-    produce(&brokers, &t.input, &(0..600).map(record).collect::<Vec<_>>());
+    produce(&brokers, &t.input, &(0..600).map(|i| labeled_product(&fx, i)).collect::<Vec<_>>());
     // Training triggers, the gate promotes, the watcher swaps: wait for v2 to serve.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -354,28 +345,11 @@ fn trusted_labels_whose_offsets_are_committed_survive_kill_9() {
     // Learning on, but never enough labels to train: only the label store is exercised. 600
     // labels stay below the 1,000 that make a Parquet partition, so before the write-ahead log
     // every one of them lived only in memory while its offset was committed.
-    let extra = format!(
-        r#"
-[training]
-enabled = true
-trusted_label_field = "category"
-base_model = "{base}"
-state_dir = "{state}"
-min_new_labels = 1000000
-"#,
-        base = fx.base.display(),
-        state = fx.path("state").display()
-    );
+    let extra = label_store_only(&fx);
     let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &current, &extra);
     let mut child = start(&pipeline);
     wait_ready(port, &mut child);
-    let records: Vec<(String, Vec<u8>)> = (0..600)
-        .map(|i| {
-            let p = &fx.products[i % fx.products.len()];
-            let record = serde_json::json!({"id": format!("p{i}"), "title": p.title, "category": p.category});
-            (format!("p{i}"), record.to_string().into_bytes())
-        })
-        .collect();
+    let records: Vec<(String, Vec<u8>)> = (0..600).map(|i| labeled_product(&fx, i)).collect();
     let ends = produce(&brokers, &t.input, &records);
     // Wait until every offset is committed, then kill -9: no graceful flush of anything.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -385,8 +359,7 @@ min_new_labels = 1000000
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let store = prodcat::learn::LabelStore::open(&fx.path("state").join("labels"), Default::default()).unwrap();
-    let stored: BTreeSet<String> = store.snapshot().unwrap().into_iter().map(|r| r.id).collect();
+    let stored = stored_label_ids(&fx.path("state/labels"));
     let sent: BTreeSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(stored.len(), sent.len(), "labels whose offsets were committed were lost by kill -9");
     assert_eq!(stored, sent);

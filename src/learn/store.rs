@@ -130,9 +130,14 @@ fn numbered(dir: &Path, number: fn(&Path) -> Option<u64>) -> Result<Vec<(u64, Pa
     Ok(found)
 }
 
+/// The path of write-ahead segment `number`.
+fn wal_file(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("wal-{number:06}.jsonl"))
+}
+
 /// Creates write-ahead segment `number` (the folder entry made durable at once).
 fn create_wal(dir: &Path, number: u64) -> Result<BufWriter<File>> {
-    let path = dir.join(format!("wal-{number:06}.jsonl"));
+    let path = wal_file(dir, number);
     let file = File::options().create(true).append(true).open(&path).at(&path)?;
     crate::fsutil::fsync_dir(dir);
     Ok(BufWriter::new(file))
@@ -189,14 +194,7 @@ impl LabelStore {
     }
 
     fn partitions_in(dir: &Path) -> Result<Vec<PathBuf>> {
-        let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
-            .at(dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| part_number(p).is_some())
-            .collect();
-        parts.sort();
-        Ok(parts)
+        Ok(numbered(dir, part_number)?.into_iter().map(|(_, path)| path).collect())
     }
 
     /// Adds a trusted label: written to the write-ahead segment (durable at the next
@@ -213,7 +211,7 @@ impl LabelStore {
             };
             let mut line = serde_json::to_vec(&row).map_err(|e| Error::data(&self.dir, e.to_string()))?;
             line.push(b'\n');
-            let path = self.wal_path(inner.wal_number);
+            let path = wal_file(&self.dir, inner.wal_number);
             inner.wal.write_all(&line).at(&path)?;
             inner.unsynced = true;
             inner.buffer.push(row);
@@ -223,10 +221,6 @@ impl LabelStore {
         if full { self.flush() } else { Ok(()) }
     }
 
-    fn wal_path(&self, number: u64) -> PathBuf {
-        self.dir.join(format!("wal-{number:06}.jsonl"))
-    }
-
     /// Makes every appended label durable: the write-ahead segment flushed and fsynced (one
     /// fsync however many labels came since the last call).
     pub fn sync(&self) -> Result<()> {
@@ -234,7 +228,7 @@ impl LabelStore {
         if !inner.unsynced {
             return Ok(());
         }
-        let path = self.wal_path(inner.wal_number);
+        let path = wal_file(&self.dir, inner.wal_number);
         inner.wal.flush().at(&path)?;
         inner.wal.get_ref().sync_data().at(&path)?;
         inner.unsynced = false;
@@ -271,7 +265,7 @@ impl LabelStore {
             }
             // Later appends go to a new segment; this one is complete once the partition is.
             let covered = inner.wal_number;
-            let path = self.wal_path(covered);
+            let path = wal_file(&self.dir, covered);
             inner.wal.flush().at(&path)?;
             inner.wal = create_wal(&self.dir, covered + 1)?;
             inner.wal_number = covered + 1;

@@ -287,3 +287,70 @@ pub fn product(fx: &Fixture, i: usize) -> (String, Vec<u8>) {
 pub fn ids(reads: &[Read]) -> BTreeSet<String> {
     reads.iter().map(|r| r.json()["id"].as_str().unwrap().to_string()).collect()
 }
+
+/// Record `i` of the fixture with its trusted category (field `category`).
+pub fn labeled_product(fx: &Fixture, i: usize) -> (String, Vec<u8>) {
+    let p = &fx.products[i % fx.products.len()];
+    let id = format!("p{i}");
+    (id.clone(), serde_json::json!({"id": id, "title": p.title, "category": p.category}).to_string().into_bytes())
+}
+
+/// A `[training]` section that keeps trusted labels (`category`) in a label store under the
+/// fixture's `state` folder but never has enough of them to train: the label store alone is
+/// under test.
+pub fn label_store_only(fx: &Fixture) -> String {
+    format!(
+        "\n[training]\nenabled = true\ntrusted_label_field = \"category\"\nbase_model = \"{}\"\nstate_dir = \"{}\"\nmin_new_labels = 1000000\n",
+        fx.base.display(),
+        fx.path("state").display()
+    )
+}
+
+/// Product ids in the label store at `dir` (what a restarted pipeline would find).
+pub fn stored_label_ids(dir: &Path) -> BTreeSet<String> {
+    let store = prodcat::learn::LabelStore::open(dir, Default::default()).unwrap();
+    store.snapshot().unwrap().into_iter().map(|r| r.id).collect()
+}
+
+/// How a pipeline that was expected to fail ended.
+pub struct Failure {
+    /// The first `/healthz` answer with status 503 (`None`: it exited before one was seen).
+    pub health: Option<String>,
+    /// From that answer to the process's exit.
+    pub to_exit: Duration,
+    pub logs: String,
+}
+
+/// Waits (at most `within`) for a started pipeline to turn unhealthy and exit on its own,
+/// draining its logs meanwhile (a full pipe would block the process, not the fault); asserts the
+/// exit is non-zero and nothing panicked.
+pub fn wait_for_failure(port: u16, mut child: Child, within: Duration) -> Failure {
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    let deadline = Instant::now() + within;
+    let mut health: Option<(String, Instant)> = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if health.is_none()
+            && let Some((503, body)) = http_get(port, "/healthz")
+        {
+            health = Some((body, Instant::now()));
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the pipeline did not fail and exit within {within:?}; its log:\n{}", logs.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let logs = logs.join().unwrap();
+    assert!(!status.success(), "a failed pipeline must exit non-zero:\n{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+    let to_exit = health.as_ref().map_or(Duration::ZERO, |(_, at)| at.elapsed());
+    Failure { health: health.map(|(body, _)| body), to_exit, logs }
+}
