@@ -219,6 +219,18 @@ impl PipelineConfig {
             if k.exactly_once && k.transactional_id.trim().is_empty() {
                 problems.push("kafka.transactional_id: required with kafka.exactly_once = true".into());
             }
+            let strategy = k
+                .consumer_properties
+                .get("partition.assignment.strategy")
+                .or_else(|| k.properties.get("partition.assignment.strategy"));
+            if k.exactly_once && strategy.is_some_and(|s| s.contains("cooperative")) {
+                problems.push(
+                    "kafka.consumer_properties.partition.assignment.strategy: a cooperative assignor keeps partitions \
+                     through a rebalance, so a transaction aborted at a revoke could not be read again; use the eager \
+                     `range` or `roundrobin` with kafka.exactly_once = true"
+                        .into(),
+                );
+            }
             if k.exactly_once && self.files.enabled {
                 problems.push("files.enabled: files cannot join a Kafka transaction; turn off kafka.exactly_once or the file sink".into());
             }
@@ -233,13 +245,6 @@ impl PipelineConfig {
                     limit.saturating_sub(LABEL_HEADROOM_BYTES)
                 )),
                 Ok(_) => {}
-            }
-            if k.exactly_once && self.training.enabled && !self.training.feedback_topic.trim().is_empty() {
-                problems.push(
-                    "training.feedback_topic: not supported with kafka.exactly_once = true yet (feedback offsets \
-                     would not travel in the transaction); use trusted_label_field, or turn off exactly_once"
-                        .into(),
-                );
             }
             if !(0.0..=1.0).contains(&k.review_threshold) {
                 problems.push("kafka.review_threshold: must be within [0, 1]".into());

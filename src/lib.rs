@@ -20,12 +20,14 @@
 //! - [`metrics`]: Prometheus metrics
 //! - [`learn`]: label store, background training, gate, hot swap
 //! - [`runtime`]: locating and loading the ONNX Runtime library
+//! - [`fault`]: fault injection points for tests
 
 pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod fault;
 pub mod fsutil;
 pub mod http;
 pub mod learn;

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub training_eval_macro_f1: Gauge,
     pub label_store_records: IntGauge,
     pub end_to_end_seconds: Histogram,
+    pub transactions: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -93,6 +94,12 @@ impl Metrics {
                 "prodcat_records_received_total",
                 "Records read from a source.",
                 &["source"],
+            ),
+            transactions: counter_vec(
+                &r,
+                "prodcat_kafka_transactions_total",
+                "Exactly-once transactions ended, by outcome (committed, aborted).",
+                &["outcome"],
             ),
             records_labeled: counter_vec(&r, "prodcat_records_labeled_total", "Records labeled, by label.", &["label"]),
             records_rejected: counter_vec(

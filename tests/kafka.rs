@@ -374,3 +374,191 @@ fn a_full_label_store_disk_stops_commits_and_fails_the_pipeline() {
         missing.first()
     );
 }
+
+/// The stored label of every product in the label store at `dir`.
+fn stored_labels(dir: &Path) -> std::collections::BTreeMap<String, (String, String)> {
+    let store = prodcat::learn::LabelStore::open(dir, Default::default()).unwrap();
+    store.snapshot().unwrap().into_iter().map(|r| (r.id, (r.label, r.text))).collect()
+}
+
+#[test]
+fn corrections_find_their_text_or_are_dead_lettered_and_commit_inside_the_transaction() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "feedback", 1);
+    let feedback = unique("feedback-fb");
+    create_topics(&brokers, &[(&feedback, 1)]);
+    let extra = format!(
+        "exactly_once = true\ntransactional_id = \"{}\"\n{}feedback_topic = \"{feedback}\"\n",
+        unique("txn"),
+        label_store_only(&fx)
+    );
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
+    let store = fx.path("state/labels");
+    let title = |i: usize| fx.products[i % fx.products.len()].title.clone();
+    let fb = |v: serde_json::Value| (v["id"].as_str().unwrap_or("x").to_string(), v.to_string().into_bytes());
+
+    // First instance: p0..p19 carry a trusted category, p20..p39 do not.
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    let mut records: Vec<(String, Vec<u8>)> = (0..20).map(|i| labeled_product(&fx, i)).collect();
+    records.extend((20..40).map(|i| product(&fx, i)));
+    produce(&brokers, &t.input, &records);
+    assert_eq!(read_topic(&brokers, &t.output, 40, Duration::from_secs(120), true).len(), 40);
+    produce(
+        &brokers,
+        &feedback,
+        &[
+            fb(serde_json::json!({"id": "p25", "label": "Books"})), // read by this instance
+            fb(serde_json::json!({"id": "t1", "label": "Shoes", "title": "leather ankle boots"})),
+            fb(serde_json::json!({"id": "nowhere", "label": "Books"})), // never seen
+            ("junk".into(), b"{not json".to_vec()),
+            fb(serde_json::json!({"id": "p4"})), // no label
+        ],
+    );
+    let dead = read_topic(&brokers, &t.dead, 3, Duration::from_secs(60), true);
+    let reasons: BTreeSet<String> = dead.iter().map(|d| d.headers["prodcat-reason"].clone()).collect();
+    assert_eq!(reasons, ["invalid_json", "missing_label", "unknown_product"].map(String::from).into());
+    for d in &dead {
+        assert_eq!(d.headers["prodcat-source-topic"], feedback);
+    }
+    let unknown = dead.iter().find(|d| d.headers["prodcat-reason"] == "unknown_product").unwrap();
+    assert!(unknown.headers["prodcat-error"].contains("`nowhere`"), "{:?}", unknown.headers);
+    stop(child);
+    // Exactly-once: the feedback offsets were committed inside the transactions.
+    assert_eq!(committed(&brokers, &t.group, &feedback, 1).get(&0).copied(), Some(5));
+    let labels = stored_labels(&store);
+    assert_eq!(labels["p25"], ("Books".to_string(), title(25)));
+    assert_eq!(labels["t1"], ("Shoes".to_string(), "leather ankle boots".to_string()));
+    assert!(!labels.contains_key("nowhere") && labels.len() == 22, "{labels:?}");
+
+    // A second instance (nothing in memory): a product labeled before is found in the label
+    // store; one that was only read by the first instance is an unknown product, dead-lettered.
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    produce(
+        &brokers,
+        &feedback,
+        &[
+            fb(serde_json::json!({"id": "p7", "label": "Fridges"})),
+            fb(serde_json::json!({"id": "p30", "label": "Books"})),
+        ],
+    );
+    let dead = read_topic(&brokers, &t.dead, 4, Duration::from_secs(60), true);
+    assert_eq!(dead.len(), 4);
+    assert!(dead[3].headers["prodcat-error"].contains("`p30`"), "{:?}", dead[3].headers);
+    stop(child);
+    assert_eq!(committed(&brokers, &t.group, &feedback, 1).get(&0).copied(), Some(7));
+    let labels = stored_labels(&store);
+    assert_eq!(labels["p7"], ("Fridges".to_string(), title(7)));
+    assert!(!labels.contains_key("p30"));
+}
+
+#[test]
+fn exactly_once_aborts_the_open_transaction_when_a_revoke_cannot_drain() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "eos-revoke", 2);
+    // Transactions stay open for 15 s and a revoke waits 1 ms: the first instance's revoke cannot
+    // drain, so its open transaction must be aborted rather than committed later with the offsets
+    // of partitions the second instance owns by then.
+    let pipeline_for = |txn: &str| {
+        let extra = format!("exactly_once = true\ntransactional_id = \"{txn}\"\ndrain_timeout_ms = 1\n");
+        let (path, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
+        let text =
+            std::fs::read_to_string(&path).unwrap().replace("commit_interval_ms = 200", "commit_interval_ms = 15000");
+        std::fs::write(&path, text).unwrap();
+        (path, port)
+    };
+    let (a_file, a_port) = pipeline_for(&unique("txn-a"));
+    let (b_file, b_port) = pipeline_for(&unique("txn-b"));
+    let hides_aborts = broker_hides_aborted_records(&brokers);
+    let mut a = start(&a_file);
+    wait_ready(a_port, &mut a);
+    let ends = produce(&brokers, &t.input, &(0..200).map(|i| product(&fx, i)).collect::<Vec<_>>());
+    // Wait until the first instance has written them all into its open transaction.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while labeled_so_far(a_port) < 200 {
+        assert!(Instant::now() < deadline, "the first instance did not label the records");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut b = start(&b_file);
+    wait_ready(b_port, &mut b);
+    // Done when every input offset is committed (by transactions of either instance).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&brokers, &t.group, &t.input, 2) != ends {
+        assert!(Instant::now() < deadline, "offsets not committed: {:?}", committed(&brokers, &t.group, &t.input, 2));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs = [stop(a), stop(b)];
+    let aborted: usize = logs.iter().map(|l| aborted_records(l)).sum();
+    let all = read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(3), true);
+    eprintln!(
+        "after the revoke: {} outputs, {} products, {aborted} records in aborted transactions (broker hides them: {hides_aborts})",
+        all.len(),
+        ids(&all).len()
+    );
+    assert!(aborted >= 200, "the first instance did not abort its open transaction");
+    assert_eq!(ids(&all).len(), 200, "every record labeled");
+    // Each record once in a committed transaction: on Kafka that is all a read_committed
+    // consumer sees; the test broker also shows the aborted ones.
+    let visible_aborted = if hides_aborts { 0 } else { aborted };
+    assert_eq!(all.len(), 200 + visible_aborted, "a record was committed twice");
+}
+
+#[test]
+fn a_send_failing_mid_transaction_aborts_it_and_a_restart_writes_each_record_once() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "eos-fault", 1);
+    let extra = format!("exactly_once = true\ntransactional_id = \"{}\"\ncommit_interval_ms = 5000", unique("txn"));
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, "");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace("commit_interval_ms = 200", &extra);
+    std::fs::write(&pipeline, text).unwrap();
+    let n = 600usize;
+    produce(&brokers, &t.input, &(0..n).map(|i| product(&fx, i)).collect::<Vec<_>>());
+    // The 400th record the sink enqueues (outputs and reviews) fails, inside an open transaction.
+    let mut child = start_with_env(&pipeline, &[("PRODCAT_FAULTS", "kafka.send=400")]);
+    wait_ready(port, &mut child);
+    let failure = wait_for_failure(port, child, Duration::from_secs(60));
+    let body = failure.health.expect("the pipeline exited before /healthz showed the failure");
+    assert!(body.contains("injected fault"), "{body}");
+    assert!(failure.logs.contains("transaction aborted"), "{}", failure.logs);
+    let first_run_committed = committed(&brokers, &t.group, &t.input, 1).get(&0).copied().unwrap_or(0);
+    let first_run_ended = Instant::now();
+    // Restart without the fault: it resumes from the committed offset, so nothing of the aborted
+    // transaction was committed.
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&brokers, &t.group, &t.input, 1).get(&0).copied() != Some(n as i64) {
+        assert!(Instant::now() < deadline, "the restarted pipeline did not commit every record");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(child);
+    let all = read_topic(&brokers, &t.output, usize::MAX, Duration::from_secs(3), true);
+    let since = chrono::Utc::now() - chrono::Duration::from_std(first_run_ended.elapsed()).unwrap();
+    let second: Vec<i64> = all
+        .iter()
+        .map(|r| r.json())
+        .filter(|v| chrono::DateTime::parse_from_rfc3339(v["labeled_at"].as_str().unwrap()).unwrap() > since)
+        .map(|v| v["source_offset"].as_i64().unwrap())
+        .collect();
+    let committed_first: BTreeSet<i64> =
+        all.iter().map(|r| r.json()["source_offset"].as_i64().unwrap()).filter(|o| *o < first_run_committed).collect();
+    eprintln!(
+        "mid-transaction fault: first run committed {first_run_committed} of {n}, the restart labeled {} records; {} outputs in all",
+        second.len(),
+        all.len()
+    );
+    assert_eq!(second.iter().copied().collect::<BTreeSet<_>>(), (first_run_committed..n as i64).collect());
+    assert_eq!(second.len(), n - first_run_committed as usize, "the restart wrote a record twice");
+    assert_eq!(committed_first.len() as i64, first_run_committed, "a committed record is missing");
+    assert!(first_run_committed < n as i64);
+    if broker_hides_aborted_records(&brokers) {
+        assert_eq!(all.len(), n, "read_committed consumers must see each record once");
+    }
+}

@@ -343,7 +343,6 @@ fn pipeline_file_runs_with_environment_overrides() {
             "kafka.review_topic: `fb` is also training.feedback_topic",
             "kafka.max_message_bytes: 1048576",
             "use at most 967232",
-            "training.feedback_topic: not supported with kafka.exactly_once",
         ],
     );
     let typo = fx.path("typo.toml");

@@ -50,8 +50,14 @@ pub enum Command {
 pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},ort=warn"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    // Colours only on a terminal: piped logs (log shippers, tests) stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 /// Runs the chosen command.

@@ -1,13 +1,19 @@
 //! Trusted-label intake: the Kafka consumer hands every trusted label and every correction to
-//! this thread through a bounded channel, so label store appends, flushes, compaction and the
-//! recent-texts cache never run on the consumer thread. A full channel slows the consumer
-//! (backpressure) rather than dropping labels.
+//! this thread through a bounded channel, so label store appends, flushes and compaction never
+//! run on the consumer thread. A full channel slows the consumer (backpressure) rather than
+//! dropping labels.
 //!
 //! Durability: before the pipeline commits an offset it asks a [`LabelBarrier`] to wait. The
 //! barrier is an event in the same FIFO channel, so when the intake reaches it every label handed
 //! over before has been appended; the intake then fsyncs the store's write-ahead segment once
 //! (group commit) and answers. An append that failed (disk full, I/O error) makes every later
 //! barrier fail, so the offset of a label that is not durable is never committed.
+//!
+//! Corrections (`{id, label[, title]}` on the feedback topic) are resolved on the consumer thread
+//! by [`KnownTexts`], so one that cannot be used becomes a dead letter with its reason instead of
+//! a log line: the text comes from the correction itself, else from the products this instance
+//! read recently, else from the label store (a product labeled before, by any instance sharing
+//! it); a product found nowhere is dead-lettered as `unknown_product`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,15 +21,14 @@ use std::thread::JoinHandle;
 
 use super::store::{LabelSource, LabelStore};
 use crate::error::{Error, Result};
+use crate::pipeline::kafka::decode::Rejection;
+use crate::pipeline::text::RejectReason;
 
 /// What the consumer hands over.
 #[derive(Debug)]
 pub enum LabelEvent {
-    /// A decoded product record: its text (for corrections that name only the id) and its
-    /// trusted label, if it carries one.
-    Seen { id: String, text: String, trusted: Option<String> },
-    /// A message of the feedback topic: a correction `{id, label[, title]}`.
-    Feedback { payload: Option<Vec<u8>> },
+    /// A trusted label: a record's own category, or a resolved correction.
+    Label { id: String, text: String, label: String, source: LabelSource },
     /// Make every label handed over before this event durable, then answer.
     Sync(flume::Sender<std::result::Result<(), String>>),
 }
@@ -59,7 +64,7 @@ impl LabelBarrier {
     }
 }
 
-/// Product texts seen recently, so a correction `{id, label}` can find its text.
+/// Product texts seen recently, bounded (oldest forgotten first).
 struct RecentTexts {
     map: HashMap<String, String>,
     order: VecDeque<String>,
@@ -79,15 +84,86 @@ impl RecentTexts {
     }
 }
 
+/// Where a correction finds its product's text (see the module documentation).
+pub struct KnownTexts {
+    recent: Mutex<RecentTexts>,
+    store: Arc<LabelStore>,
+    id_field: String,
+}
+
+/// A usable correction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Correction {
+    pub id: String,
+    pub text: String,
+    pub label: String,
+}
+
+impl KnownTexts {
+    /// Remembers up to `capacity` recent product texts; falls back to `store`.
+    pub fn new(store: Arc<LabelStore>, id_field: &str, capacity: usize) -> Self {
+        Self {
+            recent: Mutex::new(RecentTexts { map: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }),
+            store,
+            id_field: id_field.to_string(),
+        }
+    }
+
+    /// Remembers a product the pipeline read.
+    pub fn seen(&self, id: &str, text: &str) {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), text.to_string());
+    }
+
+    /// The correction in a feedback message, or why it cannot be used (the dead letter's reason).
+    pub fn resolve(&self, payload: Option<&[u8]>) -> std::result::Result<Correction, Rejection> {
+        let reject = |reason, detail: String| Rejection { reason, detail };
+        let bytes = payload.unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| reject(RejectReason::InvalidJson, format!("correction: {e}")))?;
+        if !v.is_object() {
+            return Err(reject(RejectReason::NotAnObject, "correction: expected a JSON object".into()));
+        }
+        let field = |k: &str| {
+            v.get(k).and_then(|x| match x {
+                serde_json::Value::String(s) => Some(s.trim().to_string()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let id = field(&self.id_field)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| reject(RejectReason::MissingId, format!("correction without `{}`", self.id_field)))?;
+        let label = field("label")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| reject(RejectReason::MissingLabel, format!("correction of `{id}` without `label`")))?;
+        let given = field("title").or_else(|| field("text")).filter(|s| !s.is_empty());
+        let text = match given {
+            Some(text) => Some(text),
+            None => self.recent.lock().unwrap_or_else(|p| p.into_inner()).map.get(&id).cloned(),
+        };
+        let text = match text {
+            Some(text) => text,
+            None => self
+                .store
+                .text_of(&id)
+                .map_err(|e| reject(RejectReason::UnknownProduct, format!("label store lookup failed: {e}")))?
+                .ok_or_else(|| {
+                    reject(
+                        RejectReason::UnknownProduct,
+                        format!(
+                            "no text for product `{id}`: not read recently by this instance, not in the label store \
+                             (send `title` with the correction)"
+                        ),
+                    )
+                })?,
+        };
+        Ok(Correction { id, text, label })
+    }
+}
+
 /// Settings of the intake thread.
 #[derive(Debug, Clone)]
 pub struct IntakeSettings {
-    /// Field of a correction holding the product id.
-    pub id_field: String,
-    /// Keep recent texts for corrections (only when a feedback topic is consumed).
-    pub remember_texts: bool,
-    /// Recent texts kept.
-    pub recent_capacity: usize,
     /// Events buffered between the consumer and the intake thread.
     pub queue: usize,
 }
@@ -108,8 +184,6 @@ pub fn start(store: Arc<LabelStore>, settings: IntakeSettings) -> Result<Intake>
     let handle = std::thread::Builder::new()
         .name("prodcat-label-intake".into())
         .spawn(move || {
-            let mut recent =
-                RecentTexts { map: HashMap::new(), order: VecDeque::new(), capacity: settings.recent_capacity };
             // The first append that failed: no later barrier may pass.
             let mut broken: Option<String> = None;
             let append = |broken: &mut Option<String>, id: &str, text: &str, label: &str, source: LabelSource| {
@@ -124,20 +198,7 @@ pub fn start(store: Arc<LabelStore>, settings: IntakeSettings) -> Result<Intake>
             };
             for event in rx.iter() {
                 match event {
-                    LabelEvent::Seen { id, text, trusted } => {
-                        if let Some(label) = trusted {
-                            append(&mut broken, &id, &text, &label, LabelSource::Record);
-                        }
-                        if settings.remember_texts {
-                            recent.insert(id, text);
-                        }
-                    }
-                    LabelEvent::Feedback { payload } => {
-                        if let Some((id, text, label)) = parse_feedback(payload.as_deref(), &recent, &settings.id_field)
-                        {
-                            append(&mut broken, &id, &text, &label, LabelSource::Feedback);
-                        }
-                    }
+                    LabelEvent::Label { id, text, label, source } => append(&mut broken, &id, &text, &label, source),
                     LabelEvent::Sync(answer) => {
                         let _ = answer.send(durable(&broken));
                     }
@@ -151,33 +212,4 @@ pub fn start(store: Arc<LabelStore>, settings: IntakeSettings) -> Result<Intake>
         })
         .map_err(|e| Error::thread("starting the label intake", e))?;
     Ok(Intake { events: tx, barrier, handle })
-}
-
-/// The product id, text and label of a correction from the feedback topic (`None`, logged: not
-/// usable).
-fn parse_feedback(payload: Option<&[u8]>, recent: &RecentTexts, id_field: &str) -> Option<(String, String, String)> {
-    let parsed: Option<serde_json::Value> = payload.and_then(|p| serde_json::from_slice(p).ok());
-    let field = |v: &serde_json::Value, k: &str| {
-        v.get(k).and_then(|x| match x {
-            serde_json::Value::String(s) => Some(s.trim().to_string()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
-    };
-    let Some(v) = parsed else {
-        tracing::warn!("feedback message is not a JSON object; ignored");
-        return None;
-    };
-    let (Some(id), Some(label)) = (field(&v, id_field), field(&v, "label")) else {
-        tracing::warn!("feedback message without `{id_field}` and `label`; ignored");
-        return None;
-    };
-    let text = field(&v, "title").or_else(|| field(&v, "text")).or_else(|| recent.map.get(&id).cloned());
-    match text {
-        Some(text) if !text.is_empty() && !label.is_empty() => Some((id, text, label)),
-        _ => {
-            tracing::warn!(%id, "feedback for a product whose text is unknown (send `title` with it); ignored");
-            None
-        }
-    }
 }

@@ -99,6 +99,9 @@ pub struct LabelStore {
     /// between the buffer and a partition, nor reads a partition a compaction is deleting.
     /// Taken before `inner`, never inside it.
     files: Mutex<()>,
+    /// Product id → text, built on the first [`LabelStore::text_of`] and kept up to date by
+    /// appends. Taken before `files`; appends take it after releasing `inner`.
+    texts: Mutex<Option<HashMap<String, String>>>,
 }
 
 fn schema() -> SchemaRef {
@@ -190,6 +193,7 @@ impl LabelStore {
             limits,
             inner: Mutex::new(Inner { buffer, wal, wal_number, unsynced: false, next_part, new_labels }),
             files: Mutex::new(()),
+            texts: Mutex::new(None),
         }))
     }
 
@@ -218,6 +222,9 @@ impl LabelStore {
             inner.new_labels += 1;
             inner.buffer.len() >= self.limits.flush_records
         };
+        if let Some(texts) = self.texts.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            texts.insert(id.to_string(), text.to_string());
+        }
         if full { self.flush() } else { Ok(()) }
     }
 
@@ -395,6 +402,20 @@ impl LabelStore {
             std::fs::remove_file(&path).at(&path)?;
         }
         Ok(())
+    }
+
+    /// The text stored with product `id` (any label it ever had, retention aside), for corrections
+    /// that name only the product. The first call reads the store into an index.
+    pub fn text_of(&self, id: &str) -> Result<Option<String>> {
+        let mut texts = self.texts.lock().unwrap_or_else(|p| p.into_inner());
+        if texts.is_none() {
+            let _files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+            let mut all = Self::read_partitions(&Self::partitions_in(&self.dir)?)?;
+            all.extend(self.inner.lock().map(|i| i.buffer.clone()).unwrap_or_default());
+            all.sort_by_key(|r| r.received_at);
+            *texts = Some(all.into_iter().map(|r| (r.id, r.text)).collect());
+        }
+        Ok(texts.as_ref().and_then(|t| t.get(id).cloned()))
     }
 
     /// The snapshot as training data (group = product id, so a product stays in one split).

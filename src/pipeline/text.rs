@@ -30,6 +30,11 @@ pub enum RejectReason {
     Oversized,
     /// The record declares a schema version prodcat does not know.
     UnknownSchemaVersion,
+    /// A correction (feedback topic) without a label.
+    MissingLabel,
+    /// A correction for a product whose text prodcat cannot find (not in the correction, not read
+    /// recently by this instance, not in the label store).
+    UnknownProduct,
 }
 
 impl RejectReason {
@@ -45,6 +50,8 @@ impl RejectReason {
             Self::WrongType => "wrong_type",
             Self::Oversized => "oversized",
             Self::UnknownSchemaVersion => "unknown_schema_version",
+            Self::MissingLabel => "missing_label",
+            Self::UnknownProduct => "unknown_product",
         }
     }
 }

@@ -227,10 +227,16 @@ max_wait = 5
 }
 
 pub fn start(pipeline: &Path) -> Child {
+    start_with_env(pipeline, &[])
+}
+
+/// Starts `prodcat run PIPELINE` with extra environment variables (e.g. `PRODCAT_FAULTS`).
+pub fn start_with_env(pipeline: &Path, env: &[(&str, &str)]) -> Child {
     // PRODCAT_TEST_VERBOSE=1 shows the pipeline's logs live (with --no-capture).
     let verbose = std::env::var_os("PRODCAT_TEST_VERBOSE").is_some();
     Command::new(env!("CARGO_BIN_EXE_prodcat"))
         .args(["run", &pipeline.display().to_string()])
+        .envs(env.iter().copied())
         .env("PRODCAT_LOG", if verbose { "debug,rdkafka=info" } else { "info" })
         .stdout(Stdio::piped())
         .stderr(if verbose { Stdio::inherit() } else { Stdio::piped() })
@@ -353,4 +359,35 @@ pub fn wait_for_failure(port: u16, mut child: Child, within: Duration) -> Failur
     assert!(!logs.contains("panicked"), "{logs}");
     let to_exit = health.as_ref().map_or(Duration::ZERO, |(_, at)| at.elapsed());
     Failure { health: health.map(|(body, _)| body), to_exit, logs }
+}
+
+/// Whether the broker hides the records of aborted transactions from read_committed consumers,
+/// as Kafka does. The Tansu test broker does not (they stay visible), so tests that abort count
+/// the aborted records in where it shows them.
+pub fn broker_hides_aborted_records(brokers: &str) -> bool {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let topic = unique("abort-probe");
+    create_topics(brokers, &[(&topic, 1)]);
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("transactional.id", unique("probe"))
+        .create()
+        .unwrap();
+    let limit = Duration::from_secs(10);
+    p.init_transactions(limit).unwrap();
+    for commit in [false, true] {
+        p.begin_transaction().unwrap();
+        p.send(BaseRecord::<str, str>::to(&topic).payload(if commit { "committed" } else { "aborted" })).unwrap();
+        p.flush(limit).unwrap();
+        if commit { p.commit_transaction(limit).unwrap() } else { p.abort_transaction(limit).unwrap() }
+    }
+    read_topic(brokers, &topic, usize::MAX, Duration::from_secs(3), true).len() == 1
+}
+
+/// Input records in the transactions a pipeline log says it aborted.
+pub fn aborted_records(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("transaction aborted"))
+        .filter_map(|l| l.split("records=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
+        .sum()
 }

@@ -27,6 +27,19 @@ struct PartitionState {
 pub struct AckTracker {
     state: Mutex<HashMap<TopicPartition, PartitionState>>,
     changed: Condvar,
+    fence: Mutex<Fence>,
+    fence_changed: Condvar,
+}
+
+/// Exactly-once fencing. A revoke that cannot drain in time starts a new generation: the sink
+/// aborts its open transaction and drops chunks read in an older one (their records are read
+/// again from the committed offsets, by whichever instance owns them now).
+#[derive(Debug, Default)]
+struct Fence {
+    /// The generation records are read in now.
+    current: u64,
+    /// The newest generation the sink has honoured (open transaction aborted).
+    honoured: u64,
 }
 
 impl AckTracker {
@@ -95,6 +108,46 @@ impl AckTracker {
             state =
                 self.changed.wait_timeout(state, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
+    }
+
+    /// The generation records are read in now.
+    pub fn generation(&self) -> u64 {
+        self.fence.lock().unwrap_or_else(|p| p.into_inner()).current
+    }
+
+    /// Starts a new generation and waits (at most `timeout`) until the sink has aborted its open
+    /// transaction; false on timeout.
+    pub fn fence_and_wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        fence.current += 1;
+        let wanted = fence.current;
+        while fence.honoured < wanted {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            fence = self
+                .fence_changed
+                .wait_timeout(fence, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    /// The sink: a newer generation than `seen` to honour, if any.
+    pub fn fence_pending(&self, seen: u64) -> Option<u64> {
+        let current = self.generation();
+        (current > seen).then_some(current)
+    }
+
+    /// The sink has aborted its open transaction for `generation`.
+    pub fn honoured(&self, generation: u64) {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        fence.honoured = fence.honoured.max(generation);
+        drop(fence);
+        self.fence_changed.notify_all();
     }
 
     /// Forgets partitions this instance no longer owns.

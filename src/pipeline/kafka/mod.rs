@@ -66,7 +66,15 @@ pub struct DeadMessage {
 pub struct KafkaPart {
     pub records: Vec<InRecord>,
     pub dead: Vec<DeadMessage>,
+    /// Messages consumed without output (corrections handed to the label store): their offsets
+    /// complete with the chunk (in exactly-once mode, inside its transaction).
+    pub handled: Vec<(TopicPartition, i64)>,
+    /// The fencing generation the records were read in (see [`acks::AckTracker::fence_and_wait`]).
+    pub generation: u64,
 }
+
+/// Product texts each instance remembers for corrections that name only a product id.
+const RECENT_TEXTS: usize = 100_000;
 
 /// What the operations endpoint reports.
 #[derive(Debug, Default)]
@@ -209,19 +217,21 @@ pub fn run_with_slot(
     // Trusted labels go to the intake thread; commits wait on its barrier.
     let intake = match &learner {
         Some(learner) => {
-            let settings = crate::learn::intake::IntakeSettings {
-                id_field: job.kafka.id_field.clone(),
-                remember_texts: job.feedback_topic().is_some(),
-                recent_capacity: 100_000,
-                queue: job.kafka.chunk_records.max(1) * 4,
-            };
+            let settings = crate::learn::intake::IntakeSettings { queue: job.kafka.chunk_records.max(1) * 4 };
             Some(crate::learn::intake::start(learner.store.clone(), settings)?)
         }
         None => None,
     };
     let barrier = intake.as_ref().map(|i| i.barrier.clone());
-    let consumer =
-        source::create_consumer(job, tracker.clone(), engine_tx, metrics.clone(), health.clone(), barrier.clone())?;
+    let consumer = source::create_consumer(
+        job,
+        tracker.clone(),
+        engine_tx,
+        metrics.clone(),
+        health.clone(),
+        fatal.clone(),
+        barrier.clone(),
+    )?;
     let sink = sink::Sink::new(
         job,
         tracker.clone(),
@@ -264,9 +274,12 @@ pub fn run_with_slot(
                 .map_err(|e| Error::thread("starting the learner", e))?,
         );
     }
-    let label_inputs = intake.as_ref().map(|i: &crate::learn::intake::Intake| source::LabelInputs {
+    let label_inputs = intake.as_ref().zip(learner.as_ref()).map(|(i, learner)| source::LabelInputs {
         events: i.events.clone(),
-        feedback_topic: job.feedback_topic().unwrap_or_default().to_string(),
+        feedback: job.feedback_topic().map(|topic| source::Feedback {
+            topic: topic.to_string(),
+            known: crate::learn::intake::KnownTexts::new(learner.store.clone(), &job.kafka.id_field, RECENT_TEXTS),
+        }),
     });
     let consumed = source::consume(job, consumer, tracker, stop, fatal.clone(), metrics, health.clone(), label_inputs);
     // Every label the consumer handed over reaches the store before the learner flushes it.

@@ -115,6 +115,8 @@ pub struct Sink {
     fatal: Arc<Fatal>,
     group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
     txn: Transaction,
+    /// The newest fencing generation honoured (chunks read in older ones are dropped).
+    generation: u64,
     /// With continuous learning: a transaction commits its input offsets only once the trusted
     /// labels read so far are durable.
     labels: Option<LabelBarrier>,
@@ -177,6 +179,7 @@ impl Sink {
             fatal,
             group,
             txn: Transaction::default(),
+            generation: 0,
             labels,
         })
     }
@@ -194,6 +197,9 @@ impl Sink {
         headers: OwnedHeaders,
         ack: Option<Arc<ChunkAck>>,
     ) -> Result<()> {
+        if crate::fault::hit("kafka.send") {
+            return Err(self.fail(format!("producing to {topic}: injected fault (PRODCAT_FAULTS)")));
+        }
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack)).payload(payload).headers(headers);
         if let Some(key) = key {
             record = record.key(key);
@@ -233,11 +239,27 @@ impl Sink {
         Value::Object(obj)
     }
 
+    /// Exactly-once: after a revoke that could not drain, aborts the open transaction (its
+    /// records are read again from the committed offsets) before anything else is written.
+    fn honour_fence(&mut self) {
+        if let Some(generation) = self.tracker.fence_pending(self.generation) {
+            self.abort_transaction();
+            self.generation = generation;
+            self.tracker.honoured(generation);
+        }
+    }
+
     fn write_chunk(&mut self, chunk: LabeledChunk<KafkaPart>, summary: &Mutex<StreamSummary>) -> Result<()> {
         let started = Instant::now();
         let LabeledChunk { payload: part, predictions, .. } = chunk;
+        if part.generation < self.generation {
+            // Read before a revoke whose transaction was aborted: read again by the owner now.
+            tracing::debug!(records = part.records.len(), "dropping a chunk of an aborted generation");
+            return Ok(());
+        }
         let mut offsets: Vec<(TopicPartition, i64)> = part.records.iter().map(|r| (r.tp.clone(), r.offset)).collect();
         offsets.extend(part.dead.iter().map(|d| (d.tp.clone(), d.offset)));
+        offsets.extend(part.handled.iter().cloned());
         let low: Vec<bool> = predictions.iter().map(|p| p.confidence < self.review_threshold).collect();
         let reviews = if self.review_topic.is_empty() { 0 } else { low.iter().filter(|l| **l).count() };
         let outputs = if self.output_topic.is_empty() { 0 } else { part.records.len() };
@@ -377,8 +399,13 @@ impl Sink {
         if !self.txn.open || !(force || self.txn.started.is_some_and(|t| t.elapsed() >= self.commit_every)) {
             return Ok(());
         }
+        if self.fatal.is_set() {
+            // Another stage failed (a delivery error among them): never commit what may be partial.
+            self.abort_transaction();
+            return Ok(());
+        }
         if let Some(Err(e)) = self.labels.as_ref().map(LabelBarrier::wait) {
-            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            self.abort_transaction();
             return Err(self.fail(format!("trusted labels are not durable, transaction aborted: {e}")));
         }
         let guard = self.group.lock().unwrap_or_else(|p| p.into_inner());
@@ -396,12 +423,13 @@ impl Sink {
             .and_then(|()| self.producer.commit_transaction(TXN_TIMEOUT));
         drop(guard);
         if let Err(e) = result {
-            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            self.abort_transaction();
             return Err(self.fail(format!("transaction commit failed (aborted; records will be redelivered): {e}")));
         }
         for (tp, offset) in std::mem::take(&mut self.txn.offsets) {
             self.tracker.complete(&tp, offset);
         }
+        self.metrics.transactions.with_label_values(&["committed"]).inc();
         self.txn = Transaction::default();
         Ok(())
     }
@@ -413,7 +441,10 @@ impl Sink {
             return;
         }
         match self.producer.abort_transaction(TXN_TIMEOUT) {
-            Ok(()) => tracing::warn!(records = self.txn.offsets.len(), "transaction aborted after a failure"),
+            Ok(()) => {
+                self.metrics.transactions.with_label_values(&["aborted"]).inc();
+                tracing::warn!(records = self.txn.offsets.len(), "transaction aborted; its records will be read again")
+            }
             Err(e) => tracing::error!(error = %e, "transaction abort failed; the broker aborts it at its timeout"),
         }
         self.txn = Transaction::default();
@@ -428,13 +459,18 @@ impl Sink {
         let tick = Duration::from_millis(20);
         let result = (|| -> Result<()> {
             loop {
-                match input.recv_timeout(tick) {
+                let received = input.recv_timeout(tick);
+                if self.exactly_once {
+                    self.honour_fence();
+                }
+                match received {
                     Ok(chunk) => self.write_chunk(chunk?, &summary)?,
                     Err(flume::RecvTimeoutError::Timeout) => {}
                     Err(flume::RecvTimeoutError::Disconnected) => return Ok(()),
                 }
                 self.rotate_files(false)?;
                 if self.exactly_once {
+                    self.honour_fence();
                     self.commit_transaction(false)?;
                 }
             }

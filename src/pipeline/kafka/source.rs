@@ -16,9 +16,13 @@ use super::acks::{AckTracker, TopicPartition};
 use super::decode::{RecordRules, decode};
 use super::{DeadMessage, Fatal, Health, InRecord, KafkaJob, KafkaPart, KafkaSettings};
 use crate::error::{Error, Result};
-use crate::learn::intake::{LabelBarrier, LabelEvent};
+use crate::learn::intake::{KnownTexts, LabelBarrier, LabelEvent};
+use crate::learn::store::LabelSource;
 use crate::metrics::Metrics;
 use crate::pipeline::engine::TextChunk;
+
+/// How long a revoke that could not drain waits for the sink to abort its open transaction.
+const FENCE_WAIT: Duration = Duration::from_secs(30);
 
 /// The chunk being filled by the consumer thread.
 #[derive(Default)]
@@ -37,6 +41,7 @@ pub struct SourceContext {
     exactly_once: bool,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    fatal: Arc<Fatal>,
     /// Group generation for transactional offset commits (refreshed on every assignment).
     pub group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
     /// With continuous learning: every commit first waits until the labels handed over are
@@ -50,13 +55,14 @@ pub type PipelineConsumer = BaseConsumer<SourceContext>;
 impl SourceContext {
     /// Hands the chunk being filled to the engine (blocking: backpressure).
     fn flush(&self) -> Result<()> {
-        let Pending { part, texts, .. } = {
+        let Pending { mut part, texts, .. } = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.part.records.is_empty() && pending.part.dead.is_empty() {
+            if pending.part.records.is_empty() && pending.part.dead.is_empty() && pending.part.handled.is_empty() {
                 return Ok(());
             }
             std::mem::take(&mut *pending)
         };
+        part.generation = self.tracker.generation();
         let sender = self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(tx) = sender else {
             return Err(Error::Stopped("the labeling engine (closed)"));
@@ -130,6 +136,11 @@ impl ConsumerContext for SourceContext {
         let drained = self.tracker.wait_drained(&revoked, self.drain_timeout);
         if !drained {
             tracing::warn!(in_flight = ?self.tracker.in_flight(), "revoke: records still in flight after the drain timeout; they will be redelivered to the next owner");
+            // Exactly-once: the open transaction holds records of the revoked partitions; it must
+            // be aborted, never committed once another instance owns them.
+            if self.exactly_once && !self.tracker.fence_and_wait(self.drain_timeout.max(FENCE_WAIT)) {
+                self.fatal.fail("revoke", "the sink did not abort its open transaction after a revoke timed out");
+            }
         }
         if !self.exactly_once {
             let positions: Vec<_> =
@@ -172,6 +183,7 @@ pub fn create_consumer(
     engine: flume::Sender<TextChunk<KafkaPart>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    fatal: Arc<Fatal>,
     labels: Option<LabelBarrier>,
 ) -> Result<Arc<PipelineConsumer>> {
     let k = &job.kafka;
@@ -196,6 +208,7 @@ pub fn create_consumer(
         exactly_once: k.exactly_once,
         metrics,
         health,
+        fatal,
         group: Arc::default(),
         labels,
     };
@@ -213,8 +226,14 @@ pub fn create_consumer(
 /// Where trusted labels go while the pipeline runs: the learner's intake thread.
 pub struct LabelInputs {
     pub events: flume::Sender<crate::learn::intake::LabelEvent>,
-    /// Corrections topic (empty = none).
-    pub feedback_topic: String,
+    /// Corrections, when a feedback topic is consumed.
+    pub feedback: Option<Feedback>,
+}
+
+/// The corrections topic and where its corrections find their products' texts.
+pub struct Feedback {
+    pub topic: String,
+    pub known: KnownTexts,
 }
 
 /// The consumer loop; returns the number of records read. On `stop` (or a fatal sink error) it
@@ -244,6 +263,7 @@ pub fn consume(
     let ctx = consumer.context();
     health.consuming.store(true, Ordering::Relaxed);
     let failed = || fatal.is_set();
+    let feedback = labels.as_ref().and_then(|l| l.feedback.as_ref());
     // Hands a label event to the intake thread (blocking when it is behind: backpressure).
     let hand_over = |labels: &LabelInputs, event: LabelEvent| {
         if labels.events.send(event).is_err() {
@@ -253,14 +273,31 @@ pub fn consume(
     let result = (|| -> Result<()> {
         while !stop.load(Ordering::Relaxed) && !failed() {
             match consumer.poll(chunk_wait) {
-                Some(Ok(message)) if labels.as_ref().is_some_and(|l| l.feedback_topic == message.topic()) => {
-                    if let Some(l) = labels.as_ref() {
-                        hand_over(l, LabelEvent::Feedback { payload: message.payload().map(<[u8]>::to_vec) });
-                    }
-                    // Feedback is not labeled: its offset completes at once.
+                Some(Ok(message)) if feedback.is_some_and(|f| f.topic == message.topic()) => {
                     let tp = (message.topic().to_string(), message.partition());
-                    tracker.register(&tp, message.offset());
-                    tracker.complete(&tp, message.offset());
+                    let offset = message.offset();
+                    tracker.register(&tp, offset);
+                    // A correction is handed to the label store; one that cannot be used is a
+                    // dead letter. Either way its offset completes with the chunk.
+                    let resolved = feedback.map(|f| f.known.resolve(message.payload()));
+                    let mut pending = ctx.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    match resolved {
+                        Some(Ok(c)) => {
+                            if let Some(l) = labels.as_ref() {
+                                let source = LabelSource::Feedback;
+                                hand_over(l, LabelEvent::Label { id: c.id, text: c.text, label: c.label, source });
+                            }
+                            pending.part.handled.push((tp, offset));
+                        }
+                        Some(Err(rejection)) => {
+                            metrics.records_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
+                            let (key, payload) =
+                                (message.key().map(<[u8]>::to_vec), message.payload().map(<[u8]>::to_vec));
+                            pending.part.dead.push(DeadMessage { tp, offset, key, payload, rejection });
+                        }
+                        None => {}
+                    }
+                    pending.started.get_or_insert_with(Instant::now);
                 }
                 Some(Ok(message)) => {
                     received += 1;
@@ -273,15 +310,17 @@ pub fn consume(
                         let mut pending = ctx.pending.lock().unwrap_or_else(|p| p.into_inner());
                         match decode(message.payload(), &rules) {
                             Ok(record) => {
-                                if let Some(l) = labels.as_ref() {
-                                    if !l.feedback_topic.is_empty() || record.trusted_label.is_some() {
-                                        let event = LabelEvent::Seen {
-                                            id: record.id.clone(),
-                                            text: record.text.clone(),
-                                            trusted: record.trusted_label.clone(),
-                                        };
-                                        hand_over(l, event);
-                                    }
+                                if let Some(f) = feedback {
+                                    f.known.seen(&record.id, &record.text);
+                                }
+                                if let (Some(l), Some(label)) = (labels.as_ref(), &record.trusted_label) {
+                                    let event = LabelEvent::Label {
+                                        id: record.id.clone(),
+                                        text: record.text.clone(),
+                                        label: label.clone(),
+                                        source: LabelSource::Record,
+                                    };
+                                    hand_over(l, event);
                                 }
                                 pending.texts.push(record.text.clone());
                                 pending.part.records.push(InRecord {
