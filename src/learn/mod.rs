@@ -212,6 +212,46 @@ pub fn gate(candidate: &Candidate, serving: &dyn Model, rules: GateRules) -> Res
     })
 }
 
+/// The label store's rows plus replay rows, per class only up to the store's typical class size
+/// (the median count of its classes): classes the store lacks are filled in, classes it has are
+/// left to it, so replay keeps old classes without drowning new labels. Replay rows whose text
+/// the store labels are left out (a stored label is newer: a correction wins over what the
+/// serving model was taught).
+fn with_replay(store: &crate::data::LabeledData, replay: &crate::registry::replay::Replay) -> crate::data::LabeledData {
+    let known: std::collections::HashSet<&str> = store.texts.iter().map(String::as_str).collect();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in &store.labels {
+        *counts.entry(l.as_str()).or_default() += 1;
+    }
+    let mut sizes: Vec<usize> = counts.values().copied().collect();
+    sizes.sort_unstable();
+    let typical = sizes.get(sizes.len() / 2).copied().unwrap_or(0).max(1);
+    let extra = replay.to_data();
+    let mut added: BTreeMap<&str, usize> = BTreeMap::new();
+    let keep: Vec<usize> = (0..extra.len())
+        .filter(|&i| {
+            let label = extra.labels[i].as_str();
+            let have = counts.get(label).copied().unwrap_or(0) + added.get(label).copied().unwrap_or(0);
+            let take = have < typical && !known.contains(extra.texts[i].as_str());
+            if take {
+                *added.entry(label).or_default() += 1;
+            }
+            take
+        })
+        .collect();
+    let extra = extra.select(&keep);
+    let mut out = store.clone();
+    out.texts.extend(extra.texts);
+    out.labels.extend(extra.labels);
+    if let Some(g) = out.groups.as_mut() {
+        g.extend(extra.groups.unwrap_or_default());
+    }
+    if let Some(f) = out.fixed_split.as_mut() {
+        f.extend(std::iter::repeat_n(None, keep.len()));
+    }
+    out
+}
+
 /// Where promoted versions go: the registry and model name behind the serving model's path.
 #[derive(Debug, Clone)]
 pub struct RegistryTarget {
@@ -385,6 +425,25 @@ impl Learner {
         cancel: Arc<AtomicBool>,
     ) -> Result<(Outcome, Option<GateDecision>)> {
         let (serving, _) = self.slot.current();
+        // What the serving model was trained on comes back as replay rows, so the candidate
+        // keeps its classes and the gate holds out rows of each.
+        let serving_dir = self.target.registry.join(&self.target.name).join(&serving.card().version);
+        let merged;
+        let data = match crate::registry::replay::Replay::read(&serving_dir)? {
+            Some(replay) => {
+                merged = with_replay(data, &replay);
+                tracing::info!(
+                    store = data.len(),
+                    replay = merged.len() - data.len(),
+                    "training on the label store and the serving model's replay sample"
+                );
+                &merged
+            }
+            None => {
+                tracing::warn!(version = %serving_dir.display(), "the serving model has no replay sample: the candidate learns from the label store alone");
+                data
+            }
+        };
         // Taxonomy: the serving labels keep their ids; labels new in trusted data are appended.
         let mut labels: Vec<String> = serving.labels().to_vec();
         for l in data.label_set() {

@@ -130,6 +130,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let model_path = dir.join(files::MODEL);
     std::fs::write(&model_path, &onnx).at(&model_path)?;
     write_labels(&dir.join(files::LABELS), &labels)?;
+    crate::registry::replay::Replay::sample(data, crate::registry::replay::PER_CLASS).write(&dir)?;
     let mut card = ModelCard {
         name: job.name.clone(),
         version: String::new(),

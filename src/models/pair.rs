@@ -11,7 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::eval::{Evaluation, evaluate, label_ids};
 use crate::lexical::fit_lexical;
 use crate::registry::card::{ParityInfo, SplitMetrics};
-use crate::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, StagedVersion, files, write_labels};
+use crate::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, StagedVersion, files, replay, write_labels};
 use crate::serve::{BatchLimits, Model, ModelOutput, Scored, SessionSettings, plan_batches};
 use crate::tokenize::{PaddedBatch, TokenizedText};
 use crate::train::{Candidate, fit};
@@ -201,6 +201,9 @@ pub fn stage_composite(job: &CompositeJob, model: ModelKind) -> Result<StagedCom
     let dir = staged.dir.clone();
     copy_version(&job.lexical, &dir.join(LEXICAL))?;
     copy_version(&job.transformer, &dir.join(TRANSFORMER))?;
+    // The composite keeps its members' training sample (the transformer's, else the lexical's).
+    let replay_from = if job.transformer.dir.join(replay::FILE).is_file() { &job.transformer } else { &job.lexical };
+    replay::Replay::copy(&replay_from.dir, &dir)?;
     let labels = job.lexical.labels()?;
     write_labels(&dir.join(files::LABELS), &labels)?;
     let worst_parity = [&lexical_card.parity, &transformer_card.parity]

@@ -57,6 +57,7 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
     for file in [files::TOKENIZER, files::LABELS] {
         std::fs::copy(source_dir.join(file), dir.join(file)).at(dir.join(file))?;
     }
+    crate::registry::replay::Replay::copy(&source_dir, &dir)?;
     let mut card = fp32.card().clone();
     card.name = job.name.clone();
     card.version = String::new();

@@ -6,6 +6,7 @@
 //! `create_dir`, so two publishers (the pipeline's trainer and a `prodcat train`) never collide.
 
 pub mod card;
+pub mod replay;
 
 use std::path::{Path, PathBuf};
 

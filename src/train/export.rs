@@ -93,6 +93,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
     std::fs::write(&model_path, &onnx).at(&model_path)?;
     tokenizer.save(&dir.join(files::TOKENIZER))?;
     write_labels(&dir.join(files::LABELS), labels)?;
+    crate::registry::replay::Replay::sample(job.data, crate::registry::replay::PER_CLASS).write(&dir)?;
 
     let trainable = model.trainable_parameters();
     let mut inputs_names = vec![names::INPUT_IDS.to_string(), names::ATTENTION_MASK.to_string()];
