@@ -175,6 +175,16 @@ impl PipelineConfig {
 
     /// Checks values, reporting every problem at once.
     pub fn validate(&self, origin: &str) -> Result<()> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::config(origin, format!("invalid configuration:\n  - {}", problems.join("\n  - "))))
+        }
+    }
+
+    /// Every problem of the values, each naming its key (empty: valid).
+    pub fn problems(&self) -> Vec<String> {
         let mut problems: Vec<String> = Vec::new();
         if self.model.path.as_os_str().is_empty() {
             problems.push("model.path: required (a registry model folder)".into());
@@ -274,11 +284,7 @@ impl PipelineConfig {
                 problems.push(format!("http.listen: `{}` is not host:port", self.http.listen));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::config(origin, format!("invalid configuration:\n  - {}", problems.join("\n  - "))))
-        }
+        problems
     }
 
     /// How to build ONNX Runtime sessions.

@@ -24,12 +24,18 @@ fn main() -> ExitCode {
         };
     }
     let args = cli::Cli::parse();
-    cli::init_logging(&args.log);
+    let json = args.log_format == cli::LogFormat::Json;
+    cli::init_logging(&args.log, args.log_format);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One readable line with the whole cause chain; never a backtrace.
-            eprintln!("error: {err:#}");
+            // One readable line with the whole cause chain; never a backtrace (a JSON line when
+            // logs are JSON, so shippers see it too).
+            if json {
+                tracing::error!(error = %format!("{err:#}"), "prodcat failed");
+            } else {
+                eprintln!("error: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }

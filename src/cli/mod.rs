@@ -3,6 +3,7 @@
 mod eval;
 mod fast;
 mod kafka;
+mod models;
 mod relabel;
 mod split;
 mod train;
@@ -20,6 +21,10 @@ pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `prodcat=debug`.
     #[arg(long = "log", global = true, env = "PRODCAT_LOG", default_value = "info")]
     pub log: String,
+    /// Log format: `text` (a line per event) or `json` (one JSON object per line, for log
+    /// shippers: timestamp, level, message and fields).
+    #[arg(long = "log-format", global = true, env = "PRODCAT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     /// Path to libonnxruntime.so (default: the one installed by scripts/provision.sh).
     #[arg(long = "ort-lib", global = true, env = "PRODCAT_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
@@ -44,20 +49,30 @@ pub enum Command {
     Ensemble(fast::EnsembleArgs),
     /// Write the train/validation/test assignment `train` would use (for baselines).
     Split(split::SplitArgs),
+    /// Operate a registry: list versions, show a card, promote a version or roll back.
+    Models(models::ModelsArgs),
+    /// Report every problem of a pipeline file at once (values, model, state folder) and exit
+    /// non-zero if there is any; starts nothing.
+    Check(models::CheckArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Sets up `tracing` on stderr.
-pub fn init_logging(filter: &str) {
+pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},ort=warn"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    // Colours only on a terminal: piped logs (log shippers, tests) stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // Colours only on a terminal: piped logs (log shippers, tests) stay plain text.
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+    };
 }
 
 /// Runs the chosen command.
@@ -71,10 +86,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ensemble(args) => fast::ensemble(args, cli.ort_lib),
         Command::Relabel(args) => relabel::run_relabel(args, cli.ort_lib),
         Command::Run(args) => relabel::run_pipeline(args, cli.ort_lib),
+        Command::Models(args) => models::run(args, cli.ort_lib),
+        Command::Check(args) => models::check(args, cli.ort_lib),
     }
 }
 
 /// A multi-threaded tokio runtime for commands that read files through DataFusion.
 pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        // Clap checks names, conflicts and defaults of every subcommand (a clash only panics
+        // when that subcommand is used otherwise).
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
