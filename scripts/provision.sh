@@ -6,6 +6,7 @@
 #   bash scripts/provision.sh ort        # only the ONNX Runtime library
 #   bash scripts/provision.sh model      # only the base model (all-MiniLM-L6-v2)
 #   bash scripts/provision.sh kafka      # only the Kafka test broker
+#   bash scripts/provision.sh ops        # kubernetes-validate, promtool and Prometheus (deploy tests)
 #
 # Env: PRODCAT_DEPS (default <repo>/.deps), PYTHON (default python3).
 set -euo pipefail
@@ -100,6 +101,26 @@ install_kafka() {
   KAFKA_DIR=${KAFKA_DIR:-$DEPS/kafka} bash "$ROOT/scripts/kafka-broker.sh" install
 }
 
+# Tools the deployment tests use: kubernetes-validate (offline Kubernetes schemas, into
+# .deps/python) and promtool (Debian's prometheus package, which also brings the Prometheus server
+# the dashboard test scrapes a running pipeline with).
+install_ops() {
+  if [ ! -d "$DEPS/python/kubernetes_validate" ]; then
+    "$PY" -m pip install --quiet --disable-pip-version-check --target "$DEPS/python" kubernetes-validate==1.37.0 >&2
+  fi
+  say "kubernetes-validate: $DEPS/python"
+  if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+        || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends prometheus >/dev/null; }
+    else
+      say "promtool/prometheus missing: install Debian's prometheus package (as root)"
+      return 1
+    fi
+  fi
+  say "prometheus: $(command -v prometheus), promtool: $(command -v promtool)"
+}
+
 mkdir -p "$DEPS"
 case "${1:-all}" in
   all) install_ort; install_blas; install_model ;;
@@ -107,5 +128,6 @@ case "${1:-all}" in
   blas) install_blas ;;
   model) install_model ;;
   kafka) install_kafka ;;
-  *) echo "usage: $0 [all|ort|blas|model|kafka]" >&2; exit 2 ;;
+  ops) install_ops ;;
+  *) echo "usage: $0 [all|ort|blas|model|kafka|ops]" >&2; exit 2 ;;
 esac

@@ -6,6 +6,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/provision.sh all
 bash scripts/provision.sh kafka
+bash scripts/provision.sh ops
+# Deployment tests fail (not skip) when the tools this script installs are missing.
+export PRODCAT_REQUIRE_TOOLS=1
 export KAFKA_PORT=${KAFKA_PORT:-19092}
 bash scripts/kafka-broker.sh start
 trap 'bash scripts/kafka-broker.sh stop' EXIT

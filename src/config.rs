@@ -215,13 +215,31 @@ impl PipelineConfig {
                 ("kafka.brokers", &k.brokers),
                 ("kafka.group_id", &k.group_id),
                 ("kafka.input_topic", &k.input_topic),
-                ("kafka.dead_letter_topic", &k.dead_letter_topic),
             ] {
                 if value.trim().is_empty() {
                     problems.push(format!("{key}: required"));
                 }
             }
-            if k.output_topic.trim().is_empty() && !self.files.enabled {
+            if k.learn_only {
+                if !self.training.enabled {
+                    problems.push("kafka.learn_only: a learner instance needs training.enabled = true".into());
+                }
+                for (key, value) in [
+                    ("kafka.output_topic", &k.output_topic),
+                    ("kafka.dead_letter_topic", &k.dead_letter_topic),
+                    ("kafka.review_topic", &k.review_topic),
+                ] {
+                    if !value.trim().is_empty() {
+                        problems.push(format!("{key}: must be empty with kafka.learn_only (the serving group writes)"));
+                    }
+                }
+                if self.files.enabled || k.exactly_once {
+                    problems.push("kafka.learn_only: writes nothing; turn off [files] and exactly_once".into());
+                }
+            } else if k.dead_letter_topic.trim().is_empty() {
+                problems.push("kafka.dead_letter_topic: required".into());
+            }
+            if k.output_topic.trim().is_empty() && !self.files.enabled && !k.learn_only {
                 problems.push(
                     "kafka.output_topic: required unless [files] is enabled (labeled records need a sink)".into(),
                 );

@@ -562,3 +562,31 @@ fn a_send_failing_mid_transaction_aborts_it_and_a_restart_writes_each_record_onc
         assert_eq!(all.len(), n, "read_committed consumers must see each record once");
     }
 }
+
+#[test]
+fn a_learner_instance_stores_every_trusted_label_and_writes_nothing() {
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(300);
+    let model = tiny_registry(&fx);
+    let t = Topics::new(&brokers, "learner", 2);
+    let extra = format!("learn_only = true\n{}", label_store_only(&fx));
+    let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let text = [&t.output, &t.dead, &t.review].iter().fold(text, |s, topic| s.replace(&format!("\"{topic}\""), "\"\""));
+    std::fs::write(&pipeline, text).unwrap();
+    let mut records: Vec<(String, Vec<u8>)> = (0..300).map(|i| labeled_product(&fx, i)).collect();
+    records.push(("bad".into(), b"{not json".to_vec()));
+    let ends = produce(&brokers, &t.input, &records);
+    let mut child = start(&pipeline);
+    wait_ready(port, &mut child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&brokers, &t.group, &t.input, 2) != ends {
+        assert!(Instant::now() < deadline, "the learner did not commit every record");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(child);
+    assert_eq!(stored_label_ids(&fx.path("state/labels")).len(), 300);
+    for topic in [&t.output, &t.dead, &t.review] {
+        assert!(read_topic(&brokers, topic, usize::MAX, Duration::from_secs(2), false).is_empty(), "{topic} written");
+    }
+}

@@ -35,6 +35,10 @@ pub struct KafkaSettings {
     pub commit_interval_ms: u64,
     /// Longest a revoke or shutdown waits for in-flight records, in ms.
     pub drain_timeout_ms: u64,
+    /// A learner instance: its own consumer group reads every partition (and the feedback
+    /// topic) only to feed the label store and train; it writes no records (output, dead-letter
+    /// and review topics must be empty), while the serving instances' group labels the stream.
+    pub learn_only: bool,
     /// librdkafka properties for both the consumer and the producer, passed through unchanged.
     pub properties: std::collections::BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
@@ -61,6 +65,7 @@ impl Default for KafkaSettings {
             chunk_wait_ms: 5,
             commit_interval_ms: 1000,
             drain_timeout_ms: 30_000,
+            learn_only: false,
             properties: Default::default(),
             consumer_properties: Default::default(),
             producer_properties: Default::default(),

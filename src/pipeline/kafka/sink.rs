@@ -265,7 +265,8 @@ impl Sink {
         let outputs = if self.output_topic.is_empty() { 0 } else { part.records.len() };
         let file_write = usize::from(self.files.is_some() && !part.records.is_empty());
         // Writes to wait for (+1 held until every write is enqueued, so none completes early).
-        let writes = if self.exactly_once { 1 } else { outputs + reviews + part.dead.len() + file_write + 1 };
+        let dead_letters = if self.dead_letter_topic.is_empty() { 0 } else { part.dead.len() };
+        let writes = if self.exactly_once { 1 } else { outputs + reviews + dead_letters + file_write + 1 };
         let ack = Arc::new(ChunkAck {
             remaining: AtomicUsize::new(writes),
             offsets: offsets.clone(),
@@ -321,7 +322,10 @@ impl Sink {
                     .insert(Header { key: "prodcat-truncated", value: Some("true") }),
                 None => headers,
             };
-            self.send(&self.dead_letter_topic, dead.key.as_deref(), payload, headers, per_record(&ack))?;
+            if !self.dead_letter_topic.is_empty() {
+                // (Empty only for a learner instance: the serving group dead-letters the record.)
+                self.send(&self.dead_letter_topic, dead.key.as_deref(), payload, headers, per_record(&ack))?;
+            }
         }
         if file_write == 1 {
             self.write_files(&part, &predictions, ack.clone())?;
