@@ -24,6 +24,7 @@ pub struct Metrics {
     pub model_swaps: IntCounter,
     pub training_runs: IntCounterVec,
     pub training_eval_macro_f1: Gauge,
+    pub training_serving_macro_f1: Gauge,
     pub label_store_records: IntGauge,
     pub end_to_end_seconds: Histogram,
     pub transactions: IntCounterVec,
@@ -84,6 +85,12 @@ impl Metrics {
             Gauge::new("prodcat_training_eval_macro_f1", "Held-out macro-F1 of the last trained candidate.")
                 .expect("valid metric definition");
         r.register(Box::new(training_eval_macro_f1.clone())).expect("metric registered once");
+        let training_serving_macro_f1 = Gauge::new(
+            "prodcat_training_serving_macro_f1",
+            "Macro-F1 of the serving model on the last candidate's held-out rows (the gate's other score).",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(training_serving_macro_f1.clone())).expect("metric registered once");
         let label_store_records =
             IntGauge::new("prodcat_label_store_records", "Records with trusted labels in the label store.")
                 .expect("valid metric definition");
@@ -132,6 +139,7 @@ impl Metrics {
                 &["outcome"],
             ),
             training_eval_macro_f1,
+            training_serving_macro_f1,
             label_store_records,
             end_to_end_seconds: histogram(
                 &r,

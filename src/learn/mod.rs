@@ -404,6 +404,7 @@ impl Learner {
         self.metrics.training_runs.with_label_values(&[outcome.as_str()]).inc();
         if let Some(d) = &decision {
             self.metrics.training_eval_macro_f1.set(d.candidate_macro_f1);
+            self.metrics.training_serving_macro_f1.set(d.serving_macro_f1);
             tracing::info!(
                 outcome = outcome.as_str(),
                 rows = data.len(),

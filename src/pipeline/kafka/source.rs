@@ -111,11 +111,20 @@ impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic, &partition.to_string()])
-                        .set(p.consumer_lag as f64);
+                // librdkafka's lag counts from the consumer's own commits; with exactly-once the
+                // offsets are committed by the producer's transactions, which the consumer never
+                // sees, so there the lag is measured from what was read (the end being the last
+                // stable offset under read_committed).
+                let end = if self.exactly_once { p.ls_offset } else { p.hi_offset };
+                let lag = if p.consumer_lag >= 0 {
+                    Some(p.consumer_lag)
+                } else if self.exactly_once && end >= 0 && p.app_offset >= 0 {
+                    Some((end - p.app_offset).max(0))
+                } else {
+                    None
+                };
+                if let (true, Some(lag)) = (*partition >= 0, lag) {
+                    self.metrics.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set(lag as f64);
                 }
             }
         }
