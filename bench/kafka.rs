@@ -1,6 +1,10 @@
 //! Benchmark: the Kafka pipeline with a real broker — saturated Kafka→Kafka labeled records/s, and
-//! end-to-end latency (produce → labeled record produced downstream, from its Kafka timestamp) at a fixed rate below
-//! saturation — beside the raw ONNX Runtime ceiling on the same titles in the same run.
+//! end-to-end latency (produce → labeled record produced downstream, from its Kafka timestamp,
+//! p50/p99/p99.9) at fixed rates below saturation (5%, 50%, 90% by default) with the per-stage
+//! breakdown from `prodcat_record_latency_seconds` (mean per record: fetch, chunk, engine,
+//! produce) — each load run twice in the same run: today's defaults (continuous batching, 10 ms
+//! fetch wait, 1 ms chunk wait) and the earlier ones (windowed batching, librdkafka's 500 ms fetch
+//! wait, 5 ms chunk wait) as the baseline — beside the raw ONNX Runtime ceiling.
 //!
 //!     bash scripts/kafka-broker.sh start   # KAFKA_PORT=19092
 //!     cargo run --example bench_kafka -- --model .prodcat/registry/demo/current --brokers 127.0.0.1:19092
@@ -40,12 +44,15 @@ struct Args {
     /// Records for the saturated run.
     #[arg(long, default_value_t = 20_000)]
     records: usize,
-    /// Produce rate of the latency run, as a fraction of the measured throughput.
-    #[arg(long, default_value_t = 0.5)]
-    load: f64,
-    /// Seconds of the latency run.
-    #[arg(long, default_value_t = 20)]
+    /// Produce rates of the latency runs, as fractions of the measured throughput.
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.5,0.9")]
+    loads: Vec<f64>,
+    /// Seconds of each latency run.
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Skip the baseline configuration (earlier defaults) in the latency runs.
+    #[arg(long)]
+    no_baseline: bool,
     #[arg(long, default_value_t = 4)]
     partitions: i32,
 }
@@ -104,7 +111,18 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
 
     let mut rows: Vec<(String, f64, String)> = Vec::new();
-    for phase in ["throughput", "latency"] {
+    let mut latency_rows: Vec<String> = Vec::new();
+    let mut throughput = f64::NAN;
+    // (phase, load, configuration): the saturated run, then every load with today's defaults and
+    // (as the same-run baseline) the earlier ones.
+    let mut phases: Vec<(&str, f64, &str)> = vec![("throughput", 1.0, "current")];
+    for &load in &args.loads {
+        phases.push(("latency", load, "current"));
+        if !args.no_baseline {
+            phases.push(("latency", load, "baseline"));
+        }
+    }
+    for (phase, load, setup) in phases {
         let (input, output, dead) =
             (unique(&format!("{phase}-in")), unique(&format!("{phase}-out")), unique(&format!("{phase}-dlq")));
         let topics = [
@@ -131,6 +149,11 @@ fn main() -> anyhow::Result<()> {
             ],
         )?;
         config.kafka.consumer_properties.insert("session.timeout.ms".into(), "6000".into());
+        if setup == "baseline" {
+            config.engine.continuous = false;
+            config.kafka.chunk_wait_ms = 5;
+            config.kafka.consumer_properties.insert("fetch.wait.max.ms".into(), "500".into());
+        }
         config.kafka.producer_properties.insert("linger.ms".into(), "1".into());
         config.validate("bench")?;
         let job = config.kafka_job(None)?;
@@ -171,14 +194,14 @@ fn main() -> anyhow::Result<()> {
             let out = drain(&args.brokers, &output, args.records, Duration::from_secs(1800))?;
             let secs = out.last().map(|(t, _, _)| t.duration_since(started).as_secs_f64()).unwrap_or(f64::NAN);
             let rate = out.len() as f64 / secs;
+            throughput = rate;
             rows.push((
                 "Kafka→Kafka labeled records/s (saturated)".into(),
                 rate,
                 format!("{} records, {} partitions", out.len(), args.partitions),
             ));
         } else {
-            let throughput = rows[0].1;
-            let rate = (throughput * args.load).max(1.0);
+            let rate = (throughput * load).max(1.0);
             let n = (rate * args.seconds as f64) as usize;
             let epoch = Instant::now();
             let gap = Duration::from_secs_f64(1.0 / rate);
@@ -207,9 +230,24 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect();
             lat.sort_by(f64::total_cmp);
-            let note = format!("{} records at {rate:.0}/s ({:.0}% of saturation)", lat.len(), args.load * 100.0);
-            rows.push(("end-to-end latency p50 (ms)".into(), percentile(&lat, 0.5), note.clone()));
-            rows.push(("end-to-end latency p99 (ms)".into(), percentile(&lat, 0.99), note));
+            let stage = |name: &str| {
+                let h = metrics.record_latency.with_label_values(&[name]);
+                1e3 * h.get_sample_sum() / h.get_sample_count().max(1) as f64
+            };
+            latency_rows.push(format!(
+                "{:>5.0}% {:>8.0} {:<9} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                load * 100.0,
+                rate,
+                setup,
+                lat.len(),
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                percentile(&lat, 0.999),
+                stage("fetch"),
+                stage("chunk"),
+                stage("engine"),
+                stage("produce"),
+            ));
         }
         stop.store(true, Ordering::Relaxed);
         pipeline.join().map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
@@ -241,5 +279,15 @@ fn main() -> anyhow::Result<()> {
         println!("{name:<62} {value:>10.1}  {note}");
     }
     println!("\nsaturated throughput = {:.2} × the ONNX Runtime ceiling", rows[0].1 / ceiling);
+    println!(
+        "\nproduce → labeled record latency (ms), and the mean per record of each stage (ms)\n\n{:>6} {:>8} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "load", "rec/s", "setup", "records", "p50", "p99", "p99.9", "fetch", "chunk", "engine", "produce"
+    );
+    for row in &latency_rows {
+        println!("{row}");
+    }
+    println!(
+        "setup: current = continuous batching, fetch.wait.max.ms 10, chunk_wait_ms 1; baseline = windowed batching (max_wait 5 ms), fetch.wait.max.ms 500, chunk_wait_ms 5"
+    );
     Ok(())
 }

@@ -211,11 +211,9 @@ impl PipelineConfig {
         }
         if self.pipeline.kind == PipelineKind::Kafka {
             let k = &self.kafka;
-            for (key, value) in [
-                ("kafka.brokers", &k.brokers),
-                ("kafka.group_id", &k.group_id),
-                ("kafka.input_topic", &k.input_topic),
-            ] {
+            for (key, value) in
+                [("kafka.brokers", &k.brokers), ("kafka.group_id", &k.group_id), ("kafka.input_topic", &k.input_topic)]
+            {
                 if value.trim().is_empty() {
                     problems.push(format!("{key}: required"));
                 }

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub label_store_records: IntGauge,
     pub end_to_end_seconds: Histogram,
     pub transactions: IntCounterVec,
+    pub record_latency: HistogramVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -147,6 +148,21 @@ impl Metrics {
                 "Time from a record's arrival at the source to its durable write.",
                 prometheus::exponential_buckets(0.001, 2.0, 16).expect("valid buckets"),
             ),
+            record_latency: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "prodcat_record_latency_seconds",
+                        "Per record, time spent in each stage of the Kafka path: fetch (produced upstream to read \
+                         by prodcat, by the input record's timestamp), chunk (read to handed to the engine), engine \
+                         (batch wait and inference, to the sink), produce (sent to acknowledged and durable).",
+                    )
+                    .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+                    &["stage"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(h.clone())).expect("metric registered once");
+                h
+            },
             registry: r,
         }
     }

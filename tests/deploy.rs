@@ -82,13 +82,19 @@ fn kubernetes_manifests_validate_offline_and_their_pipelines_pass_check() {
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
     };
     edit("serving.yaml", "path: /readyz", "path: /ready");
-    edit("learner.yaml", "terminationGracePeriodSeconds: 60", "terminationGracePeriodSeconds: 60\n      hostNetwork2: true");
+    edit(
+        "learner.yaml",
+        "terminationGracePeriodSeconds: 60",
+        "terminationGracePeriodSeconds: 60\n      hostNetwork2: true",
+    );
     edit("relabel-cronjob.yaml", "$(JOB_COMPLETION_INDEX)/4", "$(JOB_COMPLETION_INDEX)/3");
     edit("keda-scaledobject.yaml", "consumerGroup: prodcat-catalogue", "consumerGroup: prodcat-learner");
     let o = validate(&broken, &fx.path("broken-pipelines"));
     assert!(!o.status.success());
     let err = stderr(&o);
-    for needle in ["readinessProbe must GET /readyz", "hostNetwork2", "--shard $(JOB_COMPLETION_INDEX)", "consumer group"] {
+    for needle in
+        ["readinessProbe must GET /readyz", "hostNetwork2", "--shard $(JOB_COMPLETION_INDEX)", "consumer group"]
+    {
         assert!(err.contains(needle), "not reported: {needle}\n{err}");
     }
 }
@@ -114,7 +120,11 @@ fn prometheus_alert_rules_and_scrape_config_pass_promtool() {
     let rules = root().join("deploy/prometheus-alerts.yml");
     let o = Command::new("promtool").args(["check", "rules"]).arg(&rules).output().unwrap();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let o = Command::new("promtool").args(["check", "config", "--syntax-only"]).arg(root().join("deploy/prometheus-scrape.yml")).output().unwrap();
+    let o = Command::new("promtool")
+        .args(["check", "config", "--syntax-only"])
+        .arg(root().join("deploy/prometheus-scrape.yml"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     // And a broken rule is caught.
     let fx = Fixture::new(10);

@@ -6,7 +6,11 @@
 //!            token-budget batches          assemble per chunk
 //! ```
 //! Both stages run on their own OS threads (as in text-embeddings-inference), connected by
-//! bounded channels, so a slow sink slows the source and memory stays bounded. The prep thread
+//! bounded channels, so a slow sink slows the source and memory stays bounded.
+//!
+//! Continuous batching: the prep thread dispatches what it holds the moment the inference thread
+//! has nothing to run, so a lone record is labeled at once; while a batch runs, the next one grows
+//! (up to `window` texts, or `max_wait`), so under load batches fill by themselves. The prep thread
 //! takes the current model from the [`ModelSlot`] for each window; a batch carries the model it
 //! was prepared for, so a hot swap never mixes tokenizers and batches in flight finish on the old
 //! model.
@@ -28,7 +32,8 @@ pub struct EngineSettings {
     pub limits: BatchLimits,
     /// Texts collected before sorting and batching.
     pub window: usize,
-    /// Longest a text waits in a window that is not full (streaming latency bound).
+    /// Longest a text waits in a window that is not full while the inference thread is busy
+    /// (with `continuous`, an idle inference thread takes the window at once).
     #[serde(with = "millis")]
     pub max_wait: Duration,
     /// Top-k classes kept per prediction.
@@ -37,6 +42,9 @@ pub struct EngineSettings {
     pub input_chunks: usize,
     /// Batches buffered between the prep and inference threads.
     pub queued_batches: usize,
+    /// Dispatch as soon as the inference thread is free instead of waiting for the window to
+    /// fill or `max_wait` to pass.
+    pub continuous: bool,
 }
 
 impl Default for EngineSettings {
@@ -48,6 +56,7 @@ impl Default for EngineSettings {
             top_k: 3,
             input_chunks: 4,
             queued_batches: 32,
+            continuous: true,
         }
     }
 }
@@ -107,6 +116,8 @@ impl<P: Send + 'static> LabelingEngine<P> {
         let (input_tx, input_rx) = flume::bounded::<TextChunk<P>>(settings.input_chunks.max(1));
         let (work_tx, work_rx) = flume::bounded::<Work<P>>(settings.queued_batches.max(1));
         let (out_tx, out_rx) = flume::bounded::<Result<LabeledChunk<P>>>(settings.input_chunks.max(1));
+        let busy = Busy::default();
+        let infer_busy = busy.clone();
         let prep_settings = settings.clone();
         let prep_metrics = metrics.clone();
         let prep_out = out_tx.clone();
@@ -114,7 +125,7 @@ impl<P: Send + 'static> LabelingEngine<P> {
         let prep = std::thread::Builder::new()
             .name("prodcat-prep".into())
             .spawn(move || {
-                if let Err(e) = prep_loop(&slot, &prep_settings, &prep_metrics, &input_rx, &work_tx) {
+                if let Err(e) = prep_loop(&slot, &prep_settings, &prep_metrics, &input_rx, &work_tx, &busy) {
                     let _ = prep_out.send(Err(e));
                 }
             })
@@ -122,7 +133,7 @@ impl<P: Send + 'static> LabelingEngine<P> {
         let infer = std::thread::Builder::new()
             .name("prodcat-infer".into())
             .spawn(move || {
-                if let Err(e) = infer_loop(&settings, &metrics, &work_rx, &out_tx) {
+                if let Err(e) = infer_loop(&settings, &metrics, &work_rx, &out_tx, &infer_busy) {
                     let _ = out_tx.send(Err(e));
                 }
             })
@@ -144,6 +155,38 @@ impl<P: Send + 'static> LabelingEngine<P> {
     }
 }
 
+/// Batches handed to the inference thread and not yet finished, and a signal when that count
+/// drops to zero (the inference thread is free: the prep thread dispatches at once).
+#[derive(Clone)]
+struct Busy {
+    batches: Arc<std::sync::atomic::AtomicUsize>,
+    idle_tx: flume::Sender<()>,
+    idle_rx: flume::Receiver<()>,
+}
+
+impl Default for Busy {
+    fn default() -> Self {
+        let (idle_tx, idle_rx) = flume::bounded(1);
+        Self { batches: Arc::default(), idle_tx, idle_rx }
+    }
+}
+
+impl Busy {
+    fn running(&self) -> bool {
+        self.batches.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    fn sent(&self) {
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn finished(&self) {
+        if self.batches.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            let _ = self.idle_tx.try_send(());
+        }
+    }
+}
+
 struct Pending {
     seq: u64,
     index: usize,
@@ -156,6 +199,7 @@ fn prep_loop<P>(
     metrics: &Metrics,
     input: &flume::Receiver<TextChunk<P>>,
     work: &flume::Sender<Work<P>>,
+    busy: &Busy,
 ) -> Result<()> {
     let mut seq = 0u64;
     let mut window: Vec<Pending> = Vec::new();
@@ -165,24 +209,41 @@ fn prep_loop<P>(
     loop {
         let received = if window.is_empty() {
             input.recv().map_err(|_| flume::RecvTimeoutError::Disconnected)
+        } else if settings.continuous && !busy.running() {
+            // The inference thread is free: what is here goes now.
+            flush(&mut window, &window_model, settings, metrics, work, busy)?;
+            continue;
         } else {
-            input.recv_deadline(window_started + settings.max_wait)
+            let deadline = window_started + settings.max_wait;
+            if settings.continuous {
+                // A batch is running: grow this one until it finishes (or the deadline).
+                let _ = busy.idle_rx.try_recv();
+                flume::Selector::new()
+                    .recv(input, |r| r.map_err(|_| flume::RecvTimeoutError::Disconnected))
+                    .recv(&busy.idle_rx, |_| Err(flume::RecvTimeoutError::Timeout))
+                    .wait_deadline(deadline)
+                    .unwrap_or(Err(flume::RecvTimeoutError::Timeout))
+            } else {
+                input.recv_deadline(deadline)
+            }
         };
         let chunk = match received {
             Ok(chunk) => chunk,
             Err(flume::RecvTimeoutError::Timeout) => {
-                flush(&mut window, &window_model, settings, metrics, work)?;
+                if !settings.continuous || Instant::now() >= window_started + settings.max_wait || !busy.running() {
+                    flush(&mut window, &window_model, settings, metrics, work, busy)?;
+                }
                 continue;
             }
             Err(flume::RecvTimeoutError::Disconnected) => {
-                flush(&mut window, &window_model, settings, metrics, work)?;
+                flush(&mut window, &window_model, settings, metrics, work, busy)?;
                 return Ok(());
             }
         };
         let current = slot.current();
         if window_model.as_ref().is_some_and(|(m, _)| !Arc::ptr_eq(m, &current.0)) {
             // The model changed: batch what was prepared for the old one first.
-            flush(&mut window, &window_model, settings, metrics, work)?;
+            flush(&mut window, &window_model, settings, metrics, work, busy)?;
         }
         let started = Instant::now();
         let texts: Vec<&str> = chunk.texts.iter().map(String::as_str).collect();
@@ -197,7 +258,7 @@ fn prep_loop<P>(
         work.send(Work::Chunk { seq, texts: chunk.texts, payload: chunk.payload }).map_err(|_| closed())?;
         seq += 1;
         if flush_now {
-            flush(&mut window, &window_model, settings, metrics, work)?;
+            flush(&mut window, &window_model, settings, metrics, work, busy)?;
         }
     }
 }
@@ -208,6 +269,7 @@ fn flush<P>(
     settings: &EngineSettings,
     metrics: &Metrics,
     work: &flume::Sender<Work<P>>,
+    busy: &Busy,
 ) -> Result<()> {
     let Some((model, identity)) = model else { return Ok(()) };
     if window.is_empty() {
@@ -219,6 +281,7 @@ fn flush<P>(
         metrics.batch_records.observe(batch.batch as f64);
         metrics.batch_tokens.observe((batch.batch * batch.seq) as f64);
         let items = plan.iter().map(|&i| (window[i].seq, window[i].index)).collect();
+        busy.sent();
         work.send(Work::Batch { model: model.clone(), identity: identity.clone(), items, batch })
             .map_err(|_| Error::Stopped("the labeling engine's inference thread"))?;
     }
@@ -238,6 +301,7 @@ fn infer_loop<P>(
     metrics: &Metrics,
     work: &flume::Receiver<Work<P>>,
     output: &flume::Sender<Result<LabeledChunk<P>>>,
+    busy: &Busy,
 ) -> Result<()> {
     let mut open: BTreeMap<u64, Assembly<P>> = BTreeMap::new();
     let mut next_out = 0u64;
@@ -253,7 +317,9 @@ fn infer_loop<P>(
                     .iter()
                     .map(|(seq, i)| open.get(seq).map(|a| a.texts[*i].as_str()).unwrap_or_default())
                     .collect();
-                let scored = model.score(&batch, &texts)?;
+                let scored = model.score(&batch, &texts);
+                busy.finished();
+                let scored = scored?;
                 let (scores, stages) = (&scored.output, &scored.stages);
                 metrics.stage_seconds.with_label_values(&["infer"]).observe(started.elapsed().as_secs_f64());
                 for (row, (seq, index)) in items.into_iter().enumerate() {

@@ -50,6 +50,14 @@ pub struct InRecord {
     pub read_at: Instant,
 }
 
+/// Observes `seconds` once per record of a stage (per-record percentiles from chunk timings).
+pub fn observe_records(metrics: &crate::metrics::Metrics, stage: &str, seconds: f64, records: usize) {
+    let h = metrics.record_latency.with_label_values(&[stage]);
+    for _ in 0..records {
+        h.observe(seconds);
+    }
+}
+
 /// A message that cannot be labeled.
 #[derive(Debug)]
 pub struct DeadMessage {
@@ -71,6 +79,8 @@ pub struct KafkaPart {
     pub handled: Vec<(TopicPartition, i64)>,
     /// The fencing generation the records were read in (see [`acks::AckTracker::fence_and_wait`]).
     pub generation: u64,
+    /// When the consumer handed the chunk to the engine.
+    pub handed_at: Option<Instant>,
 }
 
 /// Product texts each instance remembers for corrections that name only a product id.

@@ -62,7 +62,7 @@ impl Default for KafkaSettings {
             exactly_once: false,
             transactional_id: String::new(),
             chunk_records: 256,
-            chunk_wait_ms: 5,
+            chunk_wait_ms: 1,
             commit_interval_ms: 1000,
             drain_timeout_ms: 30_000,
             learn_only: false,

@@ -37,6 +37,9 @@ pub struct ChunkAck {
     offsets: Vec<(TopicPartition, i64)>,
     tracker: Arc<AckTracker>,
     read_at: Option<Instant>,
+    /// When the sink started sending the chunk, and its records (the produce stage).
+    sent_at: Instant,
+    records: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -50,6 +53,7 @@ impl ChunkAck {
             if let Some(t) = self.read_at {
                 self.metrics.end_to_end_seconds.observe(t.elapsed().as_secs_f64());
             }
+            super::observe_records(&self.metrics, "produce", self.sent_at.elapsed().as_secs_f64(), self.records);
         }
     }
 }
@@ -252,6 +256,9 @@ impl Sink {
     fn write_chunk(&mut self, chunk: LabeledChunk<KafkaPart>, summary: &Mutex<StreamSummary>) -> Result<()> {
         let started = Instant::now();
         let LabeledChunk { payload: part, predictions, .. } = chunk;
+        if let Some(handed) = part.handed_at {
+            super::observe_records(&self.metrics, "engine", handed.elapsed().as_secs_f64(), part.records.len());
+        }
         if part.generation < self.generation {
             // Read before a revoke whose transaction was aborted: read again by the owner now.
             tracing::debug!(records = part.records.len(), "dropping a chunk of an aborted generation");
@@ -272,6 +279,8 @@ impl Sink {
             offsets: offsets.clone(),
             tracker: self.tracker.clone(),
             read_at: part.records.first().map(|r| r.read_at),
+            sent_at: Instant::now(),
+            records: part.records.len(),
             metrics: self.metrics.clone(),
         });
         let per_record = |ack: &Arc<ChunkAck>| if self.exactly_once { None } else { Some(ack.clone()) };

@@ -63,6 +63,11 @@ impl SourceContext {
             std::mem::take(&mut *pending)
         };
         part.generation = self.tracker.generation();
+        part.handed_at = Some(Instant::now());
+        let chunk = self.metrics.record_latency.with_label_values(&["chunk"]);
+        for r in &part.records {
+            chunk.observe(r.read_at.elapsed().as_secs_f64());
+        }
         let sender = self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(tx) = sender else {
             return Err(Error::Stopped("the labeling engine (closed)"));
@@ -202,7 +207,10 @@ pub fn create_consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // Latency: a fetch returns after at most 10 ms even when little data is there
+        // (librdkafka's default is 500 ms, which some brokers hold a fetch for).
+        .set("fetch.wait.max.ms", "10");
     if k.exactly_once {
         c.set("isolation.level", "read_committed");
     }
@@ -311,6 +319,10 @@ pub fn consume(
                 Some(Ok(message)) => {
                     received += 1;
                     metrics.records_received.with_label_values(&["kafka"]).inc();
+                    if let Some(created) = message.timestamp().to_millis() {
+                        let waited = (chrono::Utc::now().timestamp_millis() - created).max(0) as f64 / 1e3;
+                        metrics.record_latency.with_label_values(&["fetch"]).observe(waited);
+                    }
                     let tp = (message.topic().to_string(), message.partition());
                     let offset = message.offset();
                     tracker.register(&tp, offset);
