@@ -6,9 +6,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/provision.sh all
 bash scripts/provision.sh kafka
-bash scripts/provision.sh ops
-# Deployment tests fail (not skip) when the tools this script installs are missing.
-export PRODCAT_REQUIRE_TOOLS=1
+# Deployment-test tools (kubernetes-validate, promtool, Prometheus). As root (CI) they are
+# installed and the deployment tests fail, not skip, without them; otherwise promtool/Prometheus
+# may be missing (Debian's prometheus package needs root) and those tests skip with a message.
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/provision.sh ops
+  export PRODCAT_REQUIRE_TOOLS=1
+else
+  bash scripts/provision.sh ops || echo "test: deployment tools incomplete; tests/deploy.rs skips what needs them" >&2
+fi
 export KAFKA_PORT=${KAFKA_PORT:-19092}
 bash scripts/kafka-broker.sh start
 trap 'bash scripts/kafka-broker.sh stop' EXIT
