@@ -216,8 +216,14 @@ fn prep_loop<P>(
         } else {
             let deadline = window_started + settings.max_wait;
             if settings.continuous {
-                // A batch is running: grow this one until it finishes (or the deadline).
+                // A batch is running: grow this one until it finishes (or the deadline). A stale
+                // signal is cleared first, then the count looked at again, so a batch that
+                // finished in between is not waited for.
                 let _ = busy.idle_rx.try_recv();
+                if !busy.running() {
+                    flush(&mut window, &window_model, settings, metrics, work, busy)?;
+                    continue;
+                }
                 flume::Selector::new()
                     .recv(input, |r| r.map_err(|_| flume::RecvTimeoutError::Disconnected))
                     .recv(&busy.idle_rx, |_| Err(flume::RecvTimeoutError::Timeout))
