@@ -467,9 +467,7 @@ fn exactly_once_aborts_the_open_transaction_when_a_revoke_cannot_drain() {
     let pipeline_for = |txn: &str| {
         let extra = format!("exactly_once = true\ntransactional_id = \"{txn}\"\ndrain_timeout_ms = 1\n");
         let (path, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
-        let text =
-            std::fs::read_to_string(&path).unwrap().replace("commit_interval_ms = 200", "commit_interval_ms = 15000");
-        std::fs::write(&path, text).unwrap();
+        edit_pipeline(&path, "commit_interval_ms = 200", "commit_interval_ms = 15000");
         (path, port)
     };
     let (a_file, a_port) = pipeline_for(&unique("txn-a"));
@@ -516,8 +514,7 @@ fn a_send_failing_mid_transaction_aborts_it_and_a_restart_writes_each_record_onc
     let t = Topics::new(&brokers, "eos-fault", 1);
     let extra = format!("exactly_once = true\ntransactional_id = \"{}\"\ncommit_interval_ms = 5000", unique("txn"));
     let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, "");
-    let text = std::fs::read_to_string(&pipeline).unwrap().replace("commit_interval_ms = 200", &extra);
-    std::fs::write(&pipeline, text).unwrap();
+    edit_pipeline(&pipeline, "commit_interval_ms = 200", &extra);
     let n = 600usize;
     produce(&brokers, &t.input, &(0..n).map(|i| product(&fx, i)).collect::<Vec<_>>());
     // The 400th record the sink enqueues (outputs and reviews) fails, inside an open transaction.
@@ -571,9 +568,9 @@ fn a_learner_instance_stores_every_trusted_label_and_writes_nothing() {
     let t = Topics::new(&brokers, "learner", 2);
     let extra = format!("learn_only = true\n{}", label_store_only(&fx));
     let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &model, &extra);
-    let text = std::fs::read_to_string(&pipeline).unwrap();
-    let text = [&t.output, &t.dead, &t.review].iter().fold(text, |s, topic| s.replace(&format!("\"{topic}\""), "\"\""));
-    std::fs::write(&pipeline, text).unwrap();
+    for topic in [&t.output, &t.dead, &t.review] {
+        edit_pipeline(&pipeline, &format!("\"{topic}\""), "\"\"");
+    }
     let mut records: Vec<(String, Vec<u8>)> = (0..300).map(|i| labeled_product(&fx, i)).collect();
     records.push(("bad".into(), b"{not json".to_vec()));
     let ends = produce(&brokers, &t.input, &records);

@@ -84,9 +84,10 @@ impl RecentTexts {
     }
 }
 
-/// Where a correction finds its product's text (see the module documentation).
+/// Where a correction finds its product's text (see the module documentation). Owned by the
+/// consumer thread, which both remembers products and resolves corrections.
 pub struct KnownTexts {
-    recent: Mutex<RecentTexts>,
+    recent: RecentTexts,
     store: Arc<LabelStore>,
     id_field: String,
 }
@@ -103,15 +104,15 @@ impl KnownTexts {
     /// Remembers up to `capacity` recent product texts; falls back to `store`.
     pub fn new(store: Arc<LabelStore>, id_field: &str, capacity: usize) -> Self {
         Self {
-            recent: Mutex::new(RecentTexts { map: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }),
+            recent: RecentTexts { map: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) },
             store,
             id_field: id_field.to_string(),
         }
     }
 
     /// Remembers a product the pipeline read.
-    pub fn seen(&self, id: &str, text: &str) {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), text.to_string());
+    pub fn seen(&mut self, id: &str, text: &str) {
+        self.recent.insert(id.to_string(), text.to_string());
     }
 
     /// The correction in a feedback message, or why it cannot be used (the dead letter's reason).
@@ -139,7 +140,7 @@ impl KnownTexts {
         let given = field("title").or_else(|| field("text")).filter(|s| !s.is_empty());
         let text = match given {
             Some(text) => Some(text),
-            None => self.recent.lock().unwrap_or_else(|p| p.into_inner()).map.get(&id).cloned(),
+            None => self.recent.map.get(&id).cloned(),
         };
         let text = match text {
             Some(text) => text,
@@ -161,13 +162,6 @@ impl KnownTexts {
     }
 }
 
-/// Settings of the intake thread.
-#[derive(Debug, Clone)]
-pub struct IntakeSettings {
-    /// Events buffered between the consumer and the intake thread.
-    pub queue: usize,
-}
-
 /// The running intake: its sender (the consumer's; the thread ends when it is dropped, after the
 /// last event, with a final sync), a barrier for committers, and the thread.
 pub struct Intake {
@@ -176,9 +170,9 @@ pub struct Intake {
     pub handle: JoinHandle<()>,
 }
 
-/// Starts the intake thread.
-pub fn start(store: Arc<LabelStore>, settings: IntakeSettings) -> Result<Intake> {
-    let (tx, rx) = flume::bounded::<LabelEvent>(settings.queue.max(1));
+/// Starts the intake thread; `queue` events are buffered between the consumer and it.
+pub fn start(store: Arc<LabelStore>, queue: usize) -> Result<Intake> {
+    let (tx, rx) = flume::bounded::<LabelEvent>(queue.max(1));
     let finished = Arc::new(Mutex::new(None));
     let barrier = LabelBarrier { events: tx.downgrade(), finished: finished.clone() };
     let handle = std::thread::Builder::new()

@@ -226,6 +226,13 @@ max_wait = 5
     (path, port)
 }
 
+/// Replaces `from` by `to` in a written pipeline file (a setting `pipeline_file` fixes).
+pub fn edit_pipeline(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} lacks `{from}`", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
 pub fn start(pipeline: &Path) -> Child {
     start_with_env(pipeline, &[])
 }

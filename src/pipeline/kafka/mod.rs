@@ -50,14 +50,6 @@ pub struct InRecord {
     pub read_at: Instant,
 }
 
-/// Observes `seconds` once per record of a stage (per-record percentiles from chunk timings).
-pub fn observe_records(metrics: &crate::metrics::Metrics, stage: &str, seconds: f64, records: usize) {
-    let h = metrics.record_latency.with_label_values(&[stage]);
-    for _ in 0..records {
-        h.observe(seconds);
-    }
-}
-
 /// A message that cannot be labeled.
 #[derive(Debug)]
 pub struct DeadMessage {
@@ -226,10 +218,7 @@ pub fn run_with_slot(
     };
     // Trusted labels go to the intake thread; commits wait on its barrier.
     let intake = match &learner {
-        Some(learner) => {
-            let settings = crate::learn::intake::IntakeSettings { queue: job.kafka.chunk_records.max(1) * 4 };
-            Some(crate::learn::intake::start(learner.store.clone(), settings)?)
-        }
+        Some(learner) => Some(crate::learn::intake::start(learner.store.clone(), job.kafka.chunk_records.max(1) * 4)?),
         None => None,
     };
     let barrier = intake.as_ref().map(|i| i.barrier.clone());

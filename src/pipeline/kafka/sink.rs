@@ -53,7 +53,7 @@ impl ChunkAck {
             if let Some(t) = self.read_at {
                 self.metrics.end_to_end_seconds.observe(t.elapsed().as_secs_f64());
             }
-            super::observe_records(&self.metrics, "produce", self.sent_at.elapsed().as_secs_f64(), self.records);
+            self.metrics.observe_records("produce", self.sent_at.elapsed().as_secs_f64(), self.records);
         }
     }
 }
@@ -256,13 +256,13 @@ impl Sink {
     fn write_chunk(&mut self, chunk: LabeledChunk<KafkaPart>, summary: &Mutex<StreamSummary>) -> Result<()> {
         let started = Instant::now();
         let LabeledChunk { payload: part, predictions, .. } = chunk;
-        if let Some(handed) = part.handed_at {
-            super::observe_records(&self.metrics, "engine", handed.elapsed().as_secs_f64(), part.records.len());
-        }
         if part.generation < self.generation {
             // Read before a revoke whose transaction was aborted: read again by the owner now.
             tracing::debug!(records = part.records.len(), "dropping a chunk of an aborted generation");
             return Ok(());
+        }
+        if let Some(handed) = part.handed_at {
+            self.metrics.observe_records("engine", handed.elapsed().as_secs_f64(), part.records.len());
         }
         let mut offsets: Vec<(TopicPartition, i64)> = part.records.iter().map(|r| (r.tp.clone(), r.offset)).collect();
         offsets.extend(part.dead.iter().map(|d| (d.tp.clone(), d.offset)));

@@ -120,15 +120,14 @@ impl ClientContext for SourceContext {
                 // offsets are committed by the producer's transactions, which the consumer never
                 // sees, so there the lag is measured from what was read (the end being the last
                 // stable offset under read_committed).
-                let end = if self.exactly_once { p.ls_offset } else { p.hi_offset };
                 let lag = if p.consumer_lag >= 0 {
-                    Some(p.consumer_lag)
-                } else if self.exactly_once && end >= 0 && p.app_offset >= 0 {
-                    Some((end - p.app_offset).max(0))
+                    p.consumer_lag
+                } else if self.exactly_once && p.ls_offset >= 0 && p.app_offset >= 0 {
+                    (p.ls_offset - p.app_offset).max(0)
                 } else {
-                    None
+                    continue;
                 };
-                if let (true, Some(lag)) = (*partition >= 0, lag) {
+                if *partition >= 0 {
                     self.metrics.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set(lag as f64);
                 }
             }
@@ -280,48 +279,50 @@ pub fn consume(
     let ctx = consumer.context();
     health.consuming.store(true, Ordering::Relaxed);
     let failed = || fatal.is_set();
-    let feedback = labels.as_ref().and_then(|l| l.feedback.as_ref());
-    // Hands a label event to the intake thread (blocking when it is behind: backpressure).
-    let hand_over = |labels: &LabelInputs, event: LabelEvent| {
-        if labels.events.send(event).is_err() {
+    let (events, mut feedback) = match labels {
+        Some(LabelInputs { events, feedback }) => (Some(events), feedback),
+        None => (None, None),
+    };
+    // Hands a label to the intake thread (blocking when it is behind: backpressure).
+    let hand_over = |event: LabelEvent| {
+        if events.as_ref().is_some_and(|e| e.send(event).is_err()) {
             tracing::warn!("the label intake has stopped; a trusted label was not stored");
         }
     };
+    // Per-record metrics, looked up once.
+    let (read, fetched) =
+        (metrics.records_received.with_label_values(&["kafka"]), metrics.record_latency.with_label_values(&["fetch"]));
     let result = (|| -> Result<()> {
         while !stop.load(Ordering::Relaxed) && !failed() {
             match consumer.poll(chunk_wait) {
-                Some(Ok(message)) if feedback.is_some_and(|f| f.topic == message.topic()) => {
+                Some(Ok(message)) if let Some(f) = feedback.as_ref().filter(|f| f.topic == message.topic()) => {
                     let tp = (message.topic().to_string(), message.partition());
                     let offset = message.offset();
                     tracker.register(&tp, offset);
                     // A correction is handed to the label store; one that cannot be used is a
                     // dead letter. Either way its offset completes with the chunk.
-                    let resolved = feedback.map(|f| f.known.resolve(message.payload()));
+                    let resolved = f.known.resolve(message.payload());
                     let mut pending = ctx.pending.lock().unwrap_or_else(|p| p.into_inner());
                     match resolved {
-                        Some(Ok(c)) => {
-                            if let Some(l) = labels.as_ref() {
-                                let source = LabelSource::Feedback;
-                                hand_over(l, LabelEvent::Label { id: c.id, text: c.text, label: c.label, source });
-                            }
+                        Ok(c) => {
+                            let source = LabelSource::Feedback;
+                            hand_over(LabelEvent::Label { id: c.id, text: c.text, label: c.label, source });
                             pending.part.handled.push((tp, offset));
                         }
-                        Some(Err(rejection)) => {
+                        Err(rejection) => {
                             metrics.records_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
                             let (key, payload) =
                                 (message.key().map(<[u8]>::to_vec), message.payload().map(<[u8]>::to_vec));
                             pending.part.dead.push(DeadMessage { tp, offset, key, payload, rejection });
                         }
-                        None => {}
                     }
                     pending.started.get_or_insert_with(Instant::now);
                 }
                 Some(Ok(message)) => {
                     received += 1;
-                    metrics.records_received.with_label_values(&["kafka"]).inc();
+                    read.inc();
                     if let Some(created) = message.timestamp().to_millis() {
-                        let waited = (chrono::Utc::now().timestamp_millis() - created).max(0) as f64 / 1e3;
-                        metrics.record_latency.with_label_values(&["fetch"]).observe(waited);
+                        fetched.observe((chrono::Utc::now().timestamp_millis() - created).max(0) as f64 / 1e3);
                     }
                     let tp = (message.topic().to_string(), message.partition());
                     let offset = message.offset();
@@ -331,17 +332,16 @@ pub fn consume(
                         let mut pending = ctx.pending.lock().unwrap_or_else(|p| p.into_inner());
                         match decode(message.payload(), &rules) {
                             Ok(record) => {
-                                if let Some(f) = feedback {
+                                if let Some(f) = feedback.as_mut() {
                                     f.known.seen(&record.id, &record.text);
                                 }
-                                if let (Some(l), Some(label)) = (labels.as_ref(), &record.trusted_label) {
-                                    let event = LabelEvent::Label {
+                                if let Some(label) = &record.trusted_label {
+                                    hand_over(LabelEvent::Label {
                                         id: record.id.clone(),
                                         text: record.text.clone(),
                                         label: label.clone(),
                                         source: LabelSource::Record,
-                                    };
-                                    hand_over(l, event);
+                                    });
                                 }
                                 pending.texts.push(record.text.clone());
                                 pending.part.records.push(InRecord {
