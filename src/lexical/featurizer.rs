@@ -2,7 +2,8 @@
 //!
 //! A text is lower-cased and split into words on anything that is not a letter or digit. Features
 //! are word n-grams (`word_ngrams`, default 1–2) and character n-grams (`char_ngrams`, default
-//! 2–5) of each word padded with `<` and `>`, each hashed (FNV-1a, 64-bit) into `buckets` ids. With
+//! 2–5) of each whitespace-separated token (punctuation kept; cards from before `char_tokens`:
+//! each word) padded with `<` and `>`, each hashed (FNV-1a, 64-bit) into `buckets` ids. With
 //! `norm = "blocks"` (the default) word n-grams hash into the lower half of the id space and
 //! character n-grams into the upper half, so the model can normalise the two blocks separately (as
 //! a TF-IDF union of a word and a character vectorizer does). A text's features are deduplicated
@@ -32,6 +33,27 @@ pub struct FeaturizerSettings {
     /// How a feature's count in the text weighs (cards from before this field: `binary`).
     #[serde(default = "TermFrequency::legacy")]
     pub tf: TermFrequency,
+    /// Which tokens character n-grams are taken from (cards from before this field: `words`).
+    #[serde(default = "CharTokens::legacy")]
+    pub char_tokens: CharTokens,
+}
+
+/// The tokens whose padded character n-grams are features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CharTokens {
+    /// The words (runs of letters and digits), as word n-grams use.
+    Words,
+    /// Runs of non-whitespace, punctuation kept (`galaxy-s23,`), as a TF-IDF `char_wb` analyzer
+    /// does: "s23," and "-s2" tell model numbers and sizes apart (+0.005 macro-F1 on Amazon 2023
+    /// items, equal on the others).
+    Whitespace,
+}
+
+impl CharTokens {
+    fn legacy() -> Self {
+        Self::Words
+    }
 }
 
 /// How the count of an n-gram in a text weighs.
@@ -124,6 +146,7 @@ impl Default for FeaturizerSettings {
             max_features: 8192,
             norm: FeatureNorm::Blocks,
             tf: TermFrequency::Sublinear,
+            char_tokens: CharTokens::Whitespace,
         }
     }
 }
@@ -170,10 +193,18 @@ impl Featurizer {
                 ids.push((word_ids.0 + h % word_ids.1) as u32);
             }
         }
-        // Character n-grams of each `<word>`.
+        // Character n-grams of each `<token>`.
         if s.char_ngrams.0 > 0 {
+            let whitespace_tokens: Vec<&str>;
+            let tokens: &[&str] = match s.char_tokens {
+                CharTokens::Words => &words,
+                CharTokens::Whitespace => {
+                    whitespace_tokens = lower.split_whitespace().collect();
+                    &whitespace_tokens
+                }
+            };
             let mut padded: Vec<char> = Vec::new();
-            for w in &words {
+            for w in tokens {
                 padded.clear();
                 padded.push('<');
                 padded.extend(w.chars());
@@ -221,7 +252,7 @@ mod tests {
     fn deterministic_sorted_unique_and_case_insensitive() {
         let f = Featurizer::new(FeaturizerSettings::default());
         let a = f.features("Samsung Galaxy S23 128GB");
-        assert_eq!(a, f.features("samsung  galaxy-s23, 128gb"));
+        assert_eq!(a, f.features("samsung  GALAXY s23\t128gb"));
         assert!(a.ids.windows(2).all(|w| w[0] < w[1]));
         assert!(a.ids.iter().all(|&id| id >= 1 && id < 1 << 19));
         // 4 words → 4 unigrams + 3 bigrams, plus character n-grams.
@@ -242,7 +273,7 @@ mod tests {
         assert_eq!(joint.first_char_bucket(), None);
         // Old cards (no `norm`) featurize as they were trained: one id space, one norm.
         let old: FeaturizerSettings = serde_json::from_str(r#"{"buckets": 1024, "max_features": 1024}"#).unwrap();
-        assert_eq!((old.norm, old.tf), (FeatureNorm::Joint, TermFrequency::Binary));
+        assert_eq!((old.norm, old.tf, old.char_tokens), (FeatureNorm::Joint, TermFrequency::Binary, CharTokens::Words));
     }
 
     #[test]
@@ -259,6 +290,20 @@ mod tests {
         assert_eq!(TermFrequency::Binary.weight(3), 1.0);
         let prepared = words.prepare("red red red apple");
         assert_eq!((prepared.ids, prepared.type_ids), (bag.ids, bag.counts));
+    }
+
+    #[test]
+    fn character_ngrams_keep_punctuation_inside_whitespace_tokens() {
+        let chars = |char_tokens| {
+            let s = FeaturizerSettings { word_ngrams: (1, 0), char_ngrams: (3, 3), char_tokens, ..Default::default() };
+            Featurizer::new(s)
+        };
+        let (spaces, words) = (chars(CharTokens::Whitespace), chars(CharTokens::Words));
+        // "<s23,>" has 4 trigrams; the words "s23" → "<s23>" has 3.
+        assert_eq!(spaces.features("s23,").len(), 4);
+        assert_eq!(words.features("s23,").len(), 3);
+        assert_ne!(spaces.features("galaxy-s23"), spaces.features("galaxy s23"));
+        assert_eq!(words.features("galaxy-s23"), words.features("galaxy s23"));
     }
 
     #[test]

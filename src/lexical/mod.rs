@@ -5,7 +5,7 @@ mod featurizer;
 mod model;
 mod train;
 
-pub use featurizer::{Bag, FeatureNorm, Featurizer, FeaturizerSettings, TermFrequency};
+pub use featurizer::{Bag, CharTokens, FeatureNorm, Featurizer, FeaturizerSettings, TermFrequency};
 pub use model::{LexicalFit, LexicalModel, LexicalSettings, LexicalSolver, Selection, SvmChoice};
 pub use train::{LexicalJob, fit_lexical};
 

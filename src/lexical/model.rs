@@ -183,7 +183,12 @@ impl LexicalModel {
             }
         }
         let n = train.len() as f32;
-        let mut idf: Vec<f32> = df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
+        // An n-gram no training row had weighs 0, as out-of-vocabulary terms do in a TF-IDF
+        // vectorizer: it has no weight in the model either, and given the largest IDF it would only
+        // shrink the text's other features under the L2 norm, against the bias (measured: 0.007
+        // macro-F1 on the 4-class sample's long descriptions).
+        let mut idf: Vec<f32> =
+            df.iter().map(|&d| if d == 0 { 0.0 } else { ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0 }).collect();
         idf[0] = 0.0;
         let char_block = settings.first_char_bucket();
         Self {
