@@ -7,7 +7,8 @@ mod common;
 use common::*;
 use prodcat::models::cascade::Cascade;
 use prodcat::models::ensemble::Ensemble;
-use prodcat::models::quantize::{QuantizeJob, quantize_model};
+use prodcat::models::quantize::{Precision, QuantizeJob, quantize_model};
+use prodcat::onnx::half::HalfSettings;
 use prodcat::onnx::quantize::QuantizeSettings;
 use prodcat::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, files};
 use prodcat::serve::{Model, SessionSettings, Stage, score_texts};
@@ -148,7 +149,7 @@ fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
         name: "tiny-int8".into(),
         tolerance,
         // The tiny model's matrices are small; quantize them all.
-        settings: QuantizeSettings { min_dim: 8, ..Default::default() },
+        precision: Precision::Int8(QuantizeSettings { min_dim: 8, ..Default::default() }),
         session: SessionSettings::default(),
     };
     let dir = quantize_model(job(1.0)).unwrap().publish(true).unwrap();
@@ -156,7 +157,7 @@ fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
     let q = c.model.transformer().unwrap().quantization.clone().unwrap();
     assert_eq!(c.onnx.as_ref().unwrap().precision, "int8");
     assert_eq!(q.rows, texts.len());
-    assert!((q.macro_f1_drop - (q.fp32_macro_f1 - q.int8_macro_f1)).abs() < 1e-12);
+    assert!((q.macro_f1_drop - (q.fp32_macro_f1 - q.converted_macro_f1)).abs() < 1e-12);
     assert!(q.agreement > 0.9, "int8 agrees with fp32 on only {:.3}", q.agreement);
     let onnx = std::fs::read(dir.join(files::MODEL)).unwrap();
     assert!(String::from_utf8_lossy(&onnx).contains("DynamicQuantizeMatMul"));
@@ -173,6 +174,52 @@ fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
     // The CLI names the problem when there is nothing worth quantizing.
     let o = on_fixture(&fx, "quantize", &registry.join("tiny"), &[]);
     assert_clean_failure(&o, &["MatMul"]);
+}
+
+#[test]
+fn fp16_export_checks_agreement_and_logits_against_fp32_and_is_refused_past_its_bounds() {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx);
+    let texts: Vec<String> = fx.products.iter().map(|p| p.title.clone()).collect();
+    let labels: Vec<String> = fx.products.iter().map(|p| p.category.clone()).collect();
+    let job = |precision: Precision| QuantizeJob {
+        model: ModelVersion::open(&registry.join("tiny")).unwrap(),
+        texts: texts.clone(),
+        labels: labels.clone(),
+        origin: "fixture".into(),
+        registry: registry.clone(),
+        name: "tiny-fp16".into(),
+        tolerance: 0.01,
+        precision,
+        session: SessionSettings::default(),
+    };
+    // ONNX Runtime's CPU provider runs this graph in fp16 as the CUDA provider would.
+    let dir = quantize_model(job(Precision::fp16())).unwrap().publish(true).unwrap();
+    let c = ModelCard::read(&dir.join(files::CARD)).unwrap();
+    let q = c.model.transformer().unwrap().quantization.clone().unwrap();
+    assert_eq!((c.onnx.as_ref().unwrap().precision.as_str(), q.precision.as_str()), ("fp16", "fp16"));
+    assert_eq!((q.min_agreement, q.max_logit_diff), (Some(0.995), Some(0.05)));
+    assert!(q.agreement >= 0.995, "fp16 agrees with fp32 on only {:.4}", q.agreement);
+    assert!(q.max_abs_logit_diff > 0.0 && q.max_abs_logit_diff <= 0.05, "{}", q.max_abs_logit_diff);
+    let fp32_len = std::fs::metadata(registry.join("tiny/current/model.onnx")).unwrap().len();
+    let fp16_len = std::fs::metadata(dir.join(files::MODEL)).unwrap().len();
+    assert!(fp16_len * 10 < fp32_len * 6, "fp16 {fp16_len} bytes vs fp32 {fp32_len}");
+    // Served as any model: the outputs are fp32 again.
+    let served = prodcat::models::open(&dir, &SessionSettings::default()).unwrap();
+    let scored = score_texts(&*served, &[texts[0].as_str()], None).unwrap();
+    assert!((scored.output.probs(0).iter().sum::<f32>() - 1.0).abs() < 1e-2);
+
+    // A logit bound fp16 rounding cannot meet: refused, nothing more published.
+    let strict = Precision::Fp16 { settings: HalfSettings::gpu(), min_agreement: 0.995, max_logit_diff: 1e-9 };
+    let err = quantize_model(job(strict)).err().expect("must be refused").to_string();
+    assert!(err.contains("refused") && err.contains("logit diff"), "{err}");
+    assert_eq!(ModelRegistry::new(&registry).versions("tiny-fp16").unwrap(), vec![1]);
+
+    // The command line: `--precision fp16` publishes `<name>-fp16`.
+    let o = on_fixture(&fx, "quantize", &registry.join("tiny"), &["--precision", "fp16", "--tolerance", "0.01"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("fp16 vs fp32"), "{}", stdout(&o));
+    assert!(registry.join("tiny-fp16/v2/model.onnx").exists());
 }
 
 /// `prodcat <kind> --lexical .. --transformer .. --out .. --name .. --report ..`.

@@ -9,7 +9,7 @@ use prodcat::eval::cascade::{format_tuning, plot_tuning};
 use prodcat::eval::{evaluate, format_report, label_ids, write_report};
 use prodcat::models::cascade::Cascade;
 use prodcat::registry::{ModelVersion, files};
-use prodcat::serve::{BatchLimits, ExecutionTarget, Model, SessionSettings};
+use prodcat::serve::{BatchLimits, Model};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -42,21 +42,12 @@ pub struct EvalArgs {
     /// With --tune-threshold: the lowest threshold within this macro-F1 of the best is chosen.
     #[arg(long, default_value_t = 0.001)]
     max_f1_loss: f64,
-    /// Execution provider: cpu or cuda.
-    #[arg(long, default_value = "cpu", env = "PRODCAT_DEVICE")]
-    device: ExecutionTarget,
-    /// With --device cuda: fail instead of falling back to CPU when CUDA cannot be used.
-    #[arg(long)]
-    require_gpu: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = SessionSettings {
-        target: args.device,
-        ort_library: ort_lib,
-        require_gpu: args.require_gpu,
-        ..Default::default()
-    };
+    let settings = args.device.session(ort_lib);
     let version = ModelVersion::open(&args.model)?;
     let spec = LabeledDataSpec {
         path: args.data.clone(),

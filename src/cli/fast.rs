@@ -11,7 +11,8 @@ use prodcat::eval::format_report;
 use prodcat::models::cascade::{CascadeJob, build_cascade};
 use prodcat::models::ensemble::{EnsembleJob, build_ensemble};
 use prodcat::models::pair::{CompositeJob, Rows};
-use prodcat::models::quantize::{QuantizeJob, quantize_model};
+use prodcat::models::quantize::{Precision, QuantizeJob, quantize_model};
+use prodcat::onnx::half::HalfSettings;
 use prodcat::onnx::quantize::QuantizeSettings;
 use prodcat::registry::{ModelCard, ModelVersion};
 use prodcat::serve::SessionSettings;
@@ -25,12 +26,27 @@ pub struct QuantizeArgs {
     /// Registry to publish into (default: the source model's registry).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Model name (default: `<source name>-int8`).
+    /// Model name (default: `<source name>-<precision>`).
     #[arg(long)]
     name: Option<String>,
+    /// `int8` (dynamic quantization, for CPUs) or `fp16` (for GPUs).
+    #[arg(long, value_enum, default_value = "int8")]
+    precision: PrecisionArg,
     /// Largest tolerated macro-F1 drop against fp32 (0.003 = 0.3 points).
     #[arg(long, default_value_t = 0.003)]
     tolerance: f64,
+    /// fp16: smallest share of rows whose label must not change.
+    #[arg(long, default_value_t = 0.995)]
+    min_agreement: f64,
+    /// fp16: largest tolerated |logit difference| against fp32 over every row and class.
+    #[arg(long, default_value_t = 0.05)]
+    max_logit_diff: f32,
+    /// fp16: op types to keep in fp32 (comma-separated, e.g. Softmax,LayerNormalization).
+    #[arg(long, value_delimiter = ',')]
+    keep_fp32: Vec<String>,
+    /// Where both precisions are evaluated (fp16 wants the GPU it is made for).
+    #[command(flatten)]
+    device: super::DeviceArgs,
     /// Labeled rows to compare on (default: the test split of the model's training data).
     #[arg(long, requires_all = ["text_column", "label_column"])]
     data: Option<PathBuf>,
@@ -38,9 +54,15 @@ pub struct QuantizeArgs {
     text_column: Option<String>,
     #[arg(long)]
     label_column: Option<String>,
-    /// Full 8-bit weights (only safe on CPUs with VNNI; the default 7-bit range is safe on AVX2).
+    /// int8: full 8-bit weights (only safe on CPUs with VNNI; the default 7-bit range is safe on AVX2).
     #[arg(long)]
     full_range: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    Int8,
+    Fp16,
 }
 
 /// The members of a composite model and where it goes.
@@ -139,7 +161,7 @@ fn print_published(candidate: Candidate) -> anyhow::Result<Option<prodcat::regis
 }
 
 pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
-    let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
+    let session = args.device.session(ort_lib);
     let source = ModelVersion::open(&args.model)?;
     let card = source.card.clone();
     let rows = match &args.data {
@@ -167,15 +189,23 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
             .context("cannot tell the source model's registry; pass --out")?
             .to_path_buf(),
     };
+    let precision = match args.precision {
+        PrecisionArg::Int8 => Precision::Int8(QuantizeSettings { reduce_range: !args.full_range, ..Default::default() }),
+        PrecisionArg::Fp16 => Precision::Fp16 {
+            settings: HalfSettings { keep_fp32: args.keep_fp32.clone() },
+            min_agreement: args.min_agreement,
+            max_logit_diff: args.max_logit_diff,
+        },
+    };
     let job = QuantizeJob {
         model: source,
         texts: rows.texts,
         labels: rows.labels,
         origin: rows.origin,
         registry,
-        name: args.name.unwrap_or_else(|| format!("{}-int8", card.name)),
+        name: args.name.unwrap_or_else(|| format!("{}-{}", card.name, precision.name())),
         tolerance: args.tolerance,
-        settings: QuantizeSettings { reduce_range: !args.full_range, ..Default::default() },
+        precision,
         session,
     };
     let candidate = quantize_model(job)?;
@@ -186,10 +216,10 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
     print_published(candidate)?;
     println!("size:         {:.1} MiB", bytes as f64 / (1 << 20) as f64);
     println!(
-        "int8 vs fp32: macro-F1 {:.4} vs {:.4} (drop {:+.4}, tolerance {:.4}), agreement {:.4}, max |logit diff| {:.3}",
-        q.int8_macro_f1, q.fp32_macro_f1, q.macro_f1_drop, q.tolerance, q.agreement, q.max_abs_logit_diff
+        "{} vs fp32: macro-F1 {:.4} vs {:.4} (drop {:+.4}, tolerance {:.4}), agreement {:.4}, max |logit diff| {:.4}",
+        q.precision, q.converted_macro_f1, q.fp32_macro_f1, q.macro_f1_drop, q.tolerance, q.agreement, q.max_abs_logit_diff
     );
-    println!("macro_f1={:.4} accuracy={accuracy:.4}", q.int8_macro_f1);
+    println!("macro_f1={:.4} accuracy={accuracy:.4}", q.converted_macro_f1);
     Ok(())
 }
 

@@ -40,7 +40,8 @@ pub enum Command {
     Relabel(relabel::RelabelArgs),
     /// Run a pipeline file (pipelines/*.toml).
     Run(relabel::RunArgs),
-    /// Export a transformer with int8 weights (dynamic quantization), refused if it costs accuracy.
+    /// Export a transformer with int8 weights (dynamic quantization, for CPUs) or in fp16 (for GPUs),
+    /// refused if it costs accuracy.
     Quantize(fast::QuantizeArgs),
     /// Combine a lexical and a transformer model into a confidence cascade (threshold tuned).
     Cascade(fast::CascadeArgs),
@@ -54,6 +55,29 @@ pub enum Command {
     /// Report every problem of a pipeline file at once (values, model, state folder) and exit
     /// non-zero if there is any; starts nothing.
     Check(models::CheckArgs),
+}
+
+/// Where a command runs its models.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// Execution provider: cpu or cuda.
+    #[arg(long, default_value = "cpu", env = "PRODCAT_DEVICE")]
+    pub device: prodcat::serve::ExecutionTarget,
+    /// With --device cuda: fail instead of falling back to CPU when CUDA cannot be used.
+    #[arg(long)]
+    pub require_gpu: bool,
+}
+
+impl DeviceArgs {
+    /// Session settings for this device.
+    pub fn session(&self, ort_lib: Option<std::path::PathBuf>) -> prodcat::serve::SessionSettings {
+        prodcat::serve::SessionSettings {
+            target: self.device,
+            ort_library: ort_lib,
+            require_gpu: self.require_gpu,
+            ..Default::default()
+        }
+    }
 }
 
 /// How log lines are written.

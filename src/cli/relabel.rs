@@ -8,6 +8,7 @@ use clap::Args;
 use prodcat::config::{PipelineConfig, PipelineKind};
 use prodcat::metrics::Metrics;
 use prodcat::pipeline::relabel::relabel;
+use prodcat::serve::ExecutionTarget;
 
 #[derive(Debug, Args)]
 pub struct RelabelArgs {
@@ -35,12 +36,8 @@ pub struct RelabelArgs {
     /// This machine's share of the input, I/N (rows whose position % N == I).
     #[arg(long, default_value = "0/1")]
     shard: String,
-    /// Execution provider: cpu or cuda.
-    #[arg(long, default_value = "cpu", env = "PRODCAT_DEVICE")]
-    device: String,
-    /// With --device cuda: fail instead of falling back to CPU when CUDA cannot be used.
-    #[arg(long)]
-    require_gpu: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
     /// More configuration as key=value (pipeline-file keys, e.g. engine.limits.max_tokens=8192).
     #[arg(long = "set")]
     set: Vec<String>,
@@ -65,8 +62,8 @@ pub fn run_relabel(args: RelabelArgs, ort_lib: Option<PathBuf>) -> anyhow::Resul
         format!("relabel.output={}", args.output.display()),
         format!("relabel.format={}", args.format),
         format!("relabel.shard={}", args.shard),
-        format!("model.device={}", args.device),
-        format!("model.require_gpu={}", args.require_gpu),
+        format!("model.device={}", if args.device.device == ExecutionTarget::Cuda { "cuda" } else { "cpu" }),
+        format!("model.require_gpu={}", args.device.require_gpu),
     ];
     if args.no_progress {
         overrides.push("relabel.progress=false".into());

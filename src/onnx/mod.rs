@@ -2,6 +2,7 @@
 //! each model type.
 
 pub mod graph;
+pub mod half;
 pub mod proto;
 pub mod quantize;
 pub mod transformer;

@@ -184,20 +184,38 @@ pub struct EnsembleInfo {
     pub tuning: Option<serde_json::Value>,
 }
 
-/// int8 dynamic quantization of a transformer, and what it cost in accuracy.
+/// A reduced-precision export of a transformer (int8 dynamic quantization or fp16), and what it
+/// cost in accuracy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizationInfo {
+    /// `int8` or `fp16` (cards from before this field: int8).
+    #[serde(default = "QuantizationInfo::legacy_precision")]
+    pub precision: String,
     pub method: String,
     pub source_version: String,
     pub rows: usize,
     pub fp32_macro_f1: f64,
-    pub int8_macro_f1: f64,
-    /// fp32 − int8 macro-F1 (positive = int8 is worse).
+    /// Macro-F1 of the converted model (`int8_macro_f1` in cards from before fp16).
+    #[serde(alias = "int8_macro_f1")]
+    pub converted_macro_f1: f64,
+    /// fp32 − converted macro-F1 (positive = the converted model is worse).
     pub macro_f1_drop: f64,
     pub tolerance: f64,
-    /// Share of rows where int8 and fp32 predict the same label.
+    /// Share of rows where the converted model and fp32 predict the same label.
     pub agreement: f64,
     pub max_abs_logit_diff: f32,
+    /// Bounds the conversion had to meet besides the macro-F1 drop (fp16: argmax agreement and
+    /// logit difference); absent for int8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agreement: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_logit_diff: Option<f32>,
+}
+
+impl QuantizationInfo {
+    fn legacy_precision() -> String {
+        "int8".into()
+    }
 }
 
 /// What a version is, with the section that kind needs. Serialized as `"model": {"kind":
