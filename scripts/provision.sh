@@ -7,6 +7,7 @@
 #   bash scripts/provision.sh model      # only the base model (all-MiniLM-L6-v2)
 #   bash scripts/provision.sh kafka      # only the Kafka test broker
 #   bash scripts/provision.sh ops        # kubernetes-validate, promtool and Prometheus (deploy tests)
+#   bash scripts/provision.sh gpu        # ONNX Runtime with CUDA 13 and NVIDIA's libraries (~2 GB)
 #
 # Env: PRODCAT_DEPS (default <repo>/.deps), PYTHON (default python3).
 set -euo pipefail
@@ -121,6 +122,62 @@ install_ops() {
   say "prometheus: $(command -v prometheus), promtool: $(command -v promtool)"
 }
 
+# The GPU build of ONNX Runtime (PyPI onnxruntime-gpu, CUDA 13) into .deps/lib-cuda, which prodcat
+# then prefers (its CPU provider is the CPU build's), and the NVIDIA CUDA 13.0 libraries its CUDA
+# provider loads (PyPI wheels, versions of CUDA 13.0 so driver 580 runs them) into .deps/cuda/lib,
+# which prodcat loads itself before a CUDA session: no LD_LIBRARY_PATH. On a machine that already
+# has them (a CUDA image with PyTorch's nvidia wheels), prodcat finds those and this is not needed.
+CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-cuda-runtime==13.0.96 nvidia-cuda-nvrtc==13.0.88 \
+nvidia-curand==10.4.0.35 nvidia-cufft==12.0.0.61 nvidia-cudnn-cu13==9.13.1.26"
+install_gpu() {
+  local dir=$DEPS/lib-cuda wheel tmp spec
+  if [ ! -f "$dir/libonnxruntime_providers_cuda.so" ] || [ "$(cat "$dir/VERSION" 2>/dev/null)" != "$ORT_VERSION" ]; then
+    say "installing ONNX Runtime $ORT_VERSION with CUDA (PyPI onnxruntime-gpu wheel, ~250 MB)"
+    mkdir -p "$dir"
+    wheel=$(fetch_wheel "onnxruntime-gpu==$ORT_VERSION")
+    tmp=$(dirname "$wheel")
+    "$PY" - "$wheel" "$tmp/x" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for n in z.namelist():
+        if "/capi/libonnxruntime" in n:
+            z.extract(n, sys.argv[2])
+PY
+    for f in libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so; do
+      cp "$tmp/x/onnxruntime/capi/$f" "$dir/.$f.tmp" && mv "$dir/.$f.tmp" "$dir/$f"
+    done
+    cp "$tmp/x/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$dir/.libonnxruntime.so.tmp"
+    mv "$dir/.libonnxruntime.so.tmp" "$dir/libonnxruntime.so"
+    echo "$ORT_VERSION" > "$dir/VERSION"
+    rm -rf "$tmp"
+  fi
+  say "ONNX Runtime with CUDA: $dir"
+  local libs=$DEPS/cuda/lib
+  if [ "$(cat "$libs/WHEELS" 2>/dev/null)" != "$CUDA_WHEELS" ]; then
+    mkdir -p "$libs"
+    for spec in $CUDA_WHEELS; do
+      say "installing $spec (PyPI)"
+      wheel=$(fetch_wheel "$spec")
+      tmp=$(dirname "$wheel")
+      # Every shared library under nvidia/<package>/lib (nvidia/cu13/lib for CUDA 13 wheels).
+      "$PY" - "$wheel" "$libs" <<'PY'
+import os, re, sys, zipfile
+wheel, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    for n in z.namelist():
+        if re.match(r"nvidia/[^/]+/lib/[^/]+\.so(\.[0-9]+)*$", n):
+            tmp = os.path.join(out, "." + os.path.basename(n) + ".tmp")
+            with z.open(n) as src, open(tmp, "wb") as dst:
+                dst.write(src.read())
+            os.replace(tmp, os.path.join(out, os.path.basename(n)))
+PY
+      rm -rf "$tmp"
+    done
+    echo "$CUDA_WHEELS" > "$libs/WHEELS"
+  fi
+  say "NVIDIA CUDA libraries: $libs ($(ls "$libs" | grep -c '\.so') files)"
+}
+
 mkdir -p "$DEPS"
 case "${1:-all}" in
   all) install_ort; install_blas; install_model ;;
@@ -129,5 +186,6 @@ case "${1:-all}" in
   model) install_model ;;
   kafka) install_kafka ;;
   ops) install_ops ;;
-  *) echo "usage: $0 [all|ort|blas|model|kafka|ops]" >&2; exit 2 ;;
+  gpu) install_gpu ;;
+  *) echo "usage: $0 [all|ort|blas|model|kafka|ops|gpu]" >&2; exit 2 ;;
 esac

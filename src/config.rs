@@ -45,6 +45,8 @@ pub struct ModelSection {
     pub device: ExecutionTarget,
     /// With `device = "cuda"`: refuse to run on CPU when CUDA cannot be used.
     pub require_gpu: bool,
+    /// With `device = "cuda"`: which GPU (CUDA device ordinal).
+    pub device_id: i32,
     /// ONNX Runtime intra-op threads (0 = one per core).
     pub intra_threads: usize,
     /// Streaming pipelines: follow the registry's `current` pointer and hot-swap new versions.
@@ -59,6 +61,7 @@ impl Default for ModelSection {
             path: PathBuf::new(),
             device: ExecutionTarget::Cpu,
             require_gpu: false,
+            device_id: 0,
             intra_threads: 0,
             watch: true,
             watch_interval_ms: 1000,
@@ -198,6 +201,9 @@ impl PipelineConfig {
         if self.engine.top_k == 0 {
             problems.push("engine.top_k: must be at least 1".into());
         }
+        if self.model.device_id < 0 {
+            problems.push(format!("model.device_id: {} is not a GPU ordinal (0, 1, ...)", self.model.device_id));
+        }
         if self.pipeline.kind == PipelineKind::Relabel {
             if self.relabel.inputs.is_empty() {
                 problems.push("relabel.inputs: at least one Parquet file, folder or glob".into());
@@ -310,6 +316,7 @@ impl PipelineConfig {
             intra_threads: self.model.intra_threads,
             ort_library,
             require_gpu: self.model.require_gpu,
+            device_id: self.model.device_id,
         }
     }
 

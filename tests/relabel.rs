@@ -231,7 +231,11 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
     ]);
     assert_clean_failure(&o, &["missing"]);
     // CUDA on a CPU-only ONNX Runtime: one clear line and CPU — or, required, an error.
+    let cpu_build = prodcat::runtime::find_in_deps("libonnxruntime.so").expect("scripts/provision.sh installs it");
+    let cpu_build = cpu_build.display().to_string();
     let o = relabel(&[
+        "--ort-lib",
+        &cpu_build,
         "--model",
         &registry,
         "--input",
@@ -243,14 +247,38 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        stderr(&o).matches("CUDA requested but this ONNX Runtime build has no CUDA support; using CPU").count(),
+        stderr(&o).matches("CUDA requested but this ONNX Runtime build has no CUDA support").count(),
         1,
         "{}",
         stderr(&o)
     );
-    let o =
-        relabel(&["--model", &registry, "--input", &good, "--output", &out_arg, "--device", "cuda", "--require-gpu"]);
+    let required = ["--model", &registry, "--input", &good, "--output", &out_arg, "--device", "cuda", "--require-gpu"];
+    let o = relabel(&[&["--ort-lib", cpu_build.as_str()], &required[..]].concat());
     assert_clean_failure(&o, &["model.require_gpu", "CUDA was required", "no CUDA support"]);
+    // The GPU build (`scripts/provision.sh gpu`), found on its own: CUDA where a GPU is, else the
+    // same single line naming why (here: no driver) — and, required, an error.
+    if prodcat::runtime::find_gpu_build().is_some() {
+        let o = relabel(&[
+            "--model",
+            &registry,
+            "--input",
+            &good,
+            "--output",
+            &fx.path("cuda-build-out").display().to_string(),
+            "--device",
+            "cuda",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let err = stderr(&o);
+        if !err.contains("execution_provider=\"CUDA\"") && !err.contains("execution_provider=CUDA") {
+            assert_eq!(err.matches("CUDA requested but").count(), 1, "{err}");
+            assert!(!err.contains("no CUDA support"), "the GPU build was not the one loaded: {err}");
+            let o = relabel(&required);
+            assert_clean_failure(&o, &["model.require_gpu", "CUDA was required"]);
+        }
+    } else {
+        eprintln!("skipped the GPU-build part: .deps/lib-cuda is absent (`bash scripts/provision.sh gpu`)");
+    }
     // A version the hot-swap watcher would refuse does not serve a relabel either.
     let v1 = fx.path("registry/tiny/v1");
     let mut card = prodcat::registry::ModelCard::read(&v1.join("card.json")).unwrap();

@@ -190,7 +190,9 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
             .to_path_buf(),
     };
     let precision = match args.precision {
-        PrecisionArg::Int8 => Precision::Int8(QuantizeSettings { reduce_range: !args.full_range, ..Default::default() }),
+        PrecisionArg::Int8 => {
+            Precision::Int8(QuantizeSettings { reduce_range: !args.full_range, ..Default::default() })
+        }
         PrecisionArg::Fp16 => Precision::Fp16 {
             settings: HalfSettings { keep_fp32: args.keep_fp32.clone() },
             min_agreement: args.min_agreement,
@@ -217,7 +219,13 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
     println!("size:         {:.1} MiB", bytes as f64 / (1 << 20) as f64);
     println!(
         "{} vs fp32: macro-F1 {:.4} vs {:.4} (drop {:+.4}, tolerance {:.4}), agreement {:.4}, max |logit diff| {:.4}",
-        q.precision, q.converted_macro_f1, q.fp32_macro_f1, q.macro_f1_drop, q.tolerance, q.agreement, q.max_abs_logit_diff
+        q.precision,
+        q.converted_macro_f1,
+        q.fp32_macro_f1,
+        q.macro_f1_drop,
+        q.tolerance,
+        q.agreement,
+        q.max_abs_logit_diff
     );
     println!("macro_f1={:.4} accuracy={accuracy:.4}", q.converted_macro_f1);
     Ok(())

@@ -13,7 +13,9 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use super::proto::{AttributeProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto, attribute_type, data_type};
+use super::proto::{
+    AttributeProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto, attribute_type, data_type,
+};
 use crate::error::{Error, Result};
 
 /// How to convert.
@@ -61,17 +63,16 @@ fn output_type(node: &NodeProto, types: &HashMap<String, i32>) -> Option<i32> {
         "Where" => input(1),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Pow" | "MatMul" | "Gemm" | "Gather" | "Softmax"
         | "LayerNormalization" | "ReduceSum" | "ReduceMean" | "Reshape" | "Transpose" | "Unsqueeze" | "Squeeze"
-        | "Erf" | "Tanh" | "Sqrt" | "Relu" | "Neg" | "Range" | "Concat" | "Slice" | "Expand" | "Identity" => {
-            input(0)
-        }
+        | "Erf" | "Tanh" | "Sqrt" | "Relu" | "Neg" | "Range" | "Concat" | "Slice" | "Expand" | "Identity" => input(0),
         _ => None,
     }
 }
 
 fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
-    let raw = t.raw_data.as_deref().ok_or_else(|| {
-        Error::Onnx(format!("initializer `{}` has no raw data", t.name.as_deref().unwrap_or("?")))
-    })?;
+    let raw = t
+        .raw_data
+        .as_deref()
+        .ok_or_else(|| Error::Onnx(format!("initializer `{}` has no raw data", t.name.as_deref().unwrap_or("?"))))?;
     Ok(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
@@ -177,7 +178,10 @@ pub fn convert_to_fp16(model: &[u8], settings: &HalfSettings) -> Result<(Vec<u8>
             }
         }
         let out = output_type(&node, &types).ok_or_else(|| {
-            Error::Onnx(format!("cannot convert `{op}` (node {}) to fp16: unknown output type", node.name.as_deref().unwrap_or("?")))
+            Error::Onnx(format!(
+                "cannot convert `{op}` (node {}) to fp16: unknown output type",
+                node.name.as_deref().unwrap_or("?")
+            ))
         })?;
         if is_float(out) {
             if precision == data_type::FLOAT16 {
@@ -218,10 +222,9 @@ pub fn convert_to_fp16(model: &[u8], settings: &HalfSettings) -> Result<(Vec<u8>
     graph.node = nodes;
     // Intermediate type annotations would be stale; ONNX Runtime infers them.
     graph.value_info.clear();
-    proto.metadata_props.push(StringStringEntryProto {
-        key: Some("prodcat.precision".into()),
-        value: Some("fp16".into()),
-    });
+    proto
+        .metadata_props
+        .push(StringStringEntryProto { key: Some("prodcat.precision".into()), value: Some("fp16".into()) });
     let bytes = proto.encode_to_vec();
     summary.bytes_after = bytes.len();
     Ok((bytes, summary))

@@ -45,11 +45,13 @@ pub struct SessionSettings {
     pub ort_library: Option<PathBuf>,
     /// With `target = Cuda`: fail instead of falling back to CPU when CUDA cannot be used.
     pub require_gpu: bool,
+    /// With `target = Cuda`: which GPU.
+    pub device_id: i32,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: None, require_gpu: false }
+        Self { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: None, require_gpu: false, device_id: 0 }
     }
 }
 
@@ -167,8 +169,9 @@ pub fn build_session(model: &Path, settings: &SessionSettings) -> Result<(Sessio
     };
     let builder = if settings.target == ExecutionTarget::Cuda {
         match ort::ep::CUDA::is_available() {
+            Ok(true) if let Err(why) = crate::runtime::preload_cuda_libraries() => fallback(builder, why)?,
             Ok(true) => {
-                let ep = ort::ep::CUDA::default().build().error_on_failure();
+                let ep = ort::ep::CUDA::default().with_device_id(settings.device_id).build().error_on_failure();
                 match builder.clone().with_execution_providers([ep]) {
                     Ok(b) => {
                         target = ExecutionTarget::Cuda;
@@ -177,7 +180,10 @@ pub fn build_session(model: &Path, settings: &SessionSettings) -> Result<(Sessio
                     Err(e) => fallback(builder, format!("the CUDA execution provider failed to load ({e})"))?,
                 }
             }
-            _ => fallback(builder, "this ONNX Runtime build has no CUDA support".into())?,
+            _ => fallback(
+                builder,
+                "this ONNX Runtime build has no CUDA support (`bash scripts/provision.sh gpu` installs one)".into(),
+            )?,
         }
     } else {
         builder
