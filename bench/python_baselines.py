@@ -1,7 +1,8 @@
 """Python baselines on the same titles (one JSON line per measurement).
 
 1. Hugging Face `pipeline("text-classification")` on the base encoder with a classification head
-   of the same size (PyTorch eager, CPU): what a Python user would run.
+   of the same size (PyTorch eager, on the CPU or — device `cuda` — the GPU in fp32 and fp16):
+   what a Python user would run.
 2. Python ONNX Runtime `session.run` on prodcat's exported model.onnx, file-order and
    length-sorted batches (HF tokenizers, padding to the longest in the batch).
 """
@@ -20,6 +21,7 @@ def percentiles(times):
 
 def main():
     titles_path, model_dir, base_dir, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
     titles = open(titles_path).read().split("\n")
     labels = json.load(open(f"{model_dir}/labels.json"))
 
@@ -29,19 +31,29 @@ def main():
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=len(labels))
-    clf = pipeline("text-classification", model=model, tokenizer=tok, device="cpu")
-    clf(titles[:64], batch_size=batch)
-    start = time.perf_counter()
-    clf(titles, batch_size=batch, truncation=True)
-    rate = len(titles) / (time.perf_counter() - start)
-    print(json.dumps({"name": "Python HF transformers pipeline (PyTorch, CPU)", "titles_per_second": rate, "note": f"{len(titles)} titles, batch {batch}"}), flush=True)
+    dtypes = [torch.float32] + ([torch.float16] if device == "cuda" else [])
+    for dtype in dtypes:
+        clf = pipeline("text-classification", model=model.to(dtype), tokenizer=tok, device=device)
+        clf(titles[:64], batch_size=batch)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        clf(titles, batch_size=batch, truncation=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        rate = len(titles) / (time.perf_counter() - start)
+        where = "CPU" if device == "cpu" else f"{torch.cuda.get_device_name()}, {str(dtype).split('.')[-1]}"
+        print(json.dumps({"name": f"Python HF transformers pipeline (PyTorch, {where})", "titles_per_second": rate, "note": f"{len(titles)} titles, batch {batch}"}), flush=True)
 
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(f"{model_dir}/model.onnx", so, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    sess = ort.InferenceSession(f"{model_dir}/model.onnx", so, providers=providers)
     names = {i.name for i in sess.get_inputs()}
     tk = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
     tk.no_padding()

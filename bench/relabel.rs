@@ -137,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             .arg(root.join("bench/python_baselines.sh"))
             .args([titles_file.as_os_str(), dir.as_os_str(), base.as_os_str()])
             .arg(args.batch.to_string())
+            .arg(&args.device)
             .output()?;
         if !output.status.success() {
             eprintln!("python baselines failed:\n{}", String::from_utf8_lossy(&output.stderr));
