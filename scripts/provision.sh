@@ -8,6 +8,7 @@
 #   bash scripts/provision.sh kafka      # only the Kafka test broker
 #   bash scripts/provision.sh ops        # kubernetes-validate, promtool and Prometheus (deploy tests)
 #   bash scripts/provision.sh gpu        # ONNX Runtime with CUDA 13 and NVIDIA's libraries (~2 GB)
+#   bash scripts/provision.sh gpu-ort    # only ONNX Runtime with CUDA (a CUDA image has the rest)
 #
 # Env: PRODCAT_DEPS (default <repo>/.deps), PYTHON (default python3).
 set -euo pipefail
@@ -129,8 +130,8 @@ install_ops() {
 # has them (a CUDA image with PyTorch's nvidia wheels), prodcat finds those and this is not needed.
 CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-cuda-runtime==13.0.96 nvidia-cuda-nvrtc==13.0.88 \
 nvidia-curand==10.4.0.35 nvidia-cufft==12.0.0.61 nvidia-cudnn-cu13==9.13.1.26"
-install_gpu() {
-  local dir=$DEPS/lib-cuda wheel tmp spec
+install_gpu_ort() {
+  local dir=$DEPS/lib-cuda wheel tmp
   if [ ! -f "$dir/libonnxruntime_providers_cuda.so" ] || [ "$(cat "$dir/VERSION" 2>/dev/null)" != "$ORT_VERSION" ]; then
     say "installing ONNX Runtime $ORT_VERSION with CUDA (PyPI onnxruntime-gpu wheel, ~250 MB)"
     mkdir -p "$dir"
@@ -152,7 +153,10 @@ PY
     rm -rf "$tmp"
   fi
   say "ONNX Runtime with CUDA: $dir"
-  local libs=$DEPS/cuda/lib
+}
+
+install_cuda_libs() {
+  local libs=$DEPS/cuda/lib wheel tmp spec
   if [ "$(cat "$libs/WHEELS" 2>/dev/null)" != "$CUDA_WHEELS" ]; then
     mkdir -p "$libs"
     for spec in $CUDA_WHEELS; do
@@ -186,6 +190,7 @@ case "${1:-all}" in
   model) install_model ;;
   kafka) install_kafka ;;
   ops) install_ops ;;
-  gpu) install_gpu ;;
-  *) echo "usage: $0 [all|ort|blas|model|kafka|ops|gpu]" >&2; exit 2 ;;
+  gpu) install_gpu_ort; install_cuda_libs ;;
+  gpu-ort) install_gpu_ort ;;
+  *) echo "usage: $0 [all|ort|blas|model|kafka|ops|gpu|gpu-ort]" >&2; exit 2 ;;
 esac
