@@ -49,6 +49,9 @@ pub struct ModelSection {
     pub device_id: i32,
     /// ONNX Runtime intra-op threads (0 = one per core).
     pub intra_threads: usize,
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work (its default): lower
+    /// latency on idle cores, wasted CPU when the cores are shared (a broker on the same machine).
+    pub intra_op_spinning: bool,
     /// Streaming pipelines: follow the registry's `current` pointer and hot-swap new versions.
     pub watch: bool,
     /// How often `current` is checked, in ms.
@@ -63,6 +66,7 @@ impl Default for ModelSection {
             require_gpu: false,
             device_id: 0,
             intra_threads: 0,
+            intra_op_spinning: true,
             watch: true,
             watch_interval_ms: 1000,
         }
@@ -317,6 +321,7 @@ impl PipelineConfig {
             ort_library,
             require_gpu: self.model.require_gpu,
             device_id: self.model.device_id,
+            intra_op_spinning: self.model.intra_op_spinning,
         }
     }
 

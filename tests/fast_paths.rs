@@ -218,7 +218,7 @@ fn fp16_export_checks_agreement_and_logits_against_fp32_and_is_refused_past_its_
     // The command line: `--precision fp16` publishes `<name>-fp16`.
     let o = on_fixture(&fx, "quantize", &registry.join("tiny"), &["--precision", "fp16", "--tolerance", "0.01"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("fp16 vs fp32"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("fp16 vs fp32") && stdout(&o).contains("fp16 (macro-F1 drop"), "{}", stdout(&o));
     assert!(registry.join("tiny-fp16/v2/model.onnx").exists());
 }
 

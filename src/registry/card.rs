@@ -283,7 +283,13 @@ impl ModelKind {
                     ));
                 }
                 if let Some(q) = &t.quantization {
-                    lines.push(("precision", format!("int8 (macro-F1 drop {:+.4} vs fp32)", q.macro_f1_drop)));
+                    lines.push((
+                        "precision",
+                        format!(
+                            "{} (macro-F1 drop {:+.4}, agreement {:.4}, max |logit diff| {:.4} vs fp32)",
+                            q.precision, q.macro_f1_drop, q.agreement, q.max_abs_logit_diff
+                        ),
+                    ));
                 }
                 lines
             }

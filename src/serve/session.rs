@@ -47,11 +47,20 @@ pub struct SessionSettings {
     pub require_gpu: bool,
     /// With `target = Cuda`: which GPU.
     pub device_id: i32,
+    /// Intra-op threads spin while waiting for work (ONNX Runtime's default).
+    pub intra_op_spinning: bool,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { target: ExecutionTarget::Cpu, intra_threads: 0, ort_library: None, require_gpu: false, device_id: 0 }
+        Self {
+            target: ExecutionTarget::Cpu,
+            intra_threads: 0,
+            ort_library: None,
+            require_gpu: false,
+            device_id: 0,
+            intra_op_spinning: true,
+        }
     }
 }
 
@@ -156,7 +165,9 @@ pub fn build_session(model: &Path, settings: &SessionSettings) -> Result<(Sessio
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(ort_err("setting optimization level", model))?
         .with_intra_threads(threads)
-        .map_err(ort_err("setting intra-op threads", model))?;
+        .map_err(ort_err("setting intra-op threads", model))?
+        .with_intra_op_spinning(settings.intra_op_spinning)
+        .map_err(ort_err("setting intra-op spinning", model))?;
     let mut target = ExecutionTarget::Cpu;
     // CUDA when asked and possible; otherwise one clear line and CPU — or, with `require_gpu`,
     // an error naming why.
