@@ -30,13 +30,16 @@ fetch_wheel() {
   ls "$tmp"/*.whl
 }
 
-install_ort() {
-  local lib=$DEPS/lib/libonnxruntime.so
-  if [ -f "$lib" ] && [ "$(cat "$DEPS/lib/VERSION" 2>/dev/null)" = "$ORT_VERSION" ]; then return 0; fi
-  say "installing ONNX Runtime $ORT_VERSION (PyPI onnxruntime wheel)"
-  mkdir -p "$DEPS/lib"
-  local wheel tmp
-  wheel=$(fetch_wheel "onnxruntime==$ORT_VERSION")
+# ONNX Runtime's libraries from a PyPI wheel (`onnxruntime` or `onnxruntime-gpu`) into DIR:
+# libonnxruntime.so and the provider libraries the wheel has of those named. VERSION marks a
+# finished install.
+install_ort_wheel() {
+  local package=$1 dir=$2 wheel tmp f
+  shift 2
+  if [ -f "$dir/libonnxruntime.so" ] && [ "$(cat "$dir/VERSION" 2>/dev/null)" = "$ORT_VERSION" ]; then return 0; fi
+  say "installing ONNX Runtime $ORT_VERSION (PyPI $package wheel)"
+  mkdir -p "$dir"
+  wheel=$(fetch_wheel "$package==$ORT_VERSION")
   tmp=$(dirname "$wheel")
   "$PY" - "$wheel" "$tmp/x" <<'PY'
 import sys, zipfile
@@ -45,12 +48,20 @@ with zipfile.ZipFile(sys.argv[1]) as z:
         if "/capi/libonnxruntime" in n:
             z.extract(n, sys.argv[2])
 PY
-  cp "$tmp"/x/onnxruntime/capi/libonnxruntime.so."$ORT_VERSION" "$DEPS/lib/.libonnxruntime.so.tmp"
-  cp "$tmp"/x/onnxruntime/capi/libonnxruntime_providers_shared.so "$DEPS/lib/" 2>/dev/null || true
-  mv "$DEPS/lib/.libonnxruntime.so.tmp" "$lib"
-  echo "$ORT_VERSION" > "$DEPS/lib/VERSION"
+  for f in "$@"; do
+    if [ -f "$tmp/x/onnxruntime/capi/$f" ]; then
+      cp "$tmp/x/onnxruntime/capi/$f" "$dir/.$f.tmp" && mv "$dir/.$f.tmp" "$dir/$f"
+    fi
+  done
+  cp "$tmp/x/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$dir/.libonnxruntime.so.tmp"
+  mv "$dir/.libonnxruntime.so.tmp" "$dir/libonnxruntime.so"
+  echo "$ORT_VERSION" > "$dir/VERSION"
   rm -rf "$tmp"
-  say "ONNX Runtime: $lib"
+}
+
+install_ort() {
+  install_ort_wheel onnxruntime "$DEPS/lib" libonnxruntime_providers_shared.so
+  say "ONNX Runtime: $DEPS/lib/libonnxruntime.so"
 }
 
 # OpenBLAS (PyPI scipy-openblas32, a self-contained build): ~2.5x faster training matmuls than
@@ -131,28 +142,9 @@ install_ops() {
 CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-cuda-runtime==13.0.96 nvidia-cuda-nvrtc==13.0.88 \
 nvidia-curand==10.4.0.35 nvidia-cufft==12.0.0.61 nvidia-cudnn-cu13==9.13.1.26"
 install_gpu_ort() {
-  local dir=$DEPS/lib-cuda wheel tmp
-  if [ ! -f "$dir/libonnxruntime_providers_cuda.so" ] || [ "$(cat "$dir/VERSION" 2>/dev/null)" != "$ORT_VERSION" ]; then
-    say "installing ONNX Runtime $ORT_VERSION with CUDA (PyPI onnxruntime-gpu wheel, ~250 MB)"
-    mkdir -p "$dir"
-    wheel=$(fetch_wheel "onnxruntime-gpu==$ORT_VERSION")
-    tmp=$(dirname "$wheel")
-    "$PY" - "$wheel" "$tmp/x" <<'PY'
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z:
-    for n in z.namelist():
-        if "/capi/libonnxruntime" in n:
-            z.extract(n, sys.argv[2])
-PY
-    for f in libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so; do
-      cp "$tmp/x/onnxruntime/capi/$f" "$dir/.$f.tmp" && mv "$dir/.$f.tmp" "$dir/$f"
-    done
-    cp "$tmp/x/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$dir/.libonnxruntime.so.tmp"
-    mv "$dir/.libonnxruntime.so.tmp" "$dir/libonnxruntime.so"
-    echo "$ORT_VERSION" > "$dir/VERSION"
-    rm -rf "$tmp"
-  fi
-  say "ONNX Runtime with CUDA: $dir"
+  install_ort_wheel onnxruntime-gpu "$DEPS/lib-cuda" libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so
+  [ -f "$DEPS/lib-cuda/libonnxruntime_providers_cuda.so" ] || { say "the onnxruntime-gpu wheel had no CUDA provider"; return 1; }
+  say "ONNX Runtime with CUDA: $DEPS/lib-cuda"
 }
 
 install_cuda_libs() {

@@ -1,8 +1,10 @@
 //! The fast paths on small generated data: the lexical model family (train, ONNX export, parity,
-//! serving), int8 export of a transformer (accuracy change recorded, refused past the tolerance)
+//! serving), int8 and fp16 exports of a transformer (accuracy change recorded, refused past the bounds)
 //! and cascades (threshold tuned on validation rows, each record labeled by the stage it says).
 
 mod common;
+
+use std::path::Path;
 
 use common::*;
 use prodcat::models::cascade::Cascade;
@@ -134,24 +136,29 @@ fn lexical_model_trains_exports_with_parity_and_serves() {
     assert!(a == b, "lexical training is not reproducible");
 }
 
+/// Converting the tiny model to `precision`, judged on every fixture product.
+fn conversion_job(fx: &Fixture, registry: &Path, name: &str, tolerance: f64, precision: Precision) -> QuantizeJob {
+    QuantizeJob {
+        model: ModelVersion::open(&registry.join("tiny")).unwrap(),
+        texts: fx.products.iter().map(|p| p.title.clone()).collect(),
+        labels: fx.products.iter().map(|p| p.category.clone()).collect(),
+        origin: "fixture".into(),
+        registry: registry.to_path_buf(),
+        name: name.into(),
+        tolerance,
+        precision,
+        session: SessionSettings::default(),
+    }
+}
+
 #[test]
 fn int8_export_records_its_accuracy_change_and_is_refused_past_the_tolerance() {
     let fx = Fixture::new(300);
     let registry = tiny_registry(&fx);
     let texts: Vec<String> = fx.products.iter().map(|p| p.title.clone()).collect();
-    let labels: Vec<String> = fx.products.iter().map(|p| p.category.clone()).collect();
-    let job = |tolerance: f64| QuantizeJob {
-        model: ModelVersion::open(&registry.join("tiny")).unwrap(),
-        texts: texts.clone(),
-        labels: labels.clone(),
-        origin: "fixture".into(),
-        registry: registry.clone(),
-        name: "tiny-int8".into(),
-        tolerance,
-        // The tiny model's matrices are small; quantize them all.
-        precision: Precision::Int8(QuantizeSettings { min_dim: 8, ..Default::default() }),
-        session: SessionSettings::default(),
-    };
+    // The tiny model's matrices are small; quantize them all.
+    let int8 = Precision::Int8(QuantizeSettings { min_dim: 8, ..Default::default() });
+    let job = |tolerance: f64| conversion_job(&fx, &registry, "tiny-int8", tolerance, int8.clone());
     let dir = quantize_model(job(1.0)).unwrap().publish(true).unwrap();
     let c = ModelCard::read(&dir.join(files::CARD)).unwrap();
     let q = c.model.transformer().unwrap().quantization.clone().unwrap();
@@ -181,18 +188,7 @@ fn fp16_export_checks_agreement_and_logits_against_fp32_and_is_refused_past_its_
     let fx = Fixture::new(300);
     let registry = tiny_registry(&fx);
     let texts: Vec<String> = fx.products.iter().map(|p| p.title.clone()).collect();
-    let labels: Vec<String> = fx.products.iter().map(|p| p.category.clone()).collect();
-    let job = |precision: Precision| QuantizeJob {
-        model: ModelVersion::open(&registry.join("tiny")).unwrap(),
-        texts: texts.clone(),
-        labels: labels.clone(),
-        origin: "fixture".into(),
-        registry: registry.clone(),
-        name: "tiny-fp16".into(),
-        tolerance: 0.01,
-        precision,
-        session: SessionSettings::default(),
-    };
+    let job = |precision: Precision| conversion_job(&fx, &registry, "tiny-fp16", 0.01, precision);
     // ONNX Runtime's CPU provider runs this graph in fp16 as the CUDA provider would.
     let dir = quantize_model(job(Precision::fp16())).unwrap().publish(true).unwrap();
     let c = ModelCard::read(&dir.join(files::CARD)).unwrap();
