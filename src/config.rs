@@ -14,7 +14,7 @@ use crate::pipeline::relabel::{RelabelJob, Shard};
 use crate::pipeline::sinks::{FileSinkSettings, OutputFormat, Rotation};
 use crate::pipeline::text::TextSpec;
 use crate::registry::ModelVersion;
-use crate::serve::{ExecutionTarget, SessionSettings};
+use crate::serve::{BatchLimits, ExecutionTarget, SessionSettings};
 
 /// What a pipeline file runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -177,7 +177,24 @@ impl PipelineConfig {
             builder = builder.set_override(key.trim(), value.trim()).map_err(|e| Error::config(key, e.to_string()))?;
         }
         let merged = builder.build().map_err(|e| Error::config(&origin, e.to_string()))?;
-        merged.try_deserialize().map_err(|e| Error::config(&origin, e.to_string()))
+        let mut config: Self = merged.try_deserialize().map_err(|e| Error::config(&origin, e.to_string()))?;
+        config.device_defaults();
+        Ok(config)
+    }
+
+    /// On a GPU, engine limits and window left at their CPU defaults become the GPU's (8,192 texts
+    /// sorted per window, [`BatchLimits::gpu`] per batch); values set anywhere else are kept.
+    fn device_defaults(&mut self) {
+        if self.model.device != ExecutionTarget::Cuda {
+            return;
+        }
+        let cpu = EngineSettings::default();
+        if self.engine.limits == cpu.limits {
+            self.engine.limits = BatchLimits::gpu();
+        }
+        if self.engine.window == cpu.window {
+            self.engine.window = 8192;
+        }
     }
 
     /// Checks values, reporting every problem at once.
@@ -390,4 +407,23 @@ fn topic_loops(k: &crate::pipeline::kafka::KafkaSettings, training: &crate::lear
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_gets_gpu_sized_batches_unless_they_are_set() {
+        let cpu = PipelineConfig::merge(None, &[]).unwrap();
+        assert_eq!((cpu.engine.limits, cpu.engine.window), (BatchLimits::default(), 1024));
+        let gpu = PipelineConfig::merge(None, &["model.device=cuda".into()]).unwrap();
+        assert_eq!((gpu.engine.limits, gpu.engine.window), (BatchLimits::gpu(), 8192));
+        let set = PipelineConfig::merge(
+            None,
+            &["model.device=cuda".into(), "engine.limits.max_tokens=20000".into(), "engine.window=2048".into()],
+        )
+        .unwrap();
+        assert_eq!((set.engine.limits.max_tokens, set.engine.window), (20_000, 2048));
+    }
 }

@@ -8,7 +8,7 @@ use super::{ModelFamily, RetrainJob};
 use crate::error::{Error, Result};
 use crate::lexical::{Featurizer, fit_lexical};
 use crate::registry::{ModelKind, ModelVersion};
-use crate::serve::{Model, SessionSettings, SingleModel, Stage};
+use crate::serve::{ExecutionTarget, Model, SessionSettings, SingleModel, Stage};
 use crate::train::Candidate;
 
 /// The lexical family.
@@ -20,7 +20,11 @@ pub fn open(version: ModelVersion, settings: &SessionSettings) -> Result<SingleM
         return Err(Error::model(&version.dir, format!("a {} model, not a lexical one", version.card.model.name())));
     };
     let featurizer = Featurizer::new(info.featurizer.clone());
-    SingleModel::open(version, Box::new(featurizer), Stage::Lexical, crate::lexical::SERVE_LIMITS, settings)
+    // An embedding bag costs microseconds per title on a CPU; a GPU call would spend more on the
+    // transfer than on the sum. Lexical models (and the lexical stage of a cascade or ensemble on
+    // a GPU machine) stay on the CPU whatever the device.
+    let cpu = SessionSettings { target: ExecutionTarget::Cpu, ..settings.clone() };
+    SingleModel::open(version, Box::new(featurizer), Stage::Lexical, crate::lexical::SERVE_LIMITS, &cpu)
 }
 
 impl ModelFamily for Lexical {
