@@ -56,6 +56,9 @@ struct Args {
     no_baseline: bool,
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// Execution provider: cpu or cuda (the GPU benchmark of issue #13).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn titles(root: &Path) -> anyhow::Result<Vec<String>> {
@@ -142,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             &[
                 "pipeline.kind=kafka".into(),
                 format!("model.path={}", args.model.display()),
+                format!("model.device={}", args.device),
                 format!("kafka.brokers={}", args.brokers),
                 format!("kafka.group_id={}", unique("group")),
                 format!("kafka.input_topic={input}"),
@@ -261,7 +265,8 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Baseline in the same run: ONNX Runtime alone on length-sorted batches of the same titles.
-    let model = prodcat::models::open(&args.model, &SessionSettings::default())?;
+    let target = args.device.parse().map_err(anyhow::Error::msg)?;
+    let model = prodcat::models::open(&args.model, &SessionSettings { target, ..Default::default() })?;
     let sample: Vec<&str> = titles.iter().take(5000).map(String::as_str).collect();
     let tokens = model.prepare(&sample)?;
     let lengths: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
@@ -280,7 +285,7 @@ fn main() -> anyhow::Result<()> {
         "5000 titles, no Kafka".into(),
     ));
 
-    println!("\nKafka pipeline benchmark, model {} (broker on this machine, CPU)\n", model.id());
+    println!("\nKafka pipeline benchmark, model {} (broker on this machine, {})\n", model.id(), args.device);
     println!("{:<62} {:>10}  {}", "measure", "value", "notes");
     for (name, value, note) in &rows {
         println!("{name:<62} {value:>10.1}  {note}");
