@@ -148,8 +148,8 @@ pub fn cuda_library_dirs() -> Vec<PathBuf> {
     for site in python_site_packages() {
         dirs.extend(["cu13", "cudnn"].map(|pkg| site.join("nvidia").join(pkg).join("lib")));
     }
-    dirs.retain(|d| d.is_dir());
-    dirs.dedup();
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| d.is_dir() && seen.insert(d.clone()));
     dirs
 }
 
@@ -206,7 +206,8 @@ pub fn preload_cuda_libraries() -> std::result::Result<&'static [String], String
             Ok(loaded)
         } else {
             Err(format!(
-                "NVIDIA's CUDA 13 libraries were not found ({}; looked in {} and the system library                  path): run `bash scripts/provision.sh gpu` or set PRODCAT_CUDA_LIBS",
+                "NVIDIA's CUDA 13 libraries were not found ({}; looked in {} and the system library \
+                 path): run `bash scripts/provision.sh gpu` or set PRODCAT_CUDA_LIBS",
                 missing.join(", "),
                 if dirs.is_empty() {
                     "PRODCAT_CUDA_LIBS, .deps/cuda/lib, the Python environment's nvidia/cu13/lib".to_string()
