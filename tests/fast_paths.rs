@@ -13,7 +13,7 @@ use prodcat::models::quantize::{Precision, QuantizeJob, quantize_model};
 use prodcat::onnx::half::HalfSettings;
 use prodcat::onnx::quantize::QuantizeSettings;
 use prodcat::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, files};
-use prodcat::serve::{Model, SessionSettings, Stage, score_texts};
+use prodcat::serve::{ExecutionTarget, Model, SessionSettings, Stage, score_texts};
 
 fn train_lexical(fx: &Fixture, registry: &str) -> std::process::Output {
     let mut args: Vec<String> =
@@ -127,6 +127,9 @@ fn lexical_model_trains_exports_with_parity_and_serves() {
     assert_eq!(stages, vec![Stage::Lexical; 2]);
     assert_eq!(model.labels()[out.argmax(0).0], "Laptops");
     assert_eq!(model.labels()[out.argmax(1).0], "Books");
+    // A lexical model stays on the CPU whatever the device: even a required GPU does not apply.
+    let on_gpu = SessionSettings { target: ExecutionTarget::Cuda, require_gpu: true, ..Default::default() };
+    assert!(prodcat::models::open(&model_dir, &on_gpu).is_ok());
 
     // The same data and seed give the same model.
     let o = train_lexical(&fx, "again");
