@@ -155,7 +155,9 @@ impl PipelineConfig {
         let origin = file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults".into());
         let defaults = config::Config::try_from(&PipelineConfig::default())
             .map_err(|e| Error::config("defaults", e.to_string()))?;
-        let mut builder = config::Config::builder().add_source(defaults);
+        // What the file, the environment and the overrides set, apart from the defaults: some
+        // defaults depend on it (see `device_defaults`).
+        let mut builder = config::Config::builder();
         if let Some(file) = file {
             if !file.is_file() {
                 return Err(Error::config(file.display().to_string(), "pipeline file not found"));
@@ -176,23 +178,31 @@ impl PipelineConfig {
                 item.split_once('=').ok_or_else(|| Error::config("--set", format!("`{item}` is not key=value")))?;
             builder = builder.set_override(key.trim(), value.trim()).map_err(|e| Error::config(key, e.to_string()))?;
         }
-        let merged = builder.build().map_err(|e| Error::config(&origin, e.to_string()))?;
+        let given = builder.build().map_err(|e| Error::config(&origin, e.to_string()))?;
+        let merged = config::Config::builder()
+            .add_source(defaults)
+            .add_source(given.clone())
+            .build()
+            .map_err(|e| Error::config(&origin, e.to_string()))?;
         let mut config: Self = merged.try_deserialize().map_err(|e| Error::config(&origin, e.to_string()))?;
-        config.device_defaults();
+        config.device_defaults(|key| given.get::<config::Value>(key).is_ok());
         Ok(config)
     }
 
-    /// On a GPU, engine limits and window left at their CPU defaults become the GPU's (8,192 texts
-    /// sorted per window, [`BatchLimits::gpu`] per batch); values set anywhere else are kept.
-    fn device_defaults(&mut self) {
+    /// On a GPU, engine limits and window that were not set become the GPU's (8,192 texts sorted
+    /// per window, [`BatchLimits::gpu`] per batch); `given(key)` says whether a key was set.
+    fn device_defaults(&mut self, given: impl Fn(&str) -> bool) {
         if self.model.device != ExecutionTarget::Cuda {
             return;
         }
-        let cpu = EngineSettings::default();
-        if self.engine.limits == cpu.limits {
-            self.engine.limits = BatchLimits::gpu();
+        let gpu = BatchLimits::gpu();
+        if !given("engine.limits.max_tokens") {
+            self.engine.limits.max_tokens = gpu.max_tokens;
         }
-        if self.engine.window == cpu.window {
+        if !given("engine.limits.max_records") {
+            self.engine.limits.max_records = gpu.max_records;
+        }
+        if !given("engine.window") {
             self.engine.window = 8192;
         }
     }
@@ -424,6 +434,18 @@ mod tests {
             &["model.device=cuda".into(), "engine.limits.max_tokens=20000".into(), "engine.window=2048".into()],
         )
         .unwrap();
-        assert_eq!((set.engine.limits.max_tokens, set.engine.window), (20_000, 2048));
+        assert_eq!(set.engine.limits, BatchLimits { max_tokens: 20_000, max_records: BatchLimits::gpu().max_records });
+        assert_eq!(set.engine.window, 2048);
+        // Set to exactly the CPU's values: kept too (set is set).
+        let cpu_values = PipelineConfig::merge(
+            None,
+            &[
+                "model.device=cuda".into(),
+                "engine.limits.max_records=64".into(),
+                "engine.limits.max_tokens=4096".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cpu_values.engine.limits, BatchLimits::default());
     }
 }
