@@ -203,7 +203,7 @@ impl PipelineConfig {
             self.engine.limits.max_records = gpu.max_records;
         }
         if !given("engine.window") {
-            self.engine.window = 8192;
+            self.engine.window = EngineSettings::GPU_WINDOW;
         }
     }
 
@@ -428,7 +428,7 @@ mod tests {
         let cpu = PipelineConfig::merge(None, &[]).unwrap();
         assert_eq!((cpu.engine.limits, cpu.engine.window), (BatchLimits::default(), 1024));
         let gpu = PipelineConfig::merge(None, &["model.device=cuda".into()]).unwrap();
-        assert_eq!((gpu.engine.limits, gpu.engine.window), (BatchLimits::gpu(), 8192));
+        assert_eq!((gpu.engine.limits, gpu.engine.window), (BatchLimits::gpu(), EngineSettings::GPU_WINDOW));
         let set = PipelineConfig::merge(
             None,
             &["model.device=cuda".into(), "engine.limits.max_tokens=20000".into(), "engine.window=2048".into()],

@@ -140,7 +140,7 @@ const CUDA_LIBRARIES: [(&str, bool); 7] = [
 static CUDA_PRELOAD: OnceLock<std::result::Result<Vec<String>, String>> = OnceLock::new();
 
 /// Folders searched for NVIDIA's libraries, in order.
-pub fn cuda_library_dirs() -> Vec<PathBuf> {
+fn cuda_library_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PRODCAT_CUDA_LIBS")
         .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
         .unwrap_or_default();

@@ -233,18 +233,14 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
     // CUDA on a CPU-only ONNX Runtime: one clear line and CPU — or, required, an error.
     let cpu_build = prodcat::runtime::find_in_deps("libonnxruntime.so").expect("scripts/provision.sh installs it");
     let cpu_build = cpu_build.display().to_string();
-    let o = relabel(&[
-        "--ort-lib",
-        &cpu_build,
-        "--model",
-        &registry,
-        "--input",
-        &good,
-        "--output",
-        &fx.path("cuda-out").display().to_string(),
-        "--device",
-        "cuda",
-    ]);
+    // `relabel --device cuda` into `out`, with `first` flags before the usual ones.
+    let on_cuda = |first: &[&str], out: &str| {
+        let out = fx.path(out).display().to_string();
+        let usual =
+            ["--model", registry.as_str(), "--input", good.as_str(), "--output", out.as_str(), "--device", "cuda"];
+        relabel(&[first, &usual[..]].concat())
+    };
+    let o = on_cuda(&["--ort-lib", &cpu_build], "cuda-out");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stderr(&o).matches("CUDA requested but this ONNX Runtime build has no CUDA support").count(),
@@ -252,28 +248,18 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
         "{}",
         stderr(&o)
     );
-    let required = ["--model", &registry, "--input", &good, "--output", &out_arg, "--device", "cuda", "--require-gpu"];
-    let o = relabel(&[&["--ort-lib", cpu_build.as_str()], &required[..]].concat());
+    let o = on_cuda(&["--ort-lib", &cpu_build, "--require-gpu"], "cuda-out");
     assert_clean_failure(&o, &["model.require_gpu", "CUDA was required", "no CUDA support"]);
     // The GPU build (`scripts/provision.sh gpu`), found on its own: CUDA where a GPU is, else the
     // same single line naming why (here: no driver) — and, required, an error.
     if prodcat::runtime::find_gpu_build().is_some() {
-        let o = relabel(&[
-            "--model",
-            &registry,
-            "--input",
-            &good,
-            "--output",
-            &fx.path("cuda-build-out").display().to_string(),
-            "--device",
-            "cuda",
-        ]);
+        let o = on_cuda(&[], "cuda-build-out");
         assert!(o.status.success(), "{}", stderr(&o));
         let err = stderr(&o);
         if !err.contains("execution_provider=\"CUDA\"") && !err.contains("execution_provider=CUDA") {
             assert_eq!(err.matches("CUDA requested but").count(), 1, "{err}");
             assert!(!err.contains("no CUDA support"), "the GPU build was not the one loaded: {err}");
-            let o = relabel(&required);
+            let o = on_cuda(&["--require-gpu"], "cuda-build-out");
             assert_clean_failure(&o, &["model.require_gpu", "CUDA was required"]);
         }
     } else {

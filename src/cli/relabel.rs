@@ -8,7 +8,6 @@ use clap::Args;
 use prodcat::config::{PipelineConfig, PipelineKind};
 use prodcat::metrics::Metrics;
 use prodcat::pipeline::relabel::relabel;
-use prodcat::serve::ExecutionTarget;
 
 #[derive(Debug, Args)]
 pub struct RelabelArgs {
@@ -62,7 +61,7 @@ pub fn run_relabel(args: RelabelArgs, ort_lib: Option<PathBuf>) -> anyhow::Resul
         format!("relabel.output={}", args.output.display()),
         format!("relabel.format={}", args.format),
         format!("relabel.shard={}", args.shard),
-        format!("model.device={}", if args.device.device == ExecutionTarget::Cuda { "cuda" } else { "cpu" }),
+        format!("model.device={}", args.device.device),
         format!("model.require_gpu={}", args.device.require_gpu),
     ];
     if args.no_progress {

@@ -78,7 +78,7 @@ fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
 
 /// One value converted to fp16: clamped into the finite range, tiny non-zero values kept non-zero.
 /// Returns the value and whether it was clamped.
-pub fn to_f16(x: f32) -> (half::f16, bool) {
+fn to_f16(x: f32) -> (half::f16, bool) {
     let clamped = x.abs() > FP16_MAX;
     let x = if clamped {
         x.signum() * FP16_MAX

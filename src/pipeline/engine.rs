@@ -47,6 +47,11 @@ pub struct EngineSettings {
     pub continuous: bool,
 }
 
+impl EngineSettings {
+    /// Texts sorted per window on a GPU (several of [`BatchLimits::gpu`]'s batches).
+    pub const GPU_WINDOW: usize = 8192;
+}
+
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {

@@ -35,6 +35,15 @@ impl std::str::FromStr for ExecutionTarget {
     }
 }
 
+impl std::fmt::Display for ExecutionTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
 /// How to build sessions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {

@@ -335,7 +335,10 @@ pub fn consume(
                                 if let Some(f) = feedback.as_mut() {
                                     f.known.seen(&record.id, &record.text);
                                 }
-                                if let Some(label) = &record.trusted_label {
+                                // Only with a learner: the event's copies are not made for nothing.
+                                if events.is_some()
+                                    && let Some(label) = &record.trusted_label
+                                {
                                     hand_over(LabelEvent::Label {
                                         id: record.id.clone(),
                                         text: record.text.clone(),
