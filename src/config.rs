@@ -52,6 +52,9 @@ pub struct ModelSection {
     /// Whether ONNX Runtime's intra-op threads spin while waiting for work (its default): lower
     /// latency on idle cores, wasted CPU when the cores are shared (a broker on the same machine).
     pub intra_op_spinning: bool,
+    /// Run batches through an ONNX Runtime I/O binding (pinned host memory in, outputs copied back
+    /// once per batch). Unset: on for CUDA, off for CPU.
+    pub io_binding: Option<bool>,
     /// Streaming pipelines: follow the registry's `current` pointer and hot-swap new versions.
     pub watch: bool,
     /// How often `current` is checked, in ms.
@@ -67,6 +70,7 @@ impl Default for ModelSection {
             device_id: 0,
             intra_threads: 0,
             intra_op_spinning: true,
+            io_binding: None,
             watch: true,
             watch_interval_ms: 1000,
         }
@@ -349,6 +353,7 @@ impl PipelineConfig {
             require_gpu: self.model.require_gpu,
             device_id: self.model.device_id,
             intra_op_spinning: self.model.intra_op_spinning,
+            io_binding: self.model.io_binding,
         }
     }
 

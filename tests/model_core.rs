@@ -78,6 +78,18 @@ fn exported_onnx_matches_candle_for_every_target_and_pooling() {
         let out = onnx.run(&batch).unwrap();
         let diff = reference.iter().zip(&out.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(diff <= 1e-3, "{targets:?}/{pooling:?}: max |candle - onnx| = {diff}");
+        // The I/O-binding path (the CUDA default; here on the CPU provider) gives the same rows.
+        assert!(!onnx.session.io_bound(), "a CPU session runs without a binding unless asked");
+        let bound = prodcat::models::transformer::open(
+            ModelVersion::open(&fx.path(&format!("parity-{pooling:?}"))).unwrap(),
+            &SessionSettings { io_binding: Some(true), ..Default::default() },
+        )
+        .unwrap();
+        assert!(bound.session.io_bound());
+        for _ in 0..2 {
+            // Twice: a binding is made per run, nothing of the first run may leak into the second.
+            assert_eq!(bound.run(&batch).unwrap(), out, "{targets:?}/{pooling:?}: bound run differs");
+        }
         // Probabilities are the softmax of the logits, per row.
         for row in 0..out.rows {
             let sum: f32 = out.probs(row).iter().sum();

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::ep::ExecutionProvider;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::TensorRef;
+use ort::value::{Tensor, TensorRef};
 
 use crate::error::{Error, Result};
 use crate::onnx::transformer::names;
@@ -58,6 +59,10 @@ pub struct SessionSettings {
     pub device_id: i32,
     /// Intra-op threads spin while waiting for work (ONNX Runtime's default).
     pub intra_op_spinning: bool,
+    /// Run through an I/O binding: inputs staged in memory the device reads directly (pinned host
+    /// memory on CUDA), outputs bound to host memory and copied back once per batch. `None`: on
+    /// for CUDA sessions, off for CPU ones (where plain `run` already reads the caller's buffers).
+    pub io_binding: Option<bool>,
 }
 
 impl Default for SessionSettings {
@@ -69,6 +74,7 @@ impl Default for SessionSettings {
             require_gpu: false,
             device_id: 0,
             intra_op_spinning: true,
+            io_binding: None,
         }
     }
 }
@@ -108,11 +114,52 @@ impl ModelOutput {
 pub struct OnnxSession {
     path: PathBuf,
     /// ORT's `run` needs `&mut`; the lock is uncontended (one inference thread per model).
-    session: Mutex<Session>,
+    runner: Mutex<Runner>,
     uses_token_types: bool,
     classes: usize,
     /// The execution provider actually in use.
     pub target: ExecutionTarget,
+}
+
+struct Runner {
+    session: Session,
+    /// Where bound inputs are staged and outputs land, when runs go through an I/O binding (ORT's
+    /// allocator handle is `Send` but not `Sync`, so it lives behind the lock with the session).
+    binding: Option<BindingMemory>,
+}
+
+/// Memory of an I/O-bound session: an allocator for the inputs and where outputs are written.
+struct BindingMemory {
+    inputs: Allocator,
+    outputs: MemoryInfo<'static>,
+}
+
+impl BindingMemory {
+    /// Pinned host memory on CUDA (the device copies it in and out by DMA, without a staging
+    /// copy); the session's own CPU allocator otherwise.
+    fn new(session: &Session, target: ExecutionTarget, device_id: i32) -> ort::Result<Self> {
+        Ok(match target {
+            ExecutionTarget::Cuda => Self {
+                inputs: Allocator::new(
+                    session,
+                    MemoryInfo::new(AllocationDevice::CUDA_PINNED, device_id, AllocatorType::Device, MemoryType::CPUInput)?,
+                )?,
+                outputs: MemoryInfo::new(
+                    AllocationDevice::CUDA_PINNED,
+                    device_id,
+                    AllocatorType::Device,
+                    MemoryType::CPUOutput,
+                )?,
+            },
+            ExecutionTarget::Cpu => Self {
+                inputs: Allocator::new(
+                    session,
+                    MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)?,
+                )?,
+                outputs: MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)?,
+            },
+        })
+    }
 }
 
 impl std::fmt::Debug for OnnxSession {
@@ -136,23 +183,64 @@ impl OnnxSession {
                 return Err(Error::model(model, format!("the graph has no input `{required}`")));
             }
         }
-        Ok(Self { path: model.to_path_buf(), session: Mutex::new(session), uses_token_types, classes, target })
+        let binding = match settings.io_binding {
+            Some(false) => None,
+            None if target == ExecutionTarget::Cpu => None,
+            asked => match BindingMemory::new(&session, target, settings.device_id) {
+                Ok(memory) => Some(memory),
+                Err(e) if asked.is_none() => {
+                    // The default, not a request: run without the binding and say why.
+                    tracing::warn!(model = %model.display(), "no I/O binding ({e}); batches use plain runs");
+                    None
+                }
+                Err(e) => return Err(Error::model(model, format!("setting up the I/O binding: {e}"))),
+            },
+        };
+        if binding.is_some() {
+            tracing::info!(model = %model.display(), execution_provider = %target, "batches run through an I/O binding");
+        }
+        let runner = Mutex::new(Runner { session, binding });
+        Ok(Self { path: model.to_path_buf(), runner, uses_token_types, classes, target })
+    }
+
+    /// Whether runs go through an I/O binding.
+    pub fn io_bound(&self) -> bool {
+        self.runner.lock().unwrap_or_else(|p| p.into_inner()).binding.is_some()
     }
 
     /// Runs one padded batch.
     pub fn run(&self, batch: &PaddedBatch) -> Result<ModelOutput> {
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
+        let Runner { session, binding } = &mut *runner;
         let shape = [batch.batch as i64, batch.seq as i64];
-        let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
-        let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))?;
-        let outputs = if self.uses_token_types {
-            let types = TensorRef::from_array_view((shape, batch.token_type_ids.as_slice()))?;
-            session.run(
-                ort::inputs![names::INPUT_IDS => ids, names::ATTENTION_MASK => mask, names::TOKEN_TYPE_IDS => types],
-            )?
+        let mut inputs = vec![(names::INPUT_IDS, &batch.input_ids), (names::ATTENTION_MASK, &batch.attention_mask)];
+        if self.uses_token_types {
+            inputs.push((names::TOKEN_TYPE_IDS, &batch.token_type_ids));
+        }
+        if let Some(memory) = binding {
+            let mut binding = session.create_binding()?;
+            for (name, data) in inputs {
+                let mut tensor = Tensor::<i64>::new(&memory.inputs, shape)?;
+                tensor.extract_tensor_mut().1.copy_from_slice(data);
+                binding.bind_input(name, &tensor)?;
+            }
+            for name in [names::LOGITS, names::PROBABILITIES] {
+                binding.bind_output_to_device(name, &memory.outputs)?;
+            }
+            let outputs = session.run_binding(&binding)?;
+            self.output(batch, &outputs)
         } else {
-            session.run(ort::inputs![names::INPUT_IDS => ids, names::ATTENTION_MASK => mask])?
-        };
+            let mut values = Vec::with_capacity(inputs.len());
+            for (name, data) in inputs {
+                values.push((name, TensorRef::from_array_view((shape, data.as_slice()))?));
+            }
+            let outputs = session.run(values)?;
+            self.output(batch, &outputs)
+        }
+    }
+
+    /// Logits and probabilities of a finished run, checked against the model's class count.
+    fn output(&self, batch: &PaddedBatch, outputs: &ort::session::SessionOutputs<'_>) -> Result<ModelOutput> {
         let (logit_shape, logits) = outputs[names::LOGITS].try_extract_tensor::<f32>()?;
         let (_, probabilities) = outputs[names::PROBABILITIES].try_extract_tensor::<f32>()?;
         let classes = logit_shape.last().copied().unwrap_or(0) as usize;
