@@ -4,9 +4,15 @@
 //! Padding is done here, per batch, to the longest sequence in the batch, never to a fixed length:
 //! with product titles of ~20 tokens, padding to 128 would make every batch six times as costly.
 
-use std::path::{Path, PathBuf};
+mod wordpiece;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
+
+use wordpiece::AsciiWordPiece;
 
 use crate::error::{Error, Result};
 
@@ -33,13 +39,19 @@ impl TokenizedText {
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The ASCII fast path, for BERT-style WordPiece tokenizers ([`wordpiece`]).
+    fast: Option<Arc<AsciiWordPiece>>,
     path: PathBuf,
     max_length: usize,
 }
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("path", &self.path).field("max_length", &self.max_length).finish()
+        f.debug_struct("TextTokenizer")
+            .field("path", &self.path)
+            .field("max_length", &self.max_length)
+            .field("ascii_fast_path", &self.fast.is_some())
+            .finish()
     }
 }
 
@@ -55,7 +67,22 @@ impl TextTokenizer {
         inner
             .with_truncation(Some(TruncationParams { max_length, ..Default::default() }))
             .map_err(|e| err(e.to_string()))?;
-        Ok(Self { inner, path: path.to_path_buf(), max_length })
+        let json: serde_json::Value =
+            std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
+        let fast = AsciiWordPiece::from_json(&json).map(Arc::new);
+        Ok(Self { inner, fast, path: path.to_path_buf(), max_length })
+    }
+
+    /// This tokenizer with every text going through Hugging Face tokenizers (the reference the
+    /// fast path is checked against, and the benchmark's baseline).
+    pub fn without_fast_path(mut self) -> Self {
+        self.fast = None;
+        self
+    }
+
+    /// Whether ASCII texts take the fast path.
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
     }
 
     /// The file this tokenizer was loaded from.
@@ -75,6 +102,11 @@ impl TextTokenizer {
 
     /// Tokenizes one text.
     pub fn encode(&self, text: &str) -> Result<TokenizedText> {
+        if let Some(fast) = &self.fast
+            && let Some(ids) = fast.encode(text, self.max_length)
+        {
+            return Ok(TokenizedText { type_ids: vec![0; ids.len()], ids });
+        }
         let encoding = self
             .inner
             .encode_fast(text, true)
@@ -82,8 +114,11 @@ impl TextTokenizer {
         Ok(TokenizedText { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() })
     }
 
-    /// Tokenizes many texts (in parallel inside the tokenizers crate).
+    /// Tokenizes many texts in parallel (rayon; inside the tokenizers crate without a fast path).
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        if self.fast.is_some() {
+            return texts.par_iter().with_min_len(64).map(|t| self.encode(t)).collect();
+        }
         let encodings = self
             .inner
             .encode_batch_fast(texts.to_vec(), true)
@@ -157,5 +192,101 @@ mod tests {
         assert_eq!(batch.input_ids, vec![1, 5, 2, 1, 2, 0]);
         assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 1, 0]);
         assert_eq!(batch.real_tokens(), 5);
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// Every text both ways, at several truncation lengths: the fast path must give exactly what
+    /// Hugging Face tokenizers gives.
+    fn assert_parity(path: &Path, texts: &[&str]) -> usize {
+        let mut checked = 0;
+        for max_length in [2, 3, 8, 128] {
+            let fast = TextTokenizer::from_file(path, max_length).unwrap();
+            assert!(fast.has_fast_path(), "{} should take the fast path", path.display());
+            let slow = fast.clone().without_fast_path();
+            let (a, b) = (fast.encode_batch(texts).unwrap(), slow.encode_batch(texts).unwrap());
+            for ((text, a), b) in texts.iter().zip(&a).zip(&b) {
+                assert_eq!(a, b, "max_length {max_length}, text {text:?}");
+                assert_eq!(&fast.encode(text).unwrap(), b, "single encode, text {text:?}");
+            }
+            checked += texts.len();
+        }
+        checked
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_hugging_face_on_edge_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testkit::tiny_base_model(dir.path(), 1).unwrap();
+        let long_word = "x".repeat(101);
+        let exact_word = "y".repeat(100);
+        let many = "phone laptop ".repeat(40);
+        let texts = [
+            "",
+            " ",
+            "Phone",
+            "SAMSUNG Galaxy S23, 128GB (black)!",
+            "a\tb\nc\rd\u{b}e\u{c}f\u{1c}g\u{0}h\u{7f}i",
+            "tab\t\tsep  and   spaces ",
+            "fridge-freezer/60cm & 'eco'... ??",
+            "[MASK] phone",
+            "phone [mask]",
+            "phone[SEP]laptop",
+            "[CLS",
+            "##ab ## #",
+            "zzzq unknownword qq",
+            &long_word,
+            &exact_word,
+            &many,
+            "café crème",
+            "naïve 日本 phone",
+            "\u{fffd} replacement",
+            "~`^_|{}<>=@$%*;\"\\",
+            "1234567890 12.5kg 3,5\"",
+        ];
+        assert_parity(&dir.path().join("tokenizer.json"), &texts);
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_hugging_face_on_the_shared_data() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tokenizer = root.join(".deps/models/all-MiniLM-L6-v2/tokenizer.json");
+        let data = root.join("../shared/data");
+        if !tokenizer.is_file() || !data.is_dir() {
+            eprintln!("skipped: needs the MiniLM tokenizer (scripts/provision.sh) and ../shared/data");
+            return;
+        }
+        let mut lines = Vec::new();
+        for entry in walk(&data) {
+            if entry.extension().is_some_and(|e| e == "csv") {
+                let text = std::fs::read_to_string(&entry).unwrap();
+                // Whole lines (quotes and commas included) and each comma-separated field.
+                for line in text.lines() {
+                    lines.push(line.to_string());
+                    lines.extend(line.split(',').map(str::to_string));
+                }
+            }
+        }
+        assert!(lines.len() > 10_000, "expected the shared data sets, found {} texts", lines.len());
+        let texts: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let taken = texts.iter().filter(|t| t.is_ascii()).count();
+        assert!(taken * 10 > texts.len() * 9, "most shared-data texts are ASCII ({taken} of {})", texts.len());
+        assert_parity(&tokenizer, &texts);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
     }
 }
