@@ -142,7 +142,12 @@ impl BindingMemory {
             ExecutionTarget::Cuda => Self {
                 inputs: Allocator::new(
                     session,
-                    MemoryInfo::new(AllocationDevice::CUDA_PINNED, device_id, AllocatorType::Device, MemoryType::CPUInput)?,
+                    MemoryInfo::new(
+                        AllocationDevice::CUDA_PINNED,
+                        device_id,
+                        AllocatorType::Device,
+                        MemoryType::CPUInput,
+                    )?,
                 )?,
                 outputs: MemoryInfo::new(
                     AllocationDevice::CUDA_PINNED,
