@@ -453,4 +453,13 @@ mod tests {
         .unwrap();
         assert_eq!(cpu_values.engine.limits, BatchLimits::default());
     }
+
+    #[test]
+    fn io_binding_is_left_to_the_device_unless_set() {
+        assert_eq!(PipelineConfig::merge(None, &[]).unwrap().session(None).io_binding, None);
+        for (value, expected) in [("true", Some(true)), ("false", Some(false))] {
+            let config = PipelineConfig::merge(None, &[format!("model.io_binding={value}")]).unwrap();
+            assert_eq!(config.session(None).io_binding, expected);
+        }
+    }
 }

@@ -138,31 +138,15 @@ impl BindingMemory {
     /// Pinned host memory on CUDA (the device copies it in and out by DMA, without a staging
     /// copy); the session's own CPU allocator otherwise.
     fn new(session: &Session, target: ExecutionTarget, device_id: i32) -> ort::Result<Self> {
-        Ok(match target {
-            ExecutionTarget::Cuda => Self {
-                inputs: Allocator::new(
-                    session,
-                    MemoryInfo::new(
-                        AllocationDevice::CUDA_PINNED,
-                        device_id,
-                        AllocatorType::Device,
-                        MemoryType::CPUInput,
-                    )?,
-                )?,
-                outputs: MemoryInfo::new(
-                    AllocationDevice::CUDA_PINNED,
-                    device_id,
-                    AllocatorType::Device,
-                    MemoryType::CPUOutput,
-                )?,
-            },
-            ExecutionTarget::Cpu => Self {
-                inputs: Allocator::new(
-                    session,
-                    MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)?,
-                )?,
-                outputs: MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)?,
-            },
+        let (device, id, input, output) = match target {
+            ExecutionTarget::Cuda => {
+                (AllocationDevice::CUDA_PINNED, device_id, MemoryType::CPUInput, MemoryType::CPUOutput)
+            }
+            ExecutionTarget::Cpu => (AllocationDevice::CPU, 0, MemoryType::Default, MemoryType::Default),
+        };
+        Ok(Self {
+            inputs: Allocator::new(session, MemoryInfo::new(device.clone(), id, AllocatorType::Device, input)?)?,
+            outputs: MemoryInfo::new(device, id, AllocatorType::Device, output)?,
         })
     }
 }

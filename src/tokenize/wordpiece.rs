@@ -116,9 +116,10 @@ impl AsciiWordPiece {
                 0..=31 | 127 => {}
                 // BertPreTokenizer: every punctuation character is a word of its own.
                 _ if b.is_ascii_punctuation() => {
-                    full = self.flush(&mut word, &mut ids, budget);
-                    word.push(b);
-                    full = full || self.flush(&mut word, &mut ids, budget);
+                    full = self.flush(&mut word, &mut ids, budget) || {
+                        word.push(b);
+                        self.flush(&mut word, &mut ids, budget)
+                    };
                 }
                 _ => word.push(b.to_ascii_lowercase()),
             }
