@@ -264,9 +264,10 @@ fn ensemble_chooses_its_weight_on_validation_and_averages_calibrated_probabiliti
     let tuning = info.tuning.clone().unwrap();
     assert_eq!(tuning["curve"].as_array().unwrap().len(), 21);
     assert_eq!(tuning["chosen"]["lexical_weight"].as_f64().unwrap() as f32, info.lexical_weight);
-    // The chosen weight is the curve's best macro-F1.
-    let best = tuning["curve"].as_array().unwrap().iter().map(|p| p["macro_f1"].as_f64().unwrap()).fold(0.0, f64::max);
-    assert_eq!(tuning["chosen"]["macro_f1"].as_f64().unwrap(), best);
+    // The chosen weight is the curve's lowest log-loss.
+    let best =
+        tuning["curve"].as_array().unwrap().iter().map(|p| p["log_loss"].as_f64().unwrap()).fold(f64::MAX, f64::min);
+    assert_eq!(tuning["chosen"]["log_loss"].as_f64().unwrap(), best);
     assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8);
     assert!(c.parity.as_ref().unwrap().passed);
 
@@ -299,56 +300,110 @@ fn ensemble_chooses_its_weight_on_validation_and_averages_calibrated_probabiliti
 #[test]
 fn auto_trains_every_family_publishes_the_best_on_validation_and_reports_the_comparison() {
     let fx = Fixture::new(400);
-    let (registry, report) = (fx.path("registry").display().to_string(), fx.path("auto-report"));
-    let mut args: Vec<String> = fixture_data_args(&fx);
-    args.splice(0..0, ["train".to_string(), "--model-type".into(), "auto".into()]);
-    for extra in [
-        ["--base", &fx.base.display().to_string()],
-        ["--group-column", "group"],
-        ["--epochs", "3"],
-        ["--lr", "1e-2"],
-        ["--max-length", "32"],
-        ["--buckets", "65536"],
-        ["--out", &registry],
-        ["--name", "auto"],
-        ["--report", &report.display().to_string()],
+    // Without --refit the winner is published as trained; with it, the same choice is made and
+    // the winner is trained again on train + validation (each kind's refit, by restricting the
+    // kinds that may win).
+    for (name, refit, only) in [
+        ("auto", false, None),
+        ("auto-refit", true, Some("transformer")),
+        ("auto-refit-e", true, Some("ensemble")),
+        ("auto-refit-c", true, Some("cascade")),
     ] {
-        args.extend(extra.map(str::to_string));
+        let (registry, report) = (fx.path("registry").display().to_string(), fx.path(&format!("{name}-report")));
+        let mut args: Vec<String> = fixture_data_args(&fx);
+        args.splice(0..0, ["train".to_string(), "--model-type".into(), "auto".into()]);
+        for extra in [
+            ["--base", &fx.base.display().to_string()],
+            ["--group-column", "group"],
+            ["--epochs", "3"],
+            ["--lr", "1e-2"],
+            ["--max-length", "32"],
+            ["--buckets", "65536"],
+            ["--out", &registry],
+            ["--name", name],
+            ["--report", &report.display().to_string()],
+        ] {
+            args.extend(extra.map(str::to_string));
+        }
+        args.push("--no-progress".into());
+        if refit {
+            args.push("--refit".into());
+        }
+        if let Some(kind) = only {
+            args.extend(["--candidates".to_string(), kind.to_string()]);
+        }
+        // At info level, to count the epochs the log reports.
+        let o = prodcat_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[("PRODCAT_LOG", "info")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("← chosen"), "{}", stdout(&o));
+        let comparison: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report.join("comparison.json")).unwrap()).unwrap();
+        let scores = comparison["candidates"].as_array().unwrap();
+        let kinds: Vec<&str> = scores.iter().map(|s| s["model"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["lexical", "transformer", "ensemble", "cascade"]);
+        let chosen: Vec<&serde_json::Value> = scores.iter().filter(|s| s["chosen"].as_bool().unwrap()).collect();
+        assert_eq!(chosen.len(), 1);
+        if let Some(kind) = only {
+            assert_eq!(chosen[0]["model"], kind, "only {kind} may be published");
+        } else {
+            // The rule: best validation macro-F1; within the tie margin, the fastest.
+            let f1 = |s: &serde_json::Value| s["validation_macro_f1"].as_f64().unwrap();
+            let speed = |s: &serde_json::Value| s["titles_per_second"].as_f64().unwrap();
+            let best = scores.iter().map(f1).fold(0.0, f64::max);
+            assert!(f1(chosen[0]) >= best - prodcat::models::auto::TIE);
+            for s in scores.iter().filter(|s| f1(s) >= best - prodcat::models::auto::TIE) {
+                assert!(speed(chosen[0]) >= speed(s), "a tied, faster candidate was not chosen: {s}");
+            }
+        }
+        for s in scores {
+            assert!(s["test_macro_f1"].as_f64().is_some() && s["train_seconds"].as_f64().unwrap() > 0.0, "{s}");
+        }
+        assert!(report.join("tradeoff.png").metadata().unwrap().len() > 1000);
+        // Only the winner is published, as v1 of the model, with its own kind.
+        let c = card(&fx.path(&format!("registry/{name}")));
+        assert_eq!(c.model.name(), chosen[0]["model"].as_str().unwrap());
+        assert_eq!(ModelRegistry::new(fx.path("registry")).versions(name).unwrap(), vec![1]);
+        let leftovers: Vec<String> = std::fs::read_dir(fx.path(&format!("registry/{name}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !["v1", "current", ".checkpoints"].contains(&n.as_str()))
+            .collect();
+        assert!(leftovers.is_empty(), "staged candidates left behind: {leftovers:?}");
+        let version = ModelVersion::open(&fx.path(&format!("registry/{name}"))).unwrap();
+        prodcat::models::load_verified(version.clone(), &SessionSettings::default()).unwrap();
+
+        // What the published model was trained on: the training split, or train + validation.
+        let data = c.data.as_ref().unwrap();
+        let trained = |dir: &std::path::Path| {
+            let c = ModelVersion::at(dir).unwrap().card;
+            c.training.as_ref().unwrap().refit_rows.unwrap_or(c.data.as_ref().unwrap().train_rows)
+        };
+        let trained_on: Vec<usize> = match c.model {
+            ModelKind::Lexical(_) | ModelKind::Transformer(_) => vec![trained(&version.dir)],
+            _ => ["lexical", "transformer"].iter().map(|m| trained(&version.dir.join(m))).collect(),
+        };
+        let expected = if refit { data.train_rows + data.validation_rows } else { data.train_rows };
+        assert!(trained_on.iter().all(|&n| n == expected), "{trained_on:?} vs {expected}");
+        let published_f1 = c.test_metrics.as_ref().unwrap().macro_f1;
+        if refit {
+            let r = &comparison["refit"];
+            assert_eq!(r["model"], chosen[0]["model"]);
+            assert_eq!(r["rows"].as_u64(), Some(expected as u64));
+            assert_eq!(r["test_macro_f1"].as_f64(), Some(published_f1));
+            // The transformer's search ran once: the refit resumed its checkpoint.
+            let searched = stderr(&o).matches("epoch finished").count() - stderr(&o).matches("refit epoch").count();
+            assert_eq!(searched, 3, "{}", stderr(&o));
+            // A composite keeps the weight and threshold it chose on validation, with their tuning.
+            match &c.model {
+                ModelKind::Cascade(info) => assert!(info.tuning.is_some() && info.weight_tuning.is_some()),
+                ModelKind::Ensemble(info) => assert!(info.tuning.is_some()),
+                _ => {}
+            }
+        } else {
+            assert!(comparison["refit"].is_null());
+            assert_eq!(chosen[0]["test_macro_f1"].as_f64(), Some(published_f1));
+        }
     }
-    args.push("--no-progress".into());
-    let o = run_strings(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("← chosen"), "{}", stdout(&o));
-    let scores: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(report.join("comparison.json")).unwrap()).unwrap();
-    let kinds: Vec<&str> = scores.iter().map(|s| s["model"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["lexical", "transformer", "ensemble", "cascade"]);
-    let chosen: Vec<&serde_json::Value> = scores.iter().filter(|s| s["chosen"].as_bool().unwrap()).collect();
-    assert_eq!(chosen.len(), 1);
-    // The rule: best validation macro-F1; within the tie margin, the fastest.
-    let f1 = |s: &serde_json::Value| s["validation_macro_f1"].as_f64().unwrap();
-    let speed = |s: &serde_json::Value| s["titles_per_second"].as_f64().unwrap();
-    let best = scores.iter().map(f1).fold(0.0, f64::max);
-    assert!(f1(chosen[0]) >= best - prodcat::models::auto::TIE);
-    for s in scores.iter().filter(|s| f1(s) >= best - prodcat::models::auto::TIE) {
-        assert!(speed(chosen[0]) >= speed(s), "a tied, faster candidate was not chosen: {s}");
-    }
-    for s in &scores {
-        assert!(s["test_macro_f1"].as_f64().is_some() && s["train_seconds"].as_f64().unwrap() > 0.0, "{s}");
-    }
-    assert!(report.join("tradeoff.png").metadata().unwrap().len() > 1000);
-    // Only the winner is published, as v1 of the model, with its own kind.
-    let c = card(&fx.path("registry/auto"));
-    assert_eq!(c.model.name(), chosen[0]["model"].as_str().unwrap());
-    assert_eq!(ModelRegistry::new(fx.path("registry")).versions("auto").unwrap(), vec![1]);
-    let leftovers: Vec<String> = std::fs::read_dir(fx.path("registry/auto"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !["v1", "current", ".checkpoints"].contains(&n.as_str()))
-        .collect();
-    assert!(leftovers.is_empty(), "staged candidates left behind: {leftovers:?}");
-    prodcat::models::load_verified(ModelVersion::open(&fx.path("registry/auto")).unwrap(), &SessionSettings::default())
-        .unwrap();
 }
 
 #[test]
@@ -368,6 +423,19 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     let tuning = info.tuning.unwrap();
     assert!(tuning["curve"].as_array().unwrap().len() > 20);
     assert_eq!(tuning["chosen"]["threshold"].as_f64().unwrap() as f32, info.threshold);
+    // The chosen point: the lowest threshold within the loss bound of the best among those
+    // agreeing with the second stage on enough rows.
+    let bounds = prodcat::eval::cascade::ThresholdBounds::default();
+    let curve = tuning["curve"].as_array().unwrap();
+    let agrees = |p: &&serde_json::Value| p["agreement"].as_f64().unwrap() >= bounds.min_agreement;
+    let best = curve.iter().filter(agrees).map(|p| p["macro_f1"].as_f64().unwrap()).fold(0.0, f64::max);
+    let first = curve.iter().filter(agrees).find(|p| p["macro_f1"].as_f64().unwrap() >= best - bounds.max_f1_loss);
+    assert_eq!(first, Some(&tuning["chosen"]));
+    assert_eq!(curve.last().unwrap()["agreement"].as_f64(), Some(1.0), "sending every row on agrees everywhere");
+    // The second stage's weight was chosen on the same rows, from the ensemble's grid.
+    let weights = info.weight_tuning.unwrap();
+    assert_eq!(weights["curve"].as_array().unwrap().len(), 21);
+    assert_eq!(weights["chosen"]["lexical_weight"].as_f64().unwrap() as f32, info.lexical_weight);
     assert!(c.test_metrics.is_some());
 
     // `prodcat eval --tune-threshold` re-tunes on other labeled data and stores the choice.
@@ -392,6 +460,7 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     let lexical = score_texts(&*prodcat::models::open(&lex, &settings).unwrap(), &texts, None).unwrap().output;
     let transformer = prodcat::models::open(&tiny, &settings).unwrap();
     let transformer_out = score_texts(&*transformer, &texts, None).unwrap().output;
+    cascade.lexical_weight = 0.0;
     for (threshold, stage) in [(0.0f32, Stage::Lexical), (1.01, Stage::Transformer)] {
         cascade.threshold = threshold;
         let scored = score_texts(&cascade, &texts, None).unwrap();
@@ -406,6 +475,20 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
             assert_eq!(cascade.labels()[out.argmax(r).0], expected, "row {r} at threshold {threshold}");
         }
     }
+    // With a lexical weight, the rows sent on get the ensemble's average of both members
+    // (the transformer's classes mapped to the cascade's), and say so.
+    cascade.lexical_weight = 0.3;
+    let scored = score_texts(&cascade, &texts, None).unwrap();
+    assert!(scored.stages.iter().all(|s| *s == Stage::Ensemble));
+    let mapped = cascade.members.score_transformer(&texts).unwrap();
+    for r in 0..texts.len() {
+        for (k, p) in scored.output.probs(r).iter().enumerate() {
+            let expected = 0.3 * lexical.probs(r)[k] + 0.7 * mapped.probs(r)[k];
+            assert!((p - expected).abs() < 1e-5, "row {r} class {k}: {p} vs {expected}");
+        }
+    }
+    cascade.threshold = 0.0;
+    assert!(score_texts(&cascade, &texts, None).unwrap().stages.iter().all(|s| *s == Stage::Lexical));
 
     // Relabel serves the cascade like any model; the output names the stage.
     let input = fx.path("in");
@@ -427,6 +510,6 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     let batches = read_parquet_dir(&fx.path("out"));
     assert_eq!(i64_column(&batches, "id").len(), 120);
     let stages = string_column(&batches, "stage");
-    assert!(stages.iter().all(|s| s == "lexical" || s == "transformer"));
+    assert!(stages.iter().all(|s| ["lexical", "transformer", "ensemble"].contains(&s.as_str())));
     assert!(string_column(&batches, "model_name").iter().all(|n| n == "casc"));
 }

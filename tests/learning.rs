@@ -243,7 +243,8 @@ fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
             session: SessionSettings::default(),
         },
         threshold: Some(0.9),
-        max_f1_loss: 0.001,
+        lexical_weight: None,
+        bounds: Default::default(),
     })
     .unwrap();
     let served = cascade.publish(true).unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use prodcat::data::{LabeledData, LabeledDataSpec};
-use prodcat::eval::cascade::{format_tuning, plot_tuning};
+use prodcat::eval::cascade::{ThresholdBounds, format_tuning, plot_tuning};
 use prodcat::eval::{evaluate, format_report, label_ids, write_report};
 use prodcat::models::cascade::Cascade;
 use prodcat::registry::{ModelVersion, files};
@@ -39,9 +39,9 @@ pub struct EvalArgs {
     /// folder) and store it in the model's card.json.
     #[arg(long)]
     tune_threshold: bool,
-    /// With --tune-threshold: the lowest threshold within this macro-F1 of the best is chosen.
-    #[arg(long, default_value_t = 0.001)]
-    max_f1_loss: f64,
+    /// With --tune-threshold: how the threshold is chosen.
+    #[command(flatten)]
+    bounds: BoundsArgs,
     #[command(flatten)]
     device: super::DeviceArgs,
 }
@@ -70,15 +70,16 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         let mut cascade = Cascade::load(version, &settings)
             .map_err(|e| anyhow::anyhow!("--tune-threshold needs a cascade model; {id} is a {kind} model ({e})"))?;
         let y_true = label_ids(cascade.labels(), &data.labels, &origin)?;
-        let tuning = cascade.tune(&texts, &y_true, args.max_f1_loss)?;
-        println!("{}", format_tuning(&tuning));
+        // The second stage's weight stays as built; only the threshold is re-tuned.
+        let tuning = cascade.tune(&texts, &y_true, args.bounds.get(), Some(cascade.lexical_weight))?;
+        println!("{}", format_tuning(&tuning.threshold));
         std::fs::create_dir_all(&report_dir)?;
-        plot_tuning(&tuning, &report_dir.join("threshold_curve.png"))?;
+        plot_tuning(&tuning.threshold, &report_dir.join("threshold_curve.png"))?;
         cascade.set_tuning(&tuning);
         // Written beside and renamed over, so a reader never sees half a card.
         let card_path = cascade.version.dir.join(files::CARD);
         cascade.version.card.write(&card_path)?;
-        println!("threshold {:.3} stored in {}\n", tuning.chosen.threshold, card_path.display());
+        println!("threshold {:.3} stored in {}\n", tuning.threshold.chosen.threshold, card_path.display());
         std::sync::Arc::new(cascade)
     } else {
         prodcat::models::load(version, &settings)?
@@ -109,4 +110,20 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     println!("plots:   {}, {}", files.confusion_png.display(), files.roc_png.display());
     println!("macro_f1={:.4} accuracy={:.4}", evaluation.report.macro_f1, evaluation.report.accuracy);
     Ok(())
+}
+
+/// How a cascade's threshold is chosen: the lowest one within `--max-f1-loss` of the curve's best
+/// macro-F1 among those labeling at least `--min-agreement` of the rows as the second stage does.
+#[derive(Debug, clap::Args)]
+pub struct BoundsArgs {
+    #[arg(long, default_value_t = ThresholdBounds::default().max_f1_loss)]
+    max_f1_loss: f64,
+    #[arg(long, default_value_t = ThresholdBounds::default().min_agreement)]
+    min_agreement: f64,
+}
+
+impl BoundsArgs {
+    pub fn get(&self) -> ThresholdBounds {
+        ThresholdBounds { max_f1_loss: self.max_f1_loss, min_agreement: self.min_agreement }
+    }
 }

@@ -122,9 +122,13 @@ pub struct CascadeArgs {
     /// Fixed confidence threshold (default: tuned on the validation split).
     #[arg(long)]
     threshold: Option<f32>,
-    /// Tuning picks the lowest threshold whose macro-F1 is within this of the curve's best.
-    #[arg(long, default_value_t = 0.001)]
-    max_f1_loss: f64,
+    /// Weight in [0, 1] of the lexical member's probabilities averaged into the second stage
+    /// (0: the transformer alone; default: chosen on the validation split when the threshold is
+    /// tuned, else 0).
+    #[arg(long)]
+    lexical_weight: Option<f32>,
+    #[command(flatten)]
+    bounds: super::eval::BoundsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -234,22 +238,29 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
 pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let session = SessionSettings { ort_library: ort_lib, ..Default::default() };
     let members = args.members.job(&args.name, args.threshold.is_none(), session)?;
-    let job = CascadeJob { members, threshold: args.threshold, max_f1_loss: args.max_f1_loss };
+    let job = CascadeJob {
+        members,
+        threshold: args.threshold,
+        lexical_weight: args.lexical_weight,
+        bounds: args.bounds.get(),
+    };
     let (candidate, tuning) = build_cascade(job)?;
     let share = candidate.test.as_ref().map(|t| {
-        t.stages.iter().filter(|s| **s == prodcat::serve::Stage::Transformer).count() as f64
-            / t.stages.len().max(1) as f64
+        t.stages.iter().filter(|s| **s != prodcat::serve::Stage::Lexical).count() as f64 / t.stages.len().max(1) as f64
     });
     if let Some(t) = &tuning {
-        println!("{}", format_tuning(t));
+        if let Some(w) = &t.weight {
+            print_weights(w);
+        }
+        println!("{}", format_tuning(&t.threshold));
         let dir = args.members.report_dir(&args.name, "cascade")?;
         write_json(&dir.join("tuning.json"), t)?;
-        plot_tuning(t, &dir.join("threshold_curve.png"))?;
+        plot_tuning(&t.threshold, &dir.join("threshold_curve.png"))?;
         println!("curve:        {}, {}", dir.join("tuning.json").display(), dir.join("threshold_curve.png").display());
     }
     let metrics = print_published(candidate)?;
     if let Some(share) = share {
-        println!("transformer:  {:.1}% of test rows", 100.0 * share);
+        println!("second stage: {:.1}% of test rows", 100.0 * share);
     }
     print_metrics(metrics);
     Ok(())
@@ -260,11 +271,7 @@ pub fn ensemble(args: EnsembleArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
     let members = args.members.job(&args.name, args.lexical_weight.is_none(), session)?;
     let (candidate, tuning) = build_ensemble(EnsembleJob { members, lexical_weight: args.lexical_weight })?;
     if let Some(t) = &tuning {
-        println!("{:>14} {:>9} {:>9}", "lexical weight", "macro-F1", "log-loss");
-        for p in &t.curve {
-            let mark = if p == &t.chosen { "  ← chosen" } else { "" };
-            println!("{:>14.2} {:>9.4} {:>9.4}{mark}", p.lexical_weight, p.macro_f1, p.log_loss);
-        }
+        print_weights(t);
         let dir = args.members.report_dir(&args.name, "ensemble")?;
         write_json(&dir.join("tuning.json"), t)?;
         println!("weights:      {} ({} validation rows)", dir.join("tuning.json").display(), t.rows);
@@ -272,6 +279,15 @@ pub fn ensemble(args: EnsembleArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
     let metrics = print_published(candidate)?;
     print_metrics(metrics);
     Ok(())
+}
+
+/// The weights tried on validation, the chosen one marked.
+fn print_weights(t: &prodcat::models::ensemble::WeightTuning) {
+    println!("{:>14} {:>9} {:>9}", "lexical weight", "macro-F1", "log-loss");
+    for p in &t.curve {
+        let mark = if p == &t.chosen { "  ← chosen" } else { "" };
+        println!("{:>14.2} {:>9.4} {:>9.4}{mark}", p.lexical_weight, p.macro_f1, p.log_loss);
+    }
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {

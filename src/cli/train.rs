@@ -13,7 +13,7 @@ use prodcat::eval::plots::{TradeoffPoint, tradeoff_plot};
 use prodcat::lexical::{
     FeatureNorm, FeaturizerSettings, LexicalJob, LexicalSettings, LexicalSolver, TermFrequency, fit_lexical,
 };
-use prodcat::models::auto::{AutoJob, CandidateScore, train_auto};
+use prodcat::models::auto::{AutoJob, AutoOutcome, CandidateScore, train_auto};
 use prodcat::serve::{ExecutionTarget, SessionSettings};
 use prodcat::train::{DataSource, TrainJob, TrainSettings, default_epochs, fit};
 
@@ -42,7 +42,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     fractions: super::split::Fractions,
     /// After choosing epochs / regularisation on validation, train the published model on train +
-    /// validation (the card says so and keeps the validation-time figures).
+    /// validation (the card says so and keeps the validation-time figures). With `--model-type
+    /// auto`: the candidates are compared on validation as without it, then the winner is refitted.
     #[arg(long)]
     refit: bool,
     /// Lexical models: choose C and the temperature by K-fold cross-validation over train +
@@ -95,7 +96,8 @@ pub struct TrainArgs {
     max_rows: Option<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Continue the interrupted run with the same data and settings from its last checkpoint.
+    /// Continue the interrupted run with the same data and settings from its last checkpoint
+    /// (after a finished run, `--refit --resume` refits from its choices without searching again).
     #[arg(long)]
     resume: bool,
     #[arg(long, default_value_t = 32)]
@@ -131,6 +133,10 @@ pub struct TrainArgs {
     /// Drop rows with an empty text or label instead of failing.
     #[arg(long)]
     skip_invalid: bool,
+    /// `--model-type auto`: the kinds that may be published (all four are built and compared):
+    /// lexical, transformer, ensemble, cascade.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(prodcat::models::auto::KINDS))]
+    candidates: Vec<String>,
     /// `--model-type auto`: folder for the comparison (default reports/<name>-auto).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -191,9 +197,10 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
                 lexical: lexical_job(&args, &data, source.clone(), session.clone(), split),
                 transformer: transformer_job(&args, &data, source, base()?, session.clone(), split),
                 session,
+                eligible: args.candidates.clone(),
             };
             let outcome = pool.install(|| train_auto(job))?;
-            auto_report(&args, &outcome.scores)?;
+            auto_report(&args, &outcome)?;
             outcome.winner
         }
     };
@@ -260,7 +267,8 @@ fn lexical_job<'a>(
 }
 
 /// The comparison table on the terminal, `comparison.json` and `tradeoff.png` in the report folder.
-fn auto_report(args: &TrainArgs, scores: &[CandidateScore]) -> anyhow::Result<()> {
+fn auto_report(args: &TrainArgs, outcome: &AutoOutcome) -> anyhow::Result<()> {
+    let scores: &[CandidateScore] = &outcome.candidates;
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
     println!(
         "{:<12} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}",
@@ -281,13 +289,29 @@ fn auto_report(args: &TrainArgs, scores: &[CandidateScore]) -> anyhow::Result<()
         );
     }
     println!(
-        "chosen: best validation macro-F1; within {} of it, the fastest (worst AUC: classes with ≥ 10 test rows)",
+        "chosen{}: best validation macro-F1; within {} of it, the fastest (worst AUC: classes with ≥ 10 test rows)",
+        if args.candidates.is_empty() { String::new() } else { format!(" among {}", args.candidates.join(", ")) },
         prodcat::models::auto::TIE
     );
+    if let Some(r) = &outcome.refit {
+        println!(
+            "{:<12} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8.1}  ← published: the chosen {} refitted on {} rows",
+            "refit",
+            "-",
+            "-",
+            opt(r.test_macro_f1),
+            opt(r.test_accuracy),
+            opt(r.test_worst_auc),
+            "-",
+            r.train_seconds,
+            r.model,
+            r.rows
+        );
+    }
     let dir = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-auto", args.name)));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = dir.join("comparison.json");
-    std::fs::write(&json, serde_json::to_string_pretty(scores)? + "\n")
+    std::fs::write(&json, serde_json::to_string_pretty(outcome)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
     let points: Vec<TradeoffPoint> = scores
         .iter()

@@ -1,9 +1,13 @@
 //! Choosing a cascade's confidence threshold: the accuracy/throughput curve on labeled data.
 //!
 //! Both members score every row once (their speeds measured on the way); each threshold `t` then
-//! sends the rows whose lexical confidence is below `t` to the transformer. The chosen threshold
-//! is the lowest one whose macro-F1 is within `max_f1_loss` of the best on the curve: the
-//! cheapest cascade that is as good as the best.
+//! sends the rows whose lexical confidence is below `t` to the second stage. The chosen threshold
+//! is the lowest one whose macro-F1 is within `max_f1_loss` of the best on the curve and whose
+//! labels agree with the second stage's on at least `min_agreement` of the rows: the cheapest
+//! cascade that is as good as the best. The agreement bound matters on small validation sets,
+//! where macro-F1 moves in steps of one row and a low threshold can look as good as sending every
+//! row on; agreement does not depend on the labels, so it is the steadier measure of what routing
+//! fewer rows gives up.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -23,6 +27,9 @@ pub struct ThresholdPoint {
     pub accuracy: f64,
     /// Share of rows the transformer labels.
     pub transformer_share: f64,
+    /// Share of rows whose cascade label is the second stage's (cards from before: absent).
+    #[serde(default)]
+    pub agreement: Option<f64>,
     /// Expected titles/s: 1 / (1/lexical + share/transformer), from the measured member speeds.
     pub expected_titles_per_second: f64,
 }
@@ -34,6 +41,8 @@ pub struct ThresholdTuning {
     pub lexical_titles_per_second: f64,
     pub transformer_titles_per_second: f64,
     pub max_f1_loss: f64,
+    #[serde(default)]
+    pub min_agreement: f64,
     pub chosen: ThresholdPoint,
     pub curve: Vec<ThresholdPoint>,
 }
@@ -55,13 +64,30 @@ pub struct MemberScores {
     pub transformer_rate: f64,
 }
 
-/// Tunes the threshold against `y_true` from both members' scores of the same rows.
+/// How far the chosen threshold may fall short of the best point of the curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdBounds {
+    /// Macro-F1 below the curve's best, at most.
+    pub max_f1_loss: f64,
+    /// Share of rows labeled as the second stage labels them, at least.
+    pub min_agreement: f64,
+}
+
+impl Default for ThresholdBounds {
+    fn default() -> Self {
+        Self { max_f1_loss: 0.001, min_agreement: 0.99 }
+    }
+}
+
+/// Tunes the threshold against `y_true` from both members' scores of the same rows (`transformer`:
+/// the second stage's).
 pub fn tune_threshold(
     labels: &[String],
     members: &MemberScores,
     y_true: &[usize],
-    max_f1_loss: f64,
+    bounds: ThresholdBounds,
 ) -> Result<ThresholdTuning> {
+    let ThresholdBounds { max_f1_loss, min_agreement } = bounds;
     let rows = members.lexical.rows;
     if rows == 0 {
         return Err(Error::Label("no rows to tune the cascade threshold on".into()));
@@ -71,16 +97,19 @@ pub fn tune_threshold(
     let curve: Vec<ThresholdPoint> = grid()
         .into_iter()
         .map(|t| {
-            let mut to_transformer = 0usize;
+            let (mut to_transformer, mut agree) = (0usize, 0usize);
             let y_pred: Vec<usize> = (0..rows)
                 .map(|r| {
                     let (label, confidence) = lexical.argmax(r);
-                    if confidence < t {
+                    let second = transformer.argmax(r).0;
+                    let chosen = if confidence < t {
                         to_transformer += 1;
-                        transformer.argmax(r).0
+                        second
                     } else {
                         label
-                    }
+                    };
+                    agree += usize::from(chosen == second);
+                    chosen
                 })
                 .collect();
             let report = ClassificationReport::compute(labels, y_true, &y_pred, None);
@@ -90,13 +119,17 @@ pub fn tune_threshold(
                 macro_f1: report.macro_f1,
                 accuracy: report.accuracy,
                 transformer_share: share,
+                agreement: Some(agree as f64 / rows as f64),
                 expected_titles_per_second: 1.0 / (1.0 / lexical_rate + share / transformer_rate),
             }
         })
         .collect();
-    let best = curve.iter().map(|p| p.macro_f1).fold(f64::MIN, f64::max);
+    // Sending every row on agrees everywhere, so some point always qualifies.
+    let agrees = |p: &&ThresholdPoint| p.agreement.unwrap_or(1.0) >= min_agreement;
+    let best = curve.iter().filter(agrees).map(|p| p.macro_f1).fold(f64::MIN, f64::max);
     let chosen = curve
         .iter()
+        .filter(agrees)
         .find(|p| p.macro_f1 >= best - max_f1_loss)
         .cloned()
         .ok_or_else(|| Error::Label("empty threshold curve".into()))?;
@@ -105,6 +138,7 @@ pub fn tune_threshold(
         lexical_titles_per_second: lexical_rate,
         transformer_titles_per_second: transformer_rate,
         max_f1_loss,
+        min_agreement,
         chosen,
         curve,
     })
@@ -115,23 +149,25 @@ pub fn format_tuning(t: &ThresholdTuning) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "threshold curve on {} rows (lexical {:.0} titles/s, transformer {:.0} titles/s)",
-        t.rows, t.lexical_titles_per_second, t.transformer_titles_per_second
+        "threshold curve on {} rows (lexical {:.0} titles/s, transformer {:.0} titles/s); chosen: the lowest \
+         threshold within {} macro-F1 of the best with agreement ≥ {}",
+        t.rows, t.lexical_titles_per_second, t.transformer_titles_per_second, t.max_f1_loss, t.min_agreement
     );
     let _ = writeln!(
         s,
-        "{:>9}  {:>8}  {:>8}  {:>12}  {:>16}",
-        "threshold", "macro_f1", "accuracy", "transformer", "expected titles/s"
+        "{:>9}  {:>8}  {:>8}  {:>12}  {:>9}  {:>16}",
+        "threshold", "macro_f1", "accuracy", "second stage", "agreement", "expected titles/s"
     );
     for p in &t.curve {
         let mark = if p.threshold == t.chosen.threshold { "  ← chosen" } else { "" };
         let _ = writeln!(
             s,
-            "{:>9.3}  {:>8.4}  {:>8.4}  {:>11.1}%  {:>16.0}{mark}",
+            "{:>9.3}  {:>8.4}  {:>8.4}  {:>11.1}%  {:>9.4}  {:>16.0}{mark}",
             p.threshold,
             p.macro_f1,
             p.accuracy,
             100.0 * p.transformer_share,
+            p.agreement.unwrap_or(f64::NAN),
             p.expected_titles_per_second
         );
     }

@@ -21,6 +21,7 @@ use crate::tokenize::PaddedBatch;
 use crate::train::{Candidate, max_abs_diff, test_evaluation};
 
 /// Everything a lexical training run needs.
+#[derive(Clone)]
 pub struct LexicalJob<'a> {
     pub data: &'a LabeledData,
     pub source: DataSource,

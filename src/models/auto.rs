@@ -6,6 +6,14 @@
 //! rows (macro-F1, and titles/s measured there) and on the test rows. The best validation
 //! macro-F1 wins; candidates within [`TIE`] of it count as tied and the fastest of them wins.
 //! Only the winner is published (the others' staged folders are removed).
+//!
+//! With `--refit`, the choice is made exactly as above (members trained on the training split,
+//! every candidate scored on validation), and then the winner is trained again on train +
+//! validation with the choices it made: the lexical model with its C, normalisation and
+//! temperature; the transformer for its best epoch count, resuming the search's checkpoint so the
+//! search is not repeated; a composite from both members refitted, with the weight and threshold
+//! it chose on validation. The published model is that refit; its test figures are reported
+//! beside the candidates'.
 
 use std::time::Instant;
 
@@ -17,18 +25,23 @@ use super::pair::{CompositeJob, Rows};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, label_ids};
 use crate::lexical::{LexicalJob, fit_lexical};
-use crate::registry::ModelVersion;
+use crate::registry::{ModelKind, ModelVersion, files};
 use crate::serve::SessionSettings;
 use crate::train::{Candidate, TrainJob, fit};
 
 /// Validation macro-F1 differences up to this count as ties (broken by throughput).
 pub const TIE: f64 = 0.002;
 
+/// Every candidate kind `auto` builds, in the order it builds them.
+pub const KINDS: [&str; 4] = ["lexical", "transformer", "ensemble", "cascade"];
+
 /// The two trainings `auto` starts from (same data, split fractions and seed).
 pub struct AutoJob<'a> {
     pub lexical: LexicalJob<'a>,
     pub transformer: TrainJob<'a>,
     pub session: SessionSettings,
+    /// Kinds that may be published (all are built and reported); empty: any of [`KINDS`].
+    pub eligible: Vec<String>,
 }
 
 /// One candidate's figures.
@@ -49,29 +62,63 @@ pub struct CandidateScore {
     pub chosen: bool,
 }
 
+/// The published model's figures when the winner was refitted on train + validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefitScore {
+    pub model: String,
+    /// Rows the refitted model (each member of a composite) was trained on.
+    pub rows: usize,
+    pub test_macro_f1: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub test_worst_auc: Option<f64>,
+    pub train_seconds: f64,
+}
+
 /// What `auto` did: the candidates in the order trained, and the winner (not yet published).
+#[derive(Serialize)]
 pub struct AutoOutcome {
-    pub scores: Vec<CandidateScore>,
+    pub candidates: Vec<CandidateScore>,
+    /// Present with `--refit`: the winner trained again on train + validation (what `winner` is).
+    pub refit: Option<RefitScore>,
+    #[serde(skip)]
     pub winner: Candidate,
 }
 
-/// Index of the winner: best validation macro-F1, ties (within [`TIE`]) to the fastest.
-pub fn pick(scores: &[CandidateScore]) -> Option<usize> {
-    let best = scores.iter().map(|s| s.validation_macro_f1).fold(f64::NEG_INFINITY, f64::max);
-    (0..scores.len())
+/// Worst one-vs-rest ROC AUC over classes with at least 10 test rows.
+fn worst_auc(candidate: &Candidate) -> Option<f64> {
+    let report = &candidate.test.as_ref()?.report;
+    report.per_class.iter().filter(|c| c.support >= 10).filter_map(|c| c.roc_auc).reduce(f64::min)
+}
+
+/// Index of the winner among the eligible kinds (empty: all): best validation macro-F1, ties
+/// (within [`TIE`]) to the fastest.
+pub fn pick(scores: &[CandidateScore], eligible: &[String]) -> Option<usize> {
+    let allowed: Vec<usize> =
+        (0..scores.len()).filter(|&i| eligible.is_empty() || eligible.contains(&scores[i].model)).collect();
+    let best = allowed.iter().map(|&i| scores[i].validation_macro_f1).fold(f64::NEG_INFINITY, f64::max);
+    allowed
+        .into_iter()
         .filter(|&i| scores[i].validation_macro_f1 >= best - TIE)
         .max_by(|&a, &b| scores[a].titles_per_second.total_cmp(&scores[b].titles_per_second))
 }
 
 /// Trains every family, scores each on validation and test rows, and returns the winner.
 pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
-    let AutoJob { lexical, transformer, session } = job;
-    if lexical.settings.refit || transformer.settings.refit || lexical.settings.folds > 1 {
+    let AutoJob { mut lexical, mut transformer, session, eligible } = job;
+    if let Some(kind) = eligible.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        return Err(Error::config("auto", format!("unknown candidate kind `{kind}` (one of {})", KINDS.join(", "))));
+    }
+    if lexical.settings.folds > 1 {
         return Err(Error::config(
             "auto",
-            "--model-type auto chooses on the validation rows; it cannot be combined with --refit or --folds",
+            "--model-type auto chooses on the validation rows; it cannot be combined with --folds",
         ));
     }
+    // The search trains on the training split only; the refit (if asked) comes after the choice.
+    let refit = lexical.settings.refit || transformer.settings.refit;
+    lexical.settings.refit = false;
+    transformer.settings.refit = false;
+    let refit_jobs = refit.then(|| (lexical.clone(), transformer.clone()));
     let data = lexical.data;
     let (registry, name) = (lexical.registry.clone(), lexical.name.clone());
     let (_, _, split) = crate::data::prepare::prepare_data(
@@ -98,23 +145,24 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let started = Instant::now();
     let transformer_candidate = fit(transformer)?;
     let transformer_seconds = started.elapsed().as_secs_f64();
-    let members = || -> Result<CompositeJob> {
+    let composite = |lexical: &Candidate, transformer: &Candidate, validation: bool| -> Result<CompositeJob> {
         Ok(CompositeJob {
-            lexical: ModelVersion::at(&lexical_candidate.staged.dir)?,
-            transformer: ModelVersion::at(&transformer_candidate.staged.dir)?,
+            lexical: ModelVersion::at(&lexical.staged.dir)?,
+            transformer: ModelVersion::at(&transformer.staged.dir)?,
             registry: registry.clone(),
             name: name.clone(),
-            validation: Some(rows(&split.validation, "validation")),
+            validation: validation.then(|| rows(&split.validation, "validation")),
             test: Some(rows(&split.test, "test")),
             session: session.clone(),
         })
     };
+    let members = || composite(&lexical_candidate, &transformer_candidate, true);
     tracing::info!("auto: building the ensemble and the cascade");
     let started = Instant::now();
     let ensemble = build_ensemble(EnsembleJob { members: members()?, lexical_weight: None })?.0;
     let ensemble_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let cascade = build_cascade(CascadeJob { members: members()?, threshold: None, max_f1_loss: 0.001 })?.0;
+    let cascade = build_cascade(CascadeJob::tuned(members()?))?.0;
     let cascade_seconds = started.elapsed().as_secs_f64();
     let both = lexical_seconds + transformer_seconds;
     let mut candidates = vec![
@@ -138,9 +186,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
             validation_accuracy: evaluation.report.accuracy,
             test_macro_f1: test_report.map(|r| r.macro_f1),
             test_accuracy: test_report.map(|r| r.accuracy),
-            test_worst_auc: test_report.and_then(|r| {
-                r.per_class.iter().filter(|c| c.support >= 10).filter_map(|c| c.roc_auc).reduce(f64::min)
-            }),
+            test_worst_auc: worst_auc(candidate),
             titles_per_second,
             train_seconds: *train_seconds,
             chosen: false,
@@ -152,11 +198,77 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
             "auto: candidate scored"
         );
     }
-    let winner = pick(&scores).ok_or_else(|| Error::Internal("no candidates".into()))?;
+    let winner = pick(&scores, &eligible).ok_or_else(|| Error::Internal("no candidates".into()))?;
     scores[winner].chosen = true;
     // The composites copied their members, so the members' staged folders may go with the rest.
     let (winner, _) = candidates.swap_remove(winner);
-    Ok(AutoOutcome { scores, winner })
+    drop(candidates);
+    let Some((mut lexical, mut transformer)) = refit_jobs else {
+        return Ok(AutoOutcome { candidates: scores, refit: None, winner });
+    };
+
+    tracing::info!(model = winner.card.model.name(), "auto: refitting the winner on train + validation");
+    let started = Instant::now();
+    lexical.settings.refit = true;
+    transformer.settings.refit = true;
+    // The search's checkpoint holds the transformer's choices: only the refit epochs run.
+    transformer.resume = true;
+    let refitted = match &winner.card.model {
+        ModelKind::Lexical(_) => fit_lexical(lexical)?,
+        ModelKind::Transformer(_) => fit(transformer)?,
+        section @ (ModelKind::Ensemble(_) | ModelKind::Cascade(_)) => {
+            let (lexical, transformer) = (fit_lexical(lexical)?, fit(transformer)?);
+            let members = composite(&lexical, &transformer, false)?;
+            let mut built = match section {
+                ModelKind::Ensemble(e) => {
+                    build_ensemble(EnsembleJob { members, lexical_weight: Some(e.lexical_weight) })?.0
+                }
+                ModelKind::Cascade(c) => {
+                    let job = CascadeJob {
+                        members,
+                        threshold: Some(c.threshold),
+                        lexical_weight: Some(c.lexical_weight),
+                        bounds: Default::default(),
+                    };
+                    build_cascade(job)?.0
+                }
+                _ => unreachable!("matched above"),
+            };
+            // The section as chosen on validation: same weight and threshold, and their tuning.
+            built.card.model = section.clone();
+            built.card.write(&built.staged.dir.join(files::CARD))?;
+            built
+        }
+    };
+    let rows = refitted_rows(&refitted)?;
+    let refit = RefitScore {
+        model: refitted.card.model.name().to_string(),
+        rows,
+        test_macro_f1: refitted.test.as_ref().map(|t| t.report.macro_f1),
+        test_accuracy: refitted.test.as_ref().map(|t| t.report.accuracy),
+        test_worst_auc: worst_auc(&refitted),
+        train_seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!(
+        model = refit.model,
+        rows,
+        test_macro_f1 = ?refit.test_macro_f1,
+        "auto: refitted"
+    );
+    Ok(AutoOutcome { candidates: scores, refit: Some(refit), winner: refitted })
+}
+
+/// Rows a refitted model was trained on (a composite's: its lexical member's, from its card).
+fn refitted_rows(candidate: &Candidate) -> Result<usize> {
+    let card = match &candidate.card.model {
+        ModelKind::Ensemble(_) | ModelKind::Cascade(_) => {
+            ModelVersion::at(&candidate.staged.dir.join(super::pair::LEXICAL))?.card
+        }
+        _ => candidate.card.clone(),
+    };
+    card.training
+        .and_then(|t| t.refit_rows)
+        .ok_or_else(|| Error::Internal("the refitted model's card records no refit rows".into()))
 }
 
 #[cfg(test)]
@@ -181,9 +293,12 @@ mod tests {
     fn best_macro_f1_wins_and_ties_go_to_the_fastest() {
         let scores =
             [score("lexical", 0.90, 50_000.0), score("transformer", 0.95, 300.0), score("ensemble", 0.951, 250.0)];
-        assert_eq!(pick(&scores), Some(1), "0.951 vs 0.95 is a tie; the transformer is faster");
+        assert_eq!(pick(&scores, &[]), Some(1), "0.951 vs 0.95 is a tie; the transformer is faster");
         let scores = [score("lexical", 0.90, 50_000.0), score("ensemble", 0.96, 250.0)];
-        assert_eq!(pick(&scores), Some(1));
-        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&scores, &[]), Some(1));
+        assert_eq!(pick(&[], &[]), None);
+        // Only the eligible kinds compete, however the others score.
+        assert_eq!(pick(&scores, &["lexical".to_string()]), Some(0));
+        assert_eq!(pick(&scores, &["cascade".to_string()]), None);
     }
 }

@@ -1,17 +1,23 @@
 //! The cascade kind: the lexical member labels everything; rows whose confidence is below the
-//! threshold are labeled again by the transformer member (its own token-budget batches). The
-//! members are registry versions of their own kinds in the `lexical/` and `transformer/`
-//! subfolders ([`super::pair`]). Building one copies the members in, tunes the threshold on
-//! validation rows (or takes a given one) and evaluates the cascade on test rows through the same
+//! threshold are labeled again by the second stage: the transformer member (its own token-budget
+//! batches), its probabilities averaged with the lexical member's at the cascade's lexical weight
+//! — the ensemble's rule, so a cascade whose threshold sends every row on is the ensemble, and one
+//! with weight 0 is the plain transformer fallback. The members are registry versions of their own
+//! kinds in the `lexical/` and `transformer/` subfolders ([`super::pair`]). Building one copies
+//! the members in, chooses the weight on validation rows as the ensemble does, then the threshold
+//! on the same rows (or takes given ones), and evaluates the cascade on test rows through the same
 //! serving code as every model; retraining retrains both members and re-tunes.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
+use super::ensemble::{WeightTuning, blend, tune_weight};
 use super::pair::{Composite, CompositeJob, LEXICAL, Members, TRANSFORMER, retrain_members, stage_composite};
 use super::{ModelFamily, RetrainJob};
 use crate::error::{Error, Result};
-use crate::eval::cascade::{MemberScores, ThresholdTuning, tune_threshold};
+use crate::eval::cascade::{MemberScores, ThresholdBounds, ThresholdTuning, tune_threshold};
 use crate::registry::card::CascadeInfo;
 use crate::registry::{ModelKind, ModelVersion};
 use crate::serve::{Model, Scored, SessionSettings, Stage, score_texts};
@@ -27,9 +33,20 @@ pub struct CascadeFamily;
 #[derive(Debug)]
 pub struct Cascade {
     pub version: ModelVersion,
-    /// Confidence below which the transformer member relabels a row.
+    /// Confidence below which the second stage relabels a row.
     pub threshold: f32,
+    /// Weight of the lexical member's probabilities in the second stage.
+    pub lexical_weight: f32,
     pub members: Members,
+}
+
+/// How a cascade was tuned: the second stage's weight, then the threshold with that weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeTuning {
+    /// None when the weight was given.
+    pub weight: Option<WeightTuning>,
+    pub lexical_weight: f32,
+    pub threshold: ThresholdTuning,
 }
 
 fn section(version: &ModelVersion) -> Result<&CascadeInfo> {
@@ -45,12 +62,12 @@ impl Cascade {
         version.check_files()?;
         let info = section(&version)?;
         let members = Members::load(&version.dir, &info.lexical, &info.transformer, settings)?;
-        let threshold = info.threshold;
-        Ok(Self { version, threshold, members })
+        let (threshold, lexical_weight) = (info.threshold, info.lexical_weight);
+        Ok(Self { version, threshold, lexical_weight, members })
     }
 
-    /// Lexical scores for the batch; rows below `threshold` re-scored by the transformer in
-    /// token-budget batches.
+    /// Lexical scores for the batch; rows below `threshold` re-scored by the second stage (the
+    /// transformer in token-budget batches, averaged with the lexical scores at the weight).
     pub fn score_at(&self, batch: &PaddedBatch, texts: &[&str], threshold: f32) -> Result<Scored> {
         let mut out = self.members.lexical.score(batch, texts)?;
         let unsure: Vec<usize> = (0..out.output.rows).filter(|&r| out.output.argmax(r).1 < threshold).collect();
@@ -58,29 +75,54 @@ impl Cascade {
             return Ok(out);
         }
         let unsure_texts: Vec<&str> = unsure.iter().map(|&r| texts[r]).collect();
-        let scored = self.members.score_transformer(&unsure_texts)?;
-        out.scatter(&unsure, &Scored::single(scored, Stage::Transformer));
+        let transformer = self.members.score_transformer(&unsure_texts)?;
+        let second = if self.lexical_weight > 0.0 {
+            let lexical = out.output.select(&unsure);
+            Scored::single(blend(&lexical, &transformer, self.lexical_weight), Stage::Ensemble)
+        } else {
+            Scored::single(transformer, Stage::Transformer)
+        };
+        out.scatter(&unsure, &second);
         Ok(out)
     }
 
-    /// Scores `texts` with both members (their speeds measured) and tunes the threshold.
-    pub fn tune(&self, texts: &[&str], y_true: &[usize], max_f1_loss: f64) -> Result<ThresholdTuning> {
+    /// Scores `texts` with both members (their speeds measured), chooses the second stage's
+    /// weight (unless `lexical_weight` is given) and then the threshold.
+    pub fn tune(
+        &self,
+        texts: &[&str],
+        y_true: &[usize],
+        bounds: ThresholdBounds,
+        lexical_weight: Option<f32>,
+    ) -> Result<CascadeTuning> {
         let started = Instant::now();
         let lexical = score_texts(&*self.members.lexical, texts, None)?.output;
         let lexical_rate = texts.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let started = Instant::now();
         let transformer = self.members.score_transformer(texts)?;
         let transformer_rate = texts.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let members = MemberScores { lexical, lexical_rate, transformer, transformer_rate };
-        tune_threshold(self.members.labels(), &members, y_true, max_f1_loss)
+        let weight = match lexical_weight {
+            Some(_) => None,
+            None => Some(tune_weight(&lexical, &transformer, y_true)?),
+        };
+        let w = lexical_weight.or(weight.as_ref().map(|t| t.chosen.lexical_weight)).unwrap_or(0.0);
+        let second = blend(&lexical, &transformer, w);
+        let members = MemberScores { lexical, lexical_rate, transformer: second, transformer_rate };
+        let threshold = tune_threshold(self.members.labels(), &members, y_true, bounds)?;
+        Ok(CascadeTuning { weight, lexical_weight: w, threshold })
     }
 
-    /// Sets the threshold and records the tuning in the card.
-    pub fn set_tuning(&mut self, tuning: &ThresholdTuning) {
-        self.threshold = tuning.chosen.threshold;
+    /// Sets the threshold and weight and records the tuning in the card.
+    pub fn set_tuning(&mut self, tuning: &CascadeTuning) {
+        self.threshold = tuning.threshold.chosen.threshold;
+        self.lexical_weight = tuning.lexical_weight;
         if let ModelKind::Cascade(info) = &mut self.version.card.model {
-            info.threshold = tuning.chosen.threshold;
-            info.tuning = serde_json::to_value(tuning).ok();
+            info.threshold = self.threshold;
+            info.lexical_weight = self.lexical_weight;
+            info.tuning = serde_json::to_value(&tuning.threshold).ok();
+            if let Some(w) = &tuning.weight {
+                info.weight_tuning = serde_json::to_value(w).ok();
+            }
         }
     }
 }
@@ -107,26 +149,41 @@ impl ModelFamily for CascadeFamily {
     /// Both members retrained on the same split; the threshold re-tuned on its validation rows.
     fn candidate(&self, job: RetrainJob<'_>) -> Result<Candidate> {
         let retrained = retrain_members(&job)?;
-        Ok(build_cascade(CascadeJob { members: retrained.job, threshold: None, max_f1_loss: 0.001 })?.0)
+        Ok(build_cascade(CascadeJob::tuned(retrained.job))?.0)
     }
 }
 
-/// What to combine, and how the threshold is set.
+/// What to combine, and how the threshold and the second stage's weight are set.
 pub struct CascadeJob {
     pub members: CompositeJob,
     /// A fixed threshold, or None to tune it on the validation rows.
     pub threshold: Option<f32>,
-    pub max_f1_loss: f64,
+    /// A fixed lexical weight for the second stage, or None: chosen on the validation rows when
+    /// the threshold is tuned, else 0 (the transformer alone).
+    pub lexical_weight: Option<f32>,
+    pub bounds: ThresholdBounds,
 }
 
-/// Stages the cascade, tunes and evaluates it. Returns the candidate and the tuning curve.
-pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<ThresholdTuning>)> {
-    let CascadeJob { members, threshold, max_f1_loss } = job;
+impl CascadeJob {
+    /// Threshold and weight both chosen on the job's validation rows, with the default bounds.
+    pub fn tuned(members: CompositeJob) -> Self {
+        Self { members, threshold: None, lexical_weight: None, bounds: ThresholdBounds::default() }
+    }
+}
+
+/// Stages the cascade, tunes and evaluates it. Returns the candidate and the tuning.
+pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<CascadeTuning>)> {
+    let CascadeJob { members, threshold, lexical_weight, bounds } = job;
+    if let Some(w) = lexical_weight.filter(|w| !(0.0..=1.0).contains(w)) {
+        return Err(Error::config("cascade", format!("the lexical weight {w} must be within [0, 1]")));
+    }
     let section = ModelKind::Cascade(CascadeInfo {
         threshold: threshold.unwrap_or(0.9),
+        lexical_weight: lexical_weight.unwrap_or(0.0),
         lexical: LEXICAL.into(),
         transformer: TRANSFORMER.into(),
         tuning: None,
+        weight_tuning: None,
     });
     let staged = stage_composite(&members, section)?;
     let mut cascade = Cascade::load(ModelVersion::at(&staged.staged.dir)?, &members.session)?;
@@ -136,7 +193,7 @@ pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<ThresholdTuni
             return Err(Error::config("cascade", "give a threshold or validation rows to tune it on"));
         }
         (None, Some(rows)) => {
-            let tuning = cascade.tune(&rows.texts(), &staged.ids(rows)?, max_f1_loss)?;
+            let tuning = cascade.tune(&rows.texts(), &staged.ids(rows)?, bounds, lexical_weight)?;
             cascade.set_tuning(&tuning);
             Some(tuning)
         }

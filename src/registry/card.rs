@@ -159,17 +159,26 @@ pub struct LexicalInfo {
     pub svm: Option<crate::lexical::SvmChoice>,
 }
 
-/// A cascade: the lexical member labels everything, records below `threshold` go to the
-/// transformer member. Members live in the `lexical/` and `transformer/` subfolders.
+/// A cascade: the lexical member labels everything, records below `threshold` go to the second
+/// stage: the transformer member, its probabilities averaged with the lexical member's at
+/// `lexical_weight` (0: the transformer's alone). Members live in the `lexical/` and
+/// `transformer/` subfolders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CascadeInfo {
     pub threshold: f32,
+    /// Weight of the lexical member's probabilities in the second stage (cards from before this
+    /// field: 0).
+    #[serde(default)]
+    pub lexical_weight: f32,
     pub lexical: String,
     pub transformer: String,
     /// How the threshold was chosen: validation rows, the curve, and the expected share of
     /// records the transformer sees.
     #[serde(default)]
     pub tuning: Option<serde_json::Value>,
+    /// How the second stage's weight was chosen (validation rows, macro-F1 per weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_tuning: Option<serde_json::Value>,
 }
 
 /// An ensemble: the average of the members' calibrated probabilities, `lexical_weight` for the
@@ -306,7 +315,10 @@ impl ModelKind {
                 }
                 lines
             }
-            Self::Cascade(c) => vec![("threshold", format!("{:.3}", c.threshold))],
+            Self::Cascade(c) => vec![
+                ("threshold", format!("{:.3}", c.threshold)),
+                ("second stage", format!("lexical {:.2}, transformer {:.2}", c.lexical_weight, 1.0 - c.lexical_weight)),
+            ],
             Self::Ensemble(e) => {
                 vec![("weights", format!("lexical {:.2}, transformer {:.2}", e.lexical_weight, 1.0 - e.lexical_weight))]
             }

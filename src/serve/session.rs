@@ -99,6 +99,16 @@ impl ModelOutput {
         &self.logits[i * self.classes..(i + 1) * self.classes]
     }
 
+    /// Rows `rows` of this output, in that order.
+    pub fn select(&self, rows: &[usize]) -> ModelOutput {
+        ModelOutput {
+            rows: rows.len(),
+            classes: self.classes,
+            logits: rows.iter().flat_map(|&r| self.logits_row(r)).copied().collect(),
+            probabilities: rows.iter().flat_map(|&r| self.probs(r)).copied().collect(),
+        }
+    }
+
     /// Index and probability of the most likely class of row `i`.
     pub fn argmax(&self, i: usize) -> (usize, f32) {
         self.probs(i)

@@ -143,6 +143,9 @@ impl TrainSettings {
         let mut shape = self.clone();
         shape.epochs = 0;
         shape.patience = 0;
+        // Refitting follows the search and does not change it: `--refit --resume` after a run
+        // without it refits from that run's choices instead of searching again.
+        shape.refit = false;
         let mut h = Sha256::new();
         h.update(data_fingerprint.as_bytes());
         h.update(serde_json::to_vec(&shape).unwrap_or_default());
@@ -161,6 +164,7 @@ pub fn default_epochs(train_rows: usize, batch_size: usize) -> usize {
 }
 
 /// Everything a fine-tuning run needs.
+#[derive(Clone)]
 pub struct TrainJob<'a> {
     pub data: &'a LabeledData,
     pub source: DataSource,
