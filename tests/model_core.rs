@@ -120,6 +120,52 @@ fn merging_changes_the_model_and_parity_catches_a_wrong_merge() {
     assert!(diff > 1e-3, "a model without its LoRA deltas should not pass parity (diff {diff})");
 }
 
+#[test]
+fn full_finetuning_updates_whole_dense_layers_and_exports_them_with_parity() {
+    let fx = Fixture::new(300);
+    let batch = mixed_batch(&fx);
+    let config = EncoderConfig::from_hf_file(&fx.base.join("config.json")).unwrap();
+    let path = fx.base.join("model.safetensors");
+    let weights = load_base_weights(&path).unwrap();
+    let lora = LoraSettings { full: true, ..Default::default() };
+    let model = EncoderClassifier::new(config, &weights, &path, lora, Pooling::Mean, 5, 3).unwrap();
+    let names: Vec<String> = model.trainable().into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().all(|n| !n.contains("lora")), "{names:?}");
+    // Six dense layers per block, weight and bias each, plus the head.
+    assert_eq!(names.iter().filter(|n| n.ends_with("full_weight") || n.ends_with("full_bias")).count(), 2 * 6 * 2);
+    // Non-zero updates of weights and biases, so the export must merge both.
+    for (i, (name, var)) in model.trainable().into_iter().enumerate() {
+        if name.contains("full_") {
+            let n = var.elem_count();
+            let data: Vec<f32> = (0..n).map(|j| (((i * 13 + j * 7) % 19) as f32 - 9.0) * 0.01).collect();
+            var.set(&Tensor::from_vec(data, var.shape(), &Device::Cpu).unwrap()).unwrap();
+        }
+    }
+    let reference = model.forward(&batch, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let out = served(&fx, &model, "full").run(&batch).unwrap();
+    let diff = reference.iter().zip(&out.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff <= 1e-3, "max |candle - onnx| = {diff}");
+
+    // Trained end to end: it learns, the export passes parity, the card says how it was adapted.
+    let data = read(&fx);
+    let mut full = job(&fx, &data, "full", 3);
+    full.settings.lora.full = true;
+    full.settings.encoder_learning_rate = 1e-3;
+    let candidate = fit(full).unwrap();
+    let card = candidate.card.clone();
+    assert!(card.parity.as_ref().unwrap().passed);
+    assert!(card.test_metrics.as_ref().unwrap().accuracy > 0.6, "{:?}", card.test_metrics);
+    let encoder = card.model.transformer().unwrap().encoder.clone().unwrap();
+    assert!(encoder.lora.full);
+    // Every dense weight and bias of every block, and the head.
+    let a = &encoder.base_model.architecture;
+    let (h, i) = (a.hidden_size, a.intermediate_size);
+    let block = 4 * (h * h + h) + (h * i + i) + (i * h + h);
+    assert_eq!(encoder.trainable_parameters, a.num_layers * block + 5 * h + 5);
+    let described = card.model.describe();
+    assert!(described.iter().any(|(k, v)| *k == "adaptation" && v.starts_with("full fine-tuning")), "{described:?}");
+}
+
 fn job<'a>(fx: &'a Fixture, data: &'a LabeledData, registry: &str, epochs: usize) -> TrainJob<'a> {
     TrainJob {
         data,

@@ -121,6 +121,14 @@ pub struct TrainArgs {
     /// Train only the classification head on the frozen encoder (no adapters): the baseline.
     #[arg(long)]
     head_only: bool,
+    /// Full fine-tuning: every dense layer named by --lora-targets trains its whole weight and
+    /// bias (at --encoder-lr) instead of a low-rank adapter; embeddings and layer norms stay
+    /// frozen. Slower per step than LoRA; the export is the same shape.
+    #[arg(long, conflicts_with = "head_only")]
+    full_finetune: bool,
+    /// Peak learning rate of the encoder's weights under --full-finetune (the head keeps --lr).
+    #[arg(long, default_value_t = TrainSettings::default().encoder_learning_rate, requires = "full_finetune")]
+    encoder_lr: f64,
     /// Pooling of token states: mean or cls.
     #[arg(long, default_value = "mean")]
     pooling: Pooling,
@@ -389,10 +397,12 @@ fn transformer_job<'a>(
             alpha: args.lora_alpha,
             dropout: args.lora_dropout,
             targets: if args.head_only { Vec::new() } else { args.lora_targets.clone() },
+            full: args.full_finetune,
         },
         pooling: args.pooling,
         split,
         refit: args.refit,
+        encoder_learning_rate: args.encoder_lr,
         ..Default::default()
     };
     TrainJob {

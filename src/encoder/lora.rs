@@ -1,4 +1,5 @@
-//! LoRA: a trainable low-rank update `ΔW = (α/r)·B·A` beside a frozen dense layer.
+//! LoRA: a trainable low-rank update `ΔW = (α/r)·B·A` beside a frozen dense layer — or, for full
+//! fine-tuning, a trainable update of the whole weight and bias.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,6 +66,11 @@ pub struct LoraSettings {
     pub alpha: f64,
     pub dropout: f32,
     pub targets: Vec<LoraTarget>,
+    /// Full fine-tuning: each target layer trains an update of its whole weight and bias (zero at
+    /// the start, so training starts from the base model; weight decay pulls toward the base
+    /// weights) instead of a low-rank adapter. Embeddings and layer norms stay frozen.
+    #[serde(default)]
+    pub full: bool,
 }
 
 impl Default for LoraSettings {
@@ -83,6 +89,7 @@ impl Default for LoraSettings {
                 LoraTarget::Intermediate,
                 LoraTarget::Output,
             ],
+            full: false,
         }
     }
 }
@@ -123,28 +130,62 @@ impl LoraAdapter {
     }
 }
 
-/// A frozen dense layer with an optional LoRA adapter.
+/// A trainable update of a whole dense layer (full fine-tuning): `D` (`[out, in]`) and `d`
+/// (`[out]`), both zero at the start.
+#[derive(Debug, Clone)]
+pub struct DenseUpdate {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+impl DenseUpdate {
+    pub fn zeros(in_features: usize, out_features: usize) -> Result<Self> {
+        Ok(Self {
+            weight: Var::zeros((out_features, in_features), DType::F32, &Device::Cpu)?,
+            bias: Var::zeros(out_features, DType::F32, &Device::Cpu)?,
+        })
+    }
+}
+
+/// A frozen dense layer with an optional LoRA adapter or full update.
 #[derive(Debug, Clone)]
 pub struct AdaptedLinear {
     pub base: FrozenLinear,
     pub adapter: Option<LoraAdapter>,
+    pub update: Option<DenseUpdate>,
 }
 
 impl AdaptedLinear {
-    /// `x·Wᵀ + b + ΔW(x)`; `dropped` is `x` after LoRA dropout (or `x` itself when not training).
+    /// `x·Wᵀ + b + ΔW(x)` (+ `x·Dᵀ + d` under full fine-tuning); `dropped` is `x` after LoRA dropout
+    /// (or `x` itself when not training).
     pub fn forward(&self, x: &Tensor, dropped: &Tensor) -> Result<Tensor> {
-        let y = self.base.forward(x)?;
-        match &self.adapter {
-            Some(adapter) => y + adapter.forward(dropped)?,
-            None => Ok(y),
+        let mut y = self.base.forward(x)?;
+        if let Some(adapter) = &self.adapter {
+            y = (y + adapter.forward(dropped)?)?;
         }
+        if let Some(update) = &self.update {
+            y = (y + x.matmul(&update.weight.as_tensor().t()?)?.broadcast_add(update.bias.as_tensor())?)?;
+        }
+        Ok(y)
     }
 
-    /// The weight with the adapter merged in: `W + ΔW` (`[out, in]`).
+    /// The weight with the adapter and update merged in: `W + ΔW + D` (`[out, in]`).
     pub fn merged_weight(&self) -> Result<Tensor> {
-        match &self.adapter {
-            Some(adapter) => self.base.weight() + adapter.delta()?,
-            None => Ok(self.base.weight().clone()),
+        let mut w = self.base.weight().clone();
+        if let Some(adapter) = &self.adapter {
+            w = (w + adapter.delta()?)?;
+        }
+        if let Some(update) = &self.update {
+            w = (w + update.weight.as_tensor())?;
+        }
+        Ok(w)
+    }
+
+    /// The bias with the update merged in: `b + d` (`[out]`).
+    pub fn merged_bias(&self) -> Result<Tensor> {
+        match &self.update {
+            Some(update) => self.base.bias() + update.bias.as_tensor(),
+            None => Ok(self.base.bias().clone()),
         }
     }
 }

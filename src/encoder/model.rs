@@ -13,7 +13,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::EncoderConfig;
-use super::lora::{AdaptedLinear, LoraAdapter, LoraSettings, LoraTarget};
+use super::lora::{AdaptedLinear, DenseUpdate, LoraAdapter, LoraSettings, LoraTarget};
+
+/// Name suffixes of a full update's weight and bias among the trainable variables.
+pub const FULL_WEIGHT: &str = "full_weight";
+pub const FULL_BIAS: &str = "full_bias";
 use super::ops::{FrozenLayerNorm, FrozenLinear, Gelu, SoftmaxLastDim};
 use crate::error::{Error, Result};
 use crate::tokenize::PaddedBatch;
@@ -190,6 +194,7 @@ impl EncoderClassifier {
             Ok(AdaptedLinear {
                 base: FrozenLinear::new(get(&format!("{name}.weight"))?, get(&format!("{name}.bias"))?)?,
                 adapter: None,
+                update: None,
             })
         };
         let norm = |name: &str| -> Result<(Tensor, Tensor)> {
@@ -216,7 +221,11 @@ impl EncoderClassifier {
             for &target in &lora.targets {
                 let dense = layer.dense_mut(target);
                 let (out_f, in_f) = dense.base.weight().dims2()?;
-                dense.adapter = Some(LoraAdapter::new(in_f, out_f, &lora, &mut rng)?);
+                if lora.full {
+                    dense.update = Some(DenseUpdate::zeros(in_f, out_f)?);
+                } else {
+                    dense.adapter = Some(LoraAdapter::new(in_f, out_f, &lora, &mut rng)?);
+                }
             }
             layers.push(layer);
         }
@@ -243,9 +252,14 @@ impl EncoderClassifier {
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             for target in LoraTarget::ALL {
-                if let Some(adapter) = &layer.dense(target).adapter {
+                let dense = layer.dense(target);
+                if let Some(adapter) = &dense.adapter {
                     out.push((format!("layer.{i}.{target}.lora_a"), adapter.a.clone()));
                     out.push((format!("layer.{i}.{target}.lora_b"), adapter.b.clone()));
+                }
+                if let Some(update) = &dense.update {
+                    out.push((format!("layer.{i}.{target}.{FULL_WEIGHT}"), update.weight.clone()));
+                    out.push((format!("layer.{i}.{target}.{FULL_BIAS}"), update.bias.clone()));
                 }
             }
         }
@@ -338,8 +352,9 @@ impl EncoderClassifier {
         mut dropout: Option<&mut Dropout>,
     ) -> Result<Tensor> {
         let (nh, hd, h) = (self.config.num_heads, self.config.head_dim(), self.config.hidden_size);
-        let targets = &self.lora.targets;
-        // LoRA dropout acts on the adapter's input; one mask per distinct input tensor.
+        // LoRA dropout acts on the adapter's input (full updates take the input as it is); one
+        // mask per distinct input tensor.
+        let targets: &[LoraTarget] = if self.lora.full { &[] } else { &self.lora.targets };
         let mut dropped = |input: &Tensor, uses: &[LoraTarget]| -> CandleResult<Tensor> {
             match dropout.as_deref_mut() {
                 Some(d) if uses.iter().any(|t| targets.contains(t)) => d.apply(input),

@@ -87,7 +87,7 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
             let w = d.merged_weight()?.t()?.contiguous()?;
             let (din, dout) = w.dims2()?;
             let w = g.f32_tensor(&format!("{p}.{target}.weight"), &[din, dout], &values(&w)?);
-            let b = g.f32_tensor(&format!("{p}.{target}.bias"), &[dout], &values(d.base.bias())?);
+            let b = g.f32_tensor(&format!("{p}.{target}.bias"), &[dout], &values(&d.merged_bias()?)?);
             let y = g.op("MatMul", &[x, &w], &[]);
             Ok(g.op("Add", &[&y, &b], &[]))
         };

@@ -290,6 +290,15 @@ impl ModelKind {
                             m.base_parameters_total()
                         ),
                     ));
+                    let targets = m.lora.targets.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+                    lines.push((
+                        "adaptation",
+                        match (m.lora.full, m.lora.targets.is_empty()) {
+                            (_, true) => "head only".to_string(),
+                            (true, false) => format!("full fine-tuning of {targets}"),
+                            (false, false) => format!("LoRA rank {} on {targets}", m.lora.rank),
+                        },
+                    ));
                 }
                 if let Some(q) = &t.quantization {
                     lines.push((

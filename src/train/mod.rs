@@ -71,6 +71,9 @@ pub struct TrainSettings {
     /// Fit a temperature on the validation logits so probabilities are calibrated (folded into
     /// the head, so the exported graph is unchanged).
     pub calibrate: bool,
+    /// Peak learning rate of the encoder's own weights under full fine-tuning (`lora.full`); the
+    /// head keeps `learning_rate`.
+    pub encoder_learning_rate: f64,
 }
 
 impl Default for TrainSettings {
@@ -93,6 +96,7 @@ impl Default for TrainSettings {
             eval_batch_size: 64,
             refit: false,
             calibrate: true,
+            encoder_learning_rate: 5e-5,
         }
     }
 }
@@ -109,6 +113,9 @@ impl TrainSettings {
         }
         if !(self.learning_rate > 0.0) {
             problems.push("learning_rate must be positive".into());
+        }
+        if self.lora.full && !(self.encoder_learning_rate > 0.0) {
+            problems.push("encoder_learning_rate must be positive".into());
         }
         if self.lora.rank == 0 {
             problems.push("lora rank must be at least 1".into());
@@ -134,7 +141,11 @@ impl TrainSettings {
     /// AdamW over the model's trainable variables.
     fn optimizer(&self, model: &EncoderClassifier) -> Result<AdamW> {
         let settings = AdamWSettings { lr: self.learning_rate, weight_decay: self.weight_decay, ..Default::default() };
-        AdamW::new(model.trainable(), settings)
+        let mut optimizer = AdamW::new(model.trainable(), settings)?;
+        let encoder = self.encoder_learning_rate / self.learning_rate;
+        let full = [crate::encoder::model::FULL_WEIGHT, crate::encoder::model::FULL_BIAS];
+        optimizer.scale_lr(|name| if full.iter().any(|f| name.ends_with(f)) { encoder } else { 1.0 });
+        Ok(optimizer)
     }
 
     /// Hash of everything that shapes a run except its length (epochs, patience), so `--resume`

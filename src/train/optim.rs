@@ -51,6 +51,8 @@ struct Moments {
 pub struct AdamW {
     vars: Vec<(String, Var)>,
     moments: Vec<Moments>,
+    /// Per variable: its learning rate as a multiple of the peak rate.
+    lr_scales: Vec<f64>,
     settings: AdamWSettings,
     /// Steps taken so far.
     pub step: usize,
@@ -63,7 +65,13 @@ impl AdamW {
             .iter()
             .map(|(_, v)| Ok(Moments { m: v.as_tensor().zeros_like()?, v: v.as_tensor().zeros_like()? }))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { vars, moments, settings, step: 0 })
+        let lr_scales = vec![1.0; vars.len()];
+        Ok(Self { vars, moments, lr_scales, settings, step: 0 })
+    }
+
+    /// Sets each variable's learning rate to `scale(name)` × the peak rate.
+    pub fn scale_lr(&mut self, scale: impl Fn(&str) -> f64) {
+        self.lr_scales = self.vars.iter().map(|(name, _)| scale(name)).collect();
     }
 
     /// Gradients of this optimizer's variables, summed over several backward passes (data-parallel
@@ -91,13 +99,13 @@ impl AdamW {
     pub fn step(&mut self, grads: &[Option<Tensor>], lr_factor: f64) -> Result<()> {
         self.step += 1;
         let s = &self.settings;
-        let lr = s.lr * lr_factor;
         let t = self.step as i32;
         let (bc1, bc2) = (1.0 - s.beta1.powi(t), 1.0 - s.beta2.powi(t));
-        for (((_, var), mom), g) in self.vars.iter().zip(&mut self.moments).zip(grads) {
+        for ((((_, var), mom), g), scale) in self.vars.iter().zip(&mut self.moments).zip(grads).zip(&self.lr_scales) {
             let Some(g) = g else {
                 continue;
             };
+            let lr = s.lr * lr_factor * scale;
             mom.m = ((&mom.m * s.beta1)? + (g * (1.0 - s.beta1))?)?;
             mom.v = ((&mom.v * s.beta2)? + (g.sqr()? * (1.0 - s.beta2))?)?;
             let m_hat = (&mom.m / bc1)?;
@@ -160,5 +168,29 @@ mod tests {
         }
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|x| x.abs() < 0.05), "{v:?}");
+    }
+
+    #[test]
+    fn each_variable_steps_at_its_own_scale_of_the_rate() {
+        let var = |v: f32| Var::from_tensor(&Tensor::new(&[v], &Device::Cpu).unwrap()).unwrap();
+        let (head, frozen, slow) = (var(1.0), var(1.0), var(1.0));
+        let mut opt = AdamW::new(
+            vec![("head".into(), head.clone()), ("frozen".into(), frozen.clone()), ("slow".into(), slow.clone())],
+            AdamWSettings { lr: 0.1, weight_decay: 0.0, ..Default::default() },
+        )
+        .unwrap();
+        opt.scale_lr(|name| match name {
+            "frozen" => 0.0,
+            "slow" => 0.1,
+            _ => 1.0,
+        });
+        let loss = ((head.as_tensor() + frozen.as_tensor()).unwrap() + slow.as_tensor()).unwrap().sum_all().unwrap();
+        let grads = opt.sum_gradients(&[loss.backward().unwrap()]).unwrap();
+        opt.step(&grads, 1.0).unwrap();
+        let value = |v: &Var| v.as_tensor().to_vec1::<f32>().unwrap()[0];
+        // Adam's first step moves each by its rate (the normalised gradient is 1).
+        assert!((value(&head) - 0.9).abs() < 1e-5, "{}", value(&head));
+        assert_eq!(value(&frozen), 1.0);
+        assert!((value(&slow) - 0.99).abs() < 1e-5, "{}", value(&slow));
     }
 }
