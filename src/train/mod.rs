@@ -379,7 +379,8 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         test = split.test.len(),
         classes = labels.len(),
         trainable_parameters = model.trainable_parameters(),
-        "training LoRA classifier"
+        adaptation = if settings.lora.full { "full" } else { "lora" },
+        "training transformer classifier"
     );
     while state.epochs_done < settings.epochs && state.epochs_without_improvement < settings.patience.max(1) {
         let epoch = state.epochs_done + 1;
