@@ -240,7 +240,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
             built
         }
     };
-    let rows = refitted_rows(&refitted)?;
+    let rows = split.train.len() + split.validation.len();
     let refit = RefitScore {
         model: refitted.card.model.name().to_string(),
         rows,
@@ -256,19 +256,6 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
         "auto: refitted"
     );
     Ok(AutoOutcome { candidates: scores, refit: Some(refit), winner: refitted })
-}
-
-/// Rows a refitted model was trained on (a composite's: its lexical member's, from its card).
-fn refitted_rows(candidate: &Candidate) -> Result<usize> {
-    let card = match &candidate.card.model {
-        ModelKind::Ensemble(_) | ModelKind::Cascade(_) => {
-            ModelVersion::at(&candidate.staged.dir.join(super::pair::LEXICAL))?.card
-        }
-        _ => candidate.card.clone(),
-    };
-    card.training
-        .and_then(|t| t.refit_rows)
-        .ok_or_else(|| Error::Internal("the refitted model's card records no refit rows".into()))
 }
 
 #[cfg(test)]
