@@ -3,7 +3,7 @@ same rows, on every data set in ../shared/data, in one run.
 
     python3 bench/quality.py [--prodcat target/debug/prodcat] [--work /tmp/prodcat-quality]
                              [--seeds 42,43,44,45,46] [--split 0.7,0.1,0.2] [--transformer] [--auto]
-                             [--epochs N] [--sets amazon-2023,4-class]
+                             [--auto-folds K] [--epochs N] [--sets amazon-2023,4-class]
 
 For each data set: `prodcat split` writes the train/validation/test assignment `prodcat train`
 uses (PriceRunner grouped by cluster; the others stratified; 70/10/20 by default, so the test set
@@ -56,8 +56,8 @@ def prodcat_family(args, name, path, text, label, group, family, extra, test_csv
            "--out", out, "--name", family, "--no-progress", "--seed", seed, "--split", args.split] + extra
     if group:
         cmd += ["--group-column", group]
-    if family == "auto":
-        cmd += ["--report", work / "auto-report"]
+    if family.startswith("auto"):
+        cmd += ["--report", work / f"{family}-report"]
     started = time.perf_counter()
     run(cmd)
     train_seconds = time.perf_counter() - started
@@ -109,6 +109,9 @@ def main() -> None:
     p.add_argument("--auto", action="store_true",
                    help="also --model-type auto --refit: lexical, MiniLM, ensemble, cascade; the best on "
                         "validation, refitted on train + validation (and each candidate as auto scored it)")
+    p.add_argument("--auto-folds", default=None, metavar="K",
+                   help="also --model-type auto --folds K: every candidate scored out of fold over train + "
+                        "validation, the winner trained on all of them (K + 1 trainings per member)")
     p.add_argument("--epochs", default=None, help="transformer epochs (default: prodcat's)")
     p.add_argument("--sets", default=None, help="comma-separated data set names (default: all)")
     p.add_argument("--seeds", default="42,43,44,45,46", help="one split per seed; the table averages them")
@@ -126,6 +129,8 @@ def main() -> None:
     if args.auto:
         # Chosen on validation, then refitted on train + validation: the baseline's rows.
         families.append(("auto", ["--model-type", "auto", "--refit"] + minilm))
+    if args.auto_folds:
+        families.append(("auto-folds", ["--model-type", "auto", "--folds", args.auto_folds] + minilm))
     rows = []
     for name, path, text, label, group in SETS:
         if args.sets and name not in args.sets.split(","):
@@ -162,8 +167,8 @@ def main() -> None:
     print(f"\nmeans over {n_seeds} seeded splits\n" + header)
     print("-" * len(header))
     for (data, model), g in table.groupby(["data", "model"], sort=False):
-        if model == "auto":
-            model = "auto → " + "/".join(sorted(set(g.picked)))
+        if model in ("auto", "auto-folds"):
+            model += " → " + "/".join(sorted(set(g.picked)))
         sd = g.macro_f1.std(ddof=0)
         share = f"{float(args.split.split(',')[0]):.0%}"
         train_rows = f"{g.train_rows.mean():>6.0f}" if g.train_rows.notna().all() else f"{share:>6}"
@@ -174,13 +179,15 @@ def main() -> None:
     for data, g in table.groupby("data", sort=False):
         f1 = g.groupby("model", sort=False).macro_f1.mean()
         baseline = max(v for k, v in f1.items() if k.startswith("tfidf"))
-        for model in ("lexical-refit", "lexical-folds5", "auto"):
+        for model in ("lexical-refit", "lexical-folds5", "auto", "auto-folds"):
             if model in f1:
                 verdict = "met" if f1[model] >= baseline else "missed"
                 print(f"  {data:<12} {model:<15} {f1[model]:.4f} vs baseline {baseline:.4f}: {verdict} ({f1[model] - baseline:+.4f})")
-        if "auto" in f1:
-            auc = g[g.model == "auto"].worst_auc
-            print(f"  {data:<12} auto worst-class AUC {auc.mean():.4f} (per seed {', '.join(f'{a:.3f}' for a in auc)})")
+        for model in ("auto", "auto-folds"):
+            if model in f1:
+                auc = g[g.model == model].worst_auc
+                print(f"  {data:<12} {model} worst-class AUC {auc.mean():.4f} "
+                      f"(per seed {', '.join(f'{a:.3f}' for a in auc)})")
     (args.work / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"\n{args.work / 'quality.json'}")
 

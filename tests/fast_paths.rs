@@ -407,6 +407,115 @@ fn auto_trains_every_family_publishes_the_best_on_validation_and_reports_the_com
 }
 
 #[test]
+fn auto_with_folds_chooses_out_of_fold_and_trains_the_winner_on_train_and_validation() {
+    let fx = Fixture::new(300);
+    let (registry, report) = (fx.path("registry"), fx.path("folds-report"));
+    let mut args: Vec<String> = fixture_data_args(&fx);
+    args.splice(0..0, ["train".to_string(), "--model-type".into(), "auto".into()]);
+    let (base, out, rep) =
+        (fx.base.display().to_string(), registry.display().to_string(), report.display().to_string());
+    for extra in [
+        ["--base", &base],
+        ["--group-column", "group"],
+        ["--epochs", "2"],
+        ["--lr", "1e-2"],
+        ["--max-length", "32"],
+        ["--buckets", "65536"],
+        ["--out", &out],
+        ["--name", "cv"],
+        ["--report", &rep],
+        ["--folds", "3"],
+        // A composite winner, so both final members are trained.
+        ["--candidates", "cascade"],
+    ] {
+        args.extend(extra.map(str::to_string));
+    }
+    args.push("--no-progress".into());
+    let o = prodcat_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[("PRODCAT_LOG", "info")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("out of fold"), "{}", stdout(&o));
+    let log = stderr(&o);
+    // Each member trained once per fold and once on train + validation.
+    assert_eq!(log.matches("auto: training the fold's members").count(), 3, "{log}");
+    assert_eq!(log.matches("training transformer classifier").count(), 4, "{log}");
+    assert_eq!(log.matches("training lexical classifier").count(), 4, "{log}");
+
+    let comparison: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("comparison.json")).unwrap()).unwrap();
+    assert_eq!(comparison["folds"].as_u64(), Some(3));
+    let scores = comparison["candidates"].as_array().unwrap();
+    let kinds: Vec<&str> = scores.iter().map(|s| s["model"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["lexical", "transformer", "ensemble", "cascade"]);
+    for s in scores {
+        let f1 = s["validation_macro_f1"].as_f64().unwrap();
+        assert!(f1 > 0.0 && f1 <= 1.0 && s["titles_per_second"].as_f64().unwrap() > 0.0, "{s}");
+        // Only the final model sees the test rows.
+        assert!(s["test_macro_f1"].is_null(), "{s}");
+    }
+    let chosen: Vec<&str> =
+        scores.iter().filter(|s| s["chosen"].as_bool().unwrap()).map(|s| s["model"].as_str().unwrap()).collect();
+    assert_eq!(chosen, ["cascade"]);
+
+    // The published cascade: both members on train + validation, with the folds' choices.
+    let c = card(&registry.join("cv"));
+    let data = c.data.clone().unwrap();
+    let pool = data.train_rows + data.validation_rows;
+    assert!(data.validation_rows > 0 && data.test_rows > 0, "{data:?}");
+    let r = &comparison["refit"];
+    assert_eq!(r["model"], "cascade");
+    assert_eq!(r["rows"].as_u64(), Some(pool as u64));
+    assert_eq!(r["test_macro_f1"].as_f64(), Some(c.test_metrics.as_ref().unwrap().macro_f1));
+    let ModelKind::Cascade(info) = c.model.clone() else { panic!("not a cascade: {:?}", c.model) };
+    // Weight and threshold were chosen on every train + validation row, out of fold.
+    assert_eq!(info.tuning.as_ref().unwrap()["rows"].as_u64(), Some(pool as u64));
+    assert_eq!(info.tuning.as_ref().unwrap()["chosen"]["threshold"].as_f64().unwrap() as f32, info.threshold);
+    let weights = info.weight_tuning.as_ref().unwrap();
+    assert_eq!(weights["rows"].as_u64(), Some(pool as u64));
+    assert_eq!(weights["chosen"]["lexical_weight"].as_f64().unwrap() as f32, info.lexical_weight);
+    let version = ModelVersion::open(&registry.join("cv")).unwrap();
+    for member in ["lexical", "transformer"] {
+        let m = ModelVersion::at(&version.dir.join(member)).unwrap().card;
+        let t = m.training.clone().unwrap();
+        assert_eq!(t.folds, Some(3), "{member}");
+        assert_eq!(t.refit_rows, Some(pool), "{member}");
+        assert!(t.temperature.is_some_and(|t| t > 0.0 && t.is_finite()), "{member}: {t:?}");
+        // The split the card records is the one the held-out rows are re-derived from.
+        assert_eq!(m.data.as_ref().unwrap().test_rows, data.test_rows, "{member}");
+    }
+    let t = ModelVersion::at(&version.dir.join("transformer")).unwrap().card.training.unwrap();
+    assert!(t.validation_macro_f1.is_empty() && t.epochs_run == t.best_epoch && t.epochs_run <= 2, "{t:?}");
+    prodcat::models::load_verified(version.clone(), &SessionSettings::default()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (texts, _) = runtime.block_on(prodcat::train::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    assert_eq!(texts.len(), data.test_rows);
+    // The folds' scratch models are gone; only the published version (and checkpoints) remain.
+    let left: Vec<String> = std::fs::read_dir(registry.join("cv"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !["v1", "current", ".checkpoints"].contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A transformer alone cannot take --folds.
+    let o = prodcat(&[
+        "train",
+        "--data",
+        &fx.csv.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "category",
+        "--out",
+        &out,
+        "--base",
+        &base,
+        "--folds",
+        "3",
+    ]);
+    assert_clean_failure(&o, &["--folds applies to lexical and auto"]);
+}
+
+#[test]
 fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() {
     let fx = Fixture::new(400);
     let registry = tiny_registry(&fx);

@@ -46,8 +46,10 @@ pub struct TrainArgs {
     /// auto`: the candidates are compared on validation as without it, then the winner is refitted.
     #[arg(long)]
     refit: bool,
-    /// Lexical models: choose C and the temperature by K-fold cross-validation over train +
-    /// validation rows (for small data sets), then train on all of them.
+    /// Choices by K-fold cross-validation over train + validation rows (for small data sets),
+    /// then the model trained on all of them. Lexical: C and the temperature. Auto: every
+    /// candidate scored out of fold (both members trained K times), the ensemble's weight and the
+    /// cascade's threshold chosen there, the winner trained on all the rows.
     #[arg(long)]
     folds: Option<usize>,
     /// Hugging Face base model folder (config.json, model.safetensors, tokenizer.json); needed
@@ -190,8 +192,10 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         .num_threads(args.threads.unwrap_or(0))
         .build()
         .context("building the training thread pool")?;
-    if args.folds.is_some() && args.model_type != ModelFamily::Lexical {
-        anyhow::bail!("--folds applies to lexical models; a transformer chooses its epochs on the validation split");
+    if args.folds.is_some() && args.model_type == ModelFamily::Transformer {
+        anyhow::bail!(
+            "--folds applies to lexical and auto models; a transformer alone chooses its epochs on the validation split"
+        );
     }
     let base = || args.base.clone().context("--base is required for a transformer model");
     let candidate = match args.model_type {
@@ -301,6 +305,9 @@ fn auto_report(args: &TrainArgs, outcome: &AutoOutcome) -> anyhow::Result<()> {
         if args.candidates.is_empty() { String::new() } else { format!(" among {}", args.candidates.join(", ")) },
         prodcat::models::auto::TIE
     );
+    if let Some(k) = outcome.folds {
+        println!("val F1 / val acc: out of fold, {k}-fold cross-validation over train + validation");
+    }
     if let Some(r) = &outcome.refit {
         println!(
             "{:<12} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8.1}  ← published: the chosen {} refitted on {} rows",
@@ -444,7 +451,8 @@ fn report(candidate: prodcat::train::Candidate, out: &std::path::Path) -> anyhow
             println!("refit:        published model trained on train + validation ({rows} rows)");
         }
         if let Some(temperature) = t.temperature {
-            println!("calibration:  temperature {temperature:.3} fitted on validation");
+            let on = if t.folds.is_some() { "out of fold" } else { "on validation" };
+            println!("calibration:  temperature {temperature:.3} fitted {on}");
         }
     }
     if let Some(p) = &card.parity {

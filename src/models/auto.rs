@@ -14,6 +14,9 @@
 //! search is not repeated; a composite from both members refitted, with the weight and threshold
 //! it chose on validation. The published model is that refit; its test figures are reported
 //! beside the candidates'.
+//!
+//! With `--folds K` the choices are made out of fold instead ([`super::auto_folds`]): for data
+//! sets whose validation split is too small to tell the candidates apart.
 
 use std::time::Instant;
 
@@ -80,12 +83,16 @@ pub struct AutoOutcome {
     pub candidates: Vec<CandidateScore>,
     /// Present with `--refit`: the winner trained again on train + validation (what `winner` is).
     pub refit: Option<RefitScore>,
+    /// Present with `--folds K`: the candidates' validation figures are out of fold over train +
+    /// validation, and `refit` is the winner trained on all of those rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folds: Option<usize>,
     #[serde(skip)]
     pub winner: Candidate,
 }
 
 /// Worst one-vs-rest ROC AUC over classes with at least 10 test rows.
-fn worst_auc(candidate: &Candidate) -> Option<f64> {
+pub(super) fn worst_auc(candidate: &Candidate) -> Option<f64> {
     let report = &candidate.test.as_ref()?.report;
     report.per_class.iter().filter(|c| c.support >= 10).filter_map(|c| c.roc_auc).reduce(f64::min)
 }
@@ -102,6 +109,27 @@ pub fn pick(scores: &[CandidateScore], eligible: &[String]) -> Option<usize> {
         .max_by(|&a, &b| scores[a].titles_per_second.total_cmp(&scores[b].titles_per_second))
 }
 
+/// A composite of `section`'s kind over `members`, with the weight and threshold the section
+/// holds (chosen earlier, on validation or out of fold) and their tuning kept in its card.
+pub(super) fn rebuild_composite(section: &ModelKind, members: CompositeJob) -> Result<Candidate> {
+    let mut built = match section {
+        ModelKind::Ensemble(e) => build_ensemble(EnsembleJob { members, lexical_weight: Some(e.lexical_weight) })?.0,
+        ModelKind::Cascade(c) => {
+            let job = CascadeJob {
+                members,
+                threshold: Some(c.threshold),
+                lexical_weight: Some(c.lexical_weight),
+                bounds: Default::default(),
+            };
+            build_cascade(job)?.0
+        }
+        other => return Err(Error::Internal(format!("a {} model is not a composite", other.name()))),
+    };
+    built.card.model = section.clone();
+    built.card.write(&built.staged.dir.join(files::CARD))?;
+    Ok(built)
+}
+
 /// Trains every family, scores each on validation and test rows, and returns the winner.
 pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let AutoJob { mut lexical, mut transformer, session, eligible } = job;
@@ -109,10 +137,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
         return Err(Error::config("auto", format!("unknown candidate kind `{kind}` (one of {})", KINDS.join(", "))));
     }
     if lexical.settings.folds > 1 {
-        return Err(Error::config(
-            "auto",
-            "--model-type auto chooses on the validation rows; it cannot be combined with --folds",
-        ));
+        return super::auto_folds::train_auto_folds(AutoJob { lexical, transformer, session, eligible });
     }
     // The search trains on the training split only; the refit (if asked) comes after the choice.
     let refit = lexical.settings.refit || transformer.settings.refit;
@@ -204,7 +229,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let (winner, _) = candidates.swap_remove(winner);
     drop(candidates);
     let Some((mut lexical, mut transformer)) = refit_jobs else {
-        return Ok(AutoOutcome { candidates: scores, refit: None, winner });
+        return Ok(AutoOutcome { candidates: scores, refit: None, folds: None, winner });
     };
 
     tracing::info!(model = winner.card.model.name(), "auto: refitting the winner on train + validation");
@@ -218,26 +243,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
         ModelKind::Transformer(_) => fit(transformer)?,
         section @ (ModelKind::Ensemble(_) | ModelKind::Cascade(_)) => {
             let (lexical, transformer) = (fit_lexical(lexical)?, fit(transformer)?);
-            let members = composite(&lexical, &transformer, false)?;
-            let mut built = match section {
-                ModelKind::Ensemble(e) => {
-                    build_ensemble(EnsembleJob { members, lexical_weight: Some(e.lexical_weight) })?.0
-                }
-                ModelKind::Cascade(c) => {
-                    let job = CascadeJob {
-                        members,
-                        threshold: Some(c.threshold),
-                        lexical_weight: Some(c.lexical_weight),
-                        bounds: Default::default(),
-                    };
-                    build_cascade(job)?.0
-                }
-                _ => unreachable!("matched above"),
-            };
-            // The section as chosen on validation: same weight and threshold, and their tuning.
-            built.card.model = section.clone();
-            built.card.write(&built.staged.dir.join(files::CARD))?;
-            built
+            rebuild_composite(section, composite(&lexical, &transformer, false)?)?
         }
     };
     let rows = split.train.len() + split.validation.len();
@@ -255,7 +261,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
         test_macro_f1 = ?refit.test_macro_f1,
         "auto: refitted"
     );
-    Ok(AutoOutcome { candidates: scores, refit: Some(refit), winner: refitted })
+    Ok(AutoOutcome { candidates: scores, refit: Some(refit), folds: None, winner: refitted })
 }
 
 #[cfg(test)]

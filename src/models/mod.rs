@@ -14,6 +14,7 @@
 //! never matches on the kind.
 
 pub mod auto;
+pub mod auto_folds;
 pub mod cascade;
 pub mod ensemble;
 pub mod lexical;

@@ -139,7 +139,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
             split: settings.split,
             stable_split: settings.stable_split,
             refit_rows,
-            folds: None,
+            folds: settings.cross_validated.as_ref().map(|c| c.folds),
             temperature,
         }),
         test_metrics: None,

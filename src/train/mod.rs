@@ -74,6 +74,18 @@ pub struct TrainSettings {
     /// Peak learning rate of the encoder's own weights under full fine-tuning (`lora.full`); the
     /// head keeps `learning_rate`.
     pub encoder_learning_rate: f64,
+    /// Set when the choices were made by K-fold cross-validation before the run (`auto --folds`):
+    /// it then trains on train + validation (as a refit does) for all `epochs`, keeps the last, and
+    /// folds this temperature (chosen out of fold) into the head.
+    pub cross_validated: Option<CrossValidated>,
+}
+
+/// Choices a run takes from a cross-validation made before it (see
+/// [`TrainSettings::cross_validated`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossValidated {
+    pub folds: usize,
+    pub temperature: Option<f32>,
 }
 
 impl Default for TrainSettings {
@@ -97,6 +109,7 @@ impl Default for TrainSettings {
             refit: false,
             calibrate: true,
             encoder_learning_rate: 5e-5,
+            cross_validated: None,
         }
     }
 }
@@ -311,6 +324,14 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     let data = job.data;
     let (labels, y, split) =
         prepare_data(data, job.labels.as_deref(), &job.source, settings.split, settings.seed, settings.stable_split)?;
+    // The split as the card records it; with choices made by cross-validation the run trains on
+    // train + validation (as a refit does) and has no validation rows of its own.
+    let recorded = split.clone();
+    let mut split = split;
+    if settings.cross_validated.is_some() {
+        split.train.append(&mut split.validation);
+        split.train.sort_unstable();
+    }
 
     // Base model.
     let base = &job.base_dir;
@@ -388,14 +409,19 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         let (loss, seen, epoch_seconds) = pass.run(&model, &mut optimizer, &split.train, epoch, "epoch")?;
         state.train_seconds += epoch_seconds;
         state.train_samples += seen;
-        let val_pred = predict_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
-        let val_true: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
-        let f1 = macro_f1(&val_true, &val_pred, labels.len());
-        state.validation_macro_f1.push(f1);
+        // Without validation rows (choices made by cross-validation) every epoch is the latest best.
+        let f1 = if split.validation.is_empty() {
+            None
+        } else {
+            let val_pred = predict_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
+            let val_true: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
+            Some(macro_f1(&val_true, &val_pred, labels.len()))
+        };
+        state.validation_macro_f1.extend(f1);
         state.epochs_done = epoch;
         state.optimizer_step = optimizer.step;
-        if f1 > state.best_macro_f1 || state.best_epoch == 0 {
-            state.best_macro_f1 = f1;
+        if f1.is_none_or(|f1| f1 > state.best_macro_f1) || state.best_epoch == 0 {
+            state.best_macro_f1 = f1.unwrap_or(state.best_macro_f1);
             state.best_epoch = epoch;
             state.epochs_without_improvement = 0;
             best = model.snapshot()?;
@@ -405,7 +431,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         tracing::info!(
             epoch,
             loss = format!("{loss:.4}"),
-            validation_macro_f1 = format!("{f1:.4}"),
+            validation_macro_f1 = f1.map_or_else(|| "-".into(), |f1| format!("{f1:.4}")),
             samples_per_second = format!("{:.1}", seen as f64 / epoch_seconds.max(1e-9)),
             "epoch finished"
         );
@@ -419,7 +445,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         let y: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
         Some(crate::eval::calibration::fit_temperature(&logits, labels.len(), &y))
     } else {
-        None
+        settings.cross_validated.as_ref().and_then(|c| c.temperature)
     };
     // Refit: a fresh model (same seed) for the chosen number of epochs on train + validation.
     let (model, refit_rows) = if settings.refit && !split.validation.is_empty() {
@@ -446,10 +472,12 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     };
     if let Some(t) = temperature {
         model.scale_logits(1.0 / t)?;
-        tracing::info!(temperature = t, "calibrated on validation");
+        let on = if settings.cross_validated.is_some() { "out of fold" } else { "validation" };
+        tracing::info!(temperature = t, on, "calibrated");
     }
 
-    let data_info = data_info(&job.source, data, &split);
+    let data_info = data_info(&job.source, data, &recorded);
+    let refit_rows = refit_rows.or(settings.cross_validated.as_ref().map(|_| split.train.len()));
     export::export_candidate(export::ExportInputs {
         job: &job,
         model: &model,
