@@ -110,8 +110,10 @@ pub fn tune_weight(lexical: &ModelOutput, transformer: &ModelOutput, y_true: &[u
             let w = i as f32 / 20.0;
             let blended = blend(lexical, transformer, w);
             let pred: Vec<usize> = (0..blended.rows).map(|r| blended.argmax(r).0).collect();
-            let log_loss = y_true.iter().enumerate().map(|(r, &y)| -f64::from(blended.logits_row(r)[y])).sum::<f64>()
-                / y_true.len() as f64;
+            // Σ −ln p starts from +0, so a perfect fit is 0 and not −0.
+            let log_loss =
+                y_true.iter().enumerate().fold(0.0, |sum, (r, &y)| sum - f64::from(blended.logits_row(r)[y]))
+                    / y_true.len() as f64;
             WeightPoint { lexical_weight: w, macro_f1: crate::eval::macro_f1(y_true, &pred, blended.classes), log_loss }
         })
         .collect();
@@ -161,4 +163,30 @@ pub fn build_ensemble(job: EnsembleJob) -> Result<(Candidate, Option<WeightTunin
     };
     let card = ensemble.version.card.clone();
     Ok((staged.finish(&ensemble, card, members.test)?, tuning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_hot(ids: &[usize], classes: usize) -> ModelOutput {
+        let probabilities: Vec<f32> =
+            ids.iter().flat_map(|&k| (0..classes).map(move |c| if c == k { 1.0 } else { 0.0 })).collect();
+        let logits = probabilities.iter().map(|p: &f32| p.max(1e-30).ln()).collect();
+        ModelOutput { rows: ids.len(), classes, logits, probabilities }
+    }
+
+    #[test]
+    fn weight_is_the_lowest_log_loss_and_a_perfect_fit_scores_plus_zero() {
+        let y = [0, 1, 2, 1];
+        // The lexical member is right everywhere, the transformer wrong on one row.
+        let (lexical, transformer) = (one_hot(&y, 3), one_hot(&[0, 1, 2, 2], 3));
+        let t = tune_weight(&lexical, &transformer, &y).unwrap();
+        assert_eq!(t.curve.len(), 21);
+        assert_eq!(t.chosen.lexical_weight, 1.0);
+        assert_eq!(t.chosen.macro_f1, 1.0);
+        assert!(t.chosen.log_loss == 0.0 && t.chosen.log_loss.is_sign_positive(), "{}", t.chosen.log_loss);
+        assert!(t.curve.iter().all(|p| p.log_loss >= t.chosen.log_loss));
+        assert!(tune_weight(&lexical, &transformer, &[]).is_err());
+    }
 }
