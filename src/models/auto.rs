@@ -35,6 +35,10 @@ use crate::train::{Candidate, TrainJob, fit};
 /// Validation macro-F1 differences up to this count as ties (broken by throughput).
 pub const TIE: f64 = 0.002;
 
+/// Fewer validation rows than this make `auto` suggest `--folds` (at 500, one row is 0.002 of
+/// accuracy: the tie margin).
+pub const SMALL_VALIDATION: usize = 500;
+
 /// Every candidate kind `auto` builds, in the order it builds them.
 pub const KINDS: [&str; 4] = ["lexical", "transformer", "ensemble", "cascade"];
 
@@ -161,6 +165,14 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
         origin: format!("{what} split of {file}"),
     };
     let validation = rows(&split.validation, "validation");
+    if validation.texts.len() < SMALL_VALIDATION {
+        tracing::warn!(
+            rows = validation.texts.len(),
+            "auto: the candidates are compared on few validation rows (one row moves accuracy by {:.3}); \
+             --folds 5 compares them out of fold over train + validation",
+            1.0 / validation.texts.len().max(1) as f64
+        );
+    }
 
     tracing::info!("auto: training the lexical model");
     let started = Instant::now();
