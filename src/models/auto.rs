@@ -169,7 +169,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
         tracing::warn!(
             rows = validation.texts.len(),
             "auto: the candidates are compared on few validation rows (one row moves accuracy by {:.3}); \
-             --folds 5 compares them out of fold over train + validation",
+             --folds K compares them out of fold over train + validation (K + 1 trainings of each member)",
             1.0 / validation.texts.len().max(1) as f64
         );
     }
