@@ -499,6 +499,23 @@ fn auto_with_folds_chooses_out_of_fold_and_trains_the_winner_on_train_and_valida
         .collect();
     assert!(left.is_empty(), "{left:?}");
 
+    // Without a test split the final transformer trains on every row; its parity check then samples
+    // training rows instead of none.
+    let swap = |args: &[String], flag: &str, value: &str| -> Vec<String> {
+        let mut out = args.to_vec();
+        let i = out.iter().position(|a| a == flag).unwrap();
+        out[i + 1] = value.to_string();
+        out
+    };
+    let mut no_test = swap(&swap(&args, "--candidates", "transformer"), "--name", "cv-no-test");
+    no_test.extend(["--split".to_string(), "0.8,0.2,0".into()]);
+    let o = prodcat(&no_test.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = card(&registry.join("cv-no-test"));
+    assert_eq!((c.model.name(), c.data.as_ref().unwrap().test_rows), ("transformer", 0));
+    let parity = c.parity.unwrap();
+    assert!(parity.passed && parity.samples > 0, "{parity:?}");
+
     // A transformer alone cannot take --folds.
     let o = prodcat(&[
         "train",

@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use super::config::EncoderConfig;
 use super::lora::{AdaptedLinear, DenseUpdate, LoraAdapter, LoraSettings, LoraTarget};
+use super::ops::{FrozenLayerNorm, FrozenLinear, Gelu, SoftmaxLastDim};
+use crate::error::{Error, Result};
+use crate::tokenize::PaddedBatch;
 
 /// Name suffixes of a full update's weight and bias among the trainable variables.
 pub const FULL_WEIGHT: &str = "full_weight";
 pub const FULL_BIAS: &str = "full_bias";
-use super::ops::{FrozenLayerNorm, FrozenLinear, Gelu, SoftmaxLastDim};
-use crate::error::{Error, Result};
-use crate::tokenize::PaddedBatch;
 
 /// Additive attention bias for padded positions (large enough to zero them, small enough for fp16).
 pub const MASK_BIAS: f32 = -10_000.0;

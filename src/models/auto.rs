@@ -81,6 +81,21 @@ pub struct RefitScore {
     pub train_seconds: f64,
 }
 
+impl RefitScore {
+    /// The published `model`'s figures: trained on `rows` rows in `seconds`.
+    pub(super) fn of(model: &Candidate, rows: usize, seconds: f64) -> Self {
+        let test = model.test.as_ref().map(|t| &t.report);
+        Self {
+            model: model.card.model.name().to_string(),
+            rows,
+            test_macro_f1: test.map(|r| r.macro_f1),
+            test_accuracy: test.map(|r| r.accuracy),
+            test_worst_auc: worst_auc(model),
+            train_seconds: seconds,
+        }
+    }
+}
+
 /// What `auto` did: the candidates in the order trained, and the winner (not yet published).
 #[derive(Serialize)]
 pub struct AutoOutcome {
@@ -96,7 +111,7 @@ pub struct AutoOutcome {
 }
 
 /// Worst one-vs-rest ROC AUC over classes with at least 10 test rows.
-pub(super) fn worst_auc(candidate: &Candidate) -> Option<f64> {
+fn worst_auc(candidate: &Candidate) -> Option<f64> {
     let report = &candidate.test.as_ref()?.report;
     report.per_class.iter().filter(|c| c.support >= 10).filter_map(|c| c.roc_auc).reduce(f64::min)
 }
@@ -159,11 +174,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
         lexical.stable_split,
     )?;
     let file = lexical.source.file.clone();
-    let rows = |set: &[usize], what: &str| Rows {
-        texts: set.iter().map(|&r| data.texts[r].clone()).collect(),
-        labels: set.iter().map(|&r| data.labels[r].clone()).collect(),
-        origin: format!("{what} split of {file}"),
-    };
+    let rows = |set: &[usize], what: &str| Rows::of(data, set, format!("{what} split of {file}"));
     let validation = rows(&split.validation, "validation");
     if validation.texts.len() < SMALL_VALIDATION {
         tracing::warn!(
@@ -259,14 +270,7 @@ pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
         }
     };
     let rows = split.train.len() + split.validation.len();
-    let refit = RefitScore {
-        model: refitted.card.model.name().to_string(),
-        rows,
-        test_macro_f1: refitted.test.as_ref().map(|t| t.report.macro_f1),
-        test_accuracy: refitted.test.as_ref().map(|t| t.report.accuracy),
-        test_worst_auc: worst_auc(&refitted),
-        train_seconds: started.elapsed().as_secs_f64(),
-    };
+    let refit = RefitScore::of(&refitted, rows, started.elapsed().as_secs_f64());
     tracing::info!(
         model = refit.model,
         rows,

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::auto::{AutoJob, AutoOutcome, CandidateScore, KINDS, RefitScore, pick, worst_auc};
+use super::auto::{AutoJob, AutoOutcome, CandidateScore, KINDS, RefitScore, pick};
 use super::cascade::CascadeTuning;
 use super::ensemble::{WeightTuning, blend, tune_weight};
 use super::pair::{CompositeJob, LEXICAL, Rows, TRANSFORMER};
@@ -234,11 +234,6 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
             Some(CrossValidated { folds: k, temperature: median(&oof.temperatures) });
         fit(transformer)
     };
-    let rows_of = |set: &[usize], what: &str| Rows {
-        texts: set.iter().map(|&r| data.texts[r].clone()).collect(),
-        labels: set.iter().map(|&r| data.labels[r].clone()).collect(),
-        origin: format!("{what} split of {}", job.lexical.source.file),
-    };
     let published = match kind.as_str() {
         "lexical" => lexical()?,
         "transformer" => transformer()?,
@@ -250,7 +245,7 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
                 registry: registry.clone(),
                 name: name.clone(),
                 validation: None,
-                test: Some(rows_of(&split.test, "test")),
+                test: Some(Rows::of(data, &split.test, format!("test split of {}", job.lexical.source.file))),
                 session: job.session.clone(),
             };
             let section = if composite == "ensemble" {
@@ -273,14 +268,7 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
             super::auto::rebuild_composite(&section, members)?
         }
     };
-    let refit = RefitScore {
-        model: published.card.model.name().to_string(),
-        rows: pool_rows.len(),
-        test_macro_f1: published.test.as_ref().map(|t| t.report.macro_f1),
-        test_accuracy: published.test.as_ref().map(|t| t.report.accuracy),
-        test_worst_auc: worst_auc(&published),
-        train_seconds: started.elapsed().as_secs_f64(),
-    };
+    let refit = RefitScore::of(&published, pool_rows.len(), started.elapsed().as_secs_f64());
     tracing::info!(model = refit.model, rows = refit.rows, test_macro_f1 = ?refit.test_macro_f1, "auto: trained");
     Ok(AutoOutcome { candidates: scores, refit: Some(refit), folds: Some(k), winner: published })
 }

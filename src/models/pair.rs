@@ -145,6 +145,15 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// Rows `set` of `data`.
+    pub fn of(data: &crate::data::LabeledData, set: &[usize], origin: String) -> Self {
+        Self {
+            texts: set.iter().map(|&r| data.texts[r].clone()).collect(),
+            labels: set.iter().map(|&r| data.labels[r].clone()).collect(),
+            origin,
+        }
+    }
+
     /// The texts as `&str`s.
     pub fn texts(&self) -> Vec<&str> {
         self.texts.iter().map(String::as_str).collect()
@@ -274,11 +283,7 @@ pub fn retrain_members(job: &RetrainJob<'_>) -> Result<Retrained> {
     let t = &job.transformer;
     let (_, _, split) =
         crate::data::prepare::prepare_data(job.data, Some(&job.labels), &job.source, t.split, t.seed, true)?;
-    let rows = |set: &[usize], origin: &str| Rows {
-        texts: set.iter().map(|&r| job.data.texts[r].clone()).collect(),
-        labels: set.iter().map(|&r| job.data.labels[r].clone()).collect(),
-        origin: origin.into(),
-    };
+    let rows = |set: &[usize], origin: &str| Rows::of(job.data, set, origin.into());
     let composite = CompositeJob {
         lexical: ModelVersion::at(&lexical.staged.dir)?,
         transformer: ModelVersion::at(&transformer.staged.dir)?,

@@ -554,8 +554,10 @@ fn progress_bar(visible: bool, len: u64, prefix: String) -> indicatif::ProgressB
 
 /// Rows of a split (re-exported for the export step's parity sample).
 pub(crate) fn parity_rows(split: &SplitAssignment, lengths: &[usize], n: usize) -> Vec<usize> {
-    let pool: Vec<usize> = if split.test.is_empty() { split.validation.clone() } else { split.test.clone() };
-    let mut sorted = pool;
+    // Held-out rows when there are any; a run on every row (cross-validated, no test split) checks
+    // on training rows rather than on none.
+    let pool = [&split.test, &split.validation, &split.train].into_iter().find(|s| !s.is_empty());
+    let mut sorted = pool.cloned().unwrap_or_default();
     sorted.sort_by_key(|&r| lengths[r]);
     if sorted.len() <= n {
         return sorted;
