@@ -62,7 +62,7 @@ fn fit_family(
 ) -> anyhow::Result<prodcat::train::Candidate> {
     let source = DataSource {
         file: "pricerunner".into(),
-        text_column: "title".into(),
+        text: prodcat::pipeline::text::TextSpec::column("title"),
         label_column: "label".into(),
         group_column: Some("cluster".into()),
         ..Default::default()
@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let spec = LabeledDataSpec {
         path: csv.clone(),
-        text_column: "Product Title".into(),
+        text: prodcat::pipeline::text::TextSpec::column("Product Title"),
         label_column: "Category Label".into(),
         group_column: Some("Cluster ID".into()),
         max_rows: None,

@@ -357,9 +357,19 @@ impl PipelineConfig {
         }
     }
 
-    /// The model version `model.path` names, resolved once here for everything below.
+    /// The model version `model.path` names, resolved once here for everything below. A model
+    /// trained on texts composed otherwise than `text` composes them gets a warning.
     pub fn model_version(&self) -> Result<ModelVersion> {
-        ModelVersion::open(&self.model.path)
+        let model = ModelVersion::open(&self.model.path)?;
+        if let Some(problem) = self.text_mismatch(&model) {
+            tracing::warn!(model = %model.id(), "text: {problem}");
+        }
+        Ok(model)
+    }
+
+    /// Why `text` does not compose texts like those `model` was trained on, if it does not.
+    pub fn text_mismatch(&self, model: &ModelVersion) -> Option<String> {
+        model.card.data.as_ref()?.text.as_ref()?.mismatch(&self.text)
     }
 
     /// The Kafka pipeline this configuration describes.

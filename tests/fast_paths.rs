@@ -139,6 +139,99 @@ fn lexical_model_trains_exports_with_parity_and_serves() {
     assert!(a == b, "lexical training is not reproducible");
 }
 
+#[test]
+fn text_composed_of_several_columns_is_recorded_in_the_card_and_checked_where_it_is_served() {
+    let fx = Fixture::new(300);
+    // `name` says nothing about the category; the description does, within its first 40 chars.
+    let products = prodcat::testkit::synthetic_products(300, 31);
+    let name = |i: usize| format!("item {}", i % 7);
+    let body = |i: usize| {
+        format!("{} with spec sheet, warranty terms and a long list of accessories", products[i].title.trim())
+    };
+    let mut csv = String::from("id,name,body,category,group\n");
+    for (i, p) in products.iter().enumerate() {
+        csv.push_str(&format!("{i},{},\"{}\",{},{}\n", name(i), body(i), p.category, p.group));
+    }
+    let data = fx.path("composed.csv");
+    std::fs::write(&data, csv).unwrap();
+    let (data, out) = (data.display().to_string(), fx.path("registry").display().to_string());
+    let columns = ["--text-column", "name,body", "--max-chars", "body=40", "--label-column", "category"];
+    let mut args = vec!["train", "--model-type", "lexical", "--data", &data, "--group-column", "group", "--out", &out];
+    args.extend(["--name", "lex", "--buckets", "65536"]);
+    args.extend(columns);
+    let o = prodcat(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = card(&fx.path("registry/lex"));
+    let info = c.data.clone().unwrap();
+    assert_eq!(info.text_column, "name");
+    let text = info.text.clone().expect("a composed text is recorded");
+    assert_eq!(
+        (text.fields.as_slice(), text.separator.as_str()),
+        (["name".to_string(), "body".to_string()].as_slice(), " | ")
+    );
+    assert_eq!(text.max_chars.get("body"), Some(&40));
+    assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8, "the description reached the model: {:?}", c.test_metrics);
+
+    // The held-out rows read again are composed as training composed them.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (texts, _) = runtime.block_on(prodcat::train::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    let composed: Vec<String> = (0..products.len())
+        .map(|i| format!("{} | {}", name(i), body(i).chars().take(40).collect::<String>()))
+        .collect();
+    assert!(!texts.is_empty() && texts.iter().all(|t| composed.contains(t)), "{:?}", &texts[..texts.len().min(3)]);
+    // `split` writes the same texts.
+    let split = fx.path("split.csv").display().to_string();
+    let mut args = vec!["split", "--data", &data, "--group-column", "group", "--out", &split];
+    args.extend(columns);
+    let o = prodcat(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&split).unwrap().contains(&composed[0]), "split.csv lacks {:?}", composed[0]);
+
+    // Evaluated or served on texts composed otherwise: a warning that says how training composed them.
+    let model = fx.path("registry/lex").display().to_string();
+    let eval = |text: &[&str]| {
+        let mut args = vec!["eval", "--model", &model, "--data", &data, "--label-column", "category"];
+        args.extend(["--report", fx.dir.path().to_str().unwrap()]);
+        args.extend(text);
+        let o = prodcat(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let warned = eval(&["--text-column", "name"]);
+    assert!(warned.contains("trained on texts composed of `name`, `body` (first 40 chars)"), "{warned}");
+    assert!(!eval(&["--text-column", "name,body", "--max-chars", "body=40"]).contains("trained on texts"));
+    let check = |text: &str| {
+        let file = fx.path("pipeline.toml");
+        let pipeline = format!(
+            "[pipeline]\nkind = \"kafka\"\n[model]\npath = \"{model}\"\n[kafka]\ninput_topic = \"in\"\noutput_topic = \"out\"\n[text]\n{text}\n"
+        );
+        std::fs::write(&file, pipeline).unwrap();
+        let o = prodcat(&["check", &file.display().to_string()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let warned = check("fields = [\"title\"]");
+    assert!(warned.contains("but these are composed of `title` joined"), "{warned}");
+    assert!(
+        !check("fields = [\"title\", \"description\"]\nmax_chars = { description = 40 }").contains("trained on texts")
+    );
+
+    let o = prodcat(&[
+        "split",
+        "--data",
+        &data,
+        "--out",
+        &split,
+        "--label-column",
+        "category",
+        "--text-column",
+        "name",
+        "--max-chars",
+        "body=4",
+    ]);
+    assert_clean_failure(&o, &["--max-chars body", "not one of the --text-column columns"]);
+}
+
 /// Converting the tiny model to `precision`, judged on every fixture product.
 fn conversion_job(fx: &Fixture, registry: &Path, name: &str, tolerance: f64, precision: Precision) -> QuantizeJob {
     QuantizeJob {

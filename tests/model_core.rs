@@ -171,7 +171,7 @@ fn job<'a>(fx: &'a Fixture, data: &'a LabeledData, registry: &str, epochs: usize
         data,
         source: DataSource {
             file: fx.csv.display().to_string(),
-            text_column: "title".into(),
+            text: prodcat::pipeline::text::TextSpec::column("title"),
             label_column: "category".into(),
             group_column: Some("group".into()),
             ..Default::default()

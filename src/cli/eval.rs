@@ -19,8 +19,8 @@ pub struct EvalArgs {
     /// Labeled data: CSV, TSV, JSONL or Parquet.
     #[arg(long)]
     data: PathBuf,
-    #[arg(long)]
-    text_column: String,
+    #[command(flatten)]
+    text: super::TextColumns,
     #[arg(long)]
     label_column: String,
     /// Folder for metrics.json and the PNG plots (default: reports/<name>-<version>).
@@ -49,9 +49,13 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = args.device.session(ort_lib);
     let version = ModelVersion::open(&args.model)?;
+    let text = args.text.spec()?;
+    if let Some(problem) = version.card.data.as_ref().and_then(|d| d.text.as_ref()).and_then(|t| t.mismatch(&text)) {
+        tracing::warn!(model = %version.id(), "--text-column: {problem}");
+    }
     let spec = LabeledDataSpec {
         path: args.data.clone(),
-        text_column: args.text_column.clone(),
+        text,
         label_column: args.label_column.clone(),
         group_column: None,
         max_rows: args.max_rows,

@@ -172,7 +172,7 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
         Some(data) => {
             let spec = LabeledDataSpec {
                 path: data.clone(),
-                text_column: args.text_column.clone().unwrap_or_default(),
+                text: prodcat::pipeline::text::TextSpec::column(args.text_column.as_deref().unwrap_or_default()),
                 label_column: args.label_column.clone().unwrap_or_default(),
                 group_column: None,
                 max_rows: None,

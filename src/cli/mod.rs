@@ -57,6 +57,51 @@ pub enum Command {
     Check(models::CheckArgs),
 }
 
+/// The column(s) of a labeled file that make up each product text.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TextColumns {
+    /// Column holding the product text; several, comma-separated (e.g. title,description), are
+    /// joined in that order with " | ", as a pipeline's text.fields are (the first must be set,
+    /// the others are used when present).
+    #[arg(long, visible_alias = "text-columns", value_delimiter = ',', required = true)]
+    pub text_column: Vec<String>,
+    /// Cut a text column to its first N characters, as COLUMN=N (repeat for several, e.g.
+    /// description=300): keeps a long description from crowding the title out of the model's
+    /// token window. Recorded in the card, as the columns are.
+    #[arg(long, value_parser = parse_max_chars)]
+    pub max_chars: Vec<(String, usize)>,
+}
+
+fn parse_max_chars(value: &str) -> Result<(String, usize), String> {
+    let (column, n) = value.split_once('=').ok_or_else(|| format!("`{value}` is not COLUMN=N"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{n}` is not a number of characters"))?;
+    if n == 0 {
+        return Err("a column cut to 0 characters adds nothing; leave it out of --text-column".into());
+    }
+    Ok((column.trim().to_string(), n))
+}
+
+impl TextColumns {
+    /// How each text is composed from the row's columns.
+    pub fn spec(&self) -> anyhow::Result<prodcat::pipeline::text::TextSpec> {
+        let fields: Vec<String> = self.text_column.iter().map(|c| c.trim().to_string()).collect();
+        if fields.iter().any(String::is_empty) {
+            anyhow::bail!("--text-column: an empty column name in {:?}", self.text_column.join(","));
+        }
+        if let Some((column, _)) = self.max_chars.iter().find(|(c, _)| !fields.contains(c)) {
+            anyhow::bail!(
+                "--max-chars {column}=…: `{column}` is not one of the --text-column columns ({})",
+                fields.join(", ")
+            );
+        }
+        Ok(prodcat::pipeline::text::TextSpec {
+            fields,
+            max_chars: self.max_chars.iter().cloned().collect(),
+            ..prodcat::pipeline::text::TextSpec::column("")
+        })
+    }
+}
+
 /// Where a command runs its models.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeviceArgs {

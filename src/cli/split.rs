@@ -14,8 +14,8 @@ use prodcat::data::{LabeledData, LabeledDataSpec, Split};
 pub struct SplitArgs {
     #[arg(long)]
     data: PathBuf,
-    #[arg(long)]
-    text_column: String,
+    #[command(flatten)]
+    text: super::TextColumns,
     #[arg(long)]
     label_column: String,
     #[arg(long)]
@@ -34,9 +34,10 @@ pub struct SplitArgs {
 }
 
 pub fn run(args: SplitArgs) -> anyhow::Result<()> {
+    let text = args.text.spec()?;
     let spec = LabeledDataSpec {
         path: args.data.clone(),
-        text_column: args.text_column.clone(),
+        text: text.clone(),
         label_column: args.label_column.clone(),
         group_column: args.group_column.clone(),
         max_rows: args.max_rows,
@@ -47,7 +48,7 @@ pub fn run(args: SplitArgs) -> anyhow::Result<()> {
     // Exactly what `prodcat train` does with the same file, columns, fractions and seed.
     let source = DataSource {
         file: args.data.display().to_string(),
-        text_column: args.text_column,
+        text,
         label_column: args.label_column,
         group_column: args.group_column,
         ..Default::default()

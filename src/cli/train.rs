@@ -22,9 +22,8 @@ pub struct TrainArgs {
     /// Labeled data: CSV, TSV, JSONL or Parquet.
     #[arg(long, env = "PRODCAT_TRAIN_DATA")]
     data: PathBuf,
-    /// Column holding the product text.
-    #[arg(long)]
-    text_column: String,
+    #[command(flatten)]
+    text: super::TextColumns,
     /// Column holding the category.
     #[arg(long)]
     label_column: String,
@@ -161,9 +160,10 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     // Fail early (before minutes of training) if ONNX Runtime is unusable.
     prodcat::runtime::environment(ort_lib.as_deref())?;
+    let text = args.text.spec()?;
     let spec = LabeledDataSpec {
         path: args.data.clone(),
-        text_column: args.text_column.clone(),
+        text: text.clone(),
         label_column: args.label_column.clone(),
         group_column: args.group_column.clone(),
         max_rows: args.max_rows,
@@ -177,7 +177,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     ))?;
     let source = DataSource {
         file: args.data.display().to_string(),
-        text_column: args.text_column.clone(),
+        text,
         label_column: args.label_column.clone(),
         group_column: args.group_column.clone(),
         validation_file: args.validation_data.as_ref().map(|p| p.display().to_string()),

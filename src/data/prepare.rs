@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{LabeledData, Split, SplitAssignment, stratified_group_split};
 use crate::error::{Error, Result};
+use crate::pipeline::text::TextSpec;
 use crate::registry::card::DataInfo;
 
 /// The split seed when none is given.
@@ -18,7 +19,8 @@ pub const DEFAULT_SPLIT: [f64; 3] = [0.8, 0.1, 0.1];
 #[derive(Debug, Clone, Default)]
 pub struct DataSource {
     pub file: String,
-    pub text_column: String,
+    /// The column(s) each text was composed of.
+    pub text: TextSpec,
     pub label_column: String,
     pub group_column: Option<String>,
     /// A file that is the validation split as given (`--validation-data`).
@@ -150,7 +152,8 @@ pub fn prepare_data(
 pub fn data_info(source: &DataSource, data: &LabeledData, split: &SplitAssignment) -> DataInfo {
     DataInfo {
         file: source.file.clone(),
-        text_column: source.text_column.clone(),
+        text_column: source.text.primary().to_string(),
+        text: (!source.text.is_single_column()).then(|| source.text.composition()),
         label_column: source.label_column.clone(),
         group_column: source.group_column.clone(),
         validation_file: source.validation_file.clone(),
@@ -184,9 +187,10 @@ pub async fn held_out(
     let path = file.map_or_else(|| PathBuf::from(&info.file), Path::to_path_buf);
     let (validation, test) =
         (info.validation_file.as_ref().map(PathBuf::from), info.test_file.as_ref().map(PathBuf::from));
+    let text = info.text.as_ref().map_or_else(|| TextSpec::column(&info.text_column), |t| t.spec());
     let mut spec = super::LabeledDataSpec {
         path: path.clone(),
-        text_column: info.text_column.clone(),
+        text: text.clone(),
         label_column: info.label_column.clone(),
         group_column: info.group_column.clone(),
         max_rows: None,
@@ -212,7 +216,7 @@ pub async fn held_out(
     // Exactly the split training made.
     let source = DataSource {
         file: path.display().to_string(),
-        text_column: info.text_column.clone(),
+        text,
         label_column: info.label_column.clone(),
         group_column: info.group_column.clone(),
         validation_file: info.validation_file.clone(),

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::Split;
 use crate::error::{Error, Result};
+use crate::pipeline::text::TextSpec;
 
 /// The on-disk formats prodcat reads tables from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +101,8 @@ pub async fn read_string_columns(path: &Path, columns: &[&str]) -> Result<Vec<Ve
 #[derive(Debug, Clone)]
 pub struct LabeledDataSpec {
     pub path: PathBuf,
-    pub text_column: String,
+    /// The column(s) the text is composed of (one column as it is, by default).
+    pub text: TextSpec,
     pub label_column: String,
     pub group_column: Option<String>,
     /// Keep at most this many usable rows: a seeded uniform sample (files are often sorted by
@@ -130,21 +132,27 @@ pub struct LabeledData {
 impl LabeledData {
     /// Reads and validates the examples described by `spec`.
     pub async fn read(spec: &LabeledDataSpec) -> Result<Self> {
-        let mut wanted = vec![spec.text_column.as_str(), spec.label_column.as_str()];
+        let fields = &spec.text.fields;
+        let mut wanted: Vec<&str> = fields.iter().map(String::as_str).collect();
+        wanted.push(spec.label_column.as_str());
         if let Some(group) = &spec.group_column {
             wanted.push(group.as_str());
         }
         let mut columns = read_string_columns(&spec.path, &wanted).await?.into_iter();
-        let (texts, labels) = (columns.next().unwrap_or_default(), columns.next().unwrap_or_default());
+        let texts: Vec<Vec<Option<String>>> = columns.by_ref().take(fields.len()).collect();
+        let labels = columns.next().unwrap_or_default();
         let groups = columns.next();
         let mut data = LabeledData { groups: groups.as_ref().map(|_| Vec::new()), ..Default::default() };
-        for (row, (text, label)) in texts.into_iter().zip(labels).enumerate() {
-            let text = text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        for (row, label) in labels.into_iter().enumerate() {
+            let text = spec.text.compose(|field| {
+                let column = fields.iter().position(|f| f == field)?;
+                texts[column][row].as_deref()
+            });
             let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
             let (text, label) = match (text, label) {
-                (Some(t), Some(l)) => (t, l),
+                (Ok(t), Some(l)) => (t, l),
                 (text, _) => {
-                    let column = if text.is_none() { &spec.text_column } else { &spec.label_column };
+                    let column = if text.is_err() { spec.text.primary() } else { &spec.label_column };
                     if spec.skip_invalid {
                         data.rejected += 1;
                         continue;
@@ -168,7 +176,7 @@ impl LabeledData {
                 file = %spec.path.display(),
                 rows = data.rejected,
                 "dropped rows with an empty `{}` or `{}`",
-                spec.text_column,
+                spec.text.primary(),
                 spec.label_column
             );
         }

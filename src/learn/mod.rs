@@ -29,6 +29,7 @@ use crate::eval::ClassificationReport;
 use crate::lexical::LexicalSettings;
 use crate::metrics::Metrics;
 use crate::models::RetrainJob;
+use crate::pipeline::text::TextSpec;
 use crate::registry::ModelVersion;
 use crate::serve::{Model, ModelSlot, SessionSettings, score_texts};
 use crate::train::{Candidate, TrainSettings};
@@ -457,7 +458,7 @@ impl Learner {
             data,
             source: DataSource {
                 file: self.store.dir().display().to_string(),
-                text_column: "text".into(),
+                text: TextSpec::column("text"),
                 label_column: "label".into(),
                 group_column: Some("id".into()),
                 ..Default::default()

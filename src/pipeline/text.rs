@@ -82,6 +82,25 @@ impl Default for TextSpec {
 }
 
 impl TextSpec {
+    /// The text of one column, as it is (training and evaluation files: no size limit).
+    pub fn column(name: &str) -> Self {
+        Self { fields: vec![name.to_string()], max_bytes: usize::MAX, ..Default::default() }
+    }
+
+    /// How the text is composed (fields, separator, limits), without the size limit.
+    pub fn composition(&self) -> TextComposition {
+        TextComposition {
+            fields: self.fields.clone(),
+            separator: self.separator.clone(),
+            max_chars: self.max_chars.clone(),
+        }
+    }
+
+    /// True when the text is a single column as it is.
+    pub fn is_single_column(&self) -> bool {
+        self.fields.len() == 1 && self.max_chars.is_empty()
+    }
+
     /// The required field (the first one).
     pub fn primary(&self) -> &str {
         self.fields.first().map(String::as_str).unwrap_or("title")
@@ -118,6 +137,56 @@ impl TextSpec {
     }
 }
 
+/// How a model's training texts were composed from columns: recorded in its card when they came
+/// from more than one column or were cut, so that serving can compose its texts the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextComposition {
+    pub fields: Vec<String>,
+    pub separator: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_chars: BTreeMap<String, usize>,
+}
+
+impl TextComposition {
+    /// The spec that composes texts this way (for reading the training file again).
+    pub fn spec(&self) -> TextSpec {
+        TextSpec {
+            fields: self.fields.clone(),
+            separator: self.separator.clone(),
+            max_chars: self.max_chars.clone(),
+            max_bytes: usize::MAX,
+        }
+    }
+
+    /// Why texts composed by `serving` are not shaped like these training texts (another number
+    /// of fields, another separator, another cut of the n-th field), or `None`. Names are not
+    /// compared: a stream's fields are often named otherwise than the training file's columns.
+    pub fn mismatch(&self, serving: &TextSpec) -> Option<String> {
+        let limits = |fields: &[String], max: &BTreeMap<String, usize>| -> Vec<Option<usize>> {
+            fields.iter().map(|f| max.get(f).copied()).collect()
+        };
+        let describe = |fields: &[String], separator: &str, max: &BTreeMap<String, usize>| {
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|f| max.get(f).map_or_else(|| format!("`{f}`"), |n| format!("`{f}` (first {n} chars)")))
+                .collect();
+            format!("{} joined by {separator:?}", parts.join(", "))
+        };
+        let same = self.fields.len() == serving.fields.len()
+            && (self.fields.len() < 2 || self.separator == serving.separator)
+            && limits(&self.fields, &self.max_chars) == limits(&serving.fields, &serving.max_chars);
+        (!same).then(|| {
+            format!(
+                "the model was trained on texts composed of {}, but these are composed of {}: compose them \
+                 alike (text.fields, text.separator and text.max_chars in a pipeline; --text-column and \
+                 --max-chars on the command line) or the model reads texts unlike those it learned from",
+                describe(&self.fields, &self.separator, &self.max_chars),
+                describe(&serving.fields, &serving.separator, &serving.max_chars)
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +216,32 @@ mod tests {
         let long = "x".repeat(41);
         let oversized = spec.compose(|f| (f == "title").then_some(long.as_str()));
         assert_eq!(oversized, Err(RejectReason::Oversized));
+    }
+
+    #[test]
+    fn a_serving_composition_unlike_the_training_one_is_named() {
+        let trained = TextSpec {
+            fields: vec!["name".into(), "body".into()],
+            max_chars: [("body".to_string(), 300)].into_iter().collect(),
+            ..TextSpec::column("name")
+        }
+        .composition();
+        let serving = |fields: &[&str], cut: Option<(&str, usize)>| TextSpec {
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            max_chars: cut.map(|(f, n)| (f.to_string(), n)).into_iter().collect(),
+            ..Default::default()
+        };
+        // Same shape under other names: fine.
+        assert_eq!(trained.mismatch(&serving(&["title", "description"], Some(("description", 300)))), None);
+        let title_only = trained.mismatch(&serving(&["title"], None)).expect("one field against two");
+        assert!(
+            title_only.contains("`name`, `body` (first 300 chars)") && title_only.contains("`title` joined"),
+            "{title_only}"
+        );
+        assert!(trained.mismatch(&serving(&["title", "description"], None)).is_some(), "uncut description");
+        assert!(trained.mismatch(&serving(&["title", "description"], Some(("description", 100)))).is_some());
+        let other_separator = TextSpec { separator: " ; ".into(), ..serving(&["t", "d"], Some(("d", 300))) };
+        assert!(trained.mismatch(&other_separator).is_some());
+        assert_eq!(trained.spec().compose(|f| Some(if f == "name" { "a" } else { "b" })).unwrap(), "a | b");
     }
 }

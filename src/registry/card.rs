@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncoderConfig, LoraSettings, Pooling};
 use crate::error::{Error, IoContext, Result};
+use crate::pipeline::text::TextComposition;
 
 /// The frozen base model the adapters were trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,7 +43,12 @@ impl TransformerInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct DataInfo {
     pub file: String,
+    /// The text column (the first, when the text was composed of several).
     pub text_column: String,
+    /// How each text was composed, when of more than one column or cut (`--text-column a,b`,
+    /// `--max-chars`); serving should compose its texts alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextComposition>,
     pub label_column: String,
     pub group_column: Option<String>,
     /// The file that was the validation split as given (`--validation-data`).

@@ -106,7 +106,7 @@ pub fn minilm_dir() -> Option<PathBuf> {
 pub fn fixture_data(fx: &Fixture) -> prodcat::data::LabeledData {
     let spec = prodcat::data::LabeledDataSpec {
         path: fx.csv.clone(),
-        text_column: "title".into(),
+        text: prodcat::pipeline::text::TextSpec::column("title"),
         label_column: "category".into(),
         group_column: Some("group".into()),
         max_rows: None,
