@@ -609,6 +609,31 @@ fn auto_with_folds_chooses_out_of_fold_and_trains_the_winner_on_train_and_valida
     let parity = c.parity.unwrap();
     assert!(parity.passed && parity.samples > 0, "{parity:?}");
 
+    // Stopped at the third fold: the first two folds' checkpoints stay, and `--resume` exports
+    // them without training again and ends where an uninterrupted run ends.
+    let (again, again_report) = (fx.path("again").display().to_string(), fx.path("again-report").display().to_string());
+    let interrupted = swap(&swap(&args, "--out", &again), "--report", &again_report);
+    let o =
+        prodcat_env(&interrupted.iter().map(String::as_str).collect::<Vec<_>>(), &[("PRODCAT_FAULTS", "auto.fold=3")]);
+    assert_clean_failure(&o, &["fold 3: injected fault", "--resume continues"]);
+    let scratch = fx.path("again/cv/.folds/cv");
+    let kept: Vec<String> =
+        std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(kept, [".checkpoints"], "only checkpoints are kept");
+    let mut resumed = interrupted;
+    resumed.push("--resume".into());
+    let o = prodcat_env(&resumed.iter().map(String::as_str).collect::<Vec<_>>(), &[("PRODCAT_LOG", "info")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("resuming training").count(), 2, "{}", stderr(&o));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.path("again-report").join("comparison.json")).unwrap())
+            .unwrap();
+    for (a, b) in scores.iter().zip(again["candidates"].as_array().unwrap()) {
+        assert_eq!(a["validation_macro_f1"], b["validation_macro_f1"], "{a} vs {b}");
+        assert_eq!(a["chosen"], b["chosen"]);
+    }
+    assert!(!fx.path("again/cv/.folds").exists(), "a finished run leaves no scratch");
+
     // A transformer alone cannot take --folds.
     let o = prodcat(&[
         "train",

@@ -11,7 +11,9 @@
 //! trained on all train + validation rows: the lexical model by its own K-fold choice of C and
 //! temperature, the transformer for the median of the folds' best epoch counts with the median
 //! of their temperatures, a composite from both with the out-of-fold weight and threshold. The
-//! test rows are touched only by that final model. Cost: K + 1 trainings of each member.
+//! test rows are touched only by that final model. Cost: K + 1 trainings of each member. A run
+//! that stops keeps the fold transformers' checkpoints: `--resume` continues from them (finished
+//! folds are exported again without training, the interrupted one goes on from its last epoch).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,12 +32,32 @@ use crate::registry::{ModelKind, ModelVersion};
 use crate::serve::{ModelOutput, score_texts};
 use crate::train::{CrossValidated, fit};
 
-/// Removes the folds' scratch registry however training ends.
-struct Scratch(PathBuf);
+/// The folds' scratch registry: removed when training ends well; when it fails, only the fold
+/// transformers' checkpoints stay, for `--resume`.
+struct Scratch {
+    dir: PathBuf,
+    finished: bool,
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.finished {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        // `<scratch>/<name>/` holds the fold models (`vN`, `current`) and `.checkpoints`.
+        for model in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(model.path()).into_iter().flatten().flatten() {
+                if entry.file_name() != ".checkpoints" {
+                    let path = entry.path();
+                    let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                }
+            }
+        }
+        tracing::warn!(
+            checkpoints = %self.dir.display(),
+            "auto --folds stopped: the fold transformers' checkpoints are kept; the same command with --resume continues from them"
+        );
     }
 }
 
@@ -96,6 +118,9 @@ fn out_of_fold(job: &AutoJob<'_>, pool: &LabeledData, taxonomy: &[String], scrat
     };
     let (mut lexical_time, mut transformer_time) = (0.0, 0.0);
     for (i, held) in folds.iter().enumerate() {
+        if crate::fault::hit("auto.fold") {
+            return Err(Error::Internal(format!("fold {}: injected fault (PRODCAT_FAULTS)", i + 1)));
+        }
         let mut is_held = vec![false; pool.len()];
         held.iter().for_each(|&r| is_held[r] = true);
         let fixed = (0..pool.len()).map(|r| Some(if is_held[r] { Split::Validation } else { Split::Train }));
@@ -110,7 +135,8 @@ fn out_of_fold(job: &AutoJob<'_>, pool: &LabeledData, taxonomy: &[String], scrat
         transformer.data = &data;
         transformer.labels = Some(taxonomy.to_vec());
         transformer.registry = scratch.to_path_buf();
-        transformer.resume = false;
+        // Each fold's data differ (their split), so each fold has its own checkpoint to resume.
+        transformer.resume = job.transformer.resume;
         transformer.settings.refit = false;
         tracing::info!(fold = i + 1, folds = k, held_out = held.len(), "auto: training the fold's members");
         let started = Instant::now();
@@ -163,11 +189,13 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
     }
     let pool = data.select(&pool_rows);
     let (registry, name) = (job.lexical.registry.clone(), job.lexical.name.clone());
-    let scratch = Scratch(registry.join(&name).join(".folds"));
-    let _ = std::fs::remove_dir_all(&scratch.0);
-    std::fs::create_dir_all(&scratch.0).at(&scratch.0)?;
+    let mut scratch = Scratch { dir: registry.join(&name).join(".folds"), finished: false };
+    if !job.transformer.resume {
+        let _ = std::fs::remove_dir_all(&scratch.dir);
+    }
+    std::fs::create_dir_all(&scratch.dir).at(&scratch.dir)?;
 
-    let oof = out_of_fold(&job, &pool, &taxonomy, &scratch.0)?;
+    let oof = out_of_fold(&job, &pool, &taxonomy, &scratch.dir)?;
     let y = label_ids(&taxonomy, &pool.labels, "train + validation rows")?;
     let weight: WeightTuning = tune_weight(&oof.lexical, &oof.transformer, &y)?;
     let w = weight.chosen.lexical_weight;
@@ -227,7 +255,6 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let transformer = || {
         let mut transformer = job.transformer.clone();
         transformer.labels = Some(taxonomy.clone());
-        transformer.resume = false;
         transformer.settings.refit = false;
         transformer.settings.epochs = median(&oof.best_epochs).unwrap_or(transformer.settings.epochs).max(1);
         transformer.settings.cross_validated =
@@ -268,6 +295,7 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
             super::auto::rebuild_composite(&section, members)?
         }
     };
+    scratch.finished = true;
     let refit = RefitScore::of(&published, pool_rows.len(), started.elapsed().as_secs_f64());
     tracing::info!(model = refit.model, rows = refit.rows, test_macro_f1 = ?refit.test_macro_f1, "auto: trained");
     Ok(AutoOutcome { candidates: scores, refit: Some(refit), folds: Some(k), winner: published })
