@@ -683,6 +683,9 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     let weights = info.weight_tuning.unwrap();
     assert_eq!(weights["curve"].as_array().unwrap().len(), 21);
     assert_eq!(weights["chosen"]["lexical_weight"].as_f64().unwrap() as f32, info.lexical_weight);
+    // And the temperature of the rows the first stage keeps, fitted on the same rows.
+    assert_eq!(tuning["first_stage_temperature"].as_f64().unwrap() as f32, info.first_stage_temperature);
+    assert!(info.first_stage_temperature > 0.0 && info.first_stage_temperature.is_finite());
     assert!(c.test_metrics.is_some());
 
     // `prodcat eval --tune-threshold` re-tunes on other labeled data and stores the choice.
@@ -723,8 +726,10 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
         }
     }
     // With a lexical weight, the rows sent on get the ensemble's average of both members
-    // (the transformer's classes mapped to the cascade's), and say so.
+    // (the transformer's classes mapped to the cascade's, the lexical scores as calibrated
+    // whatever the first stage's temperature), and say so.
     cascade.lexical_weight = 0.3;
+    cascade.first_stage_temperature = 2.0;
     let scored = score_texts(&cascade, &texts, None).unwrap();
     assert!(scored.stages.iter().all(|s| *s == Stage::Ensemble));
     let mapped = cascade.members.score_transformer(&texts).unwrap();
@@ -734,8 +739,18 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
             assert!((p - expected).abs() < 1e-5, "row {r} class {k}: {p} vs {expected}");
         }
     }
+    // Rows the first stage keeps: its labels, its logits at the first stage's temperature.
     cascade.threshold = 0.0;
-    assert!(score_texts(&cascade, &texts, None).unwrap().stages.iter().all(|s| *s == Stage::Lexical));
+    let scored = score_texts(&cascade, &texts, None).unwrap();
+    assert!(scored.stages.iter().all(|s| *s == Stage::Lexical));
+    for r in 0..texts.len() {
+        let logits: Vec<f32> = lexical.logits_row(r).iter().map(|l| l / 2.0).collect();
+        let sum: f32 = logits.iter().map(|l| l.exp()).sum();
+        for (k, p) in scored.output.probs(r).iter().enumerate() {
+            assert!((p - logits[k].exp() / sum).abs() < 1e-5, "row {r} class {k}: {p}");
+        }
+        assert_eq!(scored.output.argmax(r).0, lexical.argmax(r).0);
+    }
 
     // Relabel serves the cascade like any model; the output names the stage.
     let input = fx.path("in");

@@ -8,6 +8,14 @@
 //! where macro-F1 moves in steps of one row and a low threshold can look as good as sending every
 //! row on; agreement does not depend on the labels, so it is the steadier measure of what routing
 //! fewer rows gives up.
+//!
+//! The rows the first stage keeps report the lexical model's scores, the others the second
+//! stage's; calibrated separately, the two do not rank alike (a lexical model sure enough to keep
+//! a row is sure of it, and its small probabilities for the other classes are smaller than the
+//! second stage's), so ranking by a class's score across both kinds of rows — ROC AUC, review
+//! queues — is worse than either stage's. The tuning therefore also fits a temperature for the
+//! first stage's scores: the one that makes them closest (cross-entropy) to the second stage's
+//! probabilities on the rows the first stage keeps. Labels do not change.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,6 +23,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::calibration::fit_temperature_to;
 use super::metrics::ClassificationReport;
 use crate::error::{Error, Result};
 use crate::serve::ModelOutput;
@@ -45,6 +54,14 @@ pub struct ThresholdTuning {
     pub min_agreement: f64,
     pub chosen: ThresholdPoint,
     pub curve: Vec<ThresholdPoint>,
+    /// The first stage's scores are softmax(lexical logits / T) for this T (module docs; cards
+    /// from before: 1).
+    #[serde(default = "unit")]
+    pub first_stage_temperature: f32,
+}
+
+fn unit() -> f32 {
+    1.0
 }
 
 /// Thresholds tried: 0 (lexical only) … 1.01 (transformer only).
@@ -133,7 +150,11 @@ pub fn tune_threshold(
         .find(|p| p.macro_f1 >= best - max_f1_loss)
         .cloned()
         .ok_or_else(|| Error::Label("empty threshold curve".into()))?;
+    let kept: Vec<usize> = (0..rows).filter(|&r| lexical.argmax(r).1 >= chosen.threshold).collect();
+    let (kept_lexical, kept_second) = (lexical.select(&kept), transformer.select(&kept));
+    let first_stage_temperature = fit_temperature_to(&kept_lexical.logits, lexical.classes, &kept_second.probabilities);
     Ok(ThresholdTuning {
+        first_stage_temperature,
         rows,
         lexical_titles_per_second: lexical_rate,
         transformer_titles_per_second: transformer_rate,
@@ -171,6 +192,12 @@ pub fn format_tuning(t: &ThresholdTuning) -> String {
             p.expected_titles_per_second
         );
     }
+    let _ = writeln!(
+        s,
+        "first-stage scores: softmax(lexical logits / {:.3}), the temperature closest to the second stage's \
+         probabilities on the rows the first stage keeps",
+        t.first_stage_temperature
+    );
     s
 }
 

@@ -290,6 +290,7 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
                     transformer: TRANSFORMER.into(),
                     tuning: serde_json::to_value(&cascade_tuning.threshold).ok(),
                     weight_tuning: serde_json::to_value(&weight).ok(),
+                    first_stage_temperature: cascade_tuning.threshold.first_stage_temperature,
                 })
             };
             super::auto::rebuild_composite(&section, members)?

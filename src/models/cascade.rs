@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::eval::cascade::{MemberScores, ThresholdBounds, ThresholdTuning, tune_threshold};
 use crate::registry::card::CascadeInfo;
 use crate::registry::{ModelKind, ModelVersion};
-use crate::serve::{Model, Scored, SessionSettings, Stage, score_texts};
+use crate::serve::{Model, ModelOutput, Scored, SessionSettings, Stage, score_texts};
 use crate::tokenize::PaddedBatch;
 use crate::train::Candidate;
 
@@ -37,6 +37,8 @@ pub struct Cascade {
     pub threshold: f32,
     /// Weight of the lexical member's probabilities in the second stage.
     pub lexical_weight: f32,
+    /// Temperature of the scores of rows the first stage keeps (see [`crate::eval::cascade`]).
+    pub first_stage_temperature: f32,
     pub members: Members,
 }
 
@@ -62,25 +64,28 @@ impl Cascade {
         version.check_files()?;
         let info = section(&version)?;
         let members = Members::load(&version.dir, &info.lexical, &info.transformer, settings)?;
-        let (threshold, lexical_weight) = (info.threshold, info.lexical_weight);
-        Ok(Self { version, threshold, lexical_weight, members })
+        let (threshold, lexical_weight, first_stage_temperature) =
+            (info.threshold, info.lexical_weight, info.first_stage_temperature);
+        Ok(Self { version, threshold, lexical_weight, first_stage_temperature, members })
     }
 
     /// Lexical scores for the batch; rows below `threshold` re-scored by the second stage (the
-    /// transformer in token-budget batches, averaged with the lexical scores at the weight).
+    /// transformer in token-budget batches, averaged with the lexical scores at the weight), the
+    /// others reported at the first stage's temperature.
     pub fn score_at(&self, batch: &PaddedBatch, texts: &[&str], threshold: f32) -> Result<Scored> {
         let mut out = self.members.lexical.score(batch, texts)?;
         let unsure: Vec<usize> = (0..out.output.rows).filter(|&r| out.output.argmax(r).1 < threshold).collect();
+        // The second stage averages the lexical scores as calibrated, not as the first stage reports them.
+        let lexical = (self.lexical_weight > 0.0 && !unsure.is_empty()).then(|| out.output.select(&unsure));
+        temper(&mut out.output, self.first_stage_temperature);
         if unsure.is_empty() {
             return Ok(out);
         }
         let unsure_texts: Vec<&str> = unsure.iter().map(|&r| texts[r]).collect();
         let transformer = self.members.score_transformer(&unsure_texts)?;
-        let second = if self.lexical_weight > 0.0 {
-            let lexical = out.output.select(&unsure);
-            Scored::single(blend(&lexical, &transformer, self.lexical_weight), Stage::Ensemble)
-        } else {
-            Scored::single(transformer, Stage::Transformer)
+        let second = match lexical {
+            Some(lexical) => Scored::single(blend(&lexical, &transformer, self.lexical_weight), Stage::Ensemble),
+            None => Scored::single(transformer, Stage::Transformer),
         };
         out.scatter(&unsure, &second);
         Ok(out)
@@ -112,13 +117,15 @@ impl Cascade {
         Ok(CascadeTuning { weight, lexical_weight: w, threshold })
     }
 
-    /// Sets the threshold and weight and records the tuning in the card.
+    /// Sets the threshold, weight and first-stage temperature and records the tuning in the card.
     pub fn set_tuning(&mut self, tuning: &CascadeTuning) {
         self.threshold = tuning.threshold.chosen.threshold;
         self.lexical_weight = tuning.lexical_weight;
+        self.first_stage_temperature = tuning.threshold.first_stage_temperature;
         if let ModelKind::Cascade(info) = &mut self.version.card.model {
             info.threshold = self.threshold;
             info.lexical_weight = self.lexical_weight;
+            info.first_stage_temperature = self.first_stage_temperature;
             info.tuning = serde_json::to_value(&tuning.threshold).ok();
             if let Some(w) = &tuning.weight {
                 info.weight_tuning = serde_json::to_value(w).ok();
@@ -171,6 +178,20 @@ impl CascadeJob {
     }
 }
 
+/// Every row of `output` at temperature `t`: logits / t and their softmax (unchanged at t = 1).
+fn temper(output: &mut ModelOutput, t: f32) {
+    if t == 1.0 || !(t.is_finite() && t > 0.0) {
+        return;
+    }
+    let classes = output.classes;
+    for (logits, probs) in output.logits.chunks_exact_mut(classes).zip(output.probabilities.chunks_exact_mut(classes)) {
+        logits.iter_mut().for_each(|l| *l /= t);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+        probs.iter_mut().zip(logits.iter()).for_each(|(p, l)| *p = (l - max).exp() / sum);
+    }
+}
+
 /// Stages the cascade, tunes and evaluates it. Returns the candidate and the tuning.
 pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<CascadeTuning>)> {
     let CascadeJob { members, threshold, lexical_weight, bounds } = job;
@@ -184,6 +205,7 @@ pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<CascadeTuning
         transformer: TRANSFORMER.into(),
         tuning: None,
         weight_tuning: None,
+        first_stage_temperature: 1.0,
     });
     let staged = stage_composite(&members, section)?;
     let mut cascade = Cascade::load(ModelVersion::at(&staged.staged.dir)?, &members.session)?;

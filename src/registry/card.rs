@@ -185,6 +185,14 @@ pub struct CascadeInfo {
     /// How the second stage's weight was chosen (validation rows, macro-F1 per weight).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_tuning: Option<serde_json::Value>,
+    /// Rows the first stage keeps report softmax(lexical logits / T) for this T, fitted with the
+    /// threshold so their scores rank like the second stage's (cards from before this field: 1).
+    #[serde(default = "unit_temperature")]
+    pub first_stage_temperature: f32,
+}
+
+fn unit_temperature() -> f32 {
+    1.0
 }
 
 /// An ensemble: the average of the members' calibrated probabilities, `lexical_weight` for the
