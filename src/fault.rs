@@ -1,8 +1,8 @@
 //! Fault injection for tests: `PRODCAT_FAULTS="point=N[,point=N…]"` makes the N-th pass through a
 //! named point fail (1-based), so tests can break a stage at an exact moment (a send in the middle
 //! of an exactly-once transaction) that no real broker fault reproduces on demand. Without the
-//! variable every point is a cheap no-op. Points: `kafka.send` (the sink enqueues a record), `auto.fold` (`auto --folds` starts a
-//! fold).
+//! variable every point is a cheap no-op. Points: `kafka.send` (the sink enqueues a record),
+//! `auto.fold` (`auto --folds` starts a fold).
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};

@@ -94,10 +94,12 @@ impl TextColumns {
                 fields.join(", ")
             );
         }
+        // Files are read whole: no size limit, as `TextSpec::column`.
         Ok(prodcat::pipeline::text::TextSpec {
             fields,
             max_chars: self.max_chars.iter().cloned().collect(),
-            ..prodcat::pipeline::text::TextSpec::column("")
+            max_bytes: usize::MAX,
+            ..Default::default()
         })
     }
 }

@@ -217,7 +217,6 @@ pub fn check(args: CheckArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         match config.model_version() {
             Ok(version) => {
                 let id = version.id();
-
                 if let Err(e) = prodcat::models::load_verified(version, &session) {
                     problems.push(format!("model.path: {id} fails the serving checks: {e}"));
                 }

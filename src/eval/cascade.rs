@@ -56,12 +56,8 @@ pub struct ThresholdTuning {
     pub curve: Vec<ThresholdPoint>,
     /// The first stage's scores are softmax(lexical logits / T) for this T (module docs; cards
     /// from before: 1).
-    #[serde(default = "unit")]
+    #[serde(default = "super::calibration::unit_temperature")]
     pub first_stage_temperature: f32,
-}
-
-fn unit() -> f32 {
-    1.0
 }
 
 /// Thresholds tried: 0 (lexical only) … 1.01 (transformer only).

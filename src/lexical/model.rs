@@ -341,11 +341,7 @@ impl LexicalModel {
                     }
                     out
                 };
-                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-                for k in 0..classes {
-                    probs[k] = (logits[k] - max).exp() / sum;
-                }
+                crate::eval::calibration::softmax(&logits, &mut probs);
                 let w = class_weight[y];
                 for k in 0..classes {
                     let g = w * (probs[k] - if k == y { 1.0 } else { 0.0 });

@@ -186,9 +186,7 @@ fn temper(output: &mut ModelOutput, t: f32) {
     let classes = output.classes;
     for (logits, probs) in output.logits.chunks_exact_mut(classes).zip(output.probabilities.chunks_exact_mut(classes)) {
         logits.iter_mut().for_each(|l| *l /= t);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-        probs.iter_mut().zip(logits.iter()).for_each(|(p, l)| *p = (l - max).exp() / sum);
+        crate::eval::calibration::softmax(logits, probs);
     }
 }
 

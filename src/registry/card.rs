@@ -187,12 +187,8 @@ pub struct CascadeInfo {
     pub weight_tuning: Option<serde_json::Value>,
     /// Rows the first stage keeps report softmax(lexical logits / T) for this T, fitted with the
     /// threshold so their scores rank like the second stage's (cards from before this field: 1).
-    #[serde(default = "unit_temperature")]
+    #[serde(default = "crate::eval::calibration::unit_temperature")]
     pub first_stage_temperature: f32,
-}
-
-fn unit_temperature() -> f32 {
-    1.0
 }
 
 /// An ensemble: the average of the members' calibrated probabilities, `lexical_weight` for the
