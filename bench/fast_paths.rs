@@ -13,10 +13,11 @@ mod common;
 use std::path::PathBuf;
 
 use clap::Parser;
+use prodcat::common::{BatchLimits, Kind};
 use prodcat::data::Split;
 use prodcat::eval::{label_ids, score_output};
 use prodcat::registry::ModelVersion;
-use prodcat::serve::{BatchLimits, Model, Scored, SessionSettings, Stage, score_texts};
+use prodcat::serve::{Model, Scored, SessionSettings, score_texts};
 
 #[derive(Parser)]
 struct Args {
@@ -59,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         let path = args.registry.join(name);
         let model = Timed { inner: prodcat::models::open(&path, &settings)?, times: Default::default() };
         let card = model.card().clone();
-        let (texts, labels) = runtime.block_on(prodcat::train::held_out(&card, Split::Test, Some(&csv)))?;
+        let (texts, labels) = runtime.block_on(prodcat::registry::held_out(&card, Split::Test, Some(&csv)))?;
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         test_rows = texts.len();
         let y = label_ids(model.labels(), &labels, "PriceRunner test split")?;
@@ -68,9 +69,9 @@ fn main() -> anyhow::Result<()> {
         let scored = score_texts(&model, &texts, Some(limits))?;
         let mut times = model.times.lock().map(|t| t.clone()).unwrap_or_default();
         times.sort_by(f64::total_cmp);
-        let evaluation = score_output(model.labels(), scored.output, scored.stages, y);
+        let evaluation = score_output(model.card().head, model.labels(), scored.output, scored.stages, y);
         drop(model);
-        let share = evaluation.stages.iter().filter(|s| **s == Stage::Transformer).count() as f64
+        let share = evaluation.stages.iter().filter(|s| **s == Kind::Transformer).count() as f64
             / evaluation.stages.len().max(1) as f64;
         let (summary, secs, metrics) =
             common::relabel_once(&runtime, &path, &input, &work.join(format!("out-{name}")), &args.device, args.batch)?;

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::percentile;
+use prodcat::common::BatchLimits;
 use prodcat::config::PipelineConfig;
 use prodcat::metrics::Metrics;
 use prodcat::pipeline::kafka::{self, Health};
-use prodcat::serve::{BatchLimits, plan_batches};
+use prodcat::serve::plan_batches;
 use prodcat::serve::{ExecutionTarget, SessionSettings};
 use prodcat::tokenize::PaddedBatch;
 use rdkafka::ClientConfig;

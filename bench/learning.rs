@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use prodcat::common::LexicalSettings;
 use prodcat::data::{LabeledData, LabeledDataSpec, stratified_group_split};
 use prodcat::eval::{evaluate, label_ids};
 use prodcat::learn::watch::ModelWatcher;
 use prodcat::learn::{LabelSource, Learner, RegistryTarget, TrainingSection};
-use prodcat::lexical::{LexicalJob, LexicalSettings, fit_lexical};
+use prodcat::lexical::{LexicalJob, fit_lexical};
 use prodcat::metrics::Metrics;
 use prodcat::registry::ModelVersion;
 use prodcat::serve::{Model, ModelSlot, SessionSettings};
@@ -59,10 +60,10 @@ fn fit_family(
     name: &str,
     labels: Option<Vec<String>>,
     stable_split: bool,
-) -> anyhow::Result<prodcat::train::Candidate> {
+) -> anyhow::Result<prodcat::staging::Candidate> {
     let source = DataSource {
         file: "pricerunner".into(),
-        text: prodcat::pipeline::text::TextSpec::column("title"),
+        text: prodcat::common::TextSpec::column("title"),
         label_column: "label".into(),
         group_column: Some("cluster".into()),
         ..Default::default()
@@ -110,7 +111,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let spec = LabeledDataSpec {
         path: csv.clone(),
-        text: prodcat::pipeline::text::TextSpec::column("Product Title"),
+        text: prodcat::common::TextSpec::column("Product Title"),
         label_column: "Category Label".into(),
         group_column: Some("Cluster ID".into()),
         max_rows: None,

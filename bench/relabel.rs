@@ -16,8 +16,9 @@ use std::time::Instant;
 use common::{peak_rss_mib, percentile};
 
 use clap::Parser;
+use prodcat::common::BatchLimits;
 use prodcat::registry::ModelVersion;
-use prodcat::serve::{BatchLimits, plan_batches};
+use prodcat::serve::plan_batches;
 use prodcat::serve::{Model, SessionSettings, SingleModel};
 use prodcat::tokenize::{PaddedBatch, TextTokenizer};
 
@@ -51,6 +52,13 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     note: String,
+}
+
+impl Row {
+    /// A row of timed batches: their rate and the p50 / p99 of their times.
+    fn timed(name: impl Into<String>, titles_per_s: f64, times: &[f64], note: String) -> Self {
+        Self { name: name.into(), titles_per_s, p50_ms: percentile(times, 0.5), p99_ms: percentile(times, 0.99), note }
+    }
 }
 
 fn ceiling(
@@ -123,20 +131,18 @@ fn main() -> anyhow::Result<()> {
     let (sorted_rate, sorted_times, sorted_pad) = ceiling(&model, &tokens, &sorted_plans)?;
     let file_plans: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(args.batch).map(<[usize]>::to_vec).collect();
     let (file_rate, file_times, file_pad) = ceiling(&model, &tokens, &file_plans)?;
-    rows.push(Row {
-        name: "ONNX Runtime session.run, length-sorted batches (ceiling)".into(),
-        titles_per_s: sorted_rate,
-        p50_ms: percentile(&sorted_times, 0.5),
-        p99_ms: percentile(&sorted_times, 0.99),
-        note: format!("{n} titles, padding {sorted_pad:.2}× real tokens"),
-    });
-    rows.push(Row {
-        name: "ONNX Runtime session.run, file-order batches".into(),
-        titles_per_s: file_rate,
-        p50_ms: percentile(&file_times, 0.5),
-        p99_ms: percentile(&file_times, 0.99),
-        note: format!("padding {file_pad:.2}× real tokens"),
-    });
+    rows.push(Row::timed(
+        "ONNX Runtime session.run, length-sorted batches (ceiling)",
+        sorted_rate,
+        &sorted_times,
+        format!("{n} titles, padding {sorted_pad:.2}× real tokens"),
+    ));
+    rows.push(Row::timed(
+        "ONNX Runtime session.run, file-order batches",
+        file_rate,
+        &file_times,
+        format!("padding {file_pad:.2}× real tokens"),
+    ));
     // The same ceiling with the other I/O path (plain `run` on CUDA, where a binding is the default).
     let other_binding = !model.session.io_bound();
     let other = prodcat::models::transformer::open(
@@ -144,16 +150,15 @@ fn main() -> anyhow::Result<()> {
         &SessionSettings { io_binding: Some(other_binding), ..settings.clone() },
     )?;
     let (other_rate, other_times, _) = ceiling(&other, &tokens, &sorted_plans)?;
-    rows.push(Row {
-        name: format!(
+    rows.push(Row::timed(
+        format!(
             "ONNX Runtime session.run, length-sorted, {} I/O binding",
             if other_binding { "with" } else { "without" }
         ),
-        titles_per_s: other_rate,
-        p50_ms: percentile(&other_times, 0.5),
-        p99_ms: percentile(&other_times, 0.99),
-        note: format!("the ceiling above {} one", if other_binding { "has no" } else { "has" }),
-    });
+        other_rate,
+        &other_times,
+        format!("the ceiling above {} one", if other_binding { "has no" } else { "has" }),
+    ));
     drop(other);
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     rows.push(Row {

@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::BatchLimits;
+use crate::common::TextSpec;
 use crate::error::{Error, Result};
 use crate::pipeline::engine::EngineSettings;
 use crate::pipeline::kafka::{KafkaJob, KafkaSettings};
 use crate::pipeline::relabel::{RelabelJob, Shard};
 use crate::pipeline::sinks::{FileSinkSettings, OutputFormat, Rotation};
-use crate::pipeline::text::TextSpec;
 use crate::registry::ModelVersion;
-use crate::serve::{BatchLimits, ExecutionTarget, SessionSettings};
+use crate::serve::{ExecutionTarget, SessionSettings};
 
 /// What a pipeline file runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -188,7 +189,24 @@ impl PipelineConfig {
             .add_source(given.clone())
             .build()
             .map_err(|e| Error::config(&origin, e.to_string()))?;
-        let mut config: Self = merged.try_deserialize().map_err(|e| Error::config(&origin, e.to_string()))?;
+        // Every key must be read by some section: a misspelt one is refused with its full path
+        // (`training.lexical.bukets`), whichever source set it, rather than silently left at its
+        // default. Sections that are plain config structs also deny unknown fields themselves; this
+        // covers the settings records they share with model cards (`[training.settings]`,
+        // `[training.lexical]`), which must stay lenient where cards are read.
+        let mut unknown = Vec::new();
+        let mut config: Self = serde_ignored::deserialize(merged, |path| unknown.push(path.to_string()))
+            .map_err(|e| Error::config(&origin, e.to_string()))?;
+        if !unknown.is_empty() {
+            return Err(Error::config(
+                &origin,
+                format!(
+                    "unknown key{} {}: not a setting prodcat has (misspelt?)",
+                    if unknown.len() > 1 { "s" } else { "" },
+                    unknown.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
         config.device_defaults(|key| given.get::<config::Value>(key).is_ok());
         Ok(config)
     }

@@ -15,23 +15,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether `probe` (a command line) runs; a missing tool fails under PRODCAT_REQUIRE_TOOLS=1.
-fn tool(what: &str, probe: &mut Command) -> bool {
-    let ok = probe.output().is_ok_and(|o| o.status.success());
-    if !ok {
-        let required = std::env::var("PRODCAT_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(!required, "{what} is missing although scripts/test.sh installs it (provision.sh ops)");
-        eprintln!("skipped: {what} is not installed (bash scripts/provision.sh ops)");
-    }
-    ok
-}
-
-fn python() -> Command {
-    let mut c = Command::new("python3");
-    c.env("PYTHONPATH", root().join(".deps/python"));
-    c
-}
-
 fn validate(k8s: &Path, out: &Path) -> Output {
     python()
         .arg(root().join("scripts/validate-deploy.py"))

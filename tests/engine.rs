@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use prodcat::common::BatchLimits;
 use prodcat::metrics::Metrics;
-use prodcat::pipeline::{BatchLimits, EngineSettings, LabelingEngine, TextChunk};
+use prodcat::pipeline::{EngineSettings, LabelingEngine, TextChunk};
 use prodcat::serve::{ModelSlot, SessionSettings};
 
 fn slot(fx: &Fixture) -> ModelSlot {

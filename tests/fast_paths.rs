@@ -7,13 +7,14 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use prodcat::common::Kind;
 use prodcat::models::cascade::Cascade;
 use prodcat::models::ensemble::Ensemble;
 use prodcat::models::quantize::{Precision, QuantizeJob, quantize_model};
 use prodcat::onnx::half::HalfSettings;
 use prodcat::onnx::quantize::QuantizeSettings;
 use prodcat::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, files};
-use prodcat::serve::{ExecutionTarget, Model, SessionSettings, Stage, score_texts};
+use prodcat::serve::{ExecutionTarget, Model, SessionSettings, score_texts};
 
 fn train_lexical(fx: &Fixture, registry: &str) -> std::process::Output {
     let mut args: Vec<String> =
@@ -64,7 +65,7 @@ fn explicit_split_files_refit_and_folds_use_every_label_they_say() {
     assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8);
     // The held-out rows re-derived from the card are exactly the test file's.
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let (texts, _) = runtime.block_on(prodcat::train::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
     let expected: Vec<String> =
         prodcat::testkit::synthetic_products(100, 22).into_iter().map(|p| p.title.trim().to_string()).collect();
     assert_eq!(texts, expected);
@@ -124,7 +125,7 @@ fn lexical_model_trains_exports_with_parity_and_serves() {
     let model = prodcat::models::open(&model_dir, &SessionSettings::default()).unwrap();
     let scored = score_texts(&*model, &["laptop notebook ssd", "novel paperback author"], None).unwrap();
     let (out, stages) = (scored.output, scored.stages);
-    assert_eq!(stages, vec![Stage::Lexical; 2]);
+    assert_eq!(stages, vec![Kind::Lexical; 2]);
     assert_eq!(model.labels()[out.argmax(0).0], "Laptops");
     assert_eq!(model.labels()[out.argmax(1).0], "Books");
     // A lexical model stays on the CPU whatever the device: even a required GPU does not apply.
@@ -174,7 +175,7 @@ fn text_composed_of_several_columns_is_recorded_in_the_card_and_checked_where_it
 
     // The held-out rows read again are composed as training composed them.
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let (texts, _) = runtime.block_on(prodcat::train::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
     let composed: Vec<String> = (0..products.len())
         .map(|i| format!("{} | {}", name(i), body(i).chars().take(40).collect::<String>()))
         .collect();
@@ -376,7 +377,7 @@ fn ensemble_chooses_its_weight_on_validation_and_averages_calibrated_probabiliti
     for w in [0.0f32, 0.3, 1.0] {
         ensemble.lexical_weight = w;
         let scored = score_texts(&ensemble, &texts, None).unwrap();
-        assert!(scored.stages.iter().all(|s| *s == Stage::Ensemble));
+        assert!(scored.stages.iter().all(|s| *s == Kind::Ensemble));
         for (i, p) in scored.output.probabilities.iter().enumerate() {
             let expected = w * lexical.probabilities[i] + (1.0 - w) * transformer_out.probabilities[i];
             assert!((p - expected).abs() < 1e-5, "weight {w}, value {i}: {p} vs {expected}");
@@ -582,7 +583,7 @@ fn auto_with_folds_chooses_out_of_fold_and_trains_the_winner_on_train_and_valida
     assert!(t.validation_macro_f1.is_empty() && t.epochs_run == t.best_epoch && t.epochs_run <= 2, "{t:?}");
     prodcat::models::load_verified(version.clone(), &SessionSettings::default()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let (texts, _) = runtime.block_on(prodcat::train::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
     assert_eq!(texts.len(), data.test_rows);
     // The folds' scratch models are gone; only the published version (and checkpoints) remain.
     let left: Vec<String> = std::fs::read_dir(registry.join("cv"))
@@ -711,13 +712,13 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     let transformer = prodcat::models::open(&tiny, &settings).unwrap();
     let transformer_out = score_texts(&*transformer, &texts, None).unwrap().output;
     cascade.lexical_weight = 0.0;
-    for (threshold, stage) in [(0.0f32, Stage::Lexical), (1.01, Stage::Transformer)] {
+    for (threshold, stage) in [(0.0f32, Kind::Lexical), (1.01, Kind::Transformer)] {
         cascade.threshold = threshold;
         let scored = score_texts(&cascade, &texts, None).unwrap();
         let (out, stages) = (scored.output, scored.stages);
         assert!(stages.iter().all(|s| *s == stage), "threshold {threshold}");
         for r in 0..texts.len() {
-            let expected = if stage == Stage::Lexical {
+            let expected = if stage == Kind::Lexical {
                 cascade.labels()[lexical.argmax(r).0].clone()
             } else {
                 transformer.labels()[transformer_out.argmax(r).0].clone()
@@ -731,7 +732,7 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     cascade.lexical_weight = 0.3;
     cascade.first_stage_temperature = 2.0;
     let scored = score_texts(&cascade, &texts, None).unwrap();
-    assert!(scored.stages.iter().all(|s| *s == Stage::Ensemble));
+    assert!(scored.stages.iter().all(|s| *s == Kind::Ensemble));
     let mapped = cascade.members.score_transformer(&texts).unwrap();
     for r in 0..texts.len() {
         for (k, p) in scored.output.probs(r).iter().enumerate() {
@@ -742,7 +743,7 @@ fn cascade_tunes_its_threshold_and_labels_each_record_by_the_stage_it_reports() 
     // Rows the first stage keeps: its labels, its logits at the first stage's temperature.
     cascade.threshold = 0.0;
     let scored = score_texts(&cascade, &texts, None).unwrap();
-    assert!(scored.stages.iter().all(|s| *s == Stage::Lexical));
+    assert!(scored.stages.iter().all(|s| *s == Kind::Lexical));
     for r in 0..texts.len() {
         let logits: Vec<f32> = lexical.logits_row(r).iter().map(|l| l / 2.0).collect();
         let sum: f32 = logits.iter().map(|l| l.exp()).sum();

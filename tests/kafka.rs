@@ -84,6 +84,12 @@ fn labels_every_record_dead_letters_bad_ones_and_commits_on_shutdown() {
         .collect();
     let review = read_topic(&brokers, &t.review, low.len(), Duration::from_secs(30), false);
     assert_eq!(ids(&review), low);
+    // Labeled, review and dead-letter records are what schemas/ publishes.
+    let json = |records: &[Read]| records.iter().map(Read::json).collect::<Vec<_>>();
+    assert_valid("labeled-output.schema.json", &json(&out));
+    assert_valid("labeled-output.schema.json", &json(&review));
+    let headers: Vec<serde_json::Value> = dead.iter().map(|d| serde_json::json!(d.headers)).collect();
+    assert_valid("kafka-dead-letter-headers.schema.json", &headers);
 
     let (status, metrics) = http_get(port, "/metrics").unwrap();
     assert_eq!(status, 200);
@@ -447,6 +453,8 @@ fn corrections_find_their_text_or_are_dead_lettered_and_commit_inside_the_transa
     );
     let dead = read_topic(&brokers, &t.dead, 4, Duration::from_secs(60), true);
     assert_eq!(dead.len(), 4);
+    let headers: Vec<serde_json::Value> = dead.iter().map(|d| serde_json::json!(d.headers)).collect();
+    assert_valid("kafka-dead-letter-headers.schema.json", &headers);
     assert!(dead[3].headers["prodcat-error"].contains("`p30`"), "{:?}", dead[3].headers);
     stop(child);
     assert_eq!(committed(&brokers, &t.group, &feedback, 1).get(&0).copied(), Some(7));

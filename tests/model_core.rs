@@ -38,7 +38,11 @@ fn tiny_classifier(fx: &Fixture, targets: Vec<LoraTarget>, pooling: Pooling) -> 
 fn served(fx: &Fixture, model: &EncoderClassifier, name: &str) -> SingleModel {
     let dir = fx.path(name);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(files::MODEL), transformer::export(model, &[]).unwrap()).unwrap();
+    std::fs::write(
+        dir.join(files::MODEL),
+        transformer::export(model, prodcat::common::Head::SingleLabel, &[]).unwrap(),
+    )
+    .unwrap();
     std::fs::copy(fx.base.join("tokenizer.json"), dir.join(files::TOKENIZER)).unwrap();
     let labels: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
     prodcat::registry::write_labels(&dir.join(files::LABELS), &labels).unwrap();
@@ -171,7 +175,7 @@ fn job<'a>(fx: &'a Fixture, data: &'a LabeledData, registry: &str, epochs: usize
         data,
         source: DataSource {
             file: fx.csv.display().to_string(),
-            text: prodcat::pipeline::text::TextSpec::column("title"),
+            text: prodcat::common::TextSpec::column("title"),
             label_column: "category".into(),
             group_column: Some("group".into()),
             ..Default::default()

@@ -13,9 +13,20 @@ fn catalogue(fx: &Fixture, n: usize, first_id: i64) -> Vec<(i64, Option<String>)
     (0..n).map(|i| (first_id + i as i64, Some(fx.products[i % fx.products.len()].title.clone()))).collect()
 }
 
-fn relabel(args: &[&str]) -> std::process::Output {
-    let mut all = vec!["relabel", "--no-progress"];
-    all.extend_from_slice(args);
+/// A fixture with a tiny registry and a catalogue of `rows` products at `name`: the fixture, the
+/// registry and the catalogue's path.
+fn with_catalogue(name: &str, rows: usize) -> (Fixture, String, String) {
+    let fx = Fixture::new(300);
+    let registry = tiny_registry(&fx).display().to_string();
+    let input = fx.path(name);
+    write_catalogue(&input, &catalogue(&fx, rows, 0));
+    (fx, registry, input.display().to_string())
+}
+
+/// `prodcat relabel --model MODEL --input INPUT --output OUTPUT`, then `extra` flags.
+fn relabel(model: &str, input: &str, output: &str, extra: &[&str]) -> std::process::Output {
+    let mut all = vec!["relabel", "--no-progress", "--model", model, "--input", input, "--output", output];
+    all.extend_from_slice(extra);
     prodcat(&all)
 }
 
@@ -32,14 +43,7 @@ fn labels_every_row_and_dead_letters_the_bad_ones() {
     write_catalogue(&input.join("a.parquet"), &rows);
     write_catalogue(&input.join("b.parquet"), &catalogue(&fx, 120, 1000));
     let out = fx.path("out");
-    let o = relabel(&[
-        "--model",
-        &registry.display().to_string(),
-        "--input",
-        &input.display().to_string(),
-        "--output",
-        &out.display().to_string(),
-    ]);
+    let o = relabel(&registry.display().to_string(), &input.display().to_string(), &out.display().to_string(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = stdout(&o);
     assert!(summary.contains("dead-lettered"), "{summary}");
@@ -87,31 +91,19 @@ fn labels_every_row_and_dead_letters_the_bad_ones() {
     let reasons: BTreeSet<String> = dead.iter().map(|d| d["reason"].as_str().unwrap().to_string()).collect();
     assert_eq!(reasons, ["empty_text", "missing_text", "oversized"].map(String::from).into_iter().collect());
     assert!(dead.iter().all(|d| d["record"]["id"].is_i64() && d["source_row"].is_i64()));
+    // Both kinds of output record are what schemas/ publishes.
+    assert_valid("labeled-output.schema.json", &batches_as_json(&batches));
+    assert_valid("dead-letter.schema.json", &dead);
     // No temporary files are left behind.
     assert!(std::fs::read_dir(&out).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().ends_with(".tmp")));
 }
 
 #[test]
 fn arrow_output_where_filter_and_shards() {
-    let fx = Fixture::new(300);
-    let registry = tiny_registry(&fx).display().to_string();
-    let input = fx.path("cat.parquet");
-    write_catalogue(&input, &catalogue(&fx, 400, 0));
-    let input = input.display().to_string();
+    let (fx, registry, input) = with_catalogue("cat.parquet", 400);
 
     let out = fx.path("arrow-out");
-    let o = relabel(&[
-        "--model",
-        &registry,
-        "--input",
-        &input,
-        "--output",
-        &out.display().to_string(),
-        "--format",
-        "arrow",
-        "--where",
-        "price < 50",
-    ]);
+    let o = relabel(&registry, &input, &out.display().to_string(), &["--format", "arrow", "--where", "price < 50"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut rows = 0;
     for entry in
@@ -131,16 +123,7 @@ fn arrow_output_where_filter_and_shards() {
     let mut seen = Vec::new();
     for shard in ["0/2", "1/2"] {
         let dir = fx.path(&format!("shard-{}", &shard[..1]));
-        let o = relabel(&[
-            "--model",
-            &registry,
-            "--input",
-            &input,
-            "--output",
-            &dir.display().to_string(),
-            "--shard",
-            shard,
-        ]);
+        let o = relabel(&registry, &input, &dir.display().to_string(), &["--shard", shard]);
         assert!(o.status.success(), "{}", stderr(&o));
         let ids = i64_column(&read_parquet_dir(&dir), "id");
         assert_eq!(ids.len(), 200);
@@ -203,32 +186,21 @@ fn killed_relabel_resumes_and_writes_every_row_once() {
 
 #[test]
 fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
-    let fx = Fixture::new(300);
-    let registry = tiny_registry(&fx).display().to_string();
-    let good = fx.path("good.parquet");
-    write_catalogue(&good, &catalogue(&fx, 50, 0));
-    let good = good.display().to_string();
+    let (fx, registry, good) = with_catalogue("good.parquet", 50);
     let not_parquet = fx.path("notes.parquet");
     std::fs::write(&not_parquet, "this is not parquet").unwrap();
     let out = fx.path("out");
     let out_arg = out.display().to_string();
 
-    let o = relabel(&["--model", &registry, "--input", &not_parquet.display().to_string(), "--output", &out_arg]);
+    let o = relabel(&registry, &not_parquet.display().to_string(), &out_arg, &[]);
     assert_clean_failure(&o, &["notes.parquet", "Parquet"]);
-    let o = relabel(&["--model", &registry, "--input", &good, "--output", &out_arg, "--text-columns", "name"]);
+    let o = relabel(&registry, &good, &out_arg, &["--text-columns", "name"]);
     assert_clean_failure(&o, &["`name`", "good.parquet"]);
-    let o = relabel(&["--model", &registry, "--input", &good, "--output", &out_arg, "--where", "price >>> 3"]);
+    let o = relabel(&registry, &good, &out_arg, &["--where", "price >>> 3"]);
     assert_clean_failure(&o, &["--where"]);
-    let o = relabel(&["--model", &registry, "--input", &good, "--output", &out_arg, "--where", "no_such_column = 1"]);
+    let o = relabel(&registry, &good, &out_arg, &["--where", "no_such_column = 1"]);
     assert_clean_failure(&o, &["--where", "no_such_column"]);
-    let o = relabel(&[
-        "--model",
-        &registry,
-        "--input",
-        &fx.path("missing/*.parquet").display().to_string(),
-        "--output",
-        &out_arg,
-    ]);
+    let o = relabel(&registry, &fx.path("missing/*.parquet").display().to_string(), &out_arg, &[]);
     assert_clean_failure(&o, &["missing"]);
     // CUDA on a CPU-only ONNX Runtime: one clear line and CPU — or, required, an error.
     let cpu_build = prodcat::runtime::find_in_deps("libonnxruntime.so").expect("scripts/provision.sh installs it");
@@ -236,9 +208,7 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
     // `relabel --device cuda` into `out`, with `first` flags before the usual ones.
     let on_cuda = |first: &[&str], out: &str| {
         let out = fx.path(out).display().to_string();
-        let usual =
-            ["--model", registry.as_str(), "--input", good.as_str(), "--output", out.as_str(), "--device", "cuda"];
-        relabel(&[first, &usual[..]].concat())
+        relabel(&registry, &good, &out, &[first, &["--device", "cuda"][..]].concat())
     };
     let o = on_cuda(&["--ort-lib", &cpu_build], "cuda-out");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -270,14 +240,14 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
     let mut card = prodcat::registry::ModelCard::read(&v1.join("card.json")).unwrap();
     card.parity.as_mut().unwrap().passed = false;
     card.write(&v1.join("card.json")).unwrap();
-    let o = relabel(&["--model", &registry, "--input", &good, "--output", &out_arg]);
+    let o = relabel(&registry, &good, &out_arg, &[]);
     assert_clean_failure(&o, &["parity check failed"]);
     card.parity.as_mut().unwrap().passed = true;
     card.write(&v1.join("card.json")).unwrap();
     // An output "folder" that is a file cannot be created.
     let blocked = fx.path("blocked");
     std::fs::write(&blocked, "").unwrap();
-    let o = relabel(&["--model", &registry, "--input", &good, "--output", &blocked.join("sub").display().to_string()]);
+    let o = relabel(&registry, &good, &blocked.join("sub").display().to_string(), &[]);
     assert_clean_failure(&o, &["--output", "blocked"]);
     // Nothing was written by any failed run.
     let leftovers: Vec<_> =
@@ -297,7 +267,7 @@ fn a_full_disk_ends_the_relabel_with_a_clear_error() {
     let Some(_disk) = FullDisk::mount(&fx.path("full")) else { return };
     let out = fx.path("full/out");
     let (input_arg, out_arg) = (input.display().to_string(), out.display().to_string());
-    let o = relabel(&["--model", &registry, "--input", &input_arg, "--output", &out_arg]);
+    let o = relabel(&registry, &input_arg, &out_arg, &[]);
     assert_clean_failure(&o, &["No space left on device"]);
     // No finished output file claims to be complete.
     let finished: Vec<_> = std::fs::read_dir(&out)
@@ -308,17 +278,14 @@ fn a_full_disk_ends_the_relabel_with_a_clear_error() {
 
 #[test]
 fn pipeline_file_runs_with_environment_overrides() {
-    let fx = Fixture::new(300);
-    let registry = tiny_registry(&fx).display().to_string();
-    let input = fx.path("cat.parquet");
-    write_catalogue(&input, &catalogue(&fx, 100, 0));
+    let (fx, registry, input) = with_catalogue("cat.parquet", 100);
     let out = fx.path("env-out");
     let pipeline = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/nightly-relabel.toml");
     let o = prodcat_env(
         &["run", &pipeline.display().to_string(), "--set", "relabel.progress=false"],
         &[
             ("PRODCAT__MODEL__PATH", &registry),
-            ("PRODCAT__RELABEL__INPUTS", &input.display().to_string()),
+            ("PRODCAT__RELABEL__INPUTS", &input),
             ("PRODCAT__RELABEL__OUTPUT", &out.display().to_string()),
             ("PRODCAT__RELABEL__FORMAT", "arrow"),
         ],

@@ -4,37 +4,27 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use prodcat::data::{LabeledData, LabeledDataSpec};
+use prodcat::common::BatchLimits;
+use prodcat::data::LabeledData;
 use prodcat::eval::cascade::{ThresholdBounds, format_tuning, plot_tuning};
 use prodcat::eval::{evaluate, format_report, label_ids, write_report};
 use prodcat::models::cascade::Cascade;
 use prodcat::registry::{ModelVersion, files};
-use prodcat::serve::{BatchLimits, Model};
+use prodcat::serve::Model;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Registry model: a version folder, a model folder with `current`, or a one-model registry.
     #[arg(long, env = "PRODCAT_MODEL")]
     model: PathBuf,
-    /// Labeled data: CSV, TSV, JSONL or Parquet.
-    #[arg(long)]
-    data: PathBuf,
     #[command(flatten)]
-    text: super::TextColumns,
-    #[arg(long)]
-    label_column: String,
+    data: super::DataArgs,
     /// Folder for metrics.json and the PNG plots (default: reports/<name>-<version>).
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Use a seeded random sample of N usable rows (kept in file order).
-    #[arg(long)]
-    max_rows: Option<usize>,
     /// Most texts per batch (default: the model's own token-budget batching).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Drop rows with an empty text or label instead of failing.
-    #[arg(long)]
-    skip_invalid: bool,
     /// Cascades: choose the confidence threshold on this data (curve table and PNG in the report
     /// folder) and store it in the model's card.json.
     #[arg(long)]
@@ -49,21 +39,13 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = args.device.session(ort_lib);
     let version = ModelVersion::open(&args.model)?;
-    let text = args.text.spec()?;
-    if let Some(problem) = version.card.data.as_ref().and_then(|d| d.text.as_ref()).and_then(|t| t.mismatch(&text)) {
+    let (spec, _) = args.data.read(None, 0)?;
+    if let Some(problem) = version.card.data.as_ref().and_then(|d| d.text.as_ref()).and_then(|t| t.mismatch(&spec.text))
+    {
         tracing::warn!(model = %version.id(), "--text-column: {problem}");
     }
-    let spec = LabeledDataSpec {
-        path: args.data.clone(),
-        text,
-        label_column: args.label_column.clone(),
-        group_column: None,
-        max_rows: args.max_rows,
-        sample_seed: 0,
-        skip_invalid: args.skip_invalid,
-    };
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
-    let origin = format!("{} column `{}`", args.data.display(), args.label_column);
+    let origin = format!("{} column `{}`", args.data.data.display(), args.data.label_column);
     let report_dir = args
         .report
         .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", version.card.name, version.card.version)));
@@ -96,7 +78,7 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let extra = serde_json::json!({
         "model": model.id(),
         "model_dir": model.dir().display().to_string(),
-        "data": args.data.display().to_string(),
+        "data": args.data.data.display().to_string(),
         "rows_rejected": data.rejected,
         "seconds": seconds,
         "texts_per_second": data.len() as f64 / seconds.max(1e-9),
@@ -105,7 +87,7 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     println!(
         "{} on {} ({} rows, {:.0} texts/s)\n",
         model.id(),
-        args.data.display(),
+        args.data.data.display(),
         data.len(),
         data.len() as f64 / seconds.max(1e-9)
     );

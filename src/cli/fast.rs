@@ -14,9 +14,10 @@ use prodcat::models::pair::{CompositeJob, Rows};
 use prodcat::models::quantize::{Precision, QuantizeJob, quantize_model};
 use prodcat::onnx::half::HalfSettings;
 use prodcat::onnx::quantize::QuantizeSettings;
+use prodcat::registry::held_out;
 use prodcat::registry::{ModelCard, ModelVersion};
 use prodcat::serve::SessionSettings;
-use prodcat::train::{Candidate, held_out};
+use prodcat::staging::Candidate;
 
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
@@ -172,7 +173,7 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
         Some(data) => {
             let spec = LabeledDataSpec {
                 path: data.clone(),
-                text: prodcat::pipeline::text::TextSpec::column(args.text_column.as_deref().unwrap_or_default()),
+                text: prodcat::common::TextSpec::column(args.text_column.as_deref().unwrap_or_default()),
                 label_column: args.label_column.clone().unwrap_or_default(),
                 group_column: None,
                 max_rows: None,
@@ -246,7 +247,7 @@ pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()
     };
     let (candidate, tuning) = build_cascade(job)?;
     let share = candidate.test.as_ref().map(|t| {
-        t.stages.iter().filter(|s| **s != prodcat::serve::Stage::Lexical).count() as f64 / t.stages.len().max(1) as f64
+        t.stages.iter().filter(|s| **s != prodcat::common::Kind::Lexical).count() as f64 / t.stages.len().max(1) as f64
     });
     if let Some(t) = &tuning {
         if let Some(w) = &t.weight {

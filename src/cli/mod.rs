@@ -57,6 +57,67 @@ pub enum Command {
     Check(models::CheckArgs),
 }
 
+/// The labeled file a command reads (`train`, `eval`, `split`), declared once.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Labeled data: CSV, TSV, JSONL or Parquet.
+    #[arg(long)]
+    pub data: std::path::PathBuf,
+    #[command(flatten)]
+    pub text: TextColumns,
+    /// Column holding the category.
+    #[arg(long)]
+    pub label_column: String,
+    /// Use a seeded random sample of N usable rows (kept in file order).
+    #[arg(long)]
+    pub max_rows: Option<usize>,
+    /// Drop rows with an empty text or label instead of failing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+/// How labeled rows are dealt into train, validation and test (`train`, `split`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DealArgs {
+    /// Column grouping rows of the same product (kept in one split).
+    #[arg(long)]
+    pub group_column: Option<String>,
+    /// Seed of the split and of --max-rows' sample.
+    #[arg(long, default_value_t = prodcat::data::prepare::DEFAULT_SEED)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub fractions: split::Fractions,
+}
+
+impl DataArgs {
+    /// What to read (rows sampled with `seed`, grouped by `group_column`) and where it came from
+    /// (recorded in a card).
+    pub fn read(
+        &self,
+        group_column: Option<&str>,
+        seed: u64,
+    ) -> anyhow::Result<(prodcat::data::LabeledDataSpec, prodcat::data::prepare::DataSource)> {
+        let text = self.text.spec()?;
+        let spec = prodcat::data::LabeledDataSpec {
+            path: self.data.clone(),
+            text: text.clone(),
+            label_column: self.label_column.clone(),
+            group_column: group_column.map(str::to_string),
+            max_rows: self.max_rows,
+            sample_seed: seed,
+            skip_invalid: self.skip_invalid,
+        };
+        let source = prodcat::data::prepare::DataSource {
+            file: self.data.display().to_string(),
+            text,
+            label_column: self.label_column.clone(),
+            group_column: group_column.map(str::to_string),
+            ..Default::default()
+        };
+        Ok((spec, source))
+    }
+}
+
 /// The column(s) of a labeled file that make up each product text.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TextColumns {
@@ -83,7 +144,7 @@ fn parse_max_chars(value: &str) -> Result<(String, usize), String> {
 
 impl TextColumns {
     /// How each text is composed from the row's columns.
-    pub fn spec(&self) -> anyhow::Result<prodcat::pipeline::text::TextSpec> {
+    pub fn spec(&self) -> anyhow::Result<prodcat::common::TextSpec> {
         let fields: Vec<String> = self.text_column.iter().map(|c| c.trim().to_string()).collect();
         if fields.iter().any(String::is_empty) {
             anyhow::bail!("--text-column: an empty column name in {:?}", self.text_column.join(","));
@@ -95,7 +156,7 @@ impl TextColumns {
             );
         }
         // Files are read whole: no size limit, as `TextSpec::column`.
-        Ok(prodcat::pipeline::text::TextSpec {
+        Ok(prodcat::common::TextSpec {
             fields,
             max_chars: self.max_chars.iter().cloned().collect(),
             max_bytes: usize::MAX,

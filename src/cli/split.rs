@@ -7,53 +7,25 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use prodcat::data::prepare::{DataSource, check_fractions, prepare_data};
-use prodcat::data::{LabeledData, LabeledDataSpec, Split};
+use prodcat::data::prepare::{check_fractions, prepare_data};
+use prodcat::data::{LabeledData, Split};
 
 #[derive(Debug, Args)]
 pub struct SplitArgs {
-    #[arg(long)]
-    data: PathBuf,
     #[command(flatten)]
-    text: super::TextColumns,
-    #[arg(long)]
-    label_column: String,
-    #[arg(long)]
-    group_column: Option<String>,
-    #[arg(long)]
-    max_rows: Option<usize>,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long)]
-    skip_invalid: bool,
+    data: super::DataArgs,
     #[command(flatten)]
-    fractions: Fractions,
+    deal: super::DealArgs,
     /// Output CSV with columns `text,label,split` (one row per usable input row, in order).
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(args: SplitArgs) -> anyhow::Result<()> {
-    let text = args.text.spec()?;
-    let spec = LabeledDataSpec {
-        path: args.data.clone(),
-        text: text.clone(),
-        label_column: args.label_column.clone(),
-        group_column: args.group_column.clone(),
-        max_rows: args.max_rows,
-        sample_seed: args.seed,
-        skip_invalid: args.skip_invalid,
-    };
+    let (spec, source) = args.data.read(args.deal.group_column.as_deref(), args.deal.seed)?;
     let data = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
     // Exactly what `prodcat train` does with the same file, columns, fractions and seed.
-    let source = DataSource {
-        file: args.data.display().to_string(),
-        text,
-        label_column: args.label_column,
-        group_column: args.group_column,
-        ..Default::default()
-    };
-    let (_, _, split) = prepare_data(&data, None, &source, args.fractions.get()?, args.seed, false)?;
+    let (_, _, split) = prepare_data(&data, None, &source, args.deal.fractions.get()?, args.deal.seed, false)?;
     let mut which = vec![Split::Train; data.len()];
     for s in [Split::Validation, Split::Test] {
         for &r in split.rows(s) {
@@ -84,7 +56,7 @@ pub fn run(args: SplitArgs) -> anyhow::Result<()> {
 }
 
 /// `--split TRAIN,VAL,TEST`: the fractions of the training file (shared by `train` and `split`).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Fractions {
     /// Train, validation and test fractions of the training file (stratified, grouped, seeded).
     #[arg(long = "split", value_delimiter = ',', num_args = 1, default_value = "0.8,0.1,0.1")]

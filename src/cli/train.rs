@@ -5,31 +5,23 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use prodcat::common::{FeatureNorm, FeaturizerSettings, Kind, LexicalSettings, LexicalSolver, TermFrequency};
 use prodcat::data::prepare::read_training_data;
-use prodcat::data::{LabeledData, LabeledDataSpec, Split};
+use prodcat::data::{LabeledData, Split};
 use prodcat::encoder::{LoraSettings, LoraTarget, Pooling};
 use prodcat::eval::format_report;
 use prodcat::eval::plots::{TradeoffPoint, tradeoff_plot};
-use prodcat::lexical::{
-    FeatureNorm, FeaturizerSettings, LexicalJob, LexicalSettings, LexicalSolver, TermFrequency, fit_lexical,
-};
+use prodcat::lexical::{LexicalJob, fit_lexical};
 use prodcat::models::auto::{AutoJob, AutoOutcome, CandidateScore, train_auto};
 use prodcat::serve::{ExecutionTarget, SessionSettings};
 use prodcat::train::{DataSource, TrainJob, TrainSettings, default_epochs, fit};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Labeled data: CSV, TSV, JSONL or Parquet.
-    #[arg(long, env = "PRODCAT_TRAIN_DATA")]
-    data: PathBuf,
     #[command(flatten)]
-    text: super::TextColumns,
-    /// Column holding the category.
-    #[arg(long)]
-    label_column: String,
-    /// Column grouping rows of the same product (kept in one split).
-    #[arg(long)]
-    group_column: Option<String>,
+    data: super::DataArgs,
+    #[command(flatten)]
+    deal: super::DealArgs,
     /// A file (same columns) that is the validation split as it is; the training file then gives
     /// no validation rows.
     #[arg(long)]
@@ -38,8 +30,6 @@ pub struct TrainArgs {
     /// test rows.
     #[arg(long)]
     test_data: Option<PathBuf>,
-    #[command(flatten)]
-    fractions: super::split::Fractions,
     /// After choosing epochs / regularisation on validation, train the published model on train +
     /// validation (the card says so and keeps the validation-time figures). With `--model-type
     /// auto`: the candidates are compared on validation as without it, then the winner is refitted.
@@ -58,7 +48,7 @@ pub struct TrainArgs {
     /// Model family: transformer (LoRA on the base encoder), lexical (hashed n-grams, linear), or
     /// auto (all of them and their ensemble and cascade; the best on validation is published).
     #[arg(long, value_enum, default_value = "transformer")]
-    model_type: ModelFamily,
+    model_type: ModelType,
     /// Lexical models: solver. svm = one-vs-rest squared-hinge SVMs solved to convergence (dual
     /// coordinate descent, C chosen on validation, temperature-calibrated); sgd = the earlier
     /// AdaGrad softmax regression.
@@ -92,11 +82,6 @@ pub struct TrainArgs {
     /// optimizer steps, between 3 and 10; lexical sgd, 30).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Use a seeded random sample of N usable rows (kept in file order).
-    #[arg(long)]
-    max_rows: Option<usize>,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
     /// Continue the interrupted run with the same data and settings from its last checkpoint
     /// (after a finished run, `--refit --resume` refits from its choices without searching again).
     #[arg(long)]
@@ -139,13 +124,10 @@ pub struct TrainArgs {
     /// Epochs without validation improvement before stopping early (default: 2 transformer, 4 lexical).
     #[arg(long)]
     patience: Option<usize>,
-    /// Drop rows with an empty text or label instead of failing.
-    #[arg(long)]
-    skip_invalid: bool,
     /// `--model-type auto`: the kinds that may be published (all four are built and compared):
     /// lexical, transformer, ensemble, cascade.
-    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(prodcat::models::auto::KINDS))]
-    candidates: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = Kind::parse)]
+    candidates: Vec<Kind>,
     /// `--model-type auto`: folder for the comparison (default reports/<name>-auto).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -160,30 +142,18 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     // Fail early (before minutes of training) if ONNX Runtime is unusable.
     prodcat::runtime::environment(ort_lib.as_deref())?;
-    let text = args.text.spec()?;
-    let spec = LabeledDataSpec {
-        path: args.data.clone(),
-        text: text.clone(),
-        label_column: args.label_column.clone(),
-        group_column: args.group_column.clone(),
-        max_rows: args.max_rows,
-        sample_seed: args.seed,
-        skip_invalid: args.skip_invalid,
-    };
+    let (spec, source) = args.data.read(args.deal.group_column.as_deref(), args.deal.seed)?;
     let data = super::tokio_runtime()?.block_on(read_training_data(
         &spec,
         args.validation_data.as_deref(),
         args.test_data.as_deref(),
     ))?;
     let source = DataSource {
-        file: args.data.display().to_string(),
-        text,
-        label_column: args.label_column.clone(),
-        group_column: args.group_column.clone(),
         validation_file: args.validation_data.as_ref().map(|p| p.display().to_string()),
         test_file: args.test_data.as_ref().map(|p| p.display().to_string()),
+        ..source
     };
-    let split = args.fractions.get()?;
+    let split = args.deal.fractions.get()?;
     if args.folds.is_some_and(|k| k < 2) {
         anyhow::bail!("--folds needs at least 2 folds");
     }
@@ -192,19 +162,24 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         .num_threads(args.threads.unwrap_or(0))
         .build()
         .context("building the training thread pool")?;
-    if args.folds.is_some() && args.model_type == ModelFamily::Transformer {
+    if args.folds.is_some() && args.model_type == ModelType::One(Kind::Transformer) {
         anyhow::bail!(
             "--folds applies to lexical and auto models; a transformer alone chooses its epochs on the validation split"
         );
     }
     let base = || args.base.clone().context("--base is required for a transformer model");
     let candidate = match args.model_type {
-        ModelFamily::Lexical => pool.install(|| fit_lexical(lexical_job(&args, &data, source, session, split)))?,
-        ModelFamily::Transformer => {
+        ModelType::One(Kind::Lexical) => {
+            pool.install(|| fit_lexical(lexical_job(&args, &data, source, session, split)))?
+        }
+        ModelType::One(Kind::Transformer) => {
             let job = transformer_job(&args, &data, source, base()?, session, split);
             pool.install(|| fit(job))?
         }
-        ModelFamily::Auto => {
+        ModelType::One(composite @ (Kind::Ensemble | Kind::Cascade)) => {
+            unreachable!("--model-type offers no {composite}: ModelType::variants leaves composites out")
+        }
+        ModelType::Auto => {
             let job = AutoJob {
                 lexical: lexical_job(&args, &data, source.clone(), session.clone(), split),
                 transformer: transformer_job(&args, &data, source, base()?, session.clone(), split),
@@ -242,14 +217,17 @@ fn lexical_job<'a>(
             },
             ..Default::default()
         },
-        epochs: args.epochs.filter(|_| args.model_type == ModelFamily::Lexical).unwrap_or(defaults.epochs),
+        epochs: args.epochs.filter(|_| args.model_type == ModelType::One(Kind::Lexical)).unwrap_or(defaults.epochs),
         learning_rate: args
             .learning_rate
-            .filter(|_| args.model_type == ModelFamily::Lexical)
+            .filter(|_| args.model_type == ModelType::One(Kind::Lexical))
             .map_or(defaults.learning_rate, |lr| lr as f32),
-        patience: args.patience.filter(|_| args.model_type == ModelFamily::Lexical).unwrap_or(defaults.patience),
+        patience: args
+            .patience
+            .filter(|_| args.model_type == ModelType::One(Kind::Lexical))
+            .unwrap_or(defaults.patience),
         class_weights: args.class_weights,
-        seed: args.seed,
+        seed: args.deal.seed,
         solver: match args.solver {
             LexicalSolverArg::Svm => LexicalSolver::Svm,
             LexicalSolverArg::Sgd => LexicalSolver::Sgd,
@@ -302,7 +280,11 @@ fn auto_report(args: &TrainArgs, outcome: &AutoOutcome) -> anyhow::Result<()> {
     }
     println!(
         "chosen{}: best validation macro-F1; within {} of it, the fastest (worst AUC: classes with ≥ 10 test rows)",
-        if args.candidates.is_empty() { String::new() } else { format!(" among {}", args.candidates.join(", ")) },
+        if args.candidates.is_empty() {
+            String::new()
+        } else {
+            format!(" among {}", args.candidates.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "))
+        },
         prodcat::models::auto::TIE
     );
     if let Some(k) = outcome.folds {
@@ -331,7 +313,7 @@ fn auto_report(args: &TrainArgs, outcome: &AutoOutcome) -> anyhow::Result<()> {
     let points: Vec<TradeoffPoint> = scores
         .iter()
         .map(|s| TradeoffPoint {
-            name: s.model.clone(),
+            name: s.model.name().to_string(),
             titles_per_second: s.titles_per_second,
             macro_f1: s.validation_macro_f1,
             chosen: s.chosen,
@@ -365,14 +347,33 @@ enum TermFrequencyArg {
     Binary,
 }
 
-/// The model families `prodcat train` builds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ModelFamily {
-    Transformer,
-    Lexical,
-    /// Every family (lexical, transformer, their ensemble and cascade) on the same split; the
-    /// best on validation is published, with a comparison report.
+/// What `prodcat train --model-type` builds: a kind that trains from data alone (the composites
+/// are built from trained members, by `prodcat ensemble` / `prodcat cascade` or by `auto`), or
+/// `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelType {
+    One(Kind),
+    /// Every kind on the same split; the best on validation is published, with a comparison
+    /// report.
     Auto,
+}
+
+impl clap::ValueEnum for ModelType {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: std::sync::LazyLock<Vec<ModelType>> = std::sync::LazyLock::new(|| {
+            let alone = Kind::ALL.into_iter().filter(|k| !k.is_composite()).map(ModelType::One);
+            alone.chain([ModelType::Auto]).collect()
+        });
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            ModelType::One(kind) => clap::builder::PossibleValue::new(kind.name()),
+            ModelType::Auto => clap::builder::PossibleValue::new("auto")
+                .help("every kind and their ensemble and cascade on one split; the best on validation is published"),
+        })
+    }
 }
 
 fn transformer_job<'a>(
@@ -398,7 +399,7 @@ fn transformer_job<'a>(
         max_length: args.max_length,
         patience: args.patience.unwrap_or(defaults.patience),
         class_weights: args.class_weights,
-        seed: args.seed,
+        seed: args.deal.seed,
         lora: LoraSettings {
             rank: args.lora_rank,
             alpha: args.lora_alpha,
@@ -428,7 +429,7 @@ fn transformer_job<'a>(
 }
 
 /// Prints the test report, publishes the candidate and prints where it went.
-fn report(candidate: prodcat::train::Candidate, out: &std::path::Path) -> anyhow::Result<()> {
+fn report(candidate: prodcat::staging::Candidate, out: &std::path::Path) -> anyhow::Result<()> {
     if let Some(test) = &candidate.test {
         println!("test split ({} rows), through ONNX Runtime:\n{}", test.report.rows, format_report(&test.report));
     }

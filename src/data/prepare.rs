@@ -3,12 +3,11 @@
 //! card's description of the data, and re-deriving a trained model's held-out rows.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{LabeledData, Split, SplitAssignment, stratified_group_split};
+use crate::common::TextSpec;
 use crate::error::{Error, Result};
-use crate::pipeline::text::TextSpec;
-use crate::registry::card::DataInfo;
 
 /// The split seed when none is given.
 pub const DEFAULT_SEED: u64 = 42;
@@ -102,7 +101,7 @@ fn split_rows(data: &LabeledData, fractions: [f64; 3], seed: u64, stable: bool) 
 }
 
 /// Counts of each label.
-fn class_counts(labels: &[String]) -> BTreeMap<String, usize> {
+pub fn class_counts(labels: &[String]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for l in labels {
         *counts.entry(l.clone()).or_default() += 1;
@@ -146,83 +145,4 @@ pub fn prepare_data(
         return Err(Error::data(&source.file, format!("too few rows ({}) for a train/validation split", data.len())));
     }
     Ok((labels, y, split))
-}
-
-/// The card's description of the training data.
-pub fn data_info(source: &DataSource, data: &LabeledData, split: &SplitAssignment) -> DataInfo {
-    DataInfo {
-        file: source.file.clone(),
-        text_column: source.text.primary().to_string(),
-        text: (!source.text.is_single_column()).then(|| source.text.composition()),
-        label_column: source.label_column.clone(),
-        group_column: source.group_column.clone(),
-        validation_file: source.validation_file.clone(),
-        test_file: source.test_file.clone(),
-        sha256: data.fingerprint(),
-        rows: data.len(),
-        rows_rejected: data.rejected,
-        train_rows: split.train.len(),
-        validation_rows: split.validation.len(),
-        test_rows: split.test.len(),
-        class_counts: class_counts(&data.labels),
-    }
-}
-
-/// Texts and labels of one split of the data a model was trained on: the file its card names
-/// (or `file`, when it moved) read again and split exactly as training did. The data must hash to
-/// the card's fingerprint, so the held-out rows are really held out.
-pub async fn held_out(
-    card: &crate::registry::ModelCard,
-    which: super::Split,
-    file: Option<&Path>,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let info = card.data.as_ref().ok_or_else(|| {
-        Error::config(
-            "--data",
-            format!("model {}:{} records no training data; pass labeled rows", card.name, card.version),
-        )
-    })?;
-    let (seed, fractions, stable) =
-        card.training.as_ref().map_or((DEFAULT_SEED, DEFAULT_SPLIT, false), |t| (t.seed, t.split, t.stable_split));
-    let path = file.map_or_else(|| PathBuf::from(&info.file), Path::to_path_buf);
-    let (validation, test) =
-        (info.validation_file.as_ref().map(PathBuf::from), info.test_file.as_ref().map(PathBuf::from));
-    let text = info.text.as_ref().map_or_else(|| TextSpec::column(&info.text_column), |t| t.spec());
-    let mut spec = super::LabeledDataSpec {
-        path: path.clone(),
-        text: text.clone(),
-        label_column: info.label_column.clone(),
-        group_column: info.group_column.clone(),
-        max_rows: None,
-        sample_seed: seed,
-        skip_invalid: info.rows_rejected > 0,
-    };
-    // Rows of the training file alone: the card's rows less those of the given split files.
-    let mut given_rows = 0;
-    for file in [&validation, &test].into_iter().flatten() {
-        given_rows += LabeledData::read(&super::LabeledDataSpec { path: file.clone(), ..spec.clone() }).await?.len();
-    }
-    spec.max_rows = Some(info.rows.saturating_sub(given_rows));
-    let data = read_training_data(&spec, validation.as_deref(), test.as_deref()).await?;
-    if data.fingerprint() != info.sha256 {
-        return Err(Error::data(
-            &path,
-            format!(
-                "this is not the data {}:{} was trained on (hash differs); pass the original file",
-                card.name, card.version
-            ),
-        ));
-    }
-    // Exactly the split training made.
-    let source = DataSource {
-        file: path.display().to_string(),
-        text,
-        label_column: info.label_column.clone(),
-        group_column: info.group_column.clone(),
-        validation_file: info.validation_file.clone(),
-        test_file: info.test_file.clone(),
-    };
-    let (_, _, split) = prepare_data(&data, None, &source, fractions, seed, stable)?;
-    let rows = split.rows(which);
-    Ok((rows.iter().map(|&r| data.texts[r].clone()).collect(), rows.iter().map(|&r| data.labels[r].clone()).collect()))
 }

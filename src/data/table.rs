@@ -14,8 +14,8 @@ use datafusion::prelude::{
 use sha2::{Digest, Sha256};
 
 use super::Split;
+use crate::common::{Head, TextSpec};
 use crate::error::{Error, Result};
-use crate::pipeline::text::TextSpec;
 
 /// The on-disk formats prodcat reads tables from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +127,9 @@ pub struct LabeledData {
     /// (`--validation-data`, `--test-data`): `Some(split)` for those rows, `None` for rows of the
     /// training file (split by fractions). `None` altogether for data from one file.
     pub fixed_split: Option<Vec<Option<Split>>>,
+    /// What the labels are: one class per row (`single_label`) is what every reader makes today.
+    /// Trainers train for it, and their cards record it.
+    pub head: Head,
 }
 
 impl LabeledData {
@@ -228,6 +231,7 @@ impl LabeledData {
             groups: self.groups.as_ref().map(|g| rows.iter().map(|&i| g[i].clone()).collect()),
             rejected: self.rejected,
             fixed_split: self.fixed_split.as_ref().map(|f| rows.iter().map(|&i| f[i]).collect()),
+            head: self.head,
         }
     }
 

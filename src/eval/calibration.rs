@@ -35,11 +35,6 @@ pub fn softmax(logits: &[f32], probs: &mut [f32]) {
     probs.iter_mut().zip(logits).for_each(|(p, l)| *p = (l - max).exp() / sum);
 }
 
-/// Serde default of temperatures recorded after the cards that lack them: 1 (no scaling).
-pub fn unit_temperature() -> f32 {
-    1.0
-}
-
 /// The row's largest logit and ln Σ exp((x − max) / t).
 fn log_sum_exp(l: &[f32], t: f32) -> (f32, f32) {
     let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -56,7 +56,7 @@ pub struct ThresholdTuning {
     pub curve: Vec<ThresholdPoint>,
     /// The first stage's scores are softmax(lexical logits / T) for this T (module docs; cards
     /// from before: 1).
-    #[serde(default = "super::calibration::unit_temperature")]
+    #[serde(default = "crate::registry::card::unit_temperature")]
     pub first_stage_temperature: f32,
 }
 

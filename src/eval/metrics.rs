@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::card::SplitMetrics;
+
 /// Metrics of one class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
@@ -29,6 +31,20 @@ pub struct ClassificationReport {
     /// `confusion[true][predicted]`, in label order.
     pub confusion: Vec<Vec<usize>>,
     pub labels: Vec<String>,
+}
+
+impl ClassificationReport {
+    /// The headline numbers a card keeps of a full report.
+    pub fn headline(&self) -> SplitMetrics {
+        SplitMetrics {
+            rows: self.rows,
+            accuracy: self.accuracy,
+            macro_f1: self.macro_f1,
+            macro_precision: self.macro_precision,
+            macro_recall: self.macro_recall,
+            per_class_f1: self.per_class.iter().map(|c| (c.label.clone(), c.f1)).collect(),
+        }
+    }
 }
 
 fn ratio(num: usize, den: usize) -> f64 {

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 pub use metrics::{ClassificationReport, macro_f1};
 
+use crate::common::{BatchLimits, Head, Kind};
 use crate::error::{Error, IoContext, Result};
-use crate::serve::{BatchLimits, Model, ModelOutput, Stage, score_texts};
+use crate::serve::{Model, ModelOutput, score_texts};
 
 /// Maps label strings to the model's class ids; a label the model does not know is an error
 /// naming the label, the row and where it came from.
@@ -40,7 +41,7 @@ pub struct Evaluation {
     pub y_true: Vec<usize>,
     pub output: ModelOutput,
     /// Which stage labeled each row (all the same except for cascades).
-    pub stages: Vec<Stage>,
+    pub stages: Vec<Kind>,
 }
 
 /// Runs `model` over `texts` (token-budget batches: the model's own limits, or `limits`) and
@@ -52,12 +53,20 @@ pub fn evaluate(
     limits: Option<BatchLimits>,
 ) -> Result<Evaluation> {
     let scored = score_texts(model, texts, limits)?;
-    Ok(score_output(model.labels(), scored.output, scored.stages, y_true))
+    Ok(score_output(model.card().head, model.labels(), scored.output, scored.stages, y_true))
 }
 
-/// The report for already computed model outputs.
-pub fn score_output(labels: &[String], output: ModelOutput, stages: Vec<Stage>, y_true: Vec<usize>) -> Evaluation {
-    let y_pred: Vec<usize> = (0..output.rows).map(|i| output.argmax(i).0).collect();
+/// The report for already computed model outputs of a model with `head`.
+pub fn score_output(
+    head: Head,
+    labels: &[String],
+    output: ModelOutput,
+    stages: Vec<Kind>,
+    y_true: Vec<usize>,
+) -> Evaluation {
+    let y_pred: Vec<usize> = match head {
+        Head::SingleLabel => (0..output.rows).map(|i| output.argmax(i).0).collect(),
+    };
     let report = ClassificationReport::compute(labels, &y_true, &y_pred, Some(&output.probabilities));
     Evaluation { report, y_true, output, stages }
 }

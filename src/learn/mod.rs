@@ -23,16 +23,17 @@ use serde::{Deserialize, Serialize};
 
 pub use store::{LabelSource, LabelStore, StoreLimits};
 
+use crate::common::LexicalSettings;
+use crate::common::TextSpec;
 use crate::data::prepare::DataSource;
 use crate::error::{Error, Result};
 use crate::eval::ClassificationReport;
-use crate::lexical::LexicalSettings;
 use crate::metrics::Metrics;
 use crate::models::RetrainJob;
-use crate::pipeline::text::TextSpec;
 use crate::registry::ModelVersion;
 use crate::serve::{Model, ModelSlot, SessionSettings, score_texts};
-use crate::train::{Candidate, TrainSettings};
+use crate::staging::Candidate;
+use crate::train::TrainSettings;
 
 /// `[training]` of a pipeline file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -479,7 +480,7 @@ impl Learner {
             .map_err(|e| Error::thread("training thread pool", e))?;
         // Candidates are of the serving model's kind (a cascade retrains both members and
         // re-tunes its threshold on the label store's validation split).
-        let family = crate::models::family(&serving.card().model);
+        let family = crate::models::family(serving.card().model.kind());
         let candidate = pool.install(|| family.candidate(job))?;
         let rules = GateRules {
             tolerance: self.settings.tolerance,

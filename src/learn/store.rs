@@ -427,6 +427,7 @@ impl LabelStore {
             groups: Some(rows.iter().map(|r| r.id.clone()).collect()),
             rejected: 0,
             fixed_split: None,
+            head: Default::default(),
         })
     }
 

@@ -11,74 +11,10 @@
 //! frequency, or — cards from before `tf` — by 1). The settings travel in the model card so serving
 //! featurizes exactly as training did.
 
-use serde::{Deserialize, Serialize};
-
+use crate::common::{CharTokens, FeaturizerSettings};
+use crate::error::Result;
+use crate::serve::Preprocess;
 use crate::tokenize::TokenizedText;
-
-/// Featurizer settings (stored in the model card).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct FeaturizerSettings {
-    /// Hash space size (rows of the weight matrix).
-    pub buckets: u32,
-    /// Inclusive range of word n-gram lengths.
-    pub word_ngrams: (u8, u8),
-    /// Inclusive range of character n-gram lengths (0 = none).
-    pub char_ngrams: (u8, u8),
-    /// Features kept per text at most (the rest are dropped, longest texts only).
-    pub max_features: usize,
-    /// How a text's feature vector is scaled to unit length (cards from before this field: `joint`).
-    #[serde(default = "FeatureNorm::legacy")]
-    pub norm: FeatureNorm,
-    /// How a feature's count in the text weighs (cards from before this field: `binary`).
-    #[serde(default = "TermFrequency::legacy")]
-    pub tf: TermFrequency,
-    /// Which tokens character n-grams are taken from (cards from before this field: `words`).
-    #[serde(default = "CharTokens::legacy")]
-    pub char_tokens: CharTokens,
-}
-
-/// The tokens whose padded character n-grams are features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CharTokens {
-    /// The words (runs of letters and digits), as word n-grams use.
-    Words,
-    /// Runs of non-whitespace, punctuation kept (`galaxy-s23,`), as a TF-IDF `char_wb` analyzer
-    /// does: "s23," and "-s2" tell model numbers and sizes apart (+0.005 macro-F1 on Amazon 2023
-    /// items, equal on the others).
-    Whitespace,
-}
-
-impl CharTokens {
-    fn legacy() -> Self {
-        Self::Words
-    }
-}
-
-/// How the count of an n-gram in a text weighs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TermFrequency {
-    /// Present or not.
-    Binary,
-    /// 1 + ln(count).
-    Sublinear,
-}
-
-impl TermFrequency {
-    fn legacy() -> Self {
-        Self::Binary
-    }
-
-    /// The weight of a feature seen `count` times.
-    pub fn weight(self, count: u32) -> f32 {
-        match self {
-            Self::Binary => 1.0,
-            Self::Sublinear => 1.0 + (count.max(1) as f32).ln(),
-        }
-    }
-}
 
 /// A text's features: sorted unique ids and how often each occurs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,44 +46,6 @@ impl Bag {
 
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
-    }
-}
-
-/// How the lexical model normalises a text's IDF-weighted features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FeatureNorm {
-    /// One L2 norm over all features.
-    Joint,
-    /// Word n-grams and character n-grams each scaled to unit L2 norm (ids below
-    /// [`FeaturizerSettings::first_char_bucket`] are words).
-    Blocks,
-}
-
-impl FeatureNorm {
-    fn legacy() -> Self {
-        Self::Joint
-    }
-}
-
-impl FeaturizerSettings {
-    /// With `blocks`, the first id of the character block (word ids lie in `1..first_char_bucket`).
-    pub fn first_char_bucket(&self) -> Option<u32> {
-        (self.norm == FeatureNorm::Blocks).then(|| self.buckets.max(4) / 2)
-    }
-}
-
-impl Default for FeaturizerSettings {
-    fn default() -> Self {
-        Self {
-            buckets: 1 << 19,
-            word_ngrams: (1, 2),
-            char_ngrams: (2, 5),
-            max_features: 8192,
-            norm: FeatureNorm::Blocks,
-            tf: TermFrequency::Sublinear,
-            char_tokens: CharTokens::Whitespace,
-        }
     }
 }
 
@@ -244,9 +142,18 @@ impl Featurizer {
     }
 }
 
+/// The lexical kind's preprocessing for [`crate::serve::SingleModel`]: feature ids in the
+/// engine's token layout.
+impl Preprocess for Featurizer {
+    fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        Ok(texts.iter().map(|t| Featurizer::prepare(self, t)).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::{FeatureNorm, TermFrequency};
 
     #[test]
     fn deterministic_sorted_unique_and_case_insensitive() {

@@ -10,95 +10,13 @@
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
-use super::featurizer::{Bag, FeatureNorm, FeaturizerSettings, TermFrequency};
+use super::featurizer::Bag;
+use crate::common::names;
+use crate::common::{FeaturizerSettings, Head, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency};
 use crate::eval::calibration::fit_temperature;
 use crate::onnx::graph::{Attr, Dim, GraphBuilder};
 use crate::onnx::proto::data_type;
-use crate::onnx::transformer::names;
-
-/// Training hyper-parameters of the lexical model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LexicalSettings {
-    pub featurizer: FeaturizerSettings,
-    pub epochs: usize,
-    pub learning_rate: f32,
-    /// L2 penalty on touched weight rows.
-    pub l2: f32,
-    /// Stop after this many epochs without a better validation macro-F1.
-    pub patience: usize,
-    pub class_weights: bool,
-    pub seed: u64,
-    /// How the weights are fitted (cards from before this field were trained with `sgd`).
-    #[serde(default = "LexicalSolver::legacy")]
-    pub solver: LexicalSolver,
-    /// `svm`: regularisation strengths tried; the best on validation macro-F1 is kept.
-    pub c_grid: Vec<f32>,
-    /// `svm`: stop when the projected-gradient spread falls below this (liblinear's `eps`).
-    pub tolerance: f32,
-    /// `svm`: passes over the data at most, per class.
-    pub max_iterations: usize,
-    /// `svm`: fit a temperature on validation so probabilities are calibrated.
-    pub calibrate: bool,
-    /// `svm`: choose C and the temperature by K-fold cross-validation over train + validation
-    /// rows, then train on all of them (0 = choose on the validation split).
-    pub folds: usize,
-    /// `svm`: after choosing on validation, train the published model on train + validation.
-    pub refit: bool,
-    /// Feature normalisations tried (each a full fit); the best on validation (or out of fold) is
-    /// kept and recorded in the card's featurizer. Empty: the featurizer's own.
-    pub norms: Vec<FeatureNorm>,
-}
-
-/// The lexical model's solver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LexicalSolver {
-    /// One-vs-rest squared-hinge SVMs by dual coordinate descent (liblinear), C on validation.
-    Svm,
-    /// Softmax regression by AdaGrad with early stopping (the first lexical model).
-    Sgd,
-}
-
-impl LexicalSolver {
-    fn legacy() -> Self {
-        Self::Sgd
-    }
-}
-
-impl Default for LexicalSettings {
-    fn default() -> Self {
-        Self {
-            featurizer: FeaturizerSettings::default(),
-            epochs: 30,
-            learning_rate: 0.5,
-            l2: 1e-6,
-            patience: 4,
-            class_weights: false,
-            seed: 42,
-            solver: LexicalSolver::Svm,
-            c_grid: vec![0.1, 0.3, 1.0, 3.0, 10.0, 30.0],
-            tolerance: 0.1,
-            max_iterations: 1000,
-            calibrate: true,
-            folds: 0,
-            refit: false,
-            norms: vec![FeatureNorm::Blocks, FeatureNorm::Joint],
-        }
-    }
-}
-
-/// What the `svm` solver chose on validation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SvmChoice {
-    pub c: f32,
-    /// Probabilities are softmax(margins / temperature).
-    pub temperature: f32,
-    /// Passes over the data of the slowest class at the chosen C.
-    pub iterations: usize,
-}
 
 /// How the lexical solver makes its choices (C, temperature; `sgd`: the epoch).
 #[derive(Debug, Clone, Copy)]
@@ -378,7 +296,7 @@ impl LexicalModel {
 
     /// The embedding-bag ONNX graph: inputs `input_ids` (feature ids), `attention_mask` and, with
     /// sublinear tf, `token_type_ids` (feature counts); outputs `logits` and `probabilities`.
-    pub fn export(&self, metadata: &[(&str, String)]) -> Vec<u8> {
+    pub fn export(&self, head: Head, metadata: &[(&str, String)]) -> Vec<u8> {
         let mut g = GraphBuilder::new("prodcat_lexical_classifier");
         let dims = [Dim::Named("batch"), Dim::Named("features")];
         let ids = g.input(names::INPUT_IDS, data_type::INT64, &dims);
@@ -431,10 +349,7 @@ impl LexicalModel {
         let bag = g.op("MatMul", &[&w, &rows], &[]); // [batch, 1, classes]
         let bag = g.op("Squeeze", &[&bag, &axis_1], &[]);
         g.op_into("Add", &[&bag, &bias], &[], names::LOGITS);
-        g.op_into("Softmax", &[names::LOGITS], &[("axis", Attr::Int(-1))], names::PROBABILITIES);
-        let out = [Dim::Named("batch"), Dim::Fixed(self.classes as i64)];
-        g.output(names::LOGITS, data_type::FLOAT, &out);
-        g.output(names::PROBABILITIES, data_type::FLOAT, &out);
+        g.head_outputs(head, self.classes);
         g.finish(metadata)
     }
 }

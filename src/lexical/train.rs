@@ -2,23 +2,22 @@
 //! softmax regression, ONNX export into a staged registry version, the Rust-vs-ONNX-Runtime parity
 //! check, and test-split metrics through the exported model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::featurizer::{Bag, Featurizer, FeaturizerSettings};
-use super::model::{LexicalFit, LexicalModel, LexicalSettings, LexicalSolver, Selection};
-use crate::data::prepare::{DataSource, data_info, prepare_data};
+use super::featurizer::{Bag, Featurizer};
+use super::model::{LexicalFit, LexicalModel, Selection};
+use crate::common::{FeaturizerSettings, Head, Kind, LexicalSettings, LexicalSolver, names};
+use crate::data::prepare::{DataSource, prepare_data};
 use crate::data::{LabeledData, stratified_group_folds};
-use crate::error::{Error, IoContext, Result};
-use crate::onnx::graph::OPSET;
-use crate::onnx::transformer::names;
-use crate::registry::card::{LexicalInfo, OnnxInfo, ParityInfo, TrainingInfo};
-use crate::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, files, write_labels};
-use crate::serve::{SessionSettings, SingleModel, Stage};
+use crate::error::{Error, Result};
+use crate::registry::card::{DataInfo, LexicalInfo, TrainingInfo};
+use crate::registry::{ModelCard, ModelKind};
+use crate::serve::SessionSettings;
+use crate::staging::{Candidate, GraphExport, ParityBatch, parity_rows, stage_graph};
 use crate::tokenize::PaddedBatch;
-use crate::train::{Candidate, max_abs_diff, test_evaluation};
 
 /// Everything a lexical training run needs.
 #[derive(Clone)]
@@ -74,6 +73,9 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         return Err(Error::config("lexical", "featurizer needs at least 2 buckets and a valid word n-gram range"));
     }
     let data = job.data;
+    // Both solvers fit one class per row (softmax regression; one-vs-rest margins read through a
+    // softmax): the single-label head. Another head needs its own solver here.
+    let Head::SingleLabel = data.head;
     let (labels, y, split) =
         prepare_data(data, job.labels.as_deref(), &job.source, job.split, settings.seed, job.stable_split)?;
     if settings.solver == LexicalSolver::Sgd && (settings.refit || settings.folds > 1) {
@@ -123,16 +125,11 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         "lexical training finished"
     );
 
-    // Export.
-    let registry = ModelRegistry::new(&job.registry);
-    let staged = registry.stage(&job.name)?;
-    let dir = staged.dir.clone();
-    let onnx = model.export(&[("prodcat.model_type", "lexical".into()), ("prodcat.labels", labels.join("\n"))]);
-    let model_path = dir.join(files::MODEL);
-    std::fs::write(&model_path, &onnx).at(&model_path)?;
-    write_labels(&dir.join(files::LABELS), &labels)?;
-    crate::registry::replay::Replay::sample(data, crate::registry::replay::PER_CLASS).write(&dir)?;
-    let mut card = ModelCard {
+    let onnx = model.export(
+        data.head,
+        &[("prodcat.model_type", Kind::Lexical.name().into()), ("prodcat.labels", labels.join("\n"))],
+    );
+    let card = ModelCard {
         name: job.name.clone(),
         version: String::new(),
         model: ModelKind::Lexical(LexicalInfo {
@@ -143,11 +140,12 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             train_seconds,
             svm,
         }),
+        head: data.head,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: settings.featurizer.max_features,
         num_labels: labels.len(),
-        data: Some(data_info(&job.source, data, &split)),
+        data: Some(DataInfo::describe(&job.source, data, &split)),
         training: Some(TrainingInfo {
             seed: settings.seed,
             epochs_requested: settings.epochs,
@@ -168,49 +166,33 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         }),
         test_metrics: None,
         parity: None,
-        onnx: Some(OnnxInfo {
-            opset: OPSET,
-            precision: "fp32".into(),
-            inputs: vec![names::INPUT_IDS.into(), names::ATTENTION_MASK.into()],
-            outputs: vec![names::LOGITS.into(), names::PROBABILITIES.into()],
-            file_bytes: onnx.len() as u64,
-        }),
+        onnx: None,
     };
-    card.write(&dir.join(files::CARD))?;
 
     // Parity: Rust logits vs ONNX Runtime on one padded batch of mixed lengths.
-    let served = SingleModel::open(
-        ModelVersion::at(&dir)?,
-        Box::new(featurizer.clone()),
-        Stage::Lexical,
-        super::SERVE_LIMITS,
-        &job.session,
-    )?;
-    let pool = if split.test.is_empty() { &split.validation } else { &split.test };
-    let sample: Vec<usize> = pool.iter().copied().step_by((pool.len() / 32).max(1)).take(32).collect();
-    let prepared: Vec<_> = sample.iter().map(|&r| featurizer.prepare(&data.texts[r])).collect();
+    let lengths: Vec<usize> = features.iter().map(Bag::len).collect();
+    let rows = parity_rows(&split, &lengths, 32);
+    let prepared: Vec<_> = rows.iter().map(|&r| featurizer.prepare(&data.texts[r])).collect();
     let batch = PaddedBatch::from_tokens(prepared.iter());
-    let reference: Vec<f32> = sample.iter().flat_map(|&r| model.logits(&features[r])).collect();
-    let exported = served.run(&batch)?;
-    let diff = max_abs_diff(&reference, &exported.logits);
-    let parity = ParityInfo {
-        samples: sample.len(),
-        max_abs_diff: diff,
-        tolerance: job.parity_tolerance,
-        passed: diff <= job.parity_tolerance,
-    };
-    tracing::info!(samples = sample.len(), max_abs_diff = diff, "parity check (Rust vs ONNX Runtime)");
-    if !parity.passed {
-        return Err(Error::Parity { max_abs_diff: diff, tolerance: job.parity_tolerance });
-    }
-    card.parity = Some(parity);
-
+    let reference: Vec<f32> = rows.iter().flat_map(|&r| model.logits(&features[r])).collect();
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
-    let test = test_evaluation(&served, &mut card, &split, &texts, &y)?;
-    if let Some(training) = card.training.as_mut() {
-        training.wall_seconds = started.elapsed().as_secs_f64();
-    }
-    card.write(&dir.join(files::CARD))?;
-    let test_texts = split.test.iter().map(|&r| data.texts[r].clone()).collect();
-    Ok(Candidate { registry, name: job.name, staged, card, test, test_texts })
+    stage_graph(GraphExport {
+        registry: &job.registry,
+        name: &job.name,
+        onnx,
+        inputs: vec![names::INPUT_IDS.into(), names::ATTENTION_MASK.into()],
+        labels: &labels,
+        data,
+        write_files: &|_: &Path| Ok(()),
+        card,
+        preprocess: Box::new(featurizer),
+        stage: Kind::Lexical,
+        limits: super::SERVE_LIMITS,
+        session: &job.session,
+        parity: ParityBatch { batch, reference, tolerance: job.parity_tolerance },
+        split: &split,
+        texts: &texts,
+        y: &y,
+        started,
+    })
 }

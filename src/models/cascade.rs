@@ -14,15 +14,16 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::ensemble::{WeightTuning, blend, tune_weight};
-use super::pair::{Composite, CompositeJob, LEXICAL, Members, TRANSFORMER, retrain_members, stage_composite};
+use super::pair::{Composite, CompositeJob, Members, retrain_members, stage_composite};
 use super::{ModelFamily, RetrainJob};
+use crate::common::Kind;
 use crate::error::{Error, Result};
 use crate::eval::cascade::{MemberScores, ThresholdBounds, ThresholdTuning, tune_threshold};
 use crate::registry::card::CascadeInfo;
 use crate::registry::{ModelKind, ModelVersion};
-use crate::serve::{Model, ModelOutput, Scored, SessionSettings, Stage, score_texts};
+use crate::serve::{Model, ModelOutput, Scored, SessionSettings, score_texts};
+use crate::staging::Candidate;
 use crate::tokenize::PaddedBatch;
-use crate::train::Candidate;
 
 pub use super::pair::Rows;
 
@@ -84,8 +85,8 @@ impl Cascade {
         let unsure_texts: Vec<&str> = unsure.iter().map(|&r| texts[r]).collect();
         let transformer = self.members.score_transformer(&unsure_texts)?;
         let second = match lexical {
-            Some(lexical) => Scored::single(blend(&lexical, &transformer, self.lexical_weight), Stage::Ensemble),
-            None => Scored::single(transformer, Stage::Transformer),
+            Some(lexical) => Scored::single(blend(&lexical, &transformer, self.lexical_weight), Kind::Ensemble),
+            None => Scored::single(transformer, Kind::Transformer),
         };
         out.scatter(&unsure, &second);
         Ok(out)
@@ -149,6 +150,16 @@ impl Composite for Cascade {
 }
 
 impl ModelFamily for CascadeFamily {
+    fn kind(&self) -> Kind {
+        Kind::Cascade
+    }
+
+    fn stages(&self) -> &'static [Kind] {
+        // The lexical member keeps the rows it is sure of; the others report the ensemble of both members
+        // (the transformer alone when its weight is 0).
+        &[Kind::Lexical, Kind::Transformer, Kind::Ensemble]
+    }
+
     fn load(&self, version: ModelVersion, settings: &SessionSettings) -> Result<Arc<dyn Model>> {
         Ok(Arc::new(Cascade::load(version, settings)?))
     }
@@ -199,8 +210,8 @@ pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<CascadeTuning
     let section = ModelKind::Cascade(CascadeInfo {
         threshold: threshold.unwrap_or(0.9),
         lexical_weight: lexical_weight.unwrap_or(0.0),
-        lexical: LEXICAL.into(),
-        transformer: TRANSFORMER.into(),
+        lexical: Kind::Lexical.name().into(),
+        transformer: Kind::Transformer.name().into(),
         tuning: None,
         weight_tuning: None,
         first_stage_temperature: 1.0,

@@ -12,14 +12,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::pair::{Composite, CompositeJob, LEXICAL, Members, TRANSFORMER, retrain_members, stage_composite};
+use super::pair::{Composite, CompositeJob, Members, retrain_members, stage_composite};
 use super::{ModelFamily, RetrainJob};
+use crate::common::Kind;
 use crate::error::{Error, Result};
 use crate::registry::card::EnsembleInfo;
 use crate::registry::{ModelKind, ModelVersion};
-use crate::serve::{Model, ModelOutput, Scored, SessionSettings, Stage, score_texts};
+use crate::serve::{Model, ModelOutput, Scored, SessionSettings, score_texts};
+use crate::staging::Candidate;
 use crate::tokenize::PaddedBatch;
-use crate::train::Candidate;
 
 /// The ensemble family.
 pub struct EnsembleFamily;
@@ -66,11 +67,19 @@ impl Composite for Ensemble {
     fn combine(&self, batch: &PaddedBatch, texts: &[&str]) -> Result<Scored> {
         let lexical = self.members.lexical.score(batch, texts)?.output;
         let transformer = self.members.score_transformer(texts)?;
-        Ok(Scored::single(blend(&lexical, &transformer, self.lexical_weight), Stage::Ensemble))
+        Ok(Scored::single(blend(&lexical, &transformer, self.lexical_weight), Kind::Ensemble))
     }
 }
 
 impl ModelFamily for EnsembleFamily {
+    fn kind(&self) -> Kind {
+        Kind::Ensemble
+    }
+
+    fn stages(&self) -> &'static [Kind] {
+        &[Kind::Ensemble]
+    }
+
     fn load(&self, version: ModelVersion, settings: &SessionSettings) -> Result<Arc<dyn Model>> {
         Ok(Arc::new(Ensemble::load(version, settings)?))
     }
@@ -139,8 +148,8 @@ pub fn build_ensemble(job: EnsembleJob) -> Result<(Candidate, Option<WeightTunin
     }
     let section = ModelKind::Ensemble(EnsembleInfo {
         lexical_weight: lexical_weight.unwrap_or(0.5),
-        lexical: LEXICAL.into(),
-        transformer: TRANSFORMER.into(),
+        lexical: Kind::Lexical.name().into(),
+        transformer: Kind::Transformer.name().into(),
         tuning: None,
     });
     let staged = stage_composite(&members, section)?;

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use super::{ModelFamily, RetrainJob};
+use crate::common::Kind;
 use crate::error::{Error, Result};
 use crate::lexical::{Featurizer, fit_lexical};
 use crate::registry::{ModelKind, ModelVersion};
-use crate::serve::{ExecutionTarget, Model, SessionSettings, SingleModel, Stage};
-use crate::train::Candidate;
+use crate::serve::{ExecutionTarget, Model, SessionSettings, SingleModel};
+use crate::staging::Candidate;
 
 /// The lexical family.
 pub struct Lexical;
@@ -24,10 +25,18 @@ pub fn open(version: ModelVersion, settings: &SessionSettings) -> Result<SingleM
     // transfer than on the sum. Lexical models (and the lexical stage of a cascade or ensemble on
     // a GPU machine) stay on the CPU whatever the device.
     let cpu = SessionSettings { target: ExecutionTarget::Cpu, ..settings.clone() };
-    SingleModel::open(version, Box::new(featurizer), Stage::Lexical, crate::lexical::SERVE_LIMITS, &cpu)
+    SingleModel::open(version, Box::new(featurizer), Kind::Lexical, crate::lexical::SERVE_LIMITS, &cpu)
 }
 
 impl ModelFamily for Lexical {
+    fn kind(&self) -> Kind {
+        Kind::Lexical
+    }
+
+    fn stages(&self) -> &'static [Kind] {
+        &[Kind::Lexical]
+    }
+
     fn load(&self, version: ModelVersion, settings: &SessionSettings) -> Result<Arc<dyn Model>> {
         Ok(Arc::new(open(version, settings)?))
     }

@@ -2,19 +2,18 @@
 //!
 //! ```text
 //!   card.json  {"model": {"kind": ..., <the kind's section>}}      registry::ModelKind
-//!        │ family(kind)                                             (the one dispatch)
+//!        │ family(kind)                              (FAMILIES: the one list of kinds' behaviour)
 //!        ▼
 //!   ModelFamily ── load(ModelVersion) ──► Arc<dyn serve::Model> ──► engine, eval, gate, tuning
-//!        └──────── candidate(RetrainJob) ─► train::Candidate     ──► learner's gate, registry
+//!        └──────── candidate(RetrainJob) ─► staging::Candidate   ──► learner's gate, registry
 //! ```
-//! A kind is one module here (`transformer`, `lexical`, `cascade`, `ensemble`; the composites
-//! share `pair`) implementing [`ModelFamily`],
-//! plus its variant (and section type) in [`ModelKind`]. Everything above this module — the
+//! A kind is its name in [`Kind`], its section in [`crate::registry::ModelKind`], and one module
+//! here (`transformer`, `lexical`, `cascade`, `ensemble`; the composites share `pair`)
+//! implementing [`ModelFamily`], listed in [`FAMILIES`]. Everything above this module — the
 //! CLI, the pipelines, evaluation, the learner — works on `dyn Model` and `ModelVersion` and
 //! never matches on the kind.
 
 pub mod auto;
-pub mod auto_folds;
 pub mod cascade;
 pub mod ensemble;
 pub mod lexical;
@@ -26,16 +25,30 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::common::Kind;
+use crate::common::LexicalSettings;
 use crate::data::LabeledData;
 use crate::data::prepare::DataSource;
 use crate::error::{Error, Result};
-use crate::lexical::{LexicalJob, LexicalSettings};
-use crate::registry::{ModelKind, ModelVersion};
+use crate::lexical::LexicalJob;
+use crate::registry::ModelVersion;
 use crate::serve::{Model, SessionSettings};
-use crate::train::{Candidate, TrainJob, TrainSettings};
+use crate::staging::Candidate;
+use crate::train::{TrainJob, TrainSettings};
 
 /// What every model kind provides besides serving ([`Model`]).
 pub trait ModelFamily: Sync {
+    /// The kind this family is.
+    fn kind(&self) -> Kind;
+
+    /// The kind's name (cards, outputs, the command line).
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// The `stage` values its output rows can carry: the kinds whose probabilities a row reports.
+    fn stages(&self) -> &'static [Kind];
+
     /// Loads a version of this kind (files checked, sessions built).
     fn load(&self, version: ModelVersion, settings: &SessionSettings) -> Result<Arc<dyn Model>>;
 
@@ -43,19 +56,19 @@ pub trait ModelFamily: Sync {
     fn candidate(&self, job: RetrainJob<'_>) -> Result<Candidate>;
 }
 
-/// The family of a kind: the one place that maps a [`ModelKind`] to its behaviour.
-pub fn family(kind: &ModelKind) -> &'static dyn ModelFamily {
-    match kind {
-        ModelKind::Transformer(_) => &transformer::Transformer,
-        ModelKind::Lexical(_) => &lexical::Lexical,
-        ModelKind::Cascade(_) => &cascade::CascadeFamily,
-        ModelKind::Ensemble(_) => &ensemble::EnsembleFamily,
-    }
+/// Every family, in [`Kind::ALL`]'s order: the one list of what each kind does. `auto` builds
+/// these candidates, the CLI offers these names, serving finds a card's family here.
+pub static FAMILIES: [&dyn ModelFamily; 4] =
+    [&lexical::Lexical, &transformer::Transformer, &ensemble::EnsembleFamily, &cascade::CascadeFamily];
+
+/// The family of a kind.
+pub fn family(kind: Kind) -> &'static dyn ModelFamily {
+    FAMILIES.into_iter().find(|f| f.kind() == kind).unwrap_or_else(|| unreachable!("every kind has a family"))
 }
 
 /// Loads a resolved version, whatever its kind.
 pub fn load(version: ModelVersion, settings: &SessionSettings) -> Result<Arc<dyn Model>> {
-    family(&version.card.model).load(version, settings)
+    family(version.card.model.kind()).load(version, settings)
 }
 
 /// Resolves `path` (version folder, model folder with `current`, one-model registry) and loads it.
@@ -130,5 +143,22 @@ impl<'a> RetrainJob<'a> {
             cancel: Some(self.cancel.clone()),
             labels: Some(self.labels.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_one_family_in_order_and_reports_its_stages() {
+        assert_eq!(FAMILIES.map(|f| f.kind()), Kind::ALL);
+        for kind in Kind::ALL {
+            let f = family(kind);
+            assert_eq!((f.kind(), f.name()), (kind, kind.name()));
+            // Every stage is a kind that scores rows by itself (no row is labeled "cascade").
+            assert!(f.stages().iter().all(|s| *s != Kind::Cascade), "{kind}");
+        }
+        assert_eq!(family(Kind::Cascade).stages(), [Kind::Lexical, Kind::Transformer, Kind::Ensemble]);
     }
 }

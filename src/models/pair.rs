@@ -7,19 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::RetrainJob;
+use crate::common::{BatchLimits, Kind};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::{Evaluation, evaluate, label_ids};
 use crate::lexical::fit_lexical;
-use crate::registry::card::{ParityInfo, SplitMetrics};
+use crate::registry::card::ParityInfo;
 use crate::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, StagedVersion, files, replay, write_labels};
-use crate::serve::{BatchLimits, Model, ModelOutput, Scored, SessionSettings, plan_batches};
+use crate::serve::{Model, ModelOutput, Scored, SessionSettings, plan_batches};
+use crate::staging::Candidate;
 use crate::tokenize::{PaddedBatch, TokenizedText};
-use crate::train::{Candidate, fit};
-
-/// Subfolder of the lexical member.
-pub const LEXICAL: &str = "lexical";
-/// Subfolder of the transformer member.
-pub const TRANSFORMER: &str = "transformer";
+use crate::train::fit;
 
 /// The two members of a composite.
 #[derive(Debug)]
@@ -208,8 +205,8 @@ pub fn stage_composite(job: &CompositeJob, model: ModelKind) -> Result<StagedCom
     let registry = ModelRegistry::new(&job.registry);
     let staged = registry.stage(&job.name)?;
     let dir = staged.dir.clone();
-    copy_version(&job.lexical, &dir.join(LEXICAL))?;
-    copy_version(&job.transformer, &dir.join(TRANSFORMER))?;
+    copy_version(&job.lexical, &dir.join(Kind::Lexical.name()))?;
+    copy_version(&job.transformer, &dir.join(Kind::Transformer.name()))?;
     // The composite keeps its members' training sample (the transformer's, else the lexical's).
     let replay_from = if job.transformer.dir.join(replay::FILE).is_file() { &job.transformer } else { &job.lexical };
     replay::Replay::copy(&replay_from.dir, &dir)?;
@@ -224,6 +221,7 @@ pub fn stage_composite(job: &CompositeJob, model: ModelKind) -> Result<StagedCom
         name: job.name.clone(),
         version: String::new(),
         model,
+        head: lexical_card.head,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: transformer_card.max_length,
@@ -250,7 +248,7 @@ impl StagedComposite {
         let evaluation: Option<Evaluation> = match &test {
             Some(rows) if !rows.texts.is_empty() => {
                 let evaluation = evaluate(model, &rows.texts(), self.ids(rows)?, None)?;
-                card.test_metrics = Some(SplitMetrics::from_report(&evaluation.report));
+                card.test_metrics = Some(evaluation.report.headline());
                 Some(evaluation)
             }
             _ => None,

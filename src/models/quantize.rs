@@ -13,7 +13,7 @@ use crate::onnx::quantize::{QuantizeSettings, quantize_dynamic};
 use crate::registry::card::QuantizationInfo;
 use crate::registry::{ModelKind, ModelRegistry, ModelVersion, files};
 use crate::serve::{Model, SessionSettings};
-use crate::train::{Candidate, max_abs_diff};
+use crate::staging::{Candidate, max_abs_diff};
 
 /// What to quantize and how to judge it.
 pub struct QuantizeJob {
@@ -178,7 +178,7 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
     if !problems.is_empty() {
         return Err(Error::Refused(format!("{precision} model: {} (on {})", problems.join("; "), job.origin)));
     }
-    card.test_metrics = Some(crate::registry::card::SplitMetrics::from_report(&after.report));
+    card.test_metrics = Some(after.report.headline());
     if let ModelKind::Transformer(t) = &mut card.model {
         t.quantization = Some(info);
     }

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use super::{ModelFamily, RetrainJob};
+use crate::common::{BatchLimits, Kind};
 use crate::error::Result;
 use crate::registry::{ModelVersion, files};
-use crate::serve::{BatchLimits, Model, SessionSettings, SingleModel, Stage};
+use crate::serve::{Model, SessionSettings, SingleModel};
+use crate::staging::Candidate;
 use crate::tokenize::TextTokenizer;
-use crate::train::{Candidate, fit};
+use crate::train::fit;
 
 /// The transformer family.
 pub struct Transformer;
@@ -18,10 +20,18 @@ pub struct Transformer;
 pub fn open(version: ModelVersion, settings: &SessionSettings) -> Result<SingleModel> {
     version.check_files()?;
     let tokenizer = TextTokenizer::from_file(&version.dir.join(files::TOKENIZER), version.card.max_length)?;
-    SingleModel::open(version, Box::new(tokenizer), Stage::Transformer, BatchLimits::default(), settings)
+    SingleModel::open(version, Box::new(tokenizer), Kind::Transformer, BatchLimits::default(), settings)
 }
 
 impl ModelFamily for Transformer {
+    fn kind(&self) -> Kind {
+        Kind::Transformer
+    }
+
+    fn stages(&self) -> &'static [Kind] {
+        &[Kind::Transformer]
+    }
+
     fn load(&self, version: ModelVersion, settings: &SessionSettings) -> Result<Arc<dyn Model>> {
         Ok(Arc::new(open(version, settings)?))
     }

@@ -1,6 +1,8 @@
 //! A small builder for ONNX graphs: named initializers, nodes with attributes, typed inputs and
 //! outputs with symbolic (dynamic) dimensions, serialised with prost.
 
+use crate::common::{Head, names};
+
 use super::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
     TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type, data_type,
@@ -132,6 +134,19 @@ impl GraphBuilder {
     }
 
     /// Adds a node in the default domain whose single output has the given name.
+    /// Ends a classifier graph whose `logits` (`[batch, classes]`) are written: `probabilities`
+    /// as the head reads logits, and both declared as the graph's outputs.
+    pub fn head_outputs(&mut self, head: Head, classes: usize) {
+        match head {
+            Head::SingleLabel => {
+                self.op_into("Softmax", &[names::LOGITS], &[("axis", Attr::Int(-1))], names::PROBABILITIES)
+            }
+        }
+        let dims = [Dim::Named("batch"), Dim::Fixed(classes as i64)];
+        self.output(names::LOGITS, data_type::FLOAT, &dims);
+        self.output(names::PROBABILITIES, data_type::FLOAT, &dims);
+    }
+
     pub fn op_into(&mut self, op_type: &str, inputs: &[&str], attrs: &[(&str, Attr)], output: &str) {
         self.node(op_type, "", inputs, attrs, &[output]);
     }

@@ -10,25 +10,17 @@ use candle_core::Tensor;
 
 use super::graph::{Attr, Dim, GraphBuilder};
 use super::proto::data_type;
+use crate::common::{Head, names};
 use crate::encoder::model::MASK_BIAS;
 use crate::encoder::{EncoderClassifier, LoraTarget, Pooling};
 use crate::error::Result;
-
-/// Names of the graph's inputs and outputs.
-pub mod names {
-    pub const INPUT_IDS: &str = "input_ids";
-    pub const ATTENTION_MASK: &str = "attention_mask";
-    pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
-    pub const LOGITS: &str = "logits";
-    pub const PROBABILITIES: &str = "probabilities";
-}
 
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// Serialises the model (adapters merged) to ONNX bytes.
-pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
+pub fn export(model: &EncoderClassifier, head: Head, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
     let cfg = &model.config;
     let (h, nh, hd) = (cfg.hidden_size, cfg.num_heads, cfg.head_dim());
     let mut g = GraphBuilder::new("prodcat_transformer_classifier");
@@ -146,10 +138,7 @@ pub fn export(model: &EncoderClassifier, metadata: &[(&str, String)]) -> Result<
     let head_b = g.f32_tensor("head.bias", &[classes], &values(model.head.bias.as_tensor())?);
     let logits = g.op("MatMul", &[&pooled, &head_w], &[]);
     g.op_into("Add", &[&logits, &head_b], &[], names::LOGITS);
-    g.op_into("Softmax", &[names::LOGITS], &[("axis", Attr::Int(-1))], names::PROBABILITIES);
-    let out_dims = [Dim::Named("batch"), Dim::Fixed(classes as i64)];
-    g.output(names::LOGITS, data_type::FLOAT, &out_dims);
-    g.output(names::PROBABILITIES, data_type::FLOAT, &out_dims);
+    g.head_outputs(head, classes);
     Ok(g.finish(metadata))
 }
 

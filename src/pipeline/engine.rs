@@ -20,14 +20,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::common::BatchLimits;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::serve::{BatchLimits, Model, ModelIdentity, ModelSlot, Prediction, plan_batches, top_k};
+use crate::serve::{Model, ModelIdentity, ModelSlot, Prediction, plan_batches};
 use crate::tokenize::{PaddedBatch, TokenizedText};
 
 /// Engine tuning.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineSettings {
     pub limits: BatchLimits,
     /// Texts collected before sorting and batching.
@@ -334,17 +335,9 @@ fn infer_loop<P>(
                 let (scores, stages) = (&scored.output, &scored.stages);
                 metrics.stage_seconds.with_label_values(&["infer"]).observe(started.elapsed().as_secs_f64());
                 for (row, (seq, index)) in items.into_iter().enumerate() {
-                    let probs = scores.probs(row);
-                    let best = top_k(probs, settings.top_k);
-                    let (label_id, confidence) = best[0];
                     if let Some(a) = open.get_mut(&seq) {
-                        a.predictions[index] = Some(Prediction {
-                            label_id,
-                            confidence,
-                            top_k: best,
-                            stage: stages[row],
-                            model: identity.clone(),
-                        });
+                        let prediction = Prediction::of_row(&identity, scores.probs(row), settings.top_k, stages[row]);
+                        a.predictions[index] = Some(prediction);
                         a.missing -= 1;
                     }
                 }

@@ -12,8 +12,5 @@ pub mod kafka;
 pub mod output;
 pub mod relabel;
 pub mod sinks;
-pub mod text;
 
-pub use crate::serve::BatchLimits;
 pub use engine::{EngineSettings, LabeledChunk, LabelingEngine, TextChunk};
-pub use text::{RejectReason, TextSpec};

@@ -100,7 +100,7 @@ pub fn label_columns(predictions: &[Prediction], sources: &[RowSource<'_>], labe
             entries.append(true);
         }
         top_k.append(true);
-        stage.append_value(p.stage.as_str());
+        stage.append_value(p.stage.name());
         model_name.append_value(&p.model.name);
         model_version.append_value(&p.model.version);
         labeled_at.append_value(labeled_at_ms);

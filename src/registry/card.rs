@@ -5,9 +5,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{FeaturizerSettings, Head, Kind, LexicalSettings, SvmChoice, TextComposition};
+use crate::data::prepare::DataSource;
+use crate::data::{LabeledData, SplitAssignment};
 use crate::encoder::{EncoderConfig, LoraSettings, Pooling};
 use crate::error::{Error, IoContext, Result};
-use crate::pipeline::text::TextComposition;
 
 /// The frozen base model the adapters were trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +69,28 @@ pub struct DataInfo {
     pub class_counts: BTreeMap<String, usize>,
 }
 
+impl DataInfo {
+    /// The card's description of the training data.
+    pub fn describe(source: &DataSource, data: &LabeledData, split: &SplitAssignment) -> Self {
+        Self {
+            file: source.file.clone(),
+            text_column: source.text.primary().to_string(),
+            text: (!source.text.is_single_column()).then(|| source.text.composition()),
+            label_column: source.label_column.clone(),
+            group_column: source.group_column.clone(),
+            validation_file: source.validation_file.clone(),
+            test_file: source.test_file.clone(),
+            sha256: data.fingerprint(),
+            rows: data.len(),
+            rows_rejected: data.rejected,
+            train_rows: split.train.len(),
+            validation_rows: split.validation.len(),
+            test_rows: split.test.len(),
+            class_counts: crate::data::prepare::class_counts(&data.labels),
+        }
+    }
+}
+
 /// How training went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrainingInfo {
@@ -102,6 +126,11 @@ pub struct TrainingInfo {
     pub temperature: Option<f32>,
 }
 
+/// Serde default of temperatures recorded after the cards that lack them: 1 (no scaling).
+pub fn unit_temperature() -> f32 {
+    1.0
+}
+
 fn default_split() -> [f64; 3] {
     [0.8, 0.1, 0.1]
 }
@@ -115,20 +144,6 @@ pub struct SplitMetrics {
     pub macro_precision: f64,
     pub macro_recall: f64,
     pub per_class_f1: BTreeMap<String, f64>,
-}
-
-impl SplitMetrics {
-    /// The headline numbers of a full report.
-    pub fn from_report(r: &crate::eval::ClassificationReport) -> Self {
-        Self {
-            rows: r.rows,
-            accuracy: r.accuracy,
-            macro_f1: r.macro_f1,
-            macro_precision: r.macro_precision,
-            macro_recall: r.macro_recall,
-            per_class_f1: r.per_class.iter().map(|c| (c.label.clone(), c.f1)).collect(),
-        }
-    }
 }
 
 /// The check that the exported graph reproduces the training-time forward pass.
@@ -153,8 +168,8 @@ pub struct OnnxInfo {
 /// Lexical-model description: how serving must featurize, and how training went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LexicalInfo {
-    pub featurizer: crate::lexical::FeaturizerSettings,
-    pub settings: crate::lexical::LexicalSettings,
+    pub featurizer: FeaturizerSettings,
+    pub settings: LexicalSettings,
     /// Epochs (`sgd`) or C values tried (`svm`).
     pub epochs_run: usize,
     /// Validation macro-F1 per epoch (`sgd`) or per C of the grid (`svm`).
@@ -162,7 +177,7 @@ pub struct LexicalInfo {
     pub train_seconds: f64,
     /// What the `svm` solver chose on validation (C, temperature, passes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub svm: Option<crate::lexical::SvmChoice>,
+    pub svm: Option<SvmChoice>,
 }
 
 /// A cascade: the lexical member labels everything, records below `threshold` go to the second
@@ -187,7 +202,7 @@ pub struct CascadeInfo {
     pub weight_tuning: Option<serde_json::Value>,
     /// Rows the first stage keeps report softmax(lexical logits / T) for this T, fitted with the
     /// threshold so their scores rank like the second stage's (cards from before this field: 1).
-    #[serde(default = "crate::eval::calibration::unit_temperature")]
+    #[serde(default = "unit_temperature")]
     pub first_stage_temperature: f32,
 }
 
@@ -264,14 +279,19 @@ pub struct TransformerSection {
 }
 
 impl ModelKind {
+    /// The kind this section belongs to.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Transformer(_) => Kind::Transformer,
+            Self::Lexical(_) => Kind::Lexical,
+            Self::Cascade(_) => Kind::Cascade,
+            Self::Ensemble(_) => Kind::Ensemble,
+        }
+    }
+
     /// The kind's name as written in cards, outputs and logs.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Transformer(_) => "transformer",
-            Self::Lexical(_) => "lexical",
-            Self::Cascade(_) => "cascade",
-            Self::Ensemble(_) => "ensemble",
-        }
+        self.kind().name()
     }
 
     /// Files a published version of this kind must contain (besides what members bring).
@@ -358,6 +378,9 @@ pub struct ModelCard {
     pub version: String,
     /// What the model is, with its kind's section.
     pub model: ModelKind,
+    /// What its output rows mean (cards from before the field: `single_label`).
+    #[serde(default)]
+    pub head: Head,
     pub created_at: String,
     pub prodcat_version: String,
     /// Texts are truncated to this many tokens.
@@ -387,6 +410,8 @@ struct CardFile {
     model: Option<ModelKind>,
     #[serde(default)]
     model_type: Option<String>,
+    #[serde(default)]
+    head: Head,
     #[serde(default)]
     transformer: Option<TransformerInfo>,
     #[serde(default)]
@@ -434,6 +459,7 @@ impl TryFrom<CardFile> for ModelCard {
             name: f.name,
             version: f.version,
             model,
+            head: f.head,
             created_at: f.created_at,
             prodcat_version: f.prodcat_version,
             max_length: f.max_length,

@@ -6,11 +6,13 @@
 //! `create_dir`, so two publishers (the pipeline's trainer and a `prodcat train`) never collide.
 
 pub mod card;
+mod held_out;
 pub mod replay;
 
 use std::path::{Path, PathBuf};
 
 pub use card::{ModelCard, ModelKind};
+pub use held_out::held_out;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -318,8 +320,8 @@ mod tests {
     fn dummy_card() -> ModelCard {
         serde_json::from_value(serde_json::json!({
             "name": "m", "version": "", "created_at": "", "prodcat_version": "", "max_length": 8, "num_labels": 2,
-            "model": {"kind": "lexical", "featurizer": crate::lexical::FeaturizerSettings::default(),
-                      "settings": crate::lexical::LexicalSettings::default(), "epochs_run": 1,
+            "model": {"kind": "lexical", "featurizer": crate::common::FeaturizerSettings::default(),
+                      "settings": crate::common::LexicalSettings::default(), "epochs_run": 1,
                       "validation_macro_f1": [], "train_seconds": 0.0}
         }))
         .unwrap()

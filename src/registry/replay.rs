@@ -101,6 +101,7 @@ impl Replay {
             groups: Some((0..self.rows.len()).map(|i| format!("replay:{i}")).collect()),
             rejected: 0,
             fixed_split: None,
+            head: Default::default(),
         }
     }
 }
@@ -113,7 +114,7 @@ mod tests {
     fn keeps_at_most_n_per_class_stably_and_round_trips() {
         let texts: Vec<String> = (0..50).map(|i| format!("product {i}")).collect();
         let labels: Vec<String> = (0..50).map(|i| if i % 5 == 0 { "rare" } else { "common" }.to_string()).collect();
-        let data = LabeledData { texts, labels, groups: None, rejected: 0, fixed_split: None };
+        let data = LabeledData { texts, labels, groups: None, ..Default::default() };
         let replay = Replay::sample(&data, 8);
         let count = |l: &str| replay.rows.iter().filter(|r| r.1 == l).count();
         assert_eq!((count("rare"), count("common")), (8, 8));

@@ -5,34 +5,11 @@
 //! title (about twice the real tokens); sorting inside a short window brings padding close to
 //! zero, which is most of the speed of transformer inference on CPU.
 
-use super::model::{Model, Scored, Stage};
+use super::model::{Model, Scored};
 use super::session::ModelOutput;
+use crate::common::{BatchLimits, Kind};
 use crate::error::Result;
 use crate::tokenize::{PaddedBatch, TokenizedText};
-
-/// Limits of one batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BatchLimits {
-    /// Maximum padded tokens per batch (`longest × count`).
-    pub max_tokens: usize,
-    /// Maximum texts per batch.
-    pub max_records: usize,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self { max_tokens: 4096, max_records: 64 }
-    }
-}
-
-impl BatchLimits {
-    /// Batches for a GPU, which wants thousands of tokens per call: 1,024 titles of up to 64
-    /// tokens. (The CPU default above is sized for a few cores, where a batch past ~64 texts
-    /// gains nothing and only adds latency.)
-    pub fn gpu() -> Self {
-        Self { max_tokens: 65_536, max_records: 1024 }
-    }
-}
 
 /// Cuts items into batches: `lengths[i]` is the token count of item `i`. Returns item indices per
 /// batch, shortest texts first; every index appears exactly once.
@@ -75,7 +52,7 @@ pub fn score_texts(model: &dyn Model, texts: &[&str], limits: Option<BatchLimits
             logits: vec![0.0; texts.len() * classes],
             probabilities: vec![0.0; texts.len() * classes],
         },
-        stages: vec![Stage::Transformer; texts.len()],
+        stages: vec![Kind::Transformer; texts.len()],
     };
     let mut batch = PaddedBatch::default();
     for plan in plan_batches(&lengths, limits.unwrap_or_else(|| model.batch_limits())) {

@@ -1,7 +1,7 @@
 //! Serving models through ONNX Runtime: sessions, the [`Model`] trait every kind implements, the
 //! token-budget batcher every scoring path uses, and the slot the data path reads the model from.
 //!
-//! Layering: `serve` knows no model kinds. The kinds (transformer, lexical, cascade) live in
+//! Layering: `serve` knows no model kinds. The kinds (transformer, lexical, ensemble, cascade) live in
 //! [`crate::models`], which loads a [`crate::registry::ModelVersion`] into a `dyn Model`.
 
 pub mod batcher;
@@ -9,7 +9,7 @@ mod model;
 mod session;
 mod slot;
 
-pub use batcher::{BatchLimits, plan_batches, score_texts};
-pub use model::{Model, ModelIdentity, Prediction, Preprocess, Scored, SingleModel, Stage, top_k};
+pub use batcher::{plan_batches, score_texts};
+pub use model::{Model, ModelIdentity, Prediction, Preprocess, Scored, SingleModel, top_k};
 pub use session::{ExecutionTarget, ModelOutput, OnnxSession, SessionSettings, build_session};
 pub use slot::ModelSlot;

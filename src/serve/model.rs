@@ -11,43 +11,22 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::batcher::BatchLimits;
 use super::session::{ModelOutput, OnnxSession, SessionSettings};
+use crate::common::{BatchLimits, Head, Kind};
 use crate::error::Result;
 use crate::registry::{ModelCard, ModelVersion, files};
 use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
-
-/// Which model of a composite (cascade, ensemble) produced a prediction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Transformer,
-    Lexical,
-    /// Both members of an ensemble, averaged.
-    Ensemble,
-}
-
-impl Stage {
-    /// Lower-case name used in outputs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Transformer => "transformer",
-            Stage::Lexical => "lexical",
-            Stage::Ensemble => "ensemble",
-        }
-    }
-}
 
 /// Scores of some rows and the stage that produced each.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scored {
     pub output: ModelOutput,
-    pub stages: Vec<Stage>,
+    pub stages: Vec<Kind>,
 }
 
 impl Scored {
     /// Every row from one stage.
-    pub fn single(output: ModelOutput, stage: Stage) -> Self {
+    pub fn single(output: ModelOutput, stage: Kind) -> Self {
         let stages = vec![stage; output.rows];
         Self { output, stages }
     }
@@ -70,6 +49,9 @@ pub struct ModelIdentity {
     pub version: String,
     pub kind: String,
     pub labels: Vec<String>,
+    /// How a row's probabilities become its label.
+    #[serde(default)]
+    pub head: Head,
 }
 
 /// The label of one text.
@@ -79,11 +61,22 @@ pub struct Prediction {
     pub confidence: f32,
     /// The `k` most likely classes, most likely first.
     pub top_k: Vec<(u32, f32)>,
-    pub stage: Stage,
+    pub stage: Kind,
     pub model: Arc<ModelIdentity>,
 }
 
 impl Prediction {
+    /// The prediction of one output row of `model`, with its `k` most likely classes.
+    pub fn of_row(model: &Arc<ModelIdentity>, probs: &[f32], k: usize, stage: Kind) -> Self {
+        match model.head {
+            Head::SingleLabel => {
+                let best = top_k(probs, k);
+                let (label_id, confidence) = best[0];
+                Self { label_id, confidence, top_k: best, stage, model: model.clone() }
+            }
+        }
+    }
+
     /// The predicted label's name.
     pub fn label(&self) -> &str {
         &self.model.labels[self.label_id as usize]
@@ -149,6 +142,7 @@ pub trait Model: Send + Sync + std::fmt::Debug {
             version: card.version.clone(),
             kind: card.model.name().to_string(),
             labels: self.labels().to_vec(),
+            head: card.head,
         }
     }
 }
@@ -164,12 +158,6 @@ impl Preprocess for TextTokenizer {
     }
 }
 
-impl Preprocess for crate::lexical::Featurizer {
-    fn prepare(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
-        Ok(texts.iter().map(|t| crate::lexical::Featurizer::prepare(self, t)).collect())
-    }
-}
-
 /// A model that is one ONNX graph behind a preprocessor (the transformer and lexical kinds).
 #[derive(Debug)]
 pub struct SingleModel {
@@ -177,7 +165,7 @@ pub struct SingleModel {
     pub labels: Vec<String>,
     pub session: OnnxSession,
     preprocess: Box<dyn Preprocess>,
-    stage: Stage,
+    stage: Kind,
     limits: BatchLimits,
 }
 
@@ -187,7 +175,7 @@ impl SingleModel {
     pub fn open(
         version: ModelVersion,
         preprocess: Box<dyn Preprocess>,
-        stage: Stage,
+        stage: Kind,
         limits: BatchLimits,
         settings: &SessionSettings,
     ) -> Result<Self> {

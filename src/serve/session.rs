@@ -11,8 +11,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{Tensor, TensorRef};
 
+use crate::common::names;
 use crate::error::{Error, Result};
-use crate::onnx::transformer::names;
 use crate::tokenize::PaddedBatch;
 
 /// Where inference runs.

@@ -23,16 +23,17 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use crate::data::prepare::{DataSource, held_out};
-use crate::data::prepare::{data_info, prepare_data};
-pub(crate) use export::test_evaluation;
-pub use export::{Candidate, max_abs_diff};
+pub use crate::data::prepare::DataSource;
+use crate::data::prepare::prepare_data;
 
-use crate::data::{LabeledData, SplitAssignment};
+use crate::common::Head;
+use crate::data::LabeledData;
 use crate::encoder::{Dropout, EncoderClassifier, EncoderConfig, LoraSettings, Pooling, load_base_weights};
 use crate::error::{Error, Result};
 use crate::eval::macro_f1;
+use crate::registry::card::DataInfo;
 use crate::serve::SessionSettings;
+use crate::staging::Candidate;
 use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
 use batches::{bucketed_batches, sorted_batches};
 use checkpoint::{Checkpoint, RunState};
@@ -40,7 +41,7 @@ use optim::{AdamW, AdamWSettings, LinearSchedule};
 
 /// Hyper-parameters of a fine-tuning run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainSettings {
     pub epochs: usize,
     pub batch_size: usize,
@@ -83,6 +84,7 @@ pub struct TrainSettings {
 /// Choices a run takes from a cross-validation made before it (see
 /// [`TrainSettings::cross_validated`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CrossValidated {
     pub folds: usize,
     pub temperature: Option<f32>,
@@ -322,6 +324,9 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     settings.validate()?;
     let started = Instant::now();
     let data = job.data;
+    // The loss (class-weighted cross-entropy on a softmax) and the exported `probabilities` are
+    // the single-label head's; another head needs its own loss here.
+    let Head::SingleLabel = data.head;
     let (labels, y, split) =
         prepare_data(data, job.labels.as_deref(), &job.source, settings.split, settings.seed, settings.stable_split)?;
     // The split as the card records it; with choices made by cross-validation the run trains on
@@ -476,7 +481,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         tracing::info!(temperature = t, on, "calibrated");
     }
 
-    let data_info = data_info(&job.source, data, &recorded);
+    let data_info = DataInfo::describe(&job.source, data, &recorded);
     let refit_rows = refit_rows.or(settings.cross_validated.as_ref().map(|_| split.train.len()));
     export::export_candidate(export::ExportInputs {
         job: &job,
@@ -550,20 +555,6 @@ fn progress_bar(visible: bool, len: u64, prefix: String) -> indicatif::ProgressB
     }
     bar.set_prefix(prefix);
     bar
-}
-
-/// Rows of a split (re-exported for the export step's parity sample).
-pub(crate) fn parity_rows(split: &SplitAssignment, lengths: &[usize], n: usize) -> Vec<usize> {
-    // Held-out rows when there are any; a run on every row (cross-validated, no test split) checks
-    // on training rows rather than on none.
-    let pool = [&split.test, &split.validation, &split.train].into_iter().find(|s| !s.is_empty());
-    let mut sorted = pool.cloned().unwrap_or_default();
-    sorted.sort_by_key(|&r| lengths[r]);
-    if sorted.len() <= n {
-        return sorted;
-    }
-    // Evenly spaced over lengths, so the batch mixes short and long texts (exercises masking).
-    (0..n).map(|i| sorted[i * (sorted.len() - 1) / (n - 1).max(1)]).collect()
 }
 
 /// Path helper: the base model's display name (`_name_or_path` or the folder name).

@@ -106,7 +106,7 @@ pub fn minilm_dir() -> Option<PathBuf> {
 pub fn fixture_data(fx: &Fixture) -> prodcat::data::LabeledData {
     let spec = prodcat::data::LabeledDataSpec {
         path: fx.csv.clone(),
-        text: prodcat::pipeline::text::TextSpec::column("title"),
+        text: prodcat::common::TextSpec::column("title"),
         label_column: "category".into(),
         group_column: Some("group".into()),
         max_rows: None,
@@ -258,4 +258,62 @@ impl Drop for FullDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+/// Whether a test tool that `scripts/test.sh` installs is here: a missing one fails under
+/// PRODCAT_REQUIRE_TOOLS=1 (the test script, CI) and skips with a message elsewhere.
+pub fn tool(what: &str, probe: &mut Command) -> bool {
+    let ok = probe.output().is_ok_and(|o| o.status.success());
+    if !ok {
+        let required = std::env::var("PRODCAT_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(!required, "{what} is missing although scripts/test.sh installs it (provision.sh ops)");
+        eprintln!("skipped: {what} is not installed (bash scripts/provision.sh ops)");
+    }
+    ok
+}
+
+/// Python with the tools `provision.sh ops` installs into `.deps/python`.
+pub fn python() -> Command {
+    let mut c = Command::new("python3");
+    c.env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/python"));
+    c
+}
+
+/// Checks every record against `schemas/<schema>` with the reference implementation of JSON
+/// Schema (`scripts/validate-records.py`); fails naming each invalid record's errors.
+pub fn assert_valid(schema: &str, records: &[serde_json::Value]) {
+    use std::io::Write;
+    assert!(!records.is_empty(), "no {schema} records to validate");
+    if !tool("python jsonschema", python().args(["-c", "import jsonschema"])) {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = python()
+        .arg(root.join("scripts/validate-records.py"))
+        .arg(root.join("schemas").join(schema))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for r in records {
+            writeln!(stdin, "{r}").expect("records to the validator");
+        }
+    }
+    let o = child.wait_with_output().expect("validator");
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{schema}:\n{report}");
+    assert!(report.contains(&format!("{} valid, 0 invalid", records.len())), "{report}");
+}
+
+/// Record batches as JSON objects, one per row (Arrow's JSON writer: timestamps as strings).
+pub fn batches_as_json(batches: &[arrow::array::RecordBatch]) -> Vec<serde_json::Value> {
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for b in batches {
+        writer.write(b).expect("batch as JSON");
+    }
+    writer.finish().expect("JSON array");
+    let rows: serde_json::Value = serde_json::from_slice(&writer.into_inner()).expect("JSON rows");
+    rows.as_array().cloned().unwrap_or_default()
 }

@@ -1,9 +1,19 @@
 //! Decoding and validating one Kafka message into a product record, or naming why it cannot be
 //! one (the reason travels to the dead-letter topic and to `prodcat_records_rejected_total`).
+//!
+//! Corrections (`{id, label[, title]}` on the feedback topic) are decoded here too, on the consumer
+//! thread, by [`KnownTexts`], so one that cannot be used becomes a dead letter with its reason
+//! instead of a log line: the text comes from the correction itself, else from the products this
+//! instance read recently, else from the label store (a product labeled before, by any instance
+//! sharing it); a product found nowhere is dead-lettered as `unknown_product`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::pipeline::text::{RejectReason, TextSpec};
+use crate::common::{RejectReason, TextSpec};
+use crate::learn::LabelStore;
 
 /// Schema versions of the product record this build understands.
 pub const SCHEMA_VERSIONS: [i64; 1] = [1];
@@ -111,6 +121,104 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// Product texts seen recently, bounded (oldest forgotten first).
+struct RecentTexts {
+    map: HashMap<String, String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl RecentTexts {
+    fn insert(&mut self, id: String, text: String) {
+        if self.map.insert(id.clone(), text).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > self.capacity
+                && let Some(old) = self.order.pop_front()
+            {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
+/// Where a correction finds its product's text (see the module documentation). Owned by the
+/// consumer thread, which both remembers products and resolves corrections.
+pub struct KnownTexts {
+    recent: RecentTexts,
+    store: Arc<LabelStore>,
+    id_field: String,
+}
+
+/// A usable correction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Correction {
+    pub id: String,
+    pub text: String,
+    pub label: String,
+}
+
+impl KnownTexts {
+    /// Remembers up to `capacity` recent product texts; falls back to `store`.
+    pub fn new(store: Arc<LabelStore>, id_field: &str, capacity: usize) -> Self {
+        Self {
+            recent: RecentTexts { map: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) },
+            store,
+            id_field: id_field.to_string(),
+        }
+    }
+
+    /// Remembers a product the pipeline read.
+    pub fn seen(&mut self, id: &str, text: &str) {
+        self.recent.insert(id.to_string(), text.to_string());
+    }
+
+    /// The correction in a feedback message, or why it cannot be used (the dead letter's reason).
+    pub fn resolve(&self, payload: Option<&[u8]>) -> std::result::Result<Correction, Rejection> {
+        let reject = |reason, detail: String| Rejection { reason, detail };
+        let bytes = payload.unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| reject(RejectReason::InvalidJson, format!("correction: {e}")))?;
+        if !v.is_object() {
+            return Err(reject(RejectReason::NotAnObject, "correction: expected a JSON object".into()));
+        }
+        let field = |k: &str| {
+            v.get(k).and_then(|x| match x {
+                serde_json::Value::String(s) => Some(s.trim().to_string()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let id = field(&self.id_field)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| reject(RejectReason::MissingId, format!("correction without `{}`", self.id_field)))?;
+        let label = field("label")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| reject(RejectReason::MissingLabel, format!("correction of `{id}` without `label`")))?;
+        let given = field("title").or_else(|| field("text")).filter(|s| !s.is_empty());
+        let text = match given {
+            Some(text) => Some(text),
+            None => self.recent.map.get(&id).cloned(),
+        };
+        let text = match text {
+            Some(text) => text,
+            None => self
+                .store
+                .text_of(&id)
+                .map_err(|e| reject(RejectReason::UnknownProduct, format!("label store lookup failed: {e}")))?
+                .ok_or_else(|| {
+                    reject(
+                        RejectReason::UnknownProduct,
+                        format!(
+                            "no text for product `{id}`: not read recently by this instance, not in the label store \
+                             (send `title` with the correction)"
+                        ),
+                    )
+                })?,
+        };
+        Ok(Correction { id, text, label })
     }
 }
 

@@ -27,12 +27,12 @@ pub use acks::{AckTracker, TopicPartition};
 pub use decode::{ProductRecord, RecordRules, Rejection, decode};
 pub use settings::{KafkaSettings, LABEL_HEADROOM_BYTES, PRODUCER_MESSAGE_MAX_BYTES};
 
+use crate::common::TextSpec;
 use crate::error::{Error, Result};
 use crate::learn::TrainingSection;
 use crate::metrics::Metrics;
 use crate::pipeline::engine::{EngineSettings, LabelingEngine};
 use crate::pipeline::sinks::FileSinkSettings;
-use crate::pipeline::text::TextSpec;
 use crate::registry::ModelVersion;
 use crate::serve::{Model, ModelSlot, SessionSettings};
 
@@ -277,7 +277,7 @@ pub fn run_with_slot(
         events: i.events.clone(),
         feedback: job.feedback_topic().map(|topic| source::Feedback {
             topic: topic.to_string(),
-            known: crate::learn::intake::KnownTexts::new(learner.store.clone(), &job.kafka.id_field, RECENT_TEXTS),
+            known: decode::KnownTexts::new(learner.store.clone(), &job.kafka.id_field, RECENT_TEXTS),
         }),
     });
     let consumed = source::consume(job, consumer, tracker, stop, fatal.clone(), metrics, health.clone(), label_inputs);

@@ -230,7 +230,7 @@ impl Sink {
             ("label_id", json!(p.label_id)),
             ("confidence", json!(p.confidence)),
             ("top_k", Value::Array(top_k)),
-            ("stage", json!(p.stage.as_str())),
+            ("stage", json!(p.stage.name())),
             ("model_name", json!(p.model.name)),
             ("model_version", json!(p.model.version)),
             ("labeled_at", json!(labeled_at)),

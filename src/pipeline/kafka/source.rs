@@ -13,10 +13,11 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::acks::{AckTracker, TopicPartition};
+use super::decode::KnownTexts;
 use super::decode::{RecordRules, decode};
 use super::{DeadMessage, Fatal, Health, InRecord, KafkaJob, KafkaPart, KafkaSettings};
 use crate::error::{Error, Result};
-use crate::learn::intake::{KnownTexts, LabelBarrier, LabelEvent};
+use crate::learn::intake::{LabelBarrier, LabelEvent};
 use crate::learn::store::LabelSource;
 use crate::metrics::Metrics;
 use crate::pipeline::engine::TextChunk;

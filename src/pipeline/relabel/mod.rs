@@ -29,7 +29,7 @@ pub use source::{ParquetInput, discover, inspect};
 use super::engine::{EngineSettings, LabelingEngine, TextChunk};
 use super::output::{RowSource, labeled_batch, now_millis};
 use super::sinks::{JsonLinesFile, OutputFormat, RotatingFileWriter, Rotation};
-use super::text::{RejectReason, TextSpec};
+use crate::common::{RejectReason, TextSpec};
 use crate::error::{Error, IoContext, Result};
 use crate::metrics::Metrics;
 use crate::registry::ModelVersion;

@@ -8,8 +8,8 @@ use arrow::datatypes::DataType;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, ident};
 
+use crate::common::RejectReason;
 use crate::error::{Error, IoContext, Result};
-use crate::pipeline::text::RejectReason;
 
 /// One input file with what its footer says.
 #[derive(Debug, Clone, PartialEq)]

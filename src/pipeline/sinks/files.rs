@@ -53,7 +53,7 @@ impl std::str::FromStr for OutputFormat {
 
 /// When to start a new file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Rotation {
     pub max_rows: usize,
     pub max_bytes: u64,

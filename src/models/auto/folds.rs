@@ -7,7 +7,7 @@
 //! choosing its own C or epochs on the held-out fold, as without folds) and score the held-out
 //! fold through the serving code. Those out-of-fold scores of every row give: each member's
 //! macro-F1, the ensemble's weight (lowest log-loss), the cascade's threshold (same bounds) and
-//! their macro-F1 — the candidates, compared with [`super::auto::pick`]'s rule. The winner is then
+//! their macro-F1 — the candidates, compared with [`super::pick`]'s rule. The winner is then
 //! trained on all train + validation rows: the lexical model by its own K-fold choice of C and
 //! temperature, the transformer for the median of the folds' best epoch counts with the median
 //! of their temperatures, a composite from both with the out-of-fold weight and threshold. The
@@ -18,15 +18,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::auto::{AutoJob, AutoOutcome, CandidateScore, KINDS, RefitScore, pick};
-use super::cascade::CascadeTuning;
-use super::ensemble::{WeightTuning, blend, tune_weight};
-use super::pair::{CompositeJob, LEXICAL, Rows, TRANSFORMER};
+use super::{AutoJob, AutoOutcome, CandidateScore, RefitScore, pick, rebuild_composite};
+use crate::common::Kind;
 use crate::data::{LabeledData, Split, stratified_group_folds};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::cascade::{MemberScores, ThresholdBounds, tune_threshold};
 use crate::eval::{label_ids, macro_f1};
 use crate::lexical::fit_lexical;
+use crate::models::cascade::CascadeTuning;
+use crate::models::ensemble::{WeightTuning, blend, tune_weight};
+use crate::models::pair::{CompositeJob, Rows};
 use crate::registry::card::{CascadeInfo, EnsembleInfo};
 use crate::registry::{ModelKind, ModelVersion};
 use crate::serve::{ModelOutput, score_texts};
@@ -154,7 +155,7 @@ fn out_of_fold(job: &AutoJob<'_>, pool: &LabeledData, taxonomy: &[String], scrat
             (&lexical, &mut oof.lexical, &mut lexical_time),
             (&transformer, &mut oof.transformer, &mut transformer_time),
         ] {
-            let model = super::load(ModelVersion::at(&member.staged.dir)?, &job.session)?;
+            let model = crate::models::load(ModelVersion::at(&member.staged.dir)?, &job.session)?;
             if model.labels() != taxonomy {
                 return Err(Error::Internal("a fold's member has another taxonomy".into()));
             }
@@ -170,7 +171,7 @@ fn out_of_fold(job: &AutoJob<'_>, pool: &LabeledData, taxonomy: &[String], scrat
 }
 
 /// See the module docs.
-pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
+pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let k = job.lexical.settings.folds;
     let data = job.lexical.data;
     let seed = job.lexical.settings.seed;
@@ -210,17 +211,17 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let cascade_tuning = CascadeTuning { weight: Some(weight.clone()), lexical_weight: w, threshold };
     let both = oof.lexical_seconds + oof.transformer_seconds;
     let point = &cascade_tuning.threshold.chosen;
-    let rows: [(&str, (f64, f64), f64, f64); 4] = [
-        ("lexical", figures(&oof.lexical, &y), oof.lexical_rate, oof.lexical_seconds),
-        ("transformer", figures(&oof.transformer, &y), oof.transformer_rate, oof.transformer_seconds),
-        ("ensemble", figures(&blended, &y), 1.0 / (1.0 / oof.lexical_rate + 1.0 / oof.transformer_rate), both),
-        ("cascade", (point.macro_f1, point.accuracy), point.expected_titles_per_second, both),
-    ];
-    debug_assert_eq!(rows.map(|r| r.0), KINDS);
-    let mut scores: Vec<CandidateScore> = rows
-        .iter()
-        .map(|&(model, (f1, acc), rate, seconds)| CandidateScore {
-            model: model.into(),
+    let figures_of = |kind: Kind| match kind {
+        Kind::Lexical => (figures(&oof.lexical, &y), oof.lexical_rate, oof.lexical_seconds),
+        Kind::Transformer => (figures(&oof.transformer, &y), oof.transformer_rate, oof.transformer_seconds),
+        Kind::Ensemble => (figures(&blended, &y), 1.0 / (1.0 / oof.lexical_rate + 1.0 / oof.transformer_rate), both),
+        Kind::Cascade => ((point.macro_f1, point.accuracy), point.expected_titles_per_second, both),
+    };
+    let mut scores: Vec<CandidateScore> = Kind::ALL
+        .into_iter()
+        .map(|model| (model, figures_of(model)))
+        .map(|(model, ((f1, acc), rate, seconds))| CandidateScore {
+            model,
             validation_macro_f1: f1,
             validation_accuracy: acc,
             test_macro_f1: None,
@@ -233,7 +234,7 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
         .collect();
     for s in &scores {
         tracing::info!(
-            model = s.model,
+            model = %s.model,
             out_of_fold_macro_f1 = format!("{:.4}", s.validation_macro_f1),
             titles_per_second = format!("{:.0}", s.titles_per_second),
             "auto: candidate scored"
@@ -241,11 +242,11 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
     }
     let winner = pick(&scores, &job.eligible).ok_or_else(|| Error::Internal("no candidates".into()))?;
     scores[winner].chosen = true;
-    let kind = scores[winner].model.clone();
+    let kind = scores[winner].model;
 
     // The winner on every train + validation row (the lexical model choosing its C by the same
     // folds); the split is the one the card records, so its test rows can be re-derived.
-    tracing::info!(model = kind, rows = pool_rows.len(), "auto: training the winner on train + validation");
+    tracing::info!(model = %kind, rows = pool_rows.len(), "auto: training the winner on train + validation");
     let started = Instant::now();
     let lexical = || {
         let mut lexical = job.lexical.clone();
@@ -261,10 +262,10 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
             Some(CrossValidated { folds: k, temperature: median(&oof.temperatures) });
         fit(transformer)
     };
-    let published = match kind.as_str() {
-        "lexical" => lexical()?,
-        "transformer" => transformer()?,
-        composite => {
+    let published = match kind {
+        Kind::Lexical => lexical()?,
+        Kind::Transformer => transformer()?,
+        composite @ (Kind::Ensemble | Kind::Cascade) => {
             let (lexical, transformer) = (lexical()?, transformer()?);
             let members = CompositeJob {
                 lexical: ModelVersion::at(&lexical.staged.dir)?,
@@ -275,30 +276,30 @@ pub fn train_auto_folds(job: AutoJob<'_>) -> Result<AutoOutcome> {
                 test: Some(Rows::of(data, &split.test, format!("test split of {}", job.lexical.source.file))),
                 session: job.session.clone(),
             };
-            let section = if composite == "ensemble" {
+            let section = if composite == Kind::Ensemble {
                 ModelKind::Ensemble(EnsembleInfo {
                     lexical_weight: w,
-                    lexical: LEXICAL.into(),
-                    transformer: TRANSFORMER.into(),
+                    lexical: Kind::Lexical.name().into(),
+                    transformer: Kind::Transformer.name().into(),
                     tuning: serde_json::to_value(&weight).ok(),
                 })
             } else {
                 ModelKind::Cascade(CascadeInfo {
                     threshold: cascade_tuning.threshold.chosen.threshold,
                     lexical_weight: w,
-                    lexical: LEXICAL.into(),
-                    transformer: TRANSFORMER.into(),
+                    lexical: Kind::Lexical.name().into(),
+                    transformer: Kind::Transformer.name().into(),
                     tuning: serde_json::to_value(&cascade_tuning.threshold).ok(),
                     weight_tuning: serde_json::to_value(&weight).ok(),
                     first_stage_temperature: cascade_tuning.threshold.first_stage_temperature,
                 })
             };
-            super::auto::rebuild_composite(&section, members)?
+            rebuild_composite(&section, members)?
         }
     };
     scratch.finished = true;
     let refit = RefitScore::of(&published, pool_rows.len(), started.elapsed().as_secs_f64());
-    tracing::info!(model = refit.model, rows = refit.rows, test_macro_f1 = ?refit.test_macro_f1, "auto: trained");
+    tracing::info!(model = %refit.model, rows = refit.rows, test_macro_f1 = ?refit.test_macro_f1, "auto: trained");
     Ok(AutoOutcome { candidates: scores, refit: Some(refit), folds: Some(k), winner: published })
 }
 

@@ -38,6 +38,21 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason (the values `schemas/dead-letter.schema.json` lists).
+    pub const ALL: [RejectReason; 11] = [
+        Self::InvalidJson,
+        Self::InvalidUtf8,
+        Self::NotAnObject,
+        Self::MissingId,
+        Self::MissingText,
+        Self::EmptyText,
+        Self::WrongType,
+        Self::Oversized,
+        Self::UnknownSchemaVersion,
+        Self::MissingLabel,
+        Self::UnknownProduct,
+    ];
+
     /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -190,6 +205,15 @@ impl TextComposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_under_its_serde_name() {
+        let names: std::collections::BTreeSet<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), RejectReason::ALL.len());
+        for r in RejectReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!(r.as_str()));
+        }
+    }
 
     #[test]
     fn composes_and_rejects() {

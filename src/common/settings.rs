@@ -1,0 +1,190 @@
+//! Plain settings records of the lexical model: what `[training.lexical]` sets and what a lexical
+//! card records, so that serving featurizes exactly as training did. Data only: the featurizer and
+//! the solvers that read them live in [`crate::lexical`].
+
+use serde::{Deserialize, Serialize};
+
+/// Featurizer settings (stored in the model card).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FeaturizerSettings {
+    /// Hash space size (rows of the weight matrix).
+    pub buckets: u32,
+    /// Inclusive range of word n-gram lengths.
+    pub word_ngrams: (u8, u8),
+    /// Inclusive range of character n-gram lengths (0 = none).
+    pub char_ngrams: (u8, u8),
+    /// Features kept per text at most (the rest are dropped, longest texts only).
+    pub max_features: usize,
+    /// How a text's feature vector is scaled to unit length (cards from before this field: `joint`).
+    #[serde(default = "FeatureNorm::legacy")]
+    pub norm: FeatureNorm,
+    /// How a feature's count in the text weighs (cards from before this field: `binary`).
+    #[serde(default = "TermFrequency::legacy")]
+    pub tf: TermFrequency,
+    /// Which tokens character n-grams are taken from (cards from before this field: `words`).
+    #[serde(default = "CharTokens::legacy")]
+    pub char_tokens: CharTokens,
+}
+
+/// The tokens whose padded character n-grams are features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CharTokens {
+    /// The words (runs of letters and digits), as word n-grams use.
+    Words,
+    /// Runs of non-whitespace, punctuation kept (`galaxy-s23,`), as a TF-IDF `char_wb` analyzer
+    /// does: "s23," and "-s2" tell model numbers and sizes apart (+0.005 macro-F1 on Amazon 2023
+    /// items, equal on the others).
+    Whitespace,
+}
+
+impl CharTokens {
+    fn legacy() -> Self {
+        Self::Words
+    }
+}
+
+/// How the count of an n-gram in a text weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TermFrequency {
+    /// Present or not.
+    Binary,
+    /// 1 + ln(count).
+    Sublinear,
+}
+
+impl TermFrequency {
+    fn legacy() -> Self {
+        Self::Binary
+    }
+
+    /// The weight of a feature seen `count` times.
+    pub fn weight(self, count: u32) -> f32 {
+        match self {
+            Self::Binary => 1.0,
+            Self::Sublinear => 1.0 + (count.max(1) as f32).ln(),
+        }
+    }
+}
+
+/// How the lexical model normalises a text's IDF-weighted features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureNorm {
+    /// One L2 norm over all features.
+    Joint,
+    /// Word n-grams and character n-grams each scaled to unit L2 norm (ids below
+    /// [`FeaturizerSettings::first_char_bucket`] are words).
+    Blocks,
+}
+
+impl FeatureNorm {
+    fn legacy() -> Self {
+        Self::Joint
+    }
+}
+
+impl FeaturizerSettings {
+    /// With `blocks`, the first id of the character block (word ids lie in `1..first_char_bucket`).
+    pub fn first_char_bucket(&self) -> Option<u32> {
+        (self.norm == FeatureNorm::Blocks).then(|| self.buckets.max(4) / 2)
+    }
+}
+
+impl Default for FeaturizerSettings {
+    fn default() -> Self {
+        Self {
+            buckets: 1 << 19,
+            word_ngrams: (1, 2),
+            char_ngrams: (2, 5),
+            max_features: 8192,
+            norm: FeatureNorm::Blocks,
+            tf: TermFrequency::Sublinear,
+            char_tokens: CharTokens::Whitespace,
+        }
+    }
+}
+
+/// Training hyper-parameters of the lexical model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LexicalSettings {
+    pub featurizer: FeaturizerSettings,
+    pub epochs: usize,
+    pub learning_rate: f32,
+    /// L2 penalty on touched weight rows.
+    pub l2: f32,
+    /// Stop after this many epochs without a better validation macro-F1.
+    pub patience: usize,
+    pub class_weights: bool,
+    pub seed: u64,
+    /// How the weights are fitted (cards from before this field were trained with `sgd`).
+    #[serde(default = "LexicalSolver::legacy")]
+    pub solver: LexicalSolver,
+    /// `svm`: regularisation strengths tried; the best on validation macro-F1 is kept.
+    pub c_grid: Vec<f32>,
+    /// `svm`: stop when the projected-gradient spread falls below this (liblinear's `eps`).
+    pub tolerance: f32,
+    /// `svm`: passes over the data at most, per class.
+    pub max_iterations: usize,
+    /// `svm`: fit a temperature on validation so probabilities are calibrated.
+    pub calibrate: bool,
+    /// `svm`: choose C and the temperature by K-fold cross-validation over train + validation
+    /// rows, then train on all of them (0 = choose on the validation split).
+    pub folds: usize,
+    /// `svm`: after choosing on validation, train the published model on train + validation.
+    pub refit: bool,
+    /// Feature normalisations tried (each a full fit); the best on validation (or out of fold) is
+    /// kept and recorded in the card's featurizer. Empty: the featurizer's own.
+    pub norms: Vec<FeatureNorm>,
+}
+
+/// The lexical model's solver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LexicalSolver {
+    /// One-vs-rest squared-hinge SVMs by dual coordinate descent (liblinear), C on validation.
+    Svm,
+    /// Softmax regression by AdaGrad with early stopping (the first lexical model).
+    Sgd,
+}
+
+impl LexicalSolver {
+    fn legacy() -> Self {
+        Self::Sgd
+    }
+}
+
+impl Default for LexicalSettings {
+    fn default() -> Self {
+        Self {
+            featurizer: FeaturizerSettings::default(),
+            epochs: 30,
+            learning_rate: 0.5,
+            l2: 1e-6,
+            patience: 4,
+            class_weights: false,
+            seed: 42,
+            solver: LexicalSolver::Svm,
+            c_grid: vec![0.1, 0.3, 1.0, 3.0, 10.0, 30.0],
+            tolerance: 0.1,
+            max_iterations: 1000,
+            calibrate: true,
+            folds: 0,
+            refit: false,
+            norms: vec![FeatureNorm::Blocks, FeatureNorm::Joint],
+        }
+    }
+}
+
+/// What the `svm` solver chose on validation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SvmChoice {
+    pub c: f32,
+    /// Probabilities are softmax(margins / temperature).
+    pub temperature: f32,
+    /// Passes over the data of the slowest class at the chosen C.
+    pub iterations: usize,
+}
