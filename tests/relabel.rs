@@ -106,6 +106,7 @@ fn arrow_output_where_filter_and_shards() {
     let o = relabel(&registry, &input, &out.display().to_string(), &["--format", "arrow", "--where", "price < 50"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut rows = 0;
+    let mut batches = Vec::new();
     for entry in
         std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "arrow"))
     {
@@ -116,9 +117,11 @@ fn arrow_output_where_filter_and_shards() {
             let prices = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(prices);
             assert!(prices.values().iter().all(|p| *p < 50.0));
             rows += batch.num_rows();
+            batches.push(batch);
         }
     }
     assert_eq!(rows, 200);
+    assert_valid("labeled-output.schema.json", &batches_as_json(&batches));
 
     let mut seen = Vec::new();
     for shard in ["0/2", "1/2"] {
