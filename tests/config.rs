@@ -14,7 +14,7 @@ fn root() -> &'static Path {
 
 fn files_in(dir: &str, ext: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-        .unwrap()
+        .expect("a folder of the repository")
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == ext))
@@ -54,7 +54,7 @@ mod toml_tree {
 
 /// The TOML pipelines embedded in `deploy/k8s/configmap.yaml` (`name.toml: |` blocks).
 fn configmap_pipelines() -> Vec<(String, String)> {
-    let yaml = std::fs::read_to_string(root().join("deploy/k8s/configmap.yaml")).unwrap();
+    let yaml = std::fs::read_to_string(root().join("deploy/k8s/configmap.yaml")).expect("the ConfigMap");
     let mut out = Vec::new();
     let mut current: Option<(String, String, usize)> = None;
     for line in yaml.lines() {
@@ -65,7 +65,7 @@ fn configmap_pipelines() -> Vec<(String, String)> {
                 body.push('\n');
                 continue;
             }
-            let (name, body, _) = current.take().unwrap();
+            let (name, body, _) = current.take().expect("a block is open");
             out.push((name, body));
         }
         if let Some(name) = line.trim().strip_suffix(": |").filter(|n| n.ends_with(".toml")) {
@@ -77,9 +77,9 @@ fn configmap_pipelines() -> Vec<(String, String)> {
 }
 
 fn merge_text(toml: &str, overrides: &[String]) -> prodcat::Result<PipelineConfig> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pipeline.toml");
-    std::fs::write(&file, toml).unwrap();
+    std::fs::write(&file, toml).expect("pipeline file");
     PipelineConfig::merge(Some(&file), overrides)
 }
 

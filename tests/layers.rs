@@ -14,7 +14,7 @@ fn root() -> &'static Path {
 /// The layers, bottom up, from the document's "Layers, bottom up" line: groups of backticked
 /// module names separated by `→`.
 fn layers() -> BTreeMap<String, usize> {
-    let doc = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
+    let doc = std::fs::read_to_string(root().join("docs/architecture.md")).expect("reading the repository");
     let line = doc.lines().find(|l| l.starts_with("Layers, bottom up")).expect("the layers line");
     let (_, order) = line.split_once("):").expect("`Layers, bottom up (…): a → b` form");
     let mut layer = BTreeMap::new();
@@ -27,7 +27,7 @@ fn layers() -> BTreeMap<String, usize> {
 }
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+    for entry in std::fs::read_dir(dir).expect("reading the repository").flatten() {
         let path = entry.path();
         if path.is_dir() {
             sources(&path, out);
@@ -39,7 +39,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// `src/a/b.rs` → `a::b`; `src/a/mod.rs` → `a`; the binary's files are `cli`.
 fn module_of(file: &Path) -> String {
-    let rel = file.strip_prefix(root().join("src")).unwrap().with_extension("");
+    let rel = file.strip_prefix(root().join("src")).expect("reading the repository").with_extension("");
     let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     match parts.as_slice() {
         [main] if main == "main" => "cli".into(),
@@ -52,7 +52,7 @@ fn module_of(file: &Path) -> String {
 /// The code of a file without comments, string contents and its test module (by convention the
 /// file's last item, after `#[cfg(test)]`).
 fn code(file: &Path) -> String {
-    let text = std::fs::read_to_string(file).unwrap();
+    let text = std::fs::read_to_string(file).expect("reading the repository");
     let text = match text.find("#[cfg(test)]\nmod ") {
         Some(i) => &text[..i],
         None => &text[..],
@@ -243,9 +243,9 @@ fn the_parser_sees_groups_relative_paths_and_skips_comments() {
 
 fn code_of(text: &str) -> String {
     let dir = std::env::temp_dir().join(format!("prodcat-layers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("reading the repository");
     let file = dir.join("x.rs");
-    std::fs::write(&file, text).unwrap();
+    std::fs::write(&file, text).expect("reading the repository");
     let out = code(&file);
     let _ = std::fs::remove_dir_all(&dir);
     out

@@ -10,13 +10,13 @@ use prodcat::tokenize::TextTokenizer;
 /// Hugging Face tokenizers gives.
 fn assert_parity(path: &Path, texts: &[&str]) {
     for max_length in [2, 3, 8, 128] {
-        let fast = TextTokenizer::from_file(path, max_length).unwrap();
+        let fast = TextTokenizer::from_file(path, max_length).expect("tokenizer.json");
         assert!(fast.has_fast_path(), "{} should take the fast path", path.display());
         let slow = fast.clone().without_fast_path();
-        let (a, b) = (fast.encode_batch(texts).unwrap(), slow.encode_batch(texts).unwrap());
+        let (a, b) = (fast.encode_batch(texts).expect("fast path"), slow.encode_batch(texts).expect("Hugging Face"));
         for ((text, a), b) in texts.iter().zip(&a).zip(&b) {
             assert_eq!(a, b, "max_length {max_length}, text {text:?}");
-            assert_eq!(&fast.encode(text).unwrap(), b, "single encode, text {text:?}");
+            assert_eq!(&fast.encode(text).expect("single encode"), b, "single encode, text {text:?}");
         }
     }
 }
@@ -83,7 +83,7 @@ fn ascii_fast_path_matches_hugging_face_on_the_shared_data() {
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+    for entry in std::fs::read_dir(dir).expect("a data folder").flatten() {
         let path = entry.path();
         if path.is_dir() {
             out.extend(walk(&path));

@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fine-tune a LoRA classifier on labeled product texts and publish it to a registry.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate a registry model on labeled data: metrics table, metrics.json and plots.
     Eval(eval::EvalArgs),
     /// Relabel a Parquet catalogue with a registry model into Arrow IPC or Parquet files.
@@ -210,7 +210,7 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 /// Runs the chosen command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(args) => train::run(args, cli.ort_lib),
+        Command::Train(args) => train::run(*args, cli.ort_lib),
         Command::Eval(args) => eval::run(args, cli.ort_lib),
         Command::Split(args) => split::run(args),
         Command::Quantize(args) => fast::quantize(args, cli.ort_lib),
