@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::BatchLimits;
-use crate::common::TextSpec;
+use crate::common::{BatchLimits, TextSpec};
 use crate::error::{Error, Result};
 use crate::pipeline::engine::EngineSettings;
 use crate::pipeline::kafka::{KafkaJob, KafkaSettings};

@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use store::{LabelSource, LabelStore, StoreLimits};
 
-use crate::common::LexicalSettings;
-use crate::common::TextSpec;
+use crate::common::{LexicalSettings, TextSpec};
 use crate::data::prepare::DataSource;
 use crate::error::{Error, Result};
 use crate::eval::ClassificationReport;

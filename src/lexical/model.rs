@@ -12,8 +12,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::featurizer::Bag;
-use crate::common::names;
-use crate::common::{FeaturizerSettings, Head, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency};
+use crate::common::{FeaturizerSettings, Head, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency, names};
 use crate::eval::calibration::fit_temperature;
 use crate::onnx::graph::{Attr, Dim, GraphBuilder};
 use crate::onnx::proto::data_type;

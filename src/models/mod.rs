@@ -25,8 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::common::Kind;
-use crate::common::LexicalSettings;
+use crate::common::{Kind, LexicalSettings};
 use crate::data::LabeledData;
 use crate::data::prepare::DataSource;
 use crate::error::{Error, Result};
