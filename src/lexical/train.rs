@@ -65,6 +65,31 @@ fn fit_rows(
     }
 }
 
+/// The largest ONNX file ONNX Runtime loads without external data: protobuf's 2 GiB.
+const MAX_GRAPH_BYTES: u64 = (1 << 31) - 1;
+
+/// Whether a lexical graph of `buckets` × `classes` weights (plus the IDF row) fits in one ONNX
+/// file; if not, an error naming the sizes and the buckets that would fit.
+fn servable(buckets: u32, classes: usize) -> Result<()> {
+    let floats = u64::from(buckets) * (classes as u64 + 1);
+    // Headroom for the bias, the graph and the protobuf framing.
+    let bytes = floats * 4 + (1 << 20);
+    if bytes <= MAX_GRAPH_BYTES {
+        return Ok(());
+    }
+    let fits = MAX_GRAPH_BYTES.saturating_sub(1 << 20) / 4 / (classes as u64 + 1);
+    let suggestion = if fits >= 2 { 1u64 << fits.ilog2() } else { 0 };
+    Err(Error::config(
+        "--buckets",
+        format!(
+            "a lexical model of {buckets} buckets × {classes} classes needs {:.1} GiB of dense weights, past the \
+             2 GiB an ONNX file can hold, so it could not be served; with {classes} classes at most {suggestion} \
+             buckets fit (--buckets {suggestion}, training.lexical.featurizer.buckets)",
+            bytes as f64 / f64::from(1u32 << 30)
+        ),
+    ))
+}
+
 /// Trains, exports and checks a lexical model.
 pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let started = Instant::now();
@@ -81,6 +106,8 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     if settings.solver == LexicalSolver::Sgd && (settings.refit || settings.folds > 1) {
         return Err(Error::config("lexical", "--refit and --folds need the svm solver"));
     }
+    // Refused now rather than after training: a graph ONNX Runtime could not load.
+    servable(settings.featurizer.buckets, labels.len())?;
     tracing::info!(
         rows = data.len(),
         train = split.train.len(),
@@ -195,4 +222,24 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         y: &y,
         started,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_graph_past_two_gib_is_refused_with_the_buckets_that_fit() {
+        // PriceRunner's 10 categories at the default 2^19 buckets: 22 MB.
+        assert!(servable(1 << 19, 10).is_ok());
+        // About 1,023 classes is where the default buckets stop fitting.
+        assert!(servable(1 << 19, 1000).is_ok());
+        let err = servable(1 << 19, 1100).unwrap_err().to_string();
+        assert!(err.contains("524288 buckets × 1100 classes") && err.contains("2 GiB"), "{err}");
+        assert!(err.contains("--buckets 262144"), "{err}");
+        assert!(servable(1 << 18, 1100).is_ok(), "the suggested buckets fit");
+        // 2,115 PriceRunner product leaves: 2^17 buckets fit, 2^18 do not.
+        assert!(servable(1 << 17, 2115).is_ok());
+        assert!(servable(1 << 18, 2115).unwrap_err().to_string().contains("--buckets 131072"));
+    }
 }
