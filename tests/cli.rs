@@ -196,30 +196,19 @@ fn bad_eval_input_gives_clear_errors() {
 fn a_lexical_model_too_large_to_serve_is_refused_before_training() {
     // 1,100 classes at the default 2^19 buckets: 2.2 GiB of weights, past what one ONNX file holds.
     let fx = Fixture::new(10);
-    let csv = fx.path("many.csv");
     let mut text = String::from("title,category\n");
     for c in 0..1100 {
         for r in 0..3 {
             text.push_str(&format!("product {c} variant {r},cat{c:04}\n"));
         }
     }
-    std::fs::write(&csv, text).unwrap();
-    let registry = fx.path("registry").display().to_string();
-    let csv = csv.display().to_string();
+    // The fixture's CSV, rewritten with 1,100 categories.
+    std::fs::write(&fx.csv, text).unwrap();
+    let mut args: Vec<String> = ["train", "--model-type", "lexical", "--out"].map(str::to_string).to_vec();
+    args.push(fx.path("registry").display().to_string());
+    args.extend(fixture_data_args(&fx));
     let started = Instant::now();
-    let o = prodcat(&[
-        "train",
-        "--model-type",
-        "lexical",
-        "--data",
-        &csv,
-        "--text-column",
-        "title",
-        "--label-column",
-        "category",
-        "--out",
-        &registry,
-    ]);
+    let o = run_strings(&args);
     assert_clean_failure(&o, &["1100 classes", "2 GiB", "--buckets 262144"]);
     assert!(started.elapsed() < Duration::from_secs(30), "refused only after {:?}", started.elapsed());
     assert!(!fx.path("registry/classifier/v1").exists(), "nothing published");

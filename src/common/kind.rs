@@ -69,15 +69,6 @@ pub enum Head {
     SingleLabel,
 }
 
-impl Head {
-    /// The head's name in cards and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Head::SingleLabel => "single_label",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +81,6 @@ mod tests {
         }
         let err = Kind::parse("svm").unwrap_err();
         assert!(err.contains("`svm`") && err.contains("lexical, transformer, ensemble, cascade"), "{err}");
-        assert_eq!(serde_json::to_value(Head::SingleLabel).unwrap(), serde_json::json!(Head::SingleLabel.name()));
+        assert_eq!(serde_json::to_value(Head::SingleLabel).unwrap(), serde_json::json!("single_label"));
     }
 }
