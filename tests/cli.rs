@@ -52,7 +52,11 @@ fn train_then_eval_prints_metrics_and_writes_report() {
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap()).unwrap();
     assert!((metrics["macro_f1"].as_f64().unwrap() - f1).abs() < 1e-4);
-    assert_eq!(metrics["confusion"].as_array().unwrap().len(), 5);
+    // Sparse confusion cells [true, predicted, count] covering every row.
+    let cells = metrics["confusion"].as_array().unwrap();
+    assert!(cells.len() >= 5, "at least the diagonal: {cells:?}");
+    let counted: u64 = cells.iter().map(|c| c[2].as_u64().unwrap()).sum();
+    assert_eq!(counted, metrics["rows"].as_u64().unwrap());
     assert!(metrics["per_class"][0]["roc_auc"].as_f64().is_some());
     for png in ["confusion_matrix.png", "roc_curves.png"] {
         let bytes = std::fs::read(report.join(png)).unwrap();
@@ -192,24 +196,79 @@ fn bad_eval_input_gives_clear_errors() {
     assert_clean_failure(&o, &["nowhere"]);
 }
 
-#[test]
-fn a_lexical_model_too_large_to_serve_is_refused_before_training() {
-    // 1,100 classes at the default 2^19 buckets: 2.2 GiB of weights, past what one ONNX file holds.
-    let fx = Fixture::new(10);
+/// The fixture's CSV rewritten with `classes` categories of `per_class` titles each: a model
+/// token of its own, a brand shared by a few dozen classes, words shared by all.
+fn many_classes(fx: &Fixture, classes: usize, per_class: usize) {
     let mut text = String::from("title,category\n");
-    for c in 0..1100 {
-        for r in 0..3 {
-            text.push_str(&format!("product {c} variant {r},cat{c:04}\n"));
+    for c in 0..classes {
+        for r in 0..per_class {
+            text.push_str(&format!("brand{} model{c} edition {r} colour {},cat{c:04}\n", c % 37, ["red", "blue"][r % 2]));
         }
     }
-    // The fixture's CSV, rewritten with 1,100 categories.
     std::fs::write(&fx.csv, text).unwrap();
-    let mut args: Vec<String> = ["train", "--model-type", "lexical", "--out"].map(str::to_string).to_vec();
+}
+
+#[test]
+fn the_dense_sgd_lexical_model_too_large_to_serve_is_refused_before_training() {
+    // 1,100 classes at the default 2^19 buckets: 2.2 GiB of dense weights, past what one ONNX file
+    // holds — the sgd solver learns them dense.
+    let fx = Fixture::new(10);
+    many_classes(&fx, 1100, 3);
+    let mut args: Vec<String> = ["train", "--model-type", "lexical", "--solver", "sgd", "--out"].map(str::to_string).to_vec();
     args.push(fx.path("registry").display().to_string());
     args.extend(fixture_data_args(&fx));
     let started = Instant::now();
     let o = run_strings(&args);
-    assert_clean_failure(&o, &["1100 classes", "2 GiB", "--buckets 262144"]);
+    assert_clean_failure(&o, &["1100 classes", "2 GiB", "--buckets 262144", "svm solver"]);
     assert!(started.elapsed() < Duration::from_secs(30), "refused only after {:?}", started.elapsed());
     assert!(!fx.path("registry/classifier/v1").exists(), "nothing published");
+}
+
+#[test]
+fn a_lexical_model_of_a_thousand_classes_trains_serves_and_reports_readably() {
+    let fx = Fixture::new(10);
+    many_classes(&fx, 1100, 4);
+    let registry = fx.path("registry");
+    let mut args: Vec<String> =
+        ["train", "--model-type", "lexical", "--max-classes-per-feature", "16", "--no-progress", "--out"]
+            .map(str::to_string)
+            .to_vec();
+    args.push(registry.display().to_string());
+    args.extend(fixture_data_args(&fx));
+    let o = run_strings(&args);
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("parity:"), "{text}");
+    // The terminal report of 1,100 classes: the worst and best classes and the confusions, no matrix.
+    assert!(text.contains("1100 classes: the 10 of lowest and the 10 of highest F1"), "{text}");
+    assert!(text.contains("most frequent confusions") && !text.contains("confusion matrix"), "{text}");
+    assert!(text.lines().count() < 80, "{} lines", text.lines().count());
+    let f1: f64 = text.lines().last().unwrap().split(' ').next().unwrap().strip_prefix("macro_f1=").unwrap().parse().unwrap();
+    assert!(f1 > 0.9, "{text}");
+
+    // Sparse and capped: at most 16 classes per feature, shared words lost their smallest weights,
+    // and the file is a sliver of the 2.2 GiB a dense matrix would take.
+    let current = registry.join("classifier/current");
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(current.join("card.json")).unwrap()).unwrap();
+    let weights = &card["model"]["weights"];
+    assert_eq!(weights["width"].as_u64(), Some(16), "{weights}");
+    assert!(weights["dropped"].as_u64().unwrap() > 0, "{weights}");
+    assert_eq!(card["model"]["settings"]["c_search"], "auto");
+    let size = std::fs::metadata(current.join("model.onnx")).unwrap().len();
+    assert!(size < 64 << 20, "model.onnx is {size} bytes");
+
+    // eval: the plots of a large label set, and the confusion stored sparsely.
+    let report = fx.path("report");
+    let o = eval_fixture(&fx, &current, &["--report", &report.display().to_string()]);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["per_class"].as_array().unwrap().len(), 1100);
+    let cells = metrics["confusion"].as_array().unwrap();
+    assert!(cells.len() < 2 * 4400, "sparse: {} cells", cells.len());
+    assert_eq!(cells.iter().map(|c| c[2].as_u64().unwrap()).sum::<u64>(), 4400);
+    for png in ["confusion_matrix.png", "roc_curves.png"] {
+        let bytes = std::fs::read(report.join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() < 4 << 20, "{png}: {} bytes", bytes.len());
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use prodcat::common::{FeatureNorm, FeaturizerSettings, Kind, LexicalSettings, LexicalSolver, TermFrequency};
+use prodcat::common::{CSearch, FeatureNorm, FeaturizerSettings, Kind, LexicalSettings, LexicalSolver, TermFrequency};
 use prodcat::data::prepare::read_training_data;
 use prodcat::data::{LabeledData, Split};
 use prodcat::encoder::{LoraSettings, LoraTarget, Pooling};
@@ -57,7 +57,19 @@ pub struct TrainArgs {
     /// Lexical svm: regularisation strengths to try (the best on validation macro-F1 is kept).
     #[arg(long, value_delimiter = ',')]
     c_grid: Option<Vec<f32>>,
-    /// Lexical models: hash buckets (rows of the weight matrix).
+    /// Lexical svm: how the C grid is searched on validation: `grid` tries every C (and every
+    /// normalisation at each), `walk` picks the normalisation at the C nearest 1 and walks the grid
+    /// from there while validation improves, `auto` walks past 100 classes.
+    #[arg(long, value_enum, default_value = "auto")]
+    c_search: CSearchArg,
+    /// Lexical svm: a class's weights of smaller magnitude are dropped when it is solved (0: none).
+    #[arg(long, default_value_t = LexicalSettings::default().prune_below)]
+    prune_below: f32,
+    /// Lexical models: classes a feature keeps weights for, at most, the largest (0: all). Bounds
+    /// the model's size and serving cost at thousands of classes.
+    #[arg(long, default_value_t = LexicalSettings::default().max_classes_per_feature)]
+    max_classes_per_feature: usize,
+    /// Lexical models: hash buckets (feature ids).
     #[arg(long, default_value_t = 1 << 19)]
     buckets: u32,
     /// Lexical models: distinct n-grams kept per text at most (long descriptions beyond it lose
@@ -233,6 +245,13 @@ fn lexical_job<'a>(
             LexicalSolverArg::Sgd => LexicalSolver::Sgd,
         },
         c_grid: args.c_grid.clone().unwrap_or_else(|| defaults.c_grid.clone()),
+        c_search: match args.c_search {
+            CSearchArg::Grid => CSearch::Grid,
+            CSearchArg::Walk => CSearch::Walk,
+            CSearchArg::Auto => CSearch::Auto,
+        },
+        prune_below: args.prune_below,
+        max_classes_per_feature: args.max_classes_per_feature,
         folds: args.folds.unwrap_or(0),
         refit: args.refit,
         norms: match args.feature_norm {
@@ -330,6 +349,14 @@ fn auto_report(args: &TrainArgs, outcome: &AutoOutcome) -> anyhow::Result<()> {
 enum LexicalSolverArg {
     Svm,
     Sgd,
+}
+
+/// `--c-search` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CSearchArg {
+    Auto,
+    Grid,
+    Walk,
 }
 
 /// `--feature-norm` values.

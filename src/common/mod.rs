@@ -18,6 +18,6 @@ pub use batch::BatchLimits;
 pub use graph::names;
 pub use kind::{Head, Kind};
 pub use settings::{
-    CharTokens, FeatureNorm, FeaturizerSettings, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency,
+    CSearch, CharTokens, FeatureNorm, FeaturizerSettings, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency, WeightStats,
 };
 pub use text::{RejectReason, TextComposition, TextSpec};

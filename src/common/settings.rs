@@ -139,6 +139,19 @@ pub struct LexicalSettings {
     /// Feature normalisations tried (each a full fit); the best on validation (or out of fold) is
     /// kept and recorded in the card's featurizer. Empty: the featurizer's own.
     pub norms: Vec<FeatureNorm>,
+    /// `svm`: how the C grid is searched on validation (cards from before this field: `grid`).
+    #[serde(default = "CSearch::legacy")]
+    pub c_search: CSearch,
+    /// `svm`: a class's weights of smaller magnitude are dropped as soon as its SVM is solved (0:
+    /// none), so training holds only the weights that matter, whatever the class count. Cards from
+    /// before this field: 0.
+    #[serde(default)]
+    pub prune_below: f32,
+    /// Classes a feature keeps weights for, at most: the largest in magnitude (0: every class).
+    /// The model's size and its serving cost per feature are bounded by it, not by the class count.
+    /// Cards from before this field: 0 (dense weights).
+    #[serde(default)]
+    pub max_classes_per_feature: usize,
 }
 
 /// The lexical model's solver.
@@ -175,6 +188,42 @@ impl Default for LexicalSettings {
             folds: 0,
             refit: false,
             norms: vec![FeatureNorm::Blocks, FeatureNorm::Joint],
+            c_search: CSearch::Auto,
+            prune_below: 1e-3,
+            max_classes_per_feature: 64,
+        }
+    }
+}
+
+/// How the `svm` solver searches its C grid on a validation split (cross-validation always tries
+/// every C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CSearch {
+    /// Every C, and every normalisation at every C.
+    Grid,
+    /// The normalisation chosen at the C nearest 1; from there up the grid while validation
+    /// macro-F1 improves, then down. Each C costs a pass over every row for every class, so past
+    /// a few hundred classes the full grid is most of the training time.
+    Walk,
+    /// `walk` past [`CSearch::WALK_ABOVE`] classes, else `grid`.
+    Auto,
+}
+
+impl CSearch {
+    /// Classes past which `auto` walks.
+    pub const WALK_ABOVE: usize = 100;
+
+    fn legacy() -> Self {
+        Self::Grid
+    }
+
+    /// Whether a search of `classes` classes walks.
+    pub fn walks(self, classes: usize) -> bool {
+        match self {
+            Self::Grid => false,
+            Self::Walk => true,
+            Self::Auto => classes > Self::WALK_ABOVE,
         }
     }
 }
@@ -187,4 +236,17 @@ pub struct SvmChoice {
     pub temperature: f32,
     /// Passes over the data of the slowest class at the chosen C.
     pub iterations: usize,
+}
+
+/// How large a set of weights is, as the card records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightStats {
+    /// Features (buckets) with at least one weight.
+    pub features: usize,
+    /// Weights kept.
+    pub nonzeros: usize,
+    /// Classes of the longest row: the width every row is padded to in the ONNX graph.
+    pub width: usize,
+    /// Weights dropped by the per-feature cap.
+    pub dropped: usize,
 }

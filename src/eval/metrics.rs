@@ -28,12 +28,31 @@ pub struct ClassificationReport {
     pub weighted_f1: f64,
     pub macro_roc_auc: Option<f64>,
     pub per_class: Vec<ClassMetrics>,
-    /// `confusion[true][predicted]`, in label order.
-    pub confusion: Vec<Vec<usize>>,
+    /// The confusion matrix's non-zero cells, `[true, predicted, count]` by class index, ordered by
+    /// true then predicted class: sparse, so it stays small at thousands of classes.
+    pub confusion: Vec<[usize; 3]>,
     pub labels: Vec<String>,
 }
 
 impl ClassificationReport {
+    /// The confusion matrix as `[true][predicted]` counts (for small label sets: classes² cells).
+    pub fn dense_confusion(&self) -> Vec<Vec<usize>> {
+        let n = self.labels.len();
+        let mut m = vec![vec![0; n]; n];
+        for &[t, p, count] in &self.confusion {
+            m[t][p] = count;
+        }
+        m
+    }
+
+    /// The `n` most frequent confusions `[true, predicted, count]` (most first; ties by class).
+    pub fn confused_pairs(&self, n: usize) -> Vec<[usize; 3]> {
+        let mut off: Vec<[usize; 3]> = self.confusion.iter().filter(|c| c[0] != c[1]).copied().collect();
+        off.sort_by(|a, b| b[2].cmp(&a[2]).then(a.cmp(b)));
+        off.truncate(n);
+        off
+    }
+
     /// The headline numbers a card keeps of a full report.
     pub fn headline(&self) -> SplitMetrics {
         SplitMetrics {
@@ -51,23 +70,41 @@ fn ratio(num: usize, den: usize) -> f64 {
     if den == 0 { 0.0 } else { num as f64 / den as f64 }
 }
 
-/// Confusion matrix `[true][predicted]`.
-pub fn confusion_matrix(y_true: &[usize], y_pred: &[usize], classes: usize) -> Vec<Vec<usize>> {
-    let mut m = vec![vec![0usize; classes]; classes];
-    for (&t, &p) in y_true.iter().zip(y_pred) {
-        m[t][p] += 1;
+/// The confusion matrix's non-zero cells `[true, predicted, count]`, ordered.
+pub fn confusion_cells(y_true: &[usize], y_pred: &[usize]) -> Vec<[usize; 3]> {
+    let mut pairs: Vec<(usize, usize)> = y_true.iter().copied().zip(y_pred.iter().copied()).collect();
+    pairs.sort_unstable();
+    let mut cells: Vec<[usize; 3]> = Vec::new();
+    for (t, p) in pairs {
+        match cells.last_mut() {
+            Some(last) if last[0] == t && last[1] == p => last[2] += 1,
+            _ => cells.push([t, p, 1]),
+        }
     }
-    m
+    cells
+}
+
+/// Per class: true positives, rows predicted as it, rows that are it.
+fn class_counts(y_true: &[usize], y_pred: &[usize], classes: usize) -> Vec<(usize, usize, usize)> {
+    let mut counts = vec![(0, 0, 0); classes];
+    for (&t, &p) in y_true.iter().zip(y_pred) {
+        counts[p].1 += 1;
+        counts[t].2 += 1;
+        if t == p {
+            counts[t].0 += 1;
+        }
+    }
+    counts
 }
 
 /// Macro-averaged F1 over the classes that occur in `y_true` or `y_pred` (scikit-learn's default).
 pub fn macro_f1(y_true: &[usize], y_pred: &[usize], classes: usize) -> f64 {
-    let m = confusion_matrix(y_true, y_pred, classes);
-    let (sum, n) = (0..classes).fold((0.0, 0usize), |(sum, n), c| {
-        let support: usize = m[c].iter().sum();
-        let predicted: usize = m.iter().map(|row| row[c]).sum();
-        if support == 0 && predicted == 0 { (sum, n) } else { (sum + f1(m[c][c], predicted, support), n + 1) }
-    });
+    let (sum, n) = class_counts(y_true, y_pred, classes).into_iter().fold(
+        (0.0, 0usize),
+        |(sum, n), (tp, predicted, support)| {
+            if support == 0 && predicted == 0 { (sum, n) } else { (sum + f1(tp, predicted, support), n + 1) }
+        },
+    );
     if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
@@ -115,14 +152,12 @@ impl ClassificationReport {
     /// Computes the report; `scores` are row-major class probabilities (`[rows, classes]`).
     pub fn compute(labels: &[String], y_true: &[usize], y_pred: &[usize], scores: Option<&[f32]>) -> Self {
         let classes = labels.len();
-        let m = confusion_matrix(y_true, y_pred, classes);
+        let counts = class_counts(y_true, y_pred, classes);
         let rows = y_true.len();
-        let correct: usize = (0..classes).map(|c| m[c][c]).sum();
+        let correct: usize = counts.iter().map(|c| c.0).sum();
         let mut per_class = Vec::with_capacity(classes);
         let mut aucs = Vec::new();
-        for c in 0..classes {
-            let support: usize = m[c].iter().sum();
-            let predicted: usize = m.iter().map(|row| row[c]).sum();
+        for (c, &(tp, predicted, support)) in counts.iter().enumerate() {
             let roc_auc = scores.and_then(|s| {
                 let class_scores: Vec<f32> = (0..rows).map(|r| s[r * classes + c]).collect();
                 let positive: Vec<bool> = y_true.iter().map(|&t| t == c).collect();
@@ -131,9 +166,9 @@ impl ClassificationReport {
             aucs.extend(roc_auc);
             per_class.push(ClassMetrics {
                 label: labels[c].clone(),
-                precision: ratio(m[c][c], predicted),
-                recall: ratio(m[c][c], support),
-                f1: f1(m[c][c], predicted, support),
+                precision: ratio(tp, predicted),
+                recall: ratio(tp, support),
+                f1: f1(tp, predicted, support),
                 support,
                 roc_auc,
             });
@@ -141,7 +176,7 @@ impl ClassificationReport {
         let present: Vec<&ClassMetrics> = per_class
             .iter()
             .enumerate()
-            .filter(|(c, pc)| pc.support > 0 || m.iter().any(|row| row[*c] > 0))
+            .filter(|(c, pc)| pc.support > 0 || counts[*c].1 > 0)
             .map(|(_, pc)| pc)
             .collect();
         let mean = |f: fn(&ClassMetrics) -> f64| {
@@ -161,7 +196,7 @@ impl ClassificationReport {
             weighted_f1,
             macro_roc_auc: (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64),
             per_class,
-            confusion: m,
+            confusion: confusion_cells(y_true, y_pred),
             labels: labels.to_vec(),
         }
     }
@@ -181,7 +216,9 @@ mod tests {
         // a: p=1/2 r=1/2 f=1/2; b: p=2/3 r=1 f=0.8; c: p=1 r=1/2 f=2/3
         assert!((r.per_class[1].f1 - 0.8).abs() < 1e-12);
         assert!((r.macro_f1 - (0.5 + 0.8 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
-        assert_eq!(r.confusion, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
+        assert_eq!(r.confusion, vec![[0, 0, 1], [0, 1, 1], [1, 1, 2], [2, 0, 1], [2, 2, 1]]);
+        assert_eq!(r.dense_confusion(), vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
+        assert_eq!(r.confused_pairs(5), vec![[0, 1, 1], [2, 0, 1]]);
         assert!((macro_f1(&y_true, &y_pred, 3) - r.macro_f1).abs() < 1e-12);
     }
 

@@ -95,26 +95,89 @@ pub fn write_report(dir: &Path, evaluation: &Evaluation, extra: serde_json::Valu
     let text = serde_json::to_string_pretty(&json)
         .map_err(|source| Error::Json { path: files.metrics_json.clone(), source })?;
     std::fs::write(&files.metrics_json, text + "\n").at(&files.metrics_json)?;
-    plots::confusion_heatmap(&evaluation.report, &files.confusion_png)?;
-    plots::roc_curves(&evaluation.report, &evaluation.y_true, &evaluation.output.probabilities, &files.roc_png)?;
+    let report = &evaluation.report;
+    let classes = report.labels.len();
+    if classes <= READABLE_CLASSES {
+        let caption = "Confusion matrix (rows: true, columns: predicted)";
+        plots::confusion_heatmap(&report.labels, &report.dense_confusion(), caption, &files.confusion_png)?;
+    } else {
+        // The classes of the most frequent confusions, and only their cells.
+        let mut shown: Vec<usize> = Vec::new();
+        for [t, p, _] in report.confused_pairs(usize::MAX) {
+            for c in [t, p] {
+                if shown.len() < READABLE_CLASSES / 2 && !shown.contains(&c) {
+                    shown.push(c);
+                }
+            }
+        }
+        let index = |c: usize| shown.iter().position(|&s| s == c);
+        let mut matrix = vec![vec![0; shown.len()]; shown.len()];
+        for &[t, p, count] in &report.confusion {
+            if let (Some(t), Some(p)) = (index(t), index(p)) {
+                matrix[t][p] = count;
+            }
+        }
+        let labels: Vec<String> = shown.iter().map(|&c| report.labels[c].clone()).collect();
+        let caption = format!("Most confused {} of {classes} classes (rows: true, columns: predicted)", shown.len());
+        plots::confusion_heatmap(&labels, &matrix, &caption, &files.confusion_png)?;
+    }
+    let (shown, caption) = roc_classes(report);
+    plots::roc_curves(report, &evaluation.y_true, &evaluation.output.probabilities, &shown, &caption, &files.roc_png)?;
     Ok(files)
 }
 
-/// The per-class table and the confusion matrix, as printed on the terminal.
+/// Label sets up to this size are reported whole (every class's row, the full confusion matrix);
+/// larger ones by their worst and best classes and most frequent confusions.
+pub const READABLE_CLASSES: usize = 30;
+
+/// The classes whose ROC curves are drawn: every class of a small label set, else the five of
+/// lowest and the five of highest AUC; and the plot's caption.
+fn roc_classes(report: &ClassificationReport) -> (Vec<usize>, String) {
+    if report.labels.len() <= 10 {
+        return ((0..report.labels.len()).collect(), "ROC curves (one vs rest)".into());
+    }
+    let mut ranked: Vec<(usize, f64)> =
+        report.per_class.iter().enumerate().filter_map(|(c, m)| m.roc_auc.map(|a| (c, a))).collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let mut shown: Vec<usize> = ranked.iter().take(5).map(|r| r.0).collect();
+    shown.extend(ranked.iter().rev().take(5).map(|r| r.0).filter(|c| !shown.contains(c)).collect::<Vec<_>>());
+    (shown, format!("ROC curves (one vs rest): the 5 lowest and 5 highest AUC of {} classes", report.labels.len()))
+}
+
+/// The per-class table and the confusion matrix, as printed on the terminal. Past
+/// [`READABLE_CLASSES`] classes: the ten classes of lowest and the ten of highest F1 (classes with
+/// test rows), and the twenty most frequent confusions instead of the matrix.
 pub fn format_report(report: &ClassificationReport) -> String {
-    let width = report.labels.iter().map(|l| l.chars().count()).max().unwrap_or(5).clamp(5, 32);
+    let large = report.labels.len() > READABLE_CLASSES;
+    let mut shown: Vec<usize> = (0..report.per_class.len()).collect();
+    if large {
+        shown.retain(|&c| report.per_class[c].support > 0);
+        shown.sort_by(|&a, &b| report.per_class[a].f1.total_cmp(&report.per_class[b].f1).then(a.cmp(&b)));
+        if shown.len() > 20 {
+            shown.drain(10..shown.len() - 10);
+        }
+    }
+    let width = shown.iter().map(|&c| report.labels[c].chars().count()).max().unwrap_or(5).clamp(5, 32);
     let mut s = String::new();
+    if large {
+        let _ = writeln!(
+            s,
+            "{} classes: the 10 of lowest and the 10 of highest F1 shown (every class in metrics.json)",
+            report.labels.len()
+        );
+    }
     let _ = writeln!(
         s,
         "{:<width$}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}",
         "label", "precision", "recall", "f1", "roc_auc", "support"
     );
-    for c in &report.per_class {
+    for c in shown.iter().map(|&c| &report.per_class[c]) {
         let auc = c.roc_auc.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             s,
             "{:<width$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}  {:>7}",
-            c.label, c.precision, c.recall, c.f1, auc, c.support
+            if large { plots::clip(&c.label, width) } else { c.label.clone() },
+            c.precision, c.recall, c.f1, auc, c.support
         );
     }
     let auc = report.macro_roc_auc.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
@@ -125,9 +188,17 @@ pub fn format_report(report: &ClassificationReport) -> String {
     );
     let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "weighted f1", "", "", report.weighted_f1);
     let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "accuracy", "", "", report.accuracy);
+    if large {
+        let _ = writeln!(s, "\nmost frequent confusions (true → predicted: rows)");
+        for [t, p, count] in report.confused_pairs(20) {
+            let _ = writeln!(s, "{} → {}: {count}", report.labels[t], report.labels[p]);
+        }
+        return s;
+    }
     let _ = writeln!(s, "\nconfusion matrix (rows: true, columns: predicted; columns in row order)");
-    let cell = report.confusion.iter().flatten().max().map(|m| m.to_string().len()).unwrap_or(1).max(3);
-    for (label, row) in report.labels.iter().zip(&report.confusion) {
+    let matrix = report.dense_confusion();
+    let cell = report.confusion.iter().map(|c| c[2]).max().map(|m| m.to_string().len()).unwrap_or(1).max(3);
+    for (label, row) in report.labels.iter().zip(&matrix) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:>cell$}")).collect();
         let _ = writeln!(s, "{label:<width$}  {}", cells.join(" "));
     }

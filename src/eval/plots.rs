@@ -31,15 +31,15 @@ fn short(label: &str) -> String {
     clip(label, 18)
 }
 
-/// Draws the confusion matrix as a heatmap (rows: true label, columns: predicted), colour by
+/// Draws a confusion matrix (`matrix[true][predicted]` over `labels`) as a heatmap, colour by
 /// row-normalised share, with counts written in each cell. Labels are drawn whole (up to 40
 /// characters), row labels right-aligned beside the rows and column labels rotated below the
 /// columns, in label areas sized to the longest label.
-pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<()> {
+pub fn confusion_heatmap(labels: &[String], matrix: &[Vec<usize>], caption: &str, path: &Path) -> Result<()> {
     register_font();
-    let n = report.labels.len();
+    let n = labels.len();
     let err = plot_err(path);
-    let names: Vec<String> = report.labels.iter().map(|l| clip(l, 40)).collect();
+    let names: Vec<String> = labels.iter().map(|l| clip(l, 40)).collect();
     let longest = names.iter().map(|l| l.chars().count()).max().unwrap_or(1) as u32;
     // About 7.5 px per character at 13 px, plus the gap to the axis.
     let label_px = (longest * 15 / 2 + 16).max(40);
@@ -49,7 +49,7 @@ pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<(
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Confusion matrix (rows: true, columns: predicted)", ("sans-serif", 20))
+        .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(label_px)
         .y_label_area_size(label_px)
@@ -57,7 +57,7 @@ pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<(
         .map_err(|e| err(e.to_string()))?;
     chart.configure_mesh().disable_mesh().x_labels(0).y_labels(0).draw().map_err(|e| err(e.to_string()))?;
     let font_px = if cell < 30 { 11 } else { 14 };
-    for (t, row) in report.confusion.iter().enumerate() {
+    for (t, row) in matrix.iter().enumerate() {
         let total: usize = row.iter().sum::<usize>().max(1);
         let y = (n - 1 - t) as f64;
         for (p, &count) in row.iter().enumerate() {
@@ -93,7 +93,7 @@ pub fn confusion_heatmap(report: &ClassificationReport, path: &Path) -> Result<(
 }
 
 /// `label` cut to `max` characters (with an ellipsis).
-fn clip(label: &str, max: usize) -> String {
+pub(crate) fn clip(label: &str, max: usize) -> String {
     if label.chars().count() > max {
         format!("{}…", label.chars().take(max - 1).collect::<String>())
     } else {
@@ -101,15 +101,22 @@ fn clip(label: &str, max: usize) -> String {
     }
 }
 
-/// Draws one-vs-rest ROC curves, one per class, with AUC in the legend.
-pub fn roc_curves(report: &ClassificationReport, y_true: &[usize], scores: &[f32], path: &Path) -> Result<()> {
+/// Draws one-vs-rest ROC curves of `shown` classes (indices), with AUC in the legend.
+pub fn roc_curves(
+    report: &ClassificationReport,
+    y_true: &[usize],
+    scores: &[f32],
+    shown: &[usize],
+    caption: &str,
+    path: &Path,
+) -> Result<()> {
     register_font();
     let err = plot_err(path);
     let classes = report.labels.len();
     let root = BitMapBackend::new(path, (900, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("ROC curves (one vs rest)", ("sans-serif", 22))
+        .caption(caption, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(54)
@@ -122,7 +129,7 @@ pub fn roc_curves(report: &ClassificationReport, y_true: &[usize], scores: &[f32
         .draw()
         .map_err(|e| err(e.to_string()))?;
     chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))).map_err(|e| err(e.to_string()))?;
-    for c in 0..classes {
+    for &c in shown {
         let class_scores: Vec<f32> = (0..y_true.len()).map(|r| scores[r * classes + c]).collect();
         let positive: Vec<bool> = y_true.iter().map(|&t| t == c).collect();
         if !positive.iter().any(|&p| p) {

@@ -6,10 +6,12 @@ use crate::common::BatchLimits;
 mod featurizer;
 mod model;
 mod train;
+mod weights;
 
 pub use featurizer::{Bag, Featurizer};
 pub use model::{LexicalFit, LexicalModel, Selection};
 pub use train::{LexicalJob, fit_lexical};
+pub use weights::{SparseWeights, WeightStats};
 
 /// How lexical models are batched outside the engine: a row costs its feature count, and the
 /// embedding bag is cheap, so batches are wide.

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::featurizer::{Bag, Featurizer};
 use super::model::{LexicalFit, LexicalModel, Selection};
-use crate::common::{FeaturizerSettings, Head, Kind, LexicalSettings, LexicalSolver, names};
+use crate::common::{FeatureNorm, FeaturizerSettings, Head, Kind, LexicalSettings, LexicalSolver, names};
 use crate::data::prepare::{DataSource, prepare_data};
 use crate::data::{LabeledData, stratified_group_folds};
 use crate::error::{Error, Result};
@@ -46,6 +46,7 @@ fn fit_rows(
     data: &LabeledData,
     classes: usize,
     settings: &LexicalSettings,
+    warm: Option<&[Vec<f32>]>,
 ) -> LexicalFit {
     let rows = |set: &[usize]| -> Vec<(Bag, usize)> { set.iter().map(|&r| (features[r].clone(), y[r])).collect() };
     if settings.folds > 1 {
@@ -58,7 +59,7 @@ fn fit_rows(
         let validation = rows(&split.validation);
         LexicalModel::fit(
             &rows(&split.train),
-            Selection::Holdout { validation: &validation, refit: settings.refit },
+            Selection::Holdout { validation: &validation, refit: settings.refit, warm },
             classes,
             settings,
         )
@@ -68,9 +69,10 @@ fn fit_rows(
 /// The largest ONNX file ONNX Runtime loads without external data: protobuf's 2 GiB.
 const MAX_GRAPH_BYTES: u64 = (1 << 31) - 1;
 
-/// Whether a lexical graph of `buckets` × `classes` weights (plus the IDF row) fits in one ONNX
-/// file; if not, an error naming the sizes and the buckets that would fit.
-fn servable(buckets: u32, classes: usize) -> Result<()> {
+/// Whether the `sgd` solver's dense `buckets` × `classes` weights (plus the IDF row) fit in one
+/// ONNX file — that solver learns them dense, and its sparse export can be as large; if not, an
+/// error naming the sizes and the buckets that would fit.
+fn dense_servable(buckets: u32, classes: usize) -> Result<()> {
     let floats = u64::from(buckets) * (classes as u64 + 1);
     // Headroom for the bias, the graph and the protobuf framing.
     let bytes = floats * 4 + (1 << 20);
@@ -82,9 +84,10 @@ fn servable(buckets: u32, classes: usize) -> Result<()> {
     Err(Error::config(
         "--buckets",
         format!(
-            "a lexical model of {buckets} buckets × {classes} classes needs {:.1} GiB of dense weights, past the \
-             2 GiB an ONNX file can hold, so it could not be served; with {classes} classes at most {suggestion} \
-             buckets fit (--buckets {suggestion}, training.lexical.featurizer.buckets)",
+            "the sgd solver's lexical model of {buckets} buckets × {classes} classes needs {:.1} GiB of dense \
+             weights, past the 2 GiB an ONNX file can hold, so it could not be served; with {classes} classes at \
+             most {suggestion} buckets fit (--buckets {suggestion}, training.lexical.featurizer.buckets), or use \
+             the svm solver, whose weights are sparse",
             bytes as f64 / f64::from(1u32 << 30)
         ),
     ))
@@ -107,7 +110,9 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         return Err(Error::config("lexical", "--refit and --folds need the svm solver"));
     }
     // Refused now rather than after training: a graph ONNX Runtime could not load.
-    servable(settings.featurizer.buckets, labels.len())?;
+    if settings.solver == LexicalSolver::Sgd {
+        dense_servable(settings.featurizer.buckets, labels.len())?;
+    }
     tracing::info!(
         rows = data.len(),
         train = split.train.len(),
@@ -123,23 +128,46 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let train_started = Instant::now();
     // One fit per normalisation tried; the best validation (or out-of-fold) macro-F1 wins.
     let mut best: Option<(f64, FeaturizerSettings, Vec<Bag>, LexicalFit)> = None;
-    let norms = if settings.norms.is_empty() { vec![settings.featurizer.norm] } else { settings.norms.clone() };
-    for norm in norms {
+    let mut norms = if settings.norms.is_empty() { vec![settings.featurizer.norm] } else { settings.norms.clone() };
+    let fit_norm = |norm, settings: &LexicalSettings, warm: Option<&[Vec<f32>]>| {
         let tried = FeaturizerSettings { norm, ..settings.featurizer.clone() };
         let featurizer = Featurizer::new(tried.clone());
         let features: Vec<Bag> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
         let settings = LexicalSettings { featurizer: tried.clone(), ..settings.clone() };
-        let fit = fit_rows(&features, &y, &split, &data, labels.len(), &settings);
+        let fit = fit_rows(&features, &y, &split, data, labels.len(), &settings, warm);
         let score = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         tracing::info!(?norm, validation_macro_f1 = format!("{score:.4}"), "lexical normalisation tried");
-        if best.as_ref().is_none_or(|b| score > b.0) {
-            best = Some((score, tried, features, fit));
+        (score, tried, features, fit)
+    };
+    let walks = settings.solver == LexicalSolver::Svm && settings.folds <= 1 && settings.c_search.walks(labels.len());
+    if walks && norms.len() > 1 {
+        // The normalisation is chosen at the walk's first C alone, then walked with.
+        let mut grid = if settings.c_grid.is_empty() { vec![1.0] } else { settings.c_grid.clone() };
+        grid.sort_by(f32::total_cmp);
+        let at = LexicalSettings { c_grid: vec![grid[super::model::walk_start(&grid)]], refit: false, ..settings.clone() };
+        let mut picked: Option<(f64, FeatureNorm, Option<Vec<Vec<f32>>>)> = None;
+        for &norm in &norms {
+            let (score, _, _, fit) = fit_norm(norm, &at, None);
+            if picked.as_ref().is_none_or(|p| score > p.0) {
+                picked = Some((score, norm, fit.alphas));
+            }
+        }
+        let (_, norm, alphas) = picked.expect("at least two normalisations are tried");
+        // The walk starts from the pick's solution at its first C.
+        let tried = fit_norm(norm, settings, alphas.as_deref());
+        best = Some(tried);
+        norms.clear();
+    }
+    for norm in norms {
+        let tried = fit_norm(norm, settings, None);
+        if best.as_ref().is_none_or(|b| tried.0 > b.0) {
+            best = Some(tried);
         }
     }
     let (_, chosen, features, fit) = best.expect("at least one normalisation is tried");
     let settings = &LexicalSettings { featurizer: chosen, ..settings.clone() };
     let featurizer = Featurizer::new(settings.featurizer.clone());
-    let LexicalFit { model, history, svm, trained_on } = fit;
+    let LexicalFit { model, history, svm, trained_on, .. } = fit;
     let train_seconds = train_started.elapsed().as_secs_f64();
     let best_epoch = history.iter().enumerate().fold(0, |b, (i, f)| if *f > history[b] { i } else { b }) + 1;
     let best_f1 = history.get(best_epoch - 1).copied().unwrap_or(0.0);
@@ -152,10 +180,30 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         "lexical training finished"
     );
 
+    let weights = model.weights.stats();
+    tracing::info!(
+        features = weights.features,
+        weights = weights.nonzeros,
+        width = weights.width,
+        dropped_by_cap = weights.dropped,
+        "lexical weights"
+    );
     let onnx = model.export(
         data.head,
         &[("prodcat.model_type", Kind::Lexical.name().into()), ("prodcat.labels", labels.join("\n"))],
     );
+    if onnx.len() as u64 > MAX_GRAPH_BYTES {
+        return Err(Error::config(
+            "lexical",
+            format!(
+                "the lexical graph is {:.1} GiB ({} features × {} classes per feature), past the 2 GiB an ONNX file \
+                 can hold; lower training.lexical.max_classes_per_feature or raise prune_below",
+                onnx.len() as f64 / f64::from(1u32 << 30),
+                weights.features,
+                weights.width
+            ),
+        ));
+    }
     let card = ModelCard {
         name: job.name.clone(),
         version: String::new(),
@@ -166,6 +214,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             validation_macro_f1: history.clone(),
             train_seconds,
             svm,
+            weights: Some(weights),
         }),
         head: data.head,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -229,17 +278,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_graph_past_two_gib_is_refused_with_the_buckets_that_fit() {
+    fn a_dense_graph_past_two_gib_is_refused_with_the_buckets_that_fit() {
         // PriceRunner's 10 categories at the default 2^19 buckets: 22 MB.
-        assert!(servable(1 << 19, 10).is_ok());
+        assert!(dense_servable(1 << 19, 10).is_ok());
         // About 1,023 classes is where the default buckets stop fitting.
-        assert!(servable(1 << 19, 1000).is_ok());
-        let err = servable(1 << 19, 1100).unwrap_err().to_string();
+        assert!(dense_servable(1 << 19, 1000).is_ok());
+        let err = dense_servable(1 << 19, 1100).unwrap_err().to_string();
         assert!(err.contains("524288 buckets × 1100 classes") && err.contains("2 GiB"), "{err}");
         assert!(err.contains("--buckets 262144"), "{err}");
-        assert!(servable(1 << 18, 1100).is_ok(), "the suggested buckets fit");
+        assert!(dense_servable(1 << 18, 1100).is_ok(), "the suggested buckets fit");
         // 2,115 PriceRunner product leaves: 2^17 buckets fit, 2^18 do not.
-        assert!(servable(1 << 17, 2115).is_ok());
-        assert!(servable(1 << 18, 2115).unwrap_err().to_string().contains("--buckets 131072"));
+        assert!(dense_servable(1 << 17, 2115).is_ok());
+        assert!(dense_servable(1 << 18, 2115).unwrap_err().to_string().contains("--buckets 131072"));
     }
 }

@@ -178,6 +178,9 @@ pub struct LexicalInfo {
     /// What the `svm` solver chose on validation (C, temperature, passes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub svm: Option<SvmChoice>,
+    /// How many weights the model keeps (cards from before sparse weights: absent, dense).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<crate::common::WeightStats>,
 }
 
 /// A cascade: the lexical member labels everything, records below `threshold` go to the second

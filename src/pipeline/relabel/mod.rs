@@ -127,8 +127,16 @@ impl RelabelSummary {
         }
         let _ = writeln!(s, "  {:<24} {:>12.1}", "elapsed (s)", self.elapsed_seconds);
         let _ = writeln!(s, "  {:<24} {:>12.0}", "rows/s", self.rows_per_second);
-        let _ = writeln!(s, "  per label:");
-        for (label, n) in &self.label_counts {
+        // Every label of a small label set; the most frequent of a large one.
+        let mut counts: Vec<(&String, &u64)> = self.label_counts.iter().collect();
+        let shown = crate::eval::READABLE_CLASSES;
+        if counts.len() > shown {
+            counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let _ = writeln!(s, "  per label ({} labels, the {shown} most frequent):", counts.len());
+        } else {
+            let _ = writeln!(s, "  per label:");
+        }
+        for (label, n) in counts.into_iter().take(shown) {
             let _ = writeln!(s, "    {:<22} {:>12}", label, n);
         }
         s
