@@ -205,7 +205,7 @@ fn many_classes(fx: &Fixture, classes: usize, per_class: usize) {
             text.push_str(&format!("brand{} model{c} edition {r} colour {},cat{c:04}\n", c % 37, ["red", "blue"][r % 2]));
         }
     }
-    std::fs::write(&fx.csv, text).unwrap();
+    std::fs::write(&fx.csv, text).expect("the fixture's CSV is writable");
 }
 
 #[test]

@@ -44,8 +44,11 @@ pub struct LexicalFit {
     pub trained_on: usize,
     /// `svm` on a validation split: the dual variables (per class, per training row) at the chosen
     /// C, from which another fit on the same rows starts nearly solved.
-    pub alphas: Option<Vec<Vec<f32>>>,
+    pub alphas: Option<DualVariables>,
 }
+
+/// The `svm` solver's dual variables: per class, one per training row.
+pub type DualVariables = Vec<Vec<f32>>;
 
 /// Weights of a trained lexical model.
 #[derive(Debug, Clone, PartialEq)]
@@ -469,7 +472,7 @@ fn solve_ovr(
     use rayon::prelude::*;
     let buckets = model.buckets;
     let prune = settings.prune_below.max(0.0);
-    let solved: Vec<(Vec<(u32, f32)>, f32, usize)> = alphas
+    let solved: Vec<(Column, f32, usize)> = alphas
         .par_iter_mut()
         .enumerate()
         .map(|(k, alpha)| {
@@ -491,6 +494,9 @@ fn solve_ovr(
     model.weights = SparseWeights::from_columns(buckets, &columns, settings.max_classes_per_feature);
     slowest
 }
+
+/// One class's kept weights: (bucket, weight).
+type Column = Vec<(u32, f32)>;
 
 /// One binary problem: sparse rows, their ±1 labels, the feature space and C.
 struct DualProblem<'a> {

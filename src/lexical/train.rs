@@ -8,7 +8,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::featurizer::{Bag, Featurizer};
-use super::model::{LexicalFit, LexicalModel, Selection};
+use super::model::{DualVariables, LexicalFit, LexicalModel, Selection};
 use crate::common::{FeatureNorm, FeaturizerSettings, Head, Kind, LexicalSettings, LexicalSolver, names};
 use crate::data::prepare::{DataSource, prepare_data};
 use crate::data::{LabeledData, stratified_group_folds};
@@ -145,7 +145,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         let mut grid = if settings.c_grid.is_empty() { vec![1.0] } else { settings.c_grid.clone() };
         grid.sort_by(f32::total_cmp);
         let at = LexicalSettings { c_grid: vec![grid[super::model::walk_start(&grid)]], refit: false, ..settings.clone() };
-        let mut picked: Option<(f64, FeatureNorm, Option<Vec<Vec<f32>>>)> = None;
+        let mut picked: Option<(f64, FeatureNorm, Option<DualVariables>)> = None;
         for &norm in &norms {
             let (score, _, _, fit) = fit_norm(norm, &at, None);
             if picked.as_ref().is_none_or(|p| score > p.0) {
