@@ -315,6 +315,56 @@ fn fp16_export_checks_agreement_and_logits_against_fp32_and_is_refused_past_its_
     assert!(registry.join("tiny-fp16/v2/model.onnx").exists());
 }
 
+#[test]
+fn a_transformer_of_a_thousand_classes_trains_exports_and_converts_to_int8_and_fp16() {
+    // 1,100 classes of 4 titles: the head is 1,100 wide; training, export, parity, both
+    // conversions and serving handle it (quality is not the point of a tiny random encoder).
+    let fx = Fixture::new(10);
+    let (mut texts, mut labels) = (Vec::new(), Vec::new());
+    let mut csv = String::from("title,category,group\n");
+    for c in 0..1100 {
+        for r in 0..4 {
+            let (title, label) = (format!("brand{} model{c} edition {r}", c % 37), format!("cat{c:04}"));
+            csv.push_str(&format!("{title},{label},{c}-{r}\n"));
+            texts.push(title);
+            labels.push(label);
+        }
+    }
+    std::fs::write(&fx.csv, csv).expect("the fixture's CSV is writable");
+    let o = run_strings(&train_args(&fx, "registry", &["--epochs", "1"]));
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    assert!(stdout(&o).contains("parity:"), "{}", stdout(&o));
+    let registry = fx.path("registry");
+    assert_eq!(card(&registry.join("tiny/current")).num_labels, 1100);
+
+    let job = |name: &str, precision: Precision| QuantizeJob {
+        model: ModelVersion::open(&registry.join("tiny")).expect("the trained model"),
+        texts: texts[..400].to_vec(),
+        labels: labels[..400].to_vec(),
+        origin: "1,100 classes".into(),
+        registry: registry.clone(),
+        name: name.into(),
+        tolerance: 1.0,
+        precision,
+        session: SessionSettings::default(),
+    };
+    let int8 = Precision::Int8(QuantizeSettings { min_dim: 8, ..Default::default() });
+    let fp16 = Precision::Fp16 { settings: HalfSettings::gpu(), min_agreement: 0.0, max_logit_diff: 1.0 };
+    for (name, precision) in [("tiny-int8", int8), ("tiny-fp16", fp16)] {
+        let dir = quantize_model(job(name, precision)).expect("converted").publish(true).expect("published");
+        let served = prodcat::models::open(&dir, &SessionSettings::default()).expect("served");
+        assert_eq!(served.labels().len(), 1100, "{name}");
+        let scored = score_texts(&*served, &[texts[7].as_str(), texts[4000].as_str()], None).expect("scored");
+        for row in 0..2 {
+            let probs = scored.output.probs(row);
+            assert_eq!(probs.len(), 1100, "{name}");
+            assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-2, "{name}: probabilities sum to {}", probs.iter().sum::<f32>());
+        }
+        let q = card(&dir).model.transformer().and_then(|t| t.quantization.clone()).expect("conversion record");
+        assert_eq!(q.rows, 400, "{name}");
+    }
+}
+
 /// `prodcat <kind> --lexical .. --transformer .. --out .. --name .. --report ..`.
 fn composite(
     kind: &str,
