@@ -202,7 +202,11 @@ fn many_classes(fx: &Fixture, classes: usize, per_class: usize) {
     let mut text = String::from("title,category\n");
     for c in 0..classes {
         for r in 0..per_class {
-            text.push_str(&format!("brand{} model{c} edition {r} colour {},cat{c:04}\n", c % 37, ["red", "blue"][r % 2]));
+            text.push_str(&format!(
+                "brand{} model{c} edition {r} colour {},cat{c:04}\n",
+                c % 37,
+                ["red", "blue"][r % 2]
+            ));
         }
     }
     std::fs::write(&fx.csv, text).expect("the fixture's CSV is writable");
@@ -214,7 +218,8 @@ fn the_dense_sgd_lexical_model_too_large_to_serve_is_refused_before_training() {
     // holds — the sgd solver learns them dense.
     let fx = Fixture::new(10);
     many_classes(&fx, 1100, 3);
-    let mut args: Vec<String> = ["train", "--model-type", "lexical", "--solver", "sgd", "--out"].map(str::to_string).to_vec();
+    let mut args: Vec<String> =
+        ["train", "--model-type", "lexical", "--solver", "sgd", "--out"].map(str::to_string).to_vec();
     args.push(fx.path("registry").display().to_string());
     args.extend(fixture_data_args(&fx));
     let started = Instant::now();
@@ -243,13 +248,15 @@ fn a_lexical_model_of_a_thousand_classes_trains_serves_and_reports_readably() {
     assert!(text.contains("1100 classes: the 10 of lowest and the 10 of highest F1"), "{text}");
     assert!(text.contains("most frequent confusions") && !text.contains("confusion matrix"), "{text}");
     assert!(text.lines().count() < 80, "{} lines", text.lines().count());
-    let f1: f64 = text.lines().last().unwrap().split(' ').next().unwrap().strip_prefix("macro_f1=").unwrap().parse().unwrap();
+    let f1: f64 =
+        text.lines().last().unwrap().split(' ').next().unwrap().strip_prefix("macro_f1=").unwrap().parse().unwrap();
     assert!(f1 > 0.9, "{text}");
 
     // Sparse and capped: at most 16 classes per feature, shared words lost their smallest weights,
     // and the file is a sliver of the 2.2 GiB a dense matrix would take.
     let current = registry.join("classifier/current");
-    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(current.join("card.json")).unwrap()).unwrap();
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(current.join("card.json")).unwrap()).unwrap();
     let weights = &card["model"]["weights"];
     assert_eq!(weights["width"].as_u64(), Some(16), "{weights}");
     assert!(weights["dropped"].as_u64().unwrap() > 0, "{weights}");

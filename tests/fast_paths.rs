@@ -358,7 +358,11 @@ fn a_transformer_of_a_thousand_classes_trains_exports_and_converts_to_int8_and_f
         for row in 0..2 {
             let probs = scored.output.probs(row);
             assert_eq!(probs.len(), 1100, "{name}");
-            assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-2, "{name}: probabilities sum to {}", probs.iter().sum::<f32>());
+            assert!(
+                (probs.iter().sum::<f32>() - 1.0).abs() < 1e-2,
+                "{name}: probabilities sum to {}",
+                probs.iter().sum::<f32>()
+            );
         }
         let q = card(&dir).model.transformer().and_then(|t| t.quantization.clone()).expect("conversion record");
         assert_eq!(q.rows, 400, "{name}");

@@ -18,6 +18,7 @@ pub use batch::BatchLimits;
 pub use graph::names;
 pub use kind::{Head, Kind};
 pub use settings::{
-    CSearch, CharTokens, FeatureNorm, FeaturizerSettings, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency, WeightStats,
+    CSearch, CharTokens, FeatureNorm, FeaturizerSettings, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency,
+    WeightStats,
 };
 pub use text::{RejectReason, TextComposition, TextSpec};

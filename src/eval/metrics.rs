@@ -99,12 +99,10 @@ fn class_counts(y_true: &[usize], y_pred: &[usize], classes: usize) -> Vec<(usiz
 
 /// Macro-averaged F1 over the classes that occur in `y_true` or `y_pred` (scikit-learn's default).
 pub fn macro_f1(y_true: &[usize], y_pred: &[usize], classes: usize) -> f64 {
-    let (sum, n) = class_counts(y_true, y_pred, classes).into_iter().fold(
-        (0.0, 0usize),
-        |(sum, n), (tp, predicted, support)| {
+    let (sum, n) =
+        class_counts(y_true, y_pred, classes).into_iter().fold((0.0, 0usize), |(sum, n), (tp, predicted, support)| {
             if support == 0 && predicted == 0 { (sum, n) } else { (sum + f1(tp, predicted, support), n + 1) }
-        },
-    );
+        });
     if n == 0 { 0.0 } else { sum / n as f64 }
 }
 

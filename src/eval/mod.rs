@@ -177,7 +177,11 @@ pub fn format_report(report: &ClassificationReport) -> String {
             s,
             "{:<width$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}  {:>7}",
             if large { plots::clip(&c.label, width) } else { c.label.clone() },
-            c.precision, c.recall, c.f1, auc, c.support
+            c.precision,
+            c.recall,
+            c.f1,
+            auc,
+            c.support
         );
     }
     let auc = report.macro_roc_auc.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());

@@ -220,7 +220,10 @@ impl LexicalModel {
                     let pool: Vec<(Bag, usize)> = train.iter().chain(validation).cloned().collect();
                     // Started from the chosen C's solution, the validation rows' variables at 0.
                     let warm: Option<Vec<Vec<f32>>> = best_alphas.as_ref().map(|alphas| {
-                        alphas.iter().map(|a| a.iter().copied().chain(validation.iter().map(|_| 0.0)).collect()).collect()
+                        alphas
+                            .iter()
+                            .map(|a| a.iter().copied().chain(validation.iter().map(|_| 0.0)).collect())
+                            .collect()
                     });
                     let (model, iterations) = OvrSolver::new(&pool, classes, settings, warm.as_deref()).solve(c);
                     (model, history, c, iterations, temperature, pool.len(), None)
@@ -621,12 +624,7 @@ struct OvrSolver<'a> {
 
 impl<'a> OvrSolver<'a> {
     /// The problems of `train`, starting from `warm` where it has a variable per class and row.
-    fn new(
-        train: &[(Bag, usize)],
-        classes: usize,
-        settings: &'a LexicalSettings,
-        warm: Option<&[Vec<f32>]>,
-    ) -> Self {
+    fn new(train: &[(Bag, usize)], classes: usize, settings: &'a LexicalSettings, warm: Option<&[Vec<f32>]>) -> Self {
         let base = LexicalModel::with_idf(train, classes, &settings.featurizer);
         // The solver works over the features the rows have, numbered compactly: a class's dense
         // weight vector is then a few hundred KB rather than `buckets` floats, and stays in cache.
@@ -664,7 +662,19 @@ impl<'a> OvrSolver<'a> {
         let started = std::time::Instant::now();
         let mut model = self.base.clone();
         let iterations = solve_ovr(&mut model, &self.rows, &self.features, &self.y, c, self.settings, &mut self.alphas);
-        tracing::debug!(c, iterations, seconds = started.elapsed().as_secs_f64(), "lexical svm solved");
+        let seconds = started.elapsed().as_secs_f64();
+        // A long step (thousands of classes) says so as it ends; a quick one only at debug.
+        if seconds >= 5.0 {
+            tracing::info!(
+                c,
+                classes = self.alphas.len(),
+                iterations,
+                seconds = format!("{seconds:.1}"),
+                "lexical svm solved"
+            );
+        } else {
+            tracing::debug!(c, iterations, seconds, "lexical svm solved");
+        }
         (model, iterations)
     }
 }
@@ -715,7 +725,12 @@ mod tests {
             ..Default::default()
         };
         let (train, validation) = (toy(400, 1), toy(200, 2));
-        let fit = LexicalModel::fit(&train, Selection::Holdout { validation: &validation, refit: false, warm: None }, 2, &settings);
+        let fit = LexicalModel::fit(
+            &train,
+            Selection::Holdout { validation: &validation, refit: false, warm: None },
+            2,
+            &settings,
+        );
         let (model, history, choice) = (fit.model, fit.history, fit.svm.unwrap());
         assert_eq!(history.len(), settings.c_grid.len());
         assert!(settings.c_grid.contains(&choice.c));
@@ -735,10 +750,18 @@ mod tests {
             ..Default::default()
         };
         let (train, validation, test) = (toy(300, 1), toy(100, 2), toy(200, 3));
-        let holdout =
-            LexicalModel::fit(&train, Selection::Holdout { validation: &validation, refit: false, warm: None }, 2, &settings);
-        let refit =
-            LexicalModel::fit(&train, Selection::Holdout { validation: &validation, refit: true, warm: None }, 2, &settings);
+        let holdout = LexicalModel::fit(
+            &train,
+            Selection::Holdout { validation: &validation, refit: false, warm: None },
+            2,
+            &settings,
+        );
+        let refit = LexicalModel::fit(
+            &train,
+            Selection::Holdout { validation: &validation, refit: true, warm: None },
+            2,
+            &settings,
+        );
         assert_eq!((holdout.trained_on, refit.trained_on), (300, 400));
         // Same choice, different (larger) training set: different weights, still a good model.
         assert_eq!(holdout.svm.unwrap().c, refit.svm.unwrap().c);
@@ -772,7 +795,12 @@ mod tests {
                 c_search,
                 ..Default::default()
             };
-            LexicalModel::fit(&train, Selection::Holdout { validation: &validation, refit: false, warm: None }, 2, &settings)
+            LexicalModel::fit(
+                &train,
+                Selection::Holdout { validation: &validation, refit: false, warm: None },
+                2,
+                &settings,
+            )
         };
         let (grid, walk) = (fit(CSearch::Grid), fit(CSearch::Walk));
         assert_eq!(grid.history.len(), 6);

@@ -144,7 +144,8 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         // The normalisation is chosen at the walk's first C alone, then walked with.
         let mut grid = if settings.c_grid.is_empty() { vec![1.0] } else { settings.c_grid.clone() };
         grid.sort_by(f32::total_cmp);
-        let at = LexicalSettings { c_grid: vec![grid[super::model::walk_start(&grid)]], refit: false, ..settings.clone() };
+        let at =
+            LexicalSettings { c_grid: vec![grid[super::model::walk_start(&grid)]], refit: false, ..settings.clone() };
         let mut picked: Option<(f64, FeatureNorm, Option<DualVariables>)> = None;
         for &norm in &norms {
             let (score, _, _, fit) = fit_norm(norm, &at, None);

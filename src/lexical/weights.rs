@@ -102,7 +102,14 @@ impl SparseWeights {
             values.extend(row.iter().map(|&(_, w)| w));
             offsets.push(class_ids.len());
         }
-        *self = Self { buckets: self.buckets, classes: self.classes, offsets, class_ids, values, dropped: self.dropped + dropped };
+        *self = Self {
+            buckets: self.buckets,
+            classes: self.classes,
+            offsets,
+            class_ids,
+            values,
+            dropped: self.dropped + dropped,
+        };
     }
 
     /// Row `f`: its (class, weight) pairs.
