@@ -1,0 +1,102 @@
+"""Benchmark (issue #26, item 4): lexical training time and peak memory against the row count.
+PriceRunner's titles (10 categories) and perturbed copies of them — each copy drops one word at
+random, swaps two neighbouring words and appends a random model-number-like token — at about
+30 k, 300 k and 1 M rows, each trained by `prodcat train --model-type lexical` (defaults, 80/10/10
+split grouped by cluster) and by the TF-IDF + LinearSVC baseline's fit on the same rows.
+
+    python3 bench/rows_scaling.py [--sizes 30000,300000,1000000] [--skip-baseline]
+
+Prints a table: rows, prodcat wall s and peak RSS, s per 1,000 rows, baseline fit s and peak RSS.
+Needs ../shared/data (skips with a message otherwise), a built prodcat and the benchmark venv.
+"""
+import argparse
+import csv
+import json
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from pricerunner_train import bench_python, prodcat_binary  # noqa: E402
+from taxonomy import BASELINE, last_metrics, timed  # noqa: E402
+
+DATA = ROOT.parent / "shared/data/pricerunner/pricerunner.csv"
+
+
+def perturbed(title: str, rng: random.Random) -> str:
+    words = title.split()
+    if len(words) > 2:
+        del words[rng.randrange(len(words))]
+    if len(words) > 2:
+        i = rng.randrange(len(words) - 1)
+        words[i], words[i + 1] = words[i + 1], words[i]
+    words.append(f"{rng.choice('abcdefghkmnprstx')}{rng.randrange(10, 9999)}")
+    return " ".join(words)
+
+
+def write_rows(path: Path, rows: list, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["title", "category", "cluster"])
+        for i in range(n):
+            title, category, cluster = rows[i % len(rows)]
+            copy = i // len(rows)
+            # Copies of a product stay in its cluster: the grouped split keeps them together.
+            w.writerow([title if copy == 0 else perturbed(title, rng), category, cluster])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="30000,300000,1000000")
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--work", type=Path, default=ROOT / ".prodcat/bench/rows-scaling")
+    args = ap.parse_args()
+    if not DATA.exists():
+        print(f"skipped: {DATA} not found (PriceRunner lives in ../shared/data on prepared machines)")
+        return
+    prodcat = prodcat_binary()
+    py = None if args.skip_baseline else bench_python("scikit-learn", "pandas")
+    with DATA.open(newline="") as f:
+        rows = [(r["Product Title"], r["Category Label"], r["Cluster ID"]) for r in csv.DictReader(f) if r["Product Title"].strip()]
+    args.work.mkdir(parents=True, exist_ok=True)
+    table = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        path = args.work / f"rows-{n}.csv"
+        write_rows(path, rows, n, seed=n)
+        registry = args.work / f"registry-{n}"
+        seconds, rss, out = timed([prodcat, "train", "--model-type", "lexical", "--data", path, "--text-column", "title",
+                                   "--label-column", "category", "--group-column", "cluster", "--out", registry,
+                                   "--name", "lexical", "--no-progress"])
+        f1, _ = last_metrics(out)
+        row = {"rows": n, "s": seconds, "rss": rss, "f1": f1, "base_s": None, "base_rss": None}
+        if py:
+            # The baseline on prodcat's own split of the same file: its train rows, its test rows.
+            split = args.work / f"split-{n}.csv"
+            timed([prodcat, "split", "--data", path, "--text-column", "title", "--label-column", "category",
+                   "--group-column", "cluster", "--out", split])
+            parts = {name: args.work / f"{name}-{n}.csv" for name in ("train", "test")}
+            with split.open(newline="") as f, parts["train"].open("w", newline="") as tr, parts["test"].open("w", newline="") as te:
+                out = {"train": csv.writer(tr), "test": csv.writer(te)}
+                for w in out.values():
+                    w.writerow(["text", "label"])
+                for r in csv.DictReader(f):
+                    if r["split"] in out:
+                        out[r["split"]].writerow([r["text"], r["label"]])
+            code = BASELINE.format(bench=str(ROOT / "bench"), text="text", label="label",
+                                   train=str(parts["train"]), test=str(parts["test"]), c=1.0)
+            _, base_rss, base_out = timed([py, "-c", code])
+            base = json.loads(base_out.strip().splitlines()[-1])
+            row.update(base_s=base["train_seconds"], base_rss=base_rss, base_f1=base["macro_f1"])
+        table.append(row)
+        print(row, flush=True)
+    print("\n| rows | prodcat train s (end to end) | s per 1,000 rows | peak RSS MiB | test macro-F1 | baseline fit s | baseline peak RSS MiB | baseline macro-F1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in table:
+        base = (f"{r['base_s']:.1f} | {r['base_rss']:,.0f} | {r['base_f1']:.4f}" if r["base_s"] is not None else "- | - | -")
+        print(f"| {r['rows']:,} | {r['s']:.1f} | {1000 * r['s'] / r['rows']:.2f} | {r['rss']:,.0f} | {r['f1']:.4f} | {base} |")
+
+
+if __name__ == "__main__":
+    main()
