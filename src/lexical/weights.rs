@@ -127,7 +127,7 @@ impl SparseWeights {
         }
     }
 
-    /// Every weight divided by `t` (a calibration temperature folded in).
+    /// Every weight multiplied by `by` (1 / T folds a calibration temperature in).
     pub fn scale(&mut self, by: f32) {
         self.values.iter_mut().for_each(|w| *w *= by);
     }
