@@ -153,6 +153,7 @@ def main() -> None:
             for c in (1.0, 3.0):
                 base = fit_and_score(split[split.split != "test"], split[split.split == "test"], c=c)
                 base["worst_auc"] = worst_auc(base.pop("per_class_auc"))
+                base.pop("predictions")
                 rows.append({"data": name, "seed": seed, **base})
             for family, extra in families:
                 result = prodcat_family(args, name, path, text, label, group, family, extra, test_csv, work, seed)

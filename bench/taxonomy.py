@@ -29,8 +29,18 @@ sys.path.insert(0, {bench!r})
 import pandas as pd
 from tfidf_svm import fit_and_score
 read = lambda p: pd.read_csv(p, keep_default_na=False, dtype=str).rename(columns={{{text!r}: "text", {label!r}: "label"}})
-r = fit_and_score(read({train!r}), read({test!r}), c={c})
+from sklearn.metrics import accuracy_score, f1_score
+test = read({test!r})
+r = fit_and_score(read({train!r}), test, c={c})
 r.pop("per_class_auc")
+# The leaf predictions' categories (paths `Category > Product`), and hierarchical F1 over
+# {{category, leaf}} sets.
+pred = r.pop("predictions")
+top = lambda labels: [l.split(" > ")[0] for l in labels]
+r["level1_macro_f1"] = f1_score(top(test.label), top(pred), average="macro")
+r["level1_accuracy"] = accuracy_score(top(test.label), top(pred))
+common = sum((t == p) + (t.split(" > ")[0] == p.split(" > ")[0]) for t, p in zip(test.label, pred))
+r["hierarchical_f1"] = common / (2 * len(pred))
 r["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(r))
 """
@@ -63,6 +73,17 @@ def last_metrics(stdout: str) -> tuple:
     return f1, acc
 
 
+def level_metrics(stdout: str) -> dict:
+    """The `level 1: macro_f1=… accuracy=…` and `hierarchical: f1=…` lines of a taxonomy model."""
+    out = {}
+    for l in stdout.splitlines():
+        if l.startswith("level 1: "):
+            out["level1_macro_f1"], out["level1_accuracy"] = (float(p.split("=")[1]) for p in l.split()[2:])
+        elif l.startswith("hierarchical: f1="):
+            out["hierarchical_f1"] = float(l.split("=")[1])
+    return out
+
+
 def train(prodcat, work, name, data, text, label, extra, test=None) -> dict:
     registry = work / "registry"
     cmd = [prodcat, "train", "--model-type", "lexical", "--data", data, "--text-column", text,
@@ -73,7 +94,7 @@ def train(prodcat, work, name, data, text, label, extra, test=None) -> dict:
     f1, acc = last_metrics(out)
     model = registry / name / "current"
     card = json.loads((model / "card.json").read_text())
-    return {"model": name, "macro_f1": f1, "accuracy": acc, "train_s": seconds, "rss_mib": rss,
+    return {"model": name, "macro_f1": f1, "accuracy": acc, "train_s": seconds, "rss_mib": rss, **level_metrics(out),
             "size_mb": (model / "model.onnx").stat().st_size / 1e6, "path": model,
             "weights": (card.get("model") or {}).get("weights")}
 
@@ -111,6 +132,7 @@ def main() -> None:
     base = json.loads(out.strip().splitlines()[-1])
     rows.append({"model": "TF-IDF + LinearSVC (C=1), 2,115 leaves", "macro_f1": base["macro_f1"],
                  "accuracy": base["accuracy"], "train_s": base["train_seconds"], "rss_mib": rss,
+                 **{k: base[k] for k in ("level1_macro_f1", "level1_accuracy", "hierarchical_f1")},
                  "size_mb": None, "relabel": base["titles_per_second"], "note": f"whole process {seconds:.0f} s"})
 
     leaves = train(prodcat, work, "leaves", train_csv, "title", "label", ["--refit"], test_csv)
@@ -143,12 +165,15 @@ def main() -> None:
                 rows.append(r)
 
     print(f"\nCatalogue scale, {prodcat.name} build, {os.cpu_count()} CPUs\n")
-    print(f"| {'model':<44} | macro-F1 | accuracy | train s | peak RSS MiB | model MB | relabel titles/s | note |")
-    print(f"|{'-' * 46}|---|---|---|---|---|---|---|")
+    print(f"| {'model':<44} | macro-F1 | accuracy | category macro-F1 / accuracy | hierarchical F1 | train s "
+          "| peak RSS MiB | model MB | relabel titles/s | note |")
+    print(f"|{'-' * 46}|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         size = f"{r['size_mb']:.1f}" if r.get("size_mb") else "-"
         rel = f"{r['relabel']:,.0f}" if r.get("relabel") else "-"
-        print(f"| {r['model']:<44} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} | {r['train_s']:.1f} | "
+        top = f"{r['level1_macro_f1']:.4f} / {r['level1_accuracy']:.4f}" if "level1_macro_f1" in r else "-"
+        hier = f"{r['hierarchical_f1']:.4f}" if "hierarchical_f1" in r else "-"
+        print(f"| {r['model']:<44} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} | {top} | {hier} | {r['train_s']:.1f} | "
               f"{r['rss_mib']:,.0f} | {size} | {rel} | {r.get('note', '')} |")
 
 

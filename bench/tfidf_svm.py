@@ -46,6 +46,7 @@ def fit_and_score(train: pd.DataFrame, test: pd.DataFrame, c: float = 1.0) -> di
         "per_class_auc": auc,
         "train_seconds": train_seconds,
         "titles_per_second": len(test) / predict_seconds,
+        "predictions": [str(p) for p in pred],
     }
 
 
@@ -53,6 +54,7 @@ def main() -> None:
     df = pd.read_csv(sys.argv[1], keep_default_na=False, dtype=str)
     result = fit_and_score(df[df.split == "train"], df[df.split == "test"])
     result.pop("per_class_auc")
+    result.pop("predictions")
     print(json.dumps(result))
 
 

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::common::{BatchLimits, Kind, names};
+use crate::common::{BatchLimits, Kind, Taxonomy, names};
 use crate::data::{LabeledData, SplitAssignment};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::{Evaluation, evaluate};
@@ -130,13 +130,11 @@ pub fn stage_graph(export: GraphExport<'_>) -> Result<Candidate> {
     write_labels(&dir.join(files::LABELS), labels)?;
     Replay::sample(data, PER_CLASS).write(&dir)?;
     write_files(&dir)?;
-    card.onnx = Some(OnnxInfo {
-        opset: OPSET,
-        precision: "fp32".into(),
-        inputs,
-        outputs: vec![names::LOGITS.into(), names::PROBABILITIES.into()],
-        file_bytes: onnx.len() as u64,
-    });
+    let mut outputs: Vec<String> = vec![names::LOGITS.into(), names::PROBABILITIES.into()];
+    let levels = card.taxonomy.as_ref().map_or(0, |t| t.levels.len());
+    outputs.extend((1..=levels).map(names::level_probabilities));
+    card.onnx =
+        Some(OnnxInfo { opset: OPSET, precision: "fp32".into(), inputs, outputs, file_bytes: onnx.len() as u64 });
     card.write(&dir.join(files::CARD))?;
 
     let served = SingleModel::open(ModelVersion::at(&dir)?, preprocess, stage, limits, session)?;
@@ -148,6 +146,9 @@ pub fn stage_graph(export: GraphExport<'_>) -> Result<Candidate> {
         return Err(Error::Parity { max_abs_diff: diff, tolerance });
     }
     card.parity = Some(ParityInfo { samples, max_abs_diff: diff, tolerance, passed: true });
+    if let Some(taxonomy) = &card.taxonomy {
+        check_level_outputs(&served, taxonomy, &batch, 1e-5)?;
+    }
 
     let test = test_evaluation(&served, &mut card, split, texts, y)?;
     if let Some(training) = card.training.as_mut() {
@@ -156,6 +157,32 @@ pub fn stage_graph(export: GraphExport<'_>) -> Result<Candidate> {
     card.write(&dir.join(files::CARD))?;
     let test_texts = split.test.iter().map(|&r| texts[r].to_string()).collect();
     Ok(Candidate { registry, name: name.to_string(), staged, card, test, test_texts })
+}
+
+/// Checks a taxonomy graph's `level{N}_probabilities` on `batch` against the sums of its own
+/// probabilities by the card's tree: what a consumer of the graph alone reads must be the path
+/// scores prodcat's outputs carry (within `tolerance`).
+pub fn check_level_outputs(
+    served: &SingleModel,
+    taxonomy: &Taxonomy,
+    batch: &PaddedBatch,
+    tolerance: f32,
+) -> Result<()> {
+    let mut outputs = vec![names::PROBABILITIES.to_string()];
+    outputs.extend((1..=taxonomy.levels.len()).map(names::level_probabilities));
+    let ran = served.session.run_outputs(batch, &outputs)?;
+    let classes = served.labels.len();
+    for (l, scores) in ran[1..].iter().enumerate() {
+        let expected: Vec<f32> = ran[0].chunks(classes).flat_map(|row| taxonomy.level_scores(l, row)).collect();
+        let diff = max_abs_diff(&expected, scores);
+        if expected.len() != scores.len() || diff > tolerance {
+            return Err(Error::Internal(format!(
+                "the graph's {} differ from the sums of its probabilities by {diff:e}",
+                names::level_probabilities(l + 1)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Evaluates a staged model on the test split through ONNX Runtime and records the metrics in

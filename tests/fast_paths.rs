@@ -317,14 +317,16 @@ fn fp16_export_checks_agreement_and_logits_against_fp32_and_is_refused_past_its_
 
 #[test]
 fn a_transformer_of_a_thousand_classes_trains_exports_and_converts_to_int8_and_fp16() {
-    // 1,100 classes of 4 titles: the head is 1,100 wide; training, export, parity, both
-    // conversions and serving handle it (quality is not the point of a tiny random encoder).
+    // 1,100 classes of 4 titles under 10 categories (`group3 > cat0013`): the head is 1,100 wide;
+    // training, export, parity, both conversions and serving handle it, and every graph's level
+    // scores are the sums of its leaves' (quality is not the point of a tiny random encoder).
     let fx = Fixture::new(10);
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
     let mut csv = String::from("title,category,group\n");
     for c in 0..1100 {
         for r in 0..4 {
-            let (title, label) = (format!("brand{} model{c} edition {r}", c % 37), format!("cat{c:04}"));
+            let (title, label) =
+                (format!("brand{} model{c} edition {r}", c % 37), format!("group{} > cat{c:04}", c % 10));
             csv.push_str(&format!("{title},{label},{c}-{r}\n"));
             texts.push(title);
             labels.push(label);
@@ -335,7 +337,12 @@ fn a_transformer_of_a_thousand_classes_trains_exports_and_converts_to_int8_and_f
     assert!(o.status.success(), "train failed: {}", stderr(&o));
     assert!(stdout(&o).contains("parity:"), "{}", stdout(&o));
     let registry = fx.path("registry");
-    assert_eq!(card(&registry.join("tiny/current")).num_labels, 1100);
+    let trained = card(&registry.join("tiny/current"));
+    assert_eq!(trained.num_labels, 1100);
+    let taxonomy = trained.taxonomy.expect("category paths make a taxonomy");
+    assert_eq!(taxonomy.levels.len(), 1);
+    assert_eq!(taxonomy.levels[0].nodes.len(), 10);
+    assert!(trained.onnx.unwrap().outputs.contains(&"level1_probabilities".to_string()));
 
     let job = |name: &str, precision: Precision| QuantizeJob {
         model: ModelVersion::open(&registry.join("tiny")).expect("the trained model"),

@@ -39,7 +39,11 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = args.device.session(ort_lib);
     let version = ModelVersion::open(&args.model)?;
-    let (spec, _) = args.data.read(None, 0)?;
+    let (mut spec, _) = args.data.read(None, 0)?;
+    // Labels named through the model's taxonomy file are read through it unless another is given.
+    if spec.paths.taxonomy.is_none() {
+        spec.paths.taxonomy = version.card.taxonomy.as_ref().and_then(|t| t.file.as_ref()).map(Into::into);
+    }
     if let Some(problem) = version.card.data.as_ref().and_then(|d| d.text.as_ref()).and_then(|t| t.mismatch(&spec.text))
     {
         tracing::warn!(model = %version.id(), "--text-column: {problem}");
@@ -93,7 +97,9 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     );
     println!("{}", format_report(&evaluation.report));
     println!("report:  {}", files.metrics_json.display());
-    println!("plots:   {}, {}", files.confusion_png.display(), files.roc_png.display());
+    let level = files.level_confusion_png.map(|p| format!(", {}", p.display())).unwrap_or_default();
+    println!("plots:   {}, {}{level}", files.confusion_png.display(), files.roc_png.display());
+    print!("{}", prodcat::eval::level_lines(&evaluation.report.headline().levels));
     println!("macro_f1={:.4} accuracy={:.4}", evaluation.report.macro_f1, evaluation.report.accuracy);
     Ok(())
 }

@@ -179,6 +179,7 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
                 max_rows: None,
                 sample_seed: 0,
                 skip_invalid: false,
+                paths: prodcat::data::PathSpec::of_taxonomy(card.taxonomy.as_ref()),
             };
             let d = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
             Rows { texts: d.texts, labels: d.labels, origin: data.display().to_string() }
@@ -298,6 +299,7 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> 
 
 fn print_metrics(metrics: Option<prodcat::registry::card::SplitMetrics>) {
     if let Some(m) = metrics {
+        print!("{}", prodcat::eval::level_lines(&m.levels));
         println!("macro_f1={:.4} accuracy={:.4}", m.macro_f1, m.accuracy);
     }
 }

@@ -74,6 +74,15 @@ pub struct DataArgs {
     /// Drop rows with an empty text or label instead of failing.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// What separates the parts of a category path in the label column (`Electronics > Audio >
+    /// Headphones`): labels with it make a taxonomy whose leaves are the classes. Empty: labels
+    /// are never paths.
+    #[arg(long, default_value = prodcat::common::DEFAULT_PATH_SEPARATOR)]
+    pub path_separator: String,
+    /// A taxonomy file (Google's `ID - A > B > C` lines, or one path per line): every label must
+    /// name one of its categories, by path, by id or by a last part only one path ends in.
+    #[arg(long)]
+    pub taxonomy: Option<std::path::PathBuf>,
 }
 
 /// How labeled rows are dealt into train, validation and test (`train`, `split`).
@@ -106,6 +115,7 @@ impl DataArgs {
             max_rows: self.max_rows,
             sample_seed: seed,
             skip_invalid: self.skip_invalid,
+            paths: prodcat::data::PathSpec { separator: self.path_separator.clone(), taxonomy: self.taxonomy.clone() },
         };
         let source = prodcat::data::prepare::DataSource {
             file: self.data.display().to_string(),

@@ -490,6 +490,10 @@ fn report(candidate: prodcat::staging::Candidate, out: &std::path::Path) -> anyh
         );
     }
     if let Some(m) = &card.test_metrics {
+        if let Some(h) = m.hierarchical_f1 {
+            println!("hierarchical: f1={h:.4}");
+        }
+        print!("{}", prodcat::eval::level_lines(&m.levels));
         println!("macro_f1={:.4} accuracy={:.4}", m.macro_f1, m.accuracy);
     }
     Ok(())

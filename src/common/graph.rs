@@ -11,4 +11,10 @@ pub mod names {
     pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
     pub const LOGITS: &str = "logits";
     pub const PROBABILITIES: &str = "probabilities";
+
+    /// A taxonomy model's scores of the nodes of level `level` (1 = the top), `float [batch,
+    /// nodes]`: each node's the sum of its leaves' probabilities.
+    pub fn level_probabilities(level: usize) -> String {
+        format!("level{level}_probabilities")
+    }
 }

@@ -6,12 +6,14 @@
 //! - [`graph`]: the input and output names of every served graph;
 //! - [`batch`]: the limits of one batch ([`BatchLimits`]);
 //! - [`kind`]: the model kinds, listed once ([`Kind`]), and a model's output [`Head`];
-//! - [`settings`]: the lexical model's settings records (a card's and `[training.lexical]`'s).
+//! - [`settings`]: the lexical model's settings records (a card's and `[training.lexical]`'s);
+//! - [`taxonomy`]: category paths, the tree a model's classes make and taxonomy files.
 
 pub mod batch;
 pub mod graph;
 pub mod kind;
 pub mod settings;
+pub mod taxonomy;
 pub mod text;
 
 pub use batch::BatchLimits;
@@ -21,4 +23,5 @@ pub use settings::{
     CSearch, CharTokens, FeatureNorm, FeaturizerSettings, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency,
     WeightStats,
 };
+pub use taxonomy::{DEFAULT_PATH_SEPARATOR, PathLabels, Taxonomy, TaxonomyFile};
 pub use text::{RejectReason, TextComposition, TextSpec};

@@ -6,4 +6,4 @@ mod split;
 mod table;
 
 pub use split::{Split, SplitAssignment, stable_group_split, stratified_group_folds, stratified_group_split};
-pub use table::{FileFormat, LabeledData, LabeledDataSpec, read_string_columns};
+pub use table::{FileFormat, LabeledData, LabeledDataSpec, PathSpec, read_string_columns};

@@ -14,7 +14,7 @@ use datafusion::prelude::{
 use sha2::{Digest, Sha256};
 
 use super::Split;
-use crate::common::{Head, TextSpec};
+use crate::common::{Head, PathLabels, TaxonomyFile, TextSpec};
 use crate::error::{Error, Result};
 
 /// The on-disk formats prodcat reads tables from.
@@ -112,6 +112,40 @@ pub struct LabeledDataSpec {
     pub sample_seed: u64,
     /// Drop rows with empty text or label (counted) instead of failing on the first one.
     pub skip_invalid: bool,
+    /// Labels as category paths: their separator (empty: labels are never paths) and a
+    /// taxonomy file every label must name a category of (by path, id or unique last part).
+    pub paths: PathSpec,
+}
+
+/// How a label column's values are category paths (`--path-separator`, `--taxonomy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathSpec {
+    pub separator: String,
+    pub taxonomy: Option<PathBuf>,
+}
+
+impl Default for PathSpec {
+    fn default() -> Self {
+        Self { separator: crate::common::DEFAULT_PATH_SEPARATOR.into(), taxonomy: None }
+    }
+}
+
+impl PathSpec {
+    /// The spec a card's taxonomy was made with (flat cards: the default, which finds no paths in
+    /// flat labels).
+    pub fn of_taxonomy(taxonomy: Option<&crate::common::Taxonomy>) -> Self {
+        taxonomy.map_or_else(Self::default, |t| Self {
+            separator: t.separator.clone(),
+            taxonomy: t.file.as_ref().map(PathBuf::from),
+        })
+    }
+
+    /// The taxonomy file, read and parsed (None without one).
+    pub fn read_file(&self) -> Result<Option<TaxonomyFile>> {
+        let Some(path) = &self.taxonomy else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|e| Error::data(path, format!("cannot read: {e}")))?;
+        TaxonomyFile::parse(&text, &self.separator).map(Some).map_err(|e| Error::data(path, e))
+    }
 }
 
 /// Labeled examples read from a file: texts, labels, optional group keys, in file order.
@@ -130,6 +164,9 @@ pub struct LabeledData {
     /// What the labels are: one class per row (`single_label`) is what every reader makes today.
     /// Trainers train for it, and their cards record it.
     pub head: Head,
+    /// Set when the labels are category paths (some label has the separator, or a taxonomy file
+    /// named them): trainers record the tree they make in the card.
+    pub paths: Option<PathLabels>,
 }
 
 impl LabeledData {
@@ -146,12 +183,31 @@ impl LabeledData {
         let labels = columns.next().unwrap_or_default();
         let groups = columns.next();
         let mut data = LabeledData { groups: groups.as_ref().map(|_| Vec::new()), ..Default::default() };
+        let taxonomy = spec.paths.read_file()?;
         for (row, label) in labels.into_iter().enumerate() {
             let text = spec.text.compose(|field| {
                 let column = fields.iter().position(|f| f == field)?;
                 texts[column][row].as_deref()
             });
             let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
+            // With a taxonomy file, a label is the path of the category it names.
+            let label = match (label, &taxonomy) {
+                (Some(l), Some(file)) => match file.resolve(&l, &spec.paths.separator) {
+                    Ok(path) => Some(path.to_string()),
+                    Err(e) if spec.skip_invalid => {
+                        tracing::debug!(row = row + 1, "{e}");
+                        None
+                    }
+                    Err(e) => {
+                        let file = spec.paths.taxonomy.as_deref().unwrap_or(Path::new("")).display();
+                        return Err(Error::data(
+                            &spec.path,
+                            format!("row {}: {e} {file} (use --skip-invalid to drop such rows)", row + 1),
+                        ));
+                    }
+                },
+                (label, _) => label,
+            };
             let (text, label) = match (text, label) {
                 (Ok(t), Some(l)) => (t, l),
                 (text, _) => {
@@ -186,6 +242,13 @@ impl LabeledData {
         if data.texts.is_empty() {
             return Err(Error::data(&spec.path, "no usable rows (every row has an empty text or label)"));
         }
+        let separator = &spec.paths.separator;
+        if taxonomy.is_some() || (!separator.is_empty() && data.labels.iter().any(|l| l.contains(separator.as_str()))) {
+            data.paths = Some(PathLabels {
+                separator: separator.clone(),
+                file: spec.paths.taxonomy.as_ref().map(|p| p.display().to_string()),
+            });
+        }
         if let Some(max) = spec.max_rows.filter(|&m| m < data.len()) {
             data = data.sample(max, spec.sample_seed);
         }
@@ -206,6 +269,9 @@ impl LabeledData {
             mine.extend(theirs);
         }
         self.rejected += other.rejected;
+        if self.paths.is_none() {
+            self.paths = other.paths;
+        }
         Ok(())
     }
 
@@ -232,7 +298,13 @@ impl LabeledData {
             rejected: self.rejected,
             fixed_split: self.fixed_split.as_ref().map(|f| rows.iter().map(|&i| f[i]).collect()),
             head: self.head,
+            paths: self.paths.clone(),
         }
+    }
+
+    /// The taxonomy the class labels `labels` make when this data's labels are paths.
+    pub fn taxonomy(&self, labels: &[String]) -> Option<crate::common::Taxonomy> {
+        self.paths.as_ref().and_then(|p| crate::common::Taxonomy::of_labels(labels, p))
     }
 
     /// Number of examples.

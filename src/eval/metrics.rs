@@ -1,9 +1,16 @@
 //! Classification metrics: accuracy, per-class and macro precision/recall/F1, one-vs-rest ROC
-//! curves and AUC, and the confusion matrix.
+//! curves and AUC, and the confusion matrix; top-k recall; for a taxonomy, the same figures at
+//! each level above the leaves and hierarchical F1.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::card::SplitMetrics;
+use crate::common::Taxonomy;
+use crate::registry::card::{LevelMetrics, SplitMetrics};
+
+/// The k of the top-k recalls a report gives (those below the class count).
+pub const TOP_K: [usize; 3] = [1, 3, 5];
 
 /// Metrics of one class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +39,17 @@ pub struct ClassificationReport {
     /// true then predicted class: sparse, so it stays small at thousands of classes.
     pub confusion: Vec<[usize; 3]>,
     pub labels: Vec<String>,
+    /// The share of rows whose true class is among the k most likely, by k (with scores).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub top_k_recall: BTreeMap<usize, f64>,
+    /// A taxonomy model's reports at each level above the leaves, top first (each row's true
+    /// and predicted labels mapped to their nodes at that level).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<ClassificationReport>,
+    /// Hierarchical F1 (Kiritchenko et al.): micro precision and recall over each row's true and
+    /// predicted label sets augmented with their ancestors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hierarchical_f1: Option<f64>,
 }
 
 impl ClassificationReport {
@@ -62,8 +80,72 @@ impl ClassificationReport {
             macro_precision: self.macro_precision,
             macro_recall: self.macro_recall,
             per_class_f1: self.per_class.iter().map(|c| (c.label.clone(), c.f1)).collect(),
+            levels: self
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LevelMetrics {
+                    level: i + 1,
+                    nodes: l.labels.len(),
+                    accuracy: l.accuracy,
+                    macro_f1: l.macro_f1,
+                    weighted_f1: l.weighted_f1,
+                })
+                .collect(),
+            hierarchical_f1: self.hierarchical_f1,
         }
     }
+
+    /// Adds the figures of a taxonomy: a report per level above the leaves and hierarchical F1.
+    pub fn with_taxonomy(mut self, taxonomy: &Taxonomy, y_true: &[usize], y_pred: &[usize]) -> Self {
+        self.levels = taxonomy
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(l, level)| {
+                let (t, p) = (taxonomy.nodes_of(l, y_true), taxonomy.nodes_of(l, y_pred));
+                ClassificationReport::compute(&level.nodes, &t, &p, None)
+            })
+            .collect();
+        // Each class's label set: its distinct ancestors' names and its own.
+        let sets: Vec<Vec<&str>> = (0..self.labels.len())
+            .map(|c| {
+                let mut set: Vec<&str> =
+                    taxonomy.ancestors(c).map(|(l, n)| taxonomy.levels[l].nodes[n as usize].as_str()).collect();
+                set.push(&self.labels[c]);
+                set.sort_unstable();
+                set.dedup();
+                set
+            })
+            .collect();
+        let (mut common, mut predicted, mut true_) = (0usize, 0usize, 0usize);
+        for (&t, &p) in y_true.iter().zip(y_pred) {
+            common += sets[t].iter().filter(|n| sets[p].contains(n)).count();
+            predicted += sets[p].len();
+            true_ += sets[t].len();
+        }
+        let (hp, hr) = (ratio(common, predicted), ratio(common, true_));
+        self.hierarchical_f1 = Some(if hp + hr > 0.0 { 2.0 * hp * hr / (hp + hr) } else { 0.0 });
+        self
+    }
+}
+
+/// The share of rows whose true class is among the `k` highest scores, for each k of [`TOP_K`]
+/// below `classes` (ties count against the true class).
+pub fn top_k_recall(scores: &[f32], y_true: &[usize], classes: usize) -> BTreeMap<usize, f64> {
+    let ranks: Vec<usize> = y_true
+        .iter()
+        .enumerate()
+        .map(|(r, &t)| {
+            let row = &scores[r * classes..(r + 1) * classes];
+            row.iter().enumerate().filter(|&(c, &s)| c != t && s >= row[t]).count()
+        })
+        .collect();
+    TOP_K
+        .iter()
+        .filter(|&&k| k < classes)
+        .map(|&k| (k, ratio(ranks.iter().filter(|&&r| r < k).count(), ranks.len())))
+        .collect()
 }
 
 fn ratio(num: usize, den: usize) -> f64 {
@@ -196,6 +278,9 @@ impl ClassificationReport {
             per_class,
             confusion: confusion_cells(y_true, y_pred),
             labels: labels.to_vec(),
+            top_k_recall: scores.map(|s| top_k_recall(s, y_true, classes)).unwrap_or_default(),
+            levels: Vec::new(),
+            hierarchical_f1: None,
         }
     }
 }
@@ -218,6 +303,32 @@ mod tests {
         assert_eq!(r.dense_confusion(), vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
         assert_eq!(r.confused_pairs(5), vec![[0, 1, 1], [2, 0, 1]]);
         assert!((macro_f1(&y_true, &y_pred, 3) - r.macro_f1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn taxonomy_levels_hierarchical_f1_and_top_k_recall() {
+        let labels: Vec<String> = ["A > x", "A > y", "B > z", "C"].map(String::from).to_vec();
+        let paths = crate::common::PathLabels { separator: " > ".into(), file: None };
+        let taxonomy = Taxonomy::of_labels(&labels, &paths).unwrap();
+        // Right leaf; sibling leaf (right parent); wrong parent; the flat leaf right.
+        let (y_true, y_pred) = ([0, 0, 1, 3], [0, 1, 2, 3]);
+        let r =
+            ClassificationReport::compute(&labels, &y_true, &y_pred, None).with_taxonomy(&taxonomy, &y_true, &y_pred);
+        assert_eq!(r.levels.len(), 1);
+        assert_eq!(r.levels[0].labels, vec!["A", "B", "C"]);
+        assert!((r.levels[0].accuracy - 0.75).abs() < 1e-12);
+        // Sets: {A, A>x} ×2 rows, {A, A>y} vs {B, B>z}, {C}: common 2+1+0+1, predicted 2+2+2+1,
+        // true 2+2+2+1.
+        let h = 4.0 / 7.0;
+        assert!((r.hierarchical_f1.unwrap() - h).abs() < 1e-12);
+        let headline = r.headline();
+        assert_eq!(headline.levels[0].nodes, 3);
+        assert_eq!(headline.hierarchical_f1, r.hierarchical_f1);
+
+        let scores = [0.6, 0.3, 0.1, 0.0, /* */ 0.1, 0.2, 0.3, 0.4, /* */ 0.25, 0.25, 0.4, 0.1];
+        let recall = top_k_recall(&scores, &[1, 0, 0], 4);
+        // Ranks of the true class: 1, 3, 2 (a tie counts against it).
+        assert_eq!(recall, BTreeMap::from([(1, 0.0), (3, 2.0 / 3.0)]));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use metrics::{ClassificationReport, macro_f1};
 
-use crate::common::{BatchLimits, Head, Kind};
+use crate::common::{BatchLimits, Head, Kind, Taxonomy};
 use crate::error::{Error, IoContext, Result};
 use crate::serve::{Model, ModelOutput, score_texts};
 
@@ -53,12 +53,14 @@ pub fn evaluate(
     limits: Option<BatchLimits>,
 ) -> Result<Evaluation> {
     let scored = score_texts(model, texts, limits)?;
-    Ok(score_output(model.card().head, model.labels(), scored.output, scored.stages, y_true))
+    let card = model.card();
+    Ok(score_output(card.head, card.taxonomy.as_ref(), model.labels(), scored.output, scored.stages, y_true))
 }
 
-/// The report for already computed model outputs of a model with `head`.
+/// The report for already computed model outputs of a model with `head` (and `taxonomy`).
 pub fn score_output(
     head: Head,
+    taxonomy: Option<&Taxonomy>,
     labels: &[String],
     output: ModelOutput,
     stages: Vec<Kind>,
@@ -67,7 +69,10 @@ pub fn score_output(
     let y_pred: Vec<usize> = match head {
         Head::SingleLabel => (0..output.rows).map(|i| output.argmax(i).0).collect(),
     };
-    let report = ClassificationReport::compute(labels, &y_true, &y_pred, Some(&output.probabilities));
+    let mut report = ClassificationReport::compute(labels, &y_true, &y_pred, Some(&output.probabilities));
+    if let Some(taxonomy) = taxonomy {
+        report = report.with_taxonomy(taxonomy, &y_true, &y_pred);
+    }
     Evaluation { report, y_true, output, stages }
 }
 
@@ -77,15 +82,18 @@ pub struct ReportFiles {
     pub metrics_json: PathBuf,
     pub confusion_png: PathBuf,
     pub roc_png: PathBuf,
+    /// A taxonomy model's top-level confusion matrix.
+    pub level_confusion_png: Option<PathBuf>,
 }
 
 /// Writes `metrics.json`, `confusion_matrix.png` and `roc_curves.png` into `dir`.
 pub fn write_report(dir: &Path, evaluation: &Evaluation, extra: serde_json::Value) -> Result<ReportFiles> {
     std::fs::create_dir_all(dir).at(dir)?;
-    let files = ReportFiles {
+    let mut files = ReportFiles {
         metrics_json: dir.join("metrics.json"),
         confusion_png: dir.join("confusion_matrix.png"),
         roc_png: dir.join("roc_curves.png"),
+        level_confusion_png: None,
     };
     let mut json = serde_json::to_value(&evaluation.report)
         .map_err(|source| Error::Json { path: files.metrics_json.clone(), source })?;
@@ -96,10 +104,25 @@ pub fn write_report(dir: &Path, evaluation: &Evaluation, extra: serde_json::Valu
         .map_err(|source| Error::Json { path: files.metrics_json.clone(), source })?;
     std::fs::write(&files.metrics_json, text + "\n").at(&files.metrics_json)?;
     let report = &evaluation.report;
+    confusion_plot(report, "", &files.confusion_png)?;
+    // The top level's confusions: where a taxonomy model mistakes one category for another.
+    if let Some(top) = report.levels.first() {
+        let path = dir.join("confusion_matrix_level1.png");
+        confusion_plot(top, "Top-level categories: ", &path)?;
+        files.level_confusion_png = Some(path);
+    }
+    let (shown, caption) = roc_classes(report);
+    plots::roc_curves(report, &evaluation.y_true, &evaluation.output.probabilities, &shown, &caption, &files.roc_png)?;
+    Ok(files)
+}
+
+/// The confusion heat map of `report`: every cell of a small label set, else the classes of the
+/// most frequent confusions.
+fn confusion_plot(report: &ClassificationReport, title: &str, path: &Path) -> Result<()> {
     let classes = report.labels.len();
     if classes <= READABLE_CLASSES {
-        let caption = "Confusion matrix (rows: true, columns: predicted)";
-        plots::confusion_heatmap(&report.labels, &report.dense_confusion(), caption, &files.confusion_png)?;
+        let caption = format!("{title}Confusion matrix (rows: true, columns: predicted)");
+        plots::confusion_heatmap(&report.labels, &report.dense_confusion(), &caption, path)
     } else {
         // The classes of the most frequent confusions, and only their cells.
         let mut shown: Vec<usize> = Vec::new();
@@ -118,12 +141,10 @@ pub fn write_report(dir: &Path, evaluation: &Evaluation, extra: serde_json::Valu
             }
         }
         let labels: Vec<String> = shown.iter().map(|&c| report.labels[c].clone()).collect();
-        let caption = format!("Most confused {} of {classes} classes (rows: true, columns: predicted)", shown.len());
-        plots::confusion_heatmap(&labels, &matrix, &caption, &files.confusion_png)?;
+        let caption =
+            format!("{title}Most confused {} of {classes} classes (rows: true, columns: predicted)", shown.len());
+        plots::confusion_heatmap(&labels, &matrix, &caption, path)
     }
-    let (shown, caption) = roc_classes(report);
-    plots::roc_curves(report, &evaluation.y_true, &evaluation.output.probabilities, &shown, &caption, &files.roc_png)?;
-    Ok(files)
 }
 
 /// Label sets up to this size are reported whole (every class's row, the full confusion matrix);
@@ -192,19 +213,38 @@ pub fn format_report(report: &ClassificationReport) -> String {
     );
     let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "weighted f1", "", "", report.weighted_f1);
     let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "accuracy", "", "", report.accuracy);
+    for (k, recall) in report.top_k_recall.iter().filter(|(k, _)| **k > 1) {
+        let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", format!("top-{k} recall"), "", "", recall);
+    }
+    if let Some(h) = report.hierarchical_f1 {
+        let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "hierarchical f1", "", "", h);
+    }
     if large {
         let _ = writeln!(s, "\nmost frequent confusions (true → predicted: rows)");
         for [t, p, count] in report.confused_pairs(20) {
             let _ = writeln!(s, "{} → {}: {count}", report.labels[t], report.labels[p]);
         }
-        return s;
+    } else {
+        let _ = writeln!(s, "\nconfusion matrix (rows: true, columns: predicted; columns in row order)");
+        let matrix = report.dense_confusion();
+        let cell = report.confusion.iter().map(|c| c[2]).max().map(|m| m.to_string().len()).unwrap_or(1).max(3);
+        for (label, row) in report.labels.iter().zip(&matrix) {
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:>cell$}")).collect();
+            let _ = writeln!(s, "{label:<width$}  {}", cells.join(" "));
+        }
     }
-    let _ = writeln!(s, "\nconfusion matrix (rows: true, columns: predicted; columns in row order)");
-    let matrix = report.dense_confusion();
-    let cell = report.confusion.iter().map(|c| c[2]).max().map(|m| m.to_string().len()).unwrap_or(1).max(3);
-    for (label, row) in report.labels.iter().zip(&matrix) {
-        let cells: Vec<String> = row.iter().map(|v| format!("{v:>cell$}")).collect();
-        let _ = writeln!(s, "{label:<width$}  {}", cells.join(" "));
+    for (i, level) in report.levels.iter().enumerate() {
+        let _ = writeln!(s, "\nlevel {} of the taxonomy ({} categories)", i + 1, level.labels.len());
+        s.push_str(&format_report(level));
     }
     s
+}
+
+/// The `level N: macro_f1=… accuracy=…` lines of a taxonomy model's levels above the leaves (none
+/// for flat labels): what `prodcat eval` and `train` print before the leaves' line.
+pub fn level_lines(levels: &[crate::registry::card::LevelMetrics]) -> String {
+    levels
+        .iter()
+        .map(|l| format!("level {}: macro_f1={:.4} accuracy={:.4}\n", l.level, l.macro_f1, l.accuracy))
+        .collect()
 }

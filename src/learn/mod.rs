@@ -446,6 +446,16 @@ impl Learner {
                 data
             }
         };
+        // Category paths: the candidate's labels make a tree as the serving model's did.
+        let with_paths;
+        let data = match &serving.card().taxonomy {
+            Some(t) if data.paths.is_none() => {
+                let paths = crate::common::PathLabels { separator: t.separator.clone(), file: t.file.clone() };
+                with_paths = crate::data::LabeledData { paths: Some(paths), ..data.clone() };
+                &with_paths
+            }
+            _ => data,
+        };
         // Taxonomy: the serving labels keep their ids; labels new in trusted data are appended.
         let mut labels: Vec<String> = serving.labels().to_vec();
         for l in data.label_set() {

@@ -428,6 +428,7 @@ impl LabelStore {
             rejected: 0,
             fixed_split: None,
             head: Default::default(),
+            paths: None,
         })
     }
 

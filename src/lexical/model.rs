@@ -16,7 +16,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::featurizer::Bag;
 use super::weights::SparseWeights;
-use crate::common::{FeaturizerSettings, Head, LexicalSettings, LexicalSolver, SvmChoice, TermFrequency, names};
+use crate::common::{
+    FeaturizerSettings, Head, LexicalSettings, LexicalSolver, SvmChoice, Taxonomy, TermFrequency, names,
+};
 use crate::eval::calibration::fit_temperature;
 use crate::onnx::graph::{Attr, Dim, GraphBuilder};
 use crate::onnx::proto::data_type;
@@ -360,7 +362,7 @@ impl LexicalModel {
     /// Each feature id picks its slot (`slot_of`), the slot its row of class ids and weights
     /// (padded to the longest row), and the weights scaled by the feature's value are
     /// scatter-added into the bias.
-    pub fn export(&self, head: Head, metadata: &[(&str, String)]) -> Vec<u8> {
+    pub fn export(&self, head: Head, taxonomy: Option<&Taxonomy>, metadata: &[(&str, String)]) -> Vec<u8> {
         let mut g = GraphBuilder::new("prodcat_lexical_classifier");
         let dims = [Dim::Named("batch"), Dim::Named("features")];
         let ids = g.input(names::INPUT_IDS, data_type::INT64, &dims);
@@ -415,7 +417,7 @@ impl LexicalModel {
             let bag = g.op("MatMul", &[&w, &rows], &[]); // [batch, 1, classes]
             let bag = g.op("Squeeze", &[&bag, &axis_1], &[]);
             g.op_into("Add", &[&bag, &bias], &[], names::LOGITS);
-            g.head_outputs(head, self.classes);
+            g.head_outputs(head, self.classes, taxonomy);
             return g.finish(metadata);
         }
         let rows = self.weights.padded();
@@ -444,7 +446,7 @@ impl LexicalModel {
             &[("axis", Attr::Int(1)), ("reduction", Attr::Str("add".into()))],
             names::LOGITS,
         );
-        g.head_outputs(head, self.classes);
+        g.head_outputs(head, self.classes, taxonomy);
         g.finish(metadata)
     }
 }

@@ -189,8 +189,10 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         dropped_by_cap = weights.dropped,
         "lexical weights"
     );
+    let taxonomy = data.taxonomy(&labels);
     let onnx = model.export(
         data.head,
+        taxonomy.as_ref(),
         &[("prodcat.model_type", Kind::Lexical.name().into()), ("prodcat.labels", labels.join("\n"))],
     );
     if onnx.len() as u64 > MAX_GRAPH_BYTES {
@@ -218,6 +220,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             weights: Some(weights),
         }),
         head: data.head,
+        taxonomy,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: settings.featurizer.max_features,

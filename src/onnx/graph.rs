@@ -1,7 +1,7 @@
 //! A small builder for ONNX graphs: named initializers, nodes with attributes, typed inputs and
 //! outputs with symbolic (dynamic) dimensions, serialised with prost.
 
-use crate::common::{Head, names};
+use crate::common::{Head, Taxonomy, names};
 
 use super::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
@@ -135,8 +135,11 @@ impl GraphBuilder {
 
     /// Adds a node in the default domain whose single output has the given name.
     /// Ends a classifier graph whose `logits` (`[batch, classes]`) are written: `probabilities`
-    /// as the head reads logits, and both declared as the graph's outputs.
-    pub fn head_outputs(&mut self, head: Head, classes: usize) {
+    /// as the head reads logits, and both declared as the graph's outputs; with a taxonomy, also
+    /// each level's node scores (`level{N}_probabilities`, the sums of their leaves'
+    /// probabilities: scatter-added by each class's node), so whoever runs the graph alone gets
+    /// path-consistent scores.
+    pub fn head_outputs(&mut self, head: Head, classes: usize, taxonomy: Option<&Taxonomy>) {
         match head {
             Head::SingleLabel => {
                 self.op_into("Softmax", &[names::LOGITS], &[("axis", Attr::Int(-1))], names::PROBABILITIES)
@@ -145,6 +148,28 @@ impl GraphBuilder {
         let dims = [Dim::Named("batch"), Dim::Fixed(classes as i64)];
         self.output(names::LOGITS, data_type::FLOAT, &dims);
         self.output(names::PROBABILITIES, data_type::FLOAT, &dims);
+        let Some(taxonomy) = taxonomy else { return };
+        let batch = self.op("Shape", &[names::PROBABILITIES], &[("end", Attr::Int(1))]);
+        let width = self.ints(&[classes as i64]);
+        let class_shape = self.op("Concat", &[&batch, &width], &[("axis", Attr::Int(0))]);
+        for (i, level) in taxonomy.levels.iter().enumerate() {
+            let nodes = level.nodes.len();
+            let of_class: Vec<i64> = level.of_class.iter().map(|&n| i64::from(n)).collect();
+            let of_class = self.i64_tensor(&format!("level{}_of_class", i + 1), &[classes], &of_class);
+            let indices = self.op("Expand", &[&of_class, &class_shape], &[]); // [batch, classes]
+            let zeros = self.f32_tensor(&format!("level{}_zeros", i + 1), &[nodes], &vec![0.0; nodes]);
+            let width = self.ints(&[nodes as i64]);
+            let shape = self.op("Concat", &[&batch, &width], &[("axis", Attr::Int(0))]);
+            let base = self.op("Expand", &[&zeros, &shape], &[]); // [batch, nodes]
+            let name = names::level_probabilities(i + 1);
+            self.op_into(
+                "ScatterElements",
+                &[&base, &indices, names::PROBABILITIES],
+                &[("axis", Attr::Int(1)), ("reduction", Attr::Str("add".into()))],
+                &name,
+            );
+            self.output(&name, data_type::FLOAT, &[Dim::Named("batch"), Dim::Fixed(nodes as i64)]);
+        }
     }
 
     pub fn op_into(&mut self, op_type: &str, inputs: &[&str], attrs: &[(&str, Attr)], output: &str) {

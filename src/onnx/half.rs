@@ -4,7 +4,8 @@
 //! Every float value becomes float16 — initializers converted (clamped to fp16's finite range, so
 //! the attention mask's large negative bias stays finite, and tiny non-zero constants such as the
 //! pooling's 1e-9 guard kept non-zero), `Cast(to = FLOAT)` nodes retargeted — except inside the
-//! nodes whose op type is in `keep_fp32`: those compute in fp32 with `Cast` nodes around them.
+//! nodes whose op type is in `keep_fp32` (and ScatterElements, which ONNX Runtime's CPU provider
+//! cannot add in fp16): those compute in fp32 with `Cast` nodes around them.
 //! The graph's inputs (integer ids) and outputs (fp32 logits and probabilities) keep their types,
 //! so the serving code is the same for both precisions. Value types are propagated through the
 //! graph in node order; an op whose output type is not known is refused rather than guessed.
@@ -46,6 +47,10 @@ pub struct HalfSummary {
     pub bytes_after: usize,
 }
 
+/// Ops left in fp32 whatever the settings: ONNX Runtime's CPU ScatterElements has no float16
+/// kernel with `reduction = add` (a taxonomy graph's level sums).
+const ALWAYS_FP32: [&str; 1] = ["ScatterElements"];
+
 const FP16_MAX: f32 = 65504.0;
 /// The smallest positive fp16 (a subnormal).
 const FP16_TINY: f32 = 5.960_464_5e-8;
@@ -63,7 +68,8 @@ fn output_type(node: &NodeProto, types: &HashMap<String, i32>) -> Option<i32> {
         "Where" => input(1),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Pow" | "MatMul" | "Gemm" | "Gather" | "Softmax"
         | "LayerNormalization" | "ReduceSum" | "ReduceMean" | "Reshape" | "Transpose" | "Unsqueeze" | "Squeeze"
-        | "Erf" | "Tanh" | "Sqrt" | "Relu" | "Neg" | "Range" | "Concat" | "Slice" | "Expand" | "Identity" => input(0),
+        | "Erf" | "Tanh" | "Sqrt" | "Relu" | "Neg" | "Range" | "Concat" | "Slice" | "Expand" | "Identity"
+        | "ScatterElements" => input(0),
         _ => None,
     }
 }
@@ -115,7 +121,8 @@ pub fn convert_to_fp16(model: &[u8], settings: &HalfSettings) -> Result<(Vec<u8>
         return Err(Error::Onnx("the model is already converted (int8 or fp16); convert its fp32 source".into()));
     }
     let graph = proto.graph.as_mut().ok_or_else(|| Error::Onnx("model.onnx has no graph".into()))?;
-    let keep: HashSet<&str> = settings.keep_fp32.iter().map(String::as_str).collect();
+    let mut keep: HashSet<&str> = settings.keep_fp32.iter().map(String::as_str).collect();
+    keep.extend(ALWAYS_FP32);
     let mut summary = HalfSummary { bytes_before: model.len(), ..Default::default() };
 
     // Initializers: float → float16.

@@ -10,7 +10,7 @@ use candle_core::Tensor;
 
 use super::graph::{Attr, Dim, GraphBuilder};
 use super::proto::data_type;
-use crate::common::{Head, names};
+use crate::common::{Head, Taxonomy, names};
 use crate::encoder::model::MASK_BIAS;
 use crate::encoder::{EncoderClassifier, LoraTarget, Pooling};
 use crate::error::Result;
@@ -20,7 +20,12 @@ fn values(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// Serialises the model (adapters merged) to ONNX bytes.
-pub fn export(model: &EncoderClassifier, head: Head, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
+pub fn export(
+    model: &EncoderClassifier,
+    head: Head,
+    taxonomy: Option<&Taxonomy>,
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>> {
     let cfg = &model.config;
     let (h, nh, hd) = (cfg.hidden_size, cfg.num_heads, cfg.head_dim());
     let mut g = GraphBuilder::new("prodcat_transformer_classifier");
@@ -138,7 +143,7 @@ pub fn export(model: &EncoderClassifier, head: Head, metadata: &[(&str, String)]
     let head_b = g.f32_tensor("head.bias", &[classes], &values(model.head.bias.as_tensor())?);
     let logits = g.op("MatMul", &[&pooled, &head_w], &[]);
     g.op_into("Add", &[&logits, &head_b], &[], names::LOGITS);
-    g.head_outputs(head, classes);
+    g.head_outputs(head, classes, taxonomy);
     Ok(g.finish(metadata))
 }
 

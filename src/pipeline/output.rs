@@ -1,8 +1,11 @@
 //! The labeled output record: the input's columns followed by prodcat's label columns.
 //!
 //! Output columns (see `schemas/labeled-output.schema.json`): `label`, `label_id`, `confidence`,
-//! `top_k` (list of `{label, score}`), `stage`, `model_name`, `model_version`, `labeled_at`,
-//! `source_file`, `source_row`. Input columns with those names are replaced.
+//! `top_k` (list of `{label, score}`), `path` (the parts of the label's category path; the label
+//! alone for flat labels), `levels` (list of `{label, score}`: the label's node and its score at
+//! each level of a taxonomy, top first, ending with the label), `stage`, `model_name`,
+//! `model_version`, `labeled_at`, `source_file`, `source_row`. Input columns with those names are
+//! replaced.
 
 use std::sync::Arc;
 
@@ -16,11 +19,13 @@ use crate::error::{Error, Result};
 use crate::serve::Prediction;
 
 /// Names of the columns prodcat adds.
-pub const LABEL_COLUMNS: [&str; 10] = [
+pub const LABEL_COLUMNS: [&str; 12] = [
     "label",
     "label_id",
     "confidence",
     "top_k",
+    "path",
+    "levels",
     "stage",
     "model_name",
     "model_version",
@@ -33,17 +38,34 @@ fn top_k_fields() -> Fields {
     Fields::from(vec![Field::new("label", DataType::Utf8, false), Field::new("score", DataType::Float32, false)])
 }
 
+fn scored_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(top_k_fields()), true)))
+}
+
+/// Appends one row's `{label, score}` list.
+fn append_scored<'a>(list: &mut ListBuilder<StructBuilder>, items: impl IntoIterator<Item = (&'a str, f32)>) {
+    let entries = list.values();
+    for (label, score) in items {
+        if let Some(b) = entries.field_builder::<StringBuilder>(0) {
+            b.append_value(label);
+        }
+        if let Some(b) = entries.field_builder::<Float32Builder>(1) {
+            b.append_value(score);
+        }
+        entries.append(true);
+    }
+    list.append(true);
+}
+
 /// The Arrow fields prodcat appends to every labeled record.
 pub fn label_fields() -> Vec<Field> {
     vec![
         Field::new("label", DataType::Utf8, false),
         Field::new("label_id", DataType::Int32, false),
         Field::new("confidence", DataType::Float32, false),
-        Field::new(
-            "top_k",
-            DataType::List(Arc::new(Field::new("item", DataType::Struct(top_k_fields()), true))),
-            false,
-        ),
+        Field::new("top_k", scored_list(), false),
+        Field::new("path", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
+        Field::new("levels", scored_list(), false),
         Field::new("stage", DataType::Utf8, false),
         Field::new("model_name", DataType::Utf8, false),
         Field::new("model_version", DataType::Utf8, false),
@@ -79,6 +101,8 @@ pub fn label_columns(predictions: &[Prediction], sources: &[RowSource<'_>], labe
     let mut label_id = Int32Builder::with_capacity(n);
     let mut confidence = Float32Builder::with_capacity(n);
     let mut top_k = ListBuilder::new(StructBuilder::from_fields(top_k_fields(), n * 3));
+    let mut path = ListBuilder::new(StringBuilder::with_capacity(n, n * 12));
+    let mut levels = ListBuilder::new(StructBuilder::from_fields(top_k_fields(), n));
     let mut stage = StringBuilder::with_capacity(n, n * 11);
     let mut model_name = StringBuilder::with_capacity(n, n * 8);
     let mut model_version = StringBuilder::with_capacity(n, n * 3);
@@ -89,17 +113,12 @@ pub fn label_columns(predictions: &[Prediction], sources: &[RowSource<'_>], labe
         label.append_value(p.label());
         label_id.append_value(p.label_id as i32);
         confidence.append_value(p.confidence);
-        let entries = top_k.values();
-        for &(id, score) in &p.top_k {
-            if let Some(b) = entries.field_builder::<StringBuilder>(0) {
-                b.append_value(&p.model.labels[id as usize]);
-            }
-            if let Some(b) = entries.field_builder::<Float32Builder>(1) {
-                b.append_value(score);
-            }
-            entries.append(true);
+        append_scored(&mut top_k, p.top_k.iter().map(|&(id, score)| (p.model.labels[id as usize].as_str(), score)));
+        for part in p.path() {
+            path.values().append_value(part);
         }
-        top_k.append(true);
+        path.append(true);
+        append_scored(&mut levels, p.levels());
         stage.append_value(p.stage.name());
         model_name.append_value(&p.model.name);
         model_version.append_value(&p.model.version);
@@ -112,6 +131,8 @@ pub fn label_columns(predictions: &[Prediction], sources: &[RowSource<'_>], labe
         Arc::new(label_id.finish()),
         Arc::new(confidence.finish()),
         Arc::new(top_k.finish()),
+        Arc::new(path.finish()),
+        Arc::new(levels.finish()),
         Arc::new(stage.finish()),
         Arc::new(model_name.finish()),
         Arc::new(model_version.finish()),

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{FeaturizerSettings, Head, Kind, LexicalSettings, SvmChoice, TextComposition};
+use crate::common::{FeaturizerSettings, Head, Kind, LexicalSettings, SvmChoice, Taxonomy, TextComposition};
 use crate::data::prepare::DataSource;
 use crate::data::{LabeledData, SplitAssignment};
 use crate::encoder::{EncoderConfig, LoraSettings, Pooling};
@@ -144,6 +144,22 @@ pub struct SplitMetrics {
     pub macro_precision: f64,
     pub macro_recall: f64,
     pub per_class_f1: BTreeMap<String, f64>,
+    /// A taxonomy model's figures at each level above the leaves, top first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<LevelMetrics>,
+    /// A taxonomy model's hierarchical F1 (over each row's label with its ancestors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hierarchical_f1: Option<f64>,
+}
+
+/// Accuracy and macro-F1 at one level of a taxonomy (1 = the top).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelMetrics {
+    pub level: usize,
+    pub nodes: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub weighted_f1: f64,
 }
 
 /// The check that the exported graph reproduces the training-time forward pass.
@@ -384,6 +400,9 @@ pub struct ModelCard {
     /// What its output rows mean (cards from before the field: `single_label`).
     #[serde(default)]
     pub head: Head,
+    /// The tree of category paths the classes (leaf paths) make; absent for flat labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxonomy: Option<Taxonomy>,
     pub created_at: String,
     pub prodcat_version: String,
     /// Texts are truncated to this many tokens.
@@ -415,6 +434,8 @@ struct CardFile {
     model_type: Option<String>,
     #[serde(default)]
     head: Head,
+    #[serde(default)]
+    taxonomy: Option<Taxonomy>,
     #[serde(default)]
     transformer: Option<TransformerInfo>,
     #[serde(default)]
@@ -463,6 +484,7 @@ impl TryFrom<CardFile> for ModelCard {
             version: f.version,
             model,
             head: f.head,
+            taxonomy: f.taxonomy,
             created_at: f.created_at,
             prodcat_version: f.prodcat_version,
             max_length: f.max_length,

@@ -33,6 +33,7 @@ pub async fn held_out(card: &ModelCard, which: Split, file: Option<&Path>) -> Re
         max_rows: None,
         sample_seed: seed,
         skip_invalid: info.rows_rejected > 0,
+        paths: crate::data::PathSpec::of_taxonomy(card.taxonomy.as_ref()),
     };
     // Rows of the training file alone: the card's rows less those of the given split files.
     let mut given_rows = 0;

@@ -266,6 +266,9 @@ impl ModelVersion {
                 format!("labels.json has {} labels but card.json says {}", labels.len(), self.card.num_labels),
             ));
         }
+        if let Some(taxonomy) = &self.card.taxonomy {
+            taxonomy.check(labels.len()).map_err(|e| Error::model(&self.dir, format!("card.json: {e}")))?;
+        }
         Ok(labels)
     }
 

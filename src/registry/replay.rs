@@ -102,6 +102,7 @@ impl Replay {
             rejected: 0,
             fixed_split: None,
             head: Default::default(),
+            paths: None,
         }
     }
 }

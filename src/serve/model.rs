@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::session::{ModelOutput, OnnxSession, SessionSettings};
-use crate::common::{BatchLimits, Head, Kind};
+use crate::common::{BatchLimits, Head, Kind, Taxonomy};
 use crate::error::Result;
 use crate::registry::{ModelCard, ModelVersion, files};
 use crate::tokenize::{PaddedBatch, TextTokenizer, TokenizedText};
@@ -52,6 +52,9 @@ pub struct ModelIdentity {
     /// How a row's probabilities become its label.
     #[serde(default)]
     pub head: Head,
+    /// The tree of category paths the labels make, for a taxonomy model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxonomy: Option<Taxonomy>,
 }
 
 /// The label of one text.
@@ -61,6 +64,9 @@ pub struct Prediction {
     pub confidence: f32,
     /// The `k` most likely classes, most likely first.
     pub top_k: Vec<(u32, f32)>,
+    /// A taxonomy model's path to the label: the label's node at each level above it, top
+    /// first, with the node's score (the sum of its leaves' probabilities). Empty when flat.
+    pub ancestors: Vec<(u32, f32)>,
     pub stage: Kind,
     pub model: Arc<ModelIdentity>,
 }
@@ -72,7 +78,12 @@ impl Prediction {
             Head::SingleLabel => {
                 let best = top_k(probs, k);
                 let (label_id, confidence) = best[0];
-                Self { label_id, confidence, top_k: best, stage, model: model.clone() }
+                let ancestors = model.taxonomy.as_ref().map_or_else(Vec::new, |t| {
+                    t.ancestors(label_id as usize)
+                        .map(|(level, node)| (node, t.node_score(level, node, probs)))
+                        .collect()
+                });
+                Self { label_id, confidence, top_k: best, ancestors, stage, model: model.clone() }
             }
         }
     }
@@ -80,6 +91,38 @@ impl Prediction {
     /// The predicted label's name.
     pub fn label(&self) -> &str {
         &self.model.labels[self.label_id as usize]
+    }
+
+    /// The label and score at each level, top first, ending with the label itself (one level for
+    /// a flat model).
+    pub fn levels(&self) -> Vec<(&str, f32)> {
+        let mut out: Vec<(&str, f32)> = match &self.model.taxonomy {
+            Some(t) => self
+                .ancestors
+                .iter()
+                .zip(&t.levels)
+                .map(|(&(node, score), level)| (level.nodes[node as usize].as_str(), score))
+                .collect(),
+            None => Vec::new(),
+        };
+        out.push((self.label(), self.confidence));
+        out
+    }
+
+    /// The score at level `level` (1 = the top; past the deepest level, the label's own).
+    pub fn score_at(&self, level: usize) -> f32 {
+        match level.checked_sub(1).and_then(|l| self.ancestors.get(l)) {
+            Some(&(_, score)) => score,
+            None => self.confidence,
+        }
+    }
+
+    /// The parts of the label's path (the label alone when flat).
+    pub fn path(&self) -> Vec<&str> {
+        match &self.model.taxonomy {
+            Some(t) => crate::common::taxonomy::path_parts(self.label(), &t.separator),
+            None => vec![self.label()],
+        }
     }
 }
 
@@ -153,6 +196,7 @@ pub trait Model: Send + Sync + std::fmt::Debug {
             kind: card.model.name().to_string(),
             labels: self.labels().to_vec(),
             head: card.head,
+            taxonomy: card.taxonomy.clone(),
         }
     }
 }
@@ -225,7 +269,42 @@ impl Model for SingleModel {
 
 #[cfg(test)]
 mod tests {
-    use super::top_k;
+    use super::*;
+
+    #[test]
+    fn a_taxonomy_prediction_carries_its_path_and_the_score_of_each_level() {
+        let labels: Vec<String> = ["A > x > 1", "A > x > 2", "A > y", "B > z > 3"].map(String::from).to_vec();
+        let paths = crate::common::PathLabels { separator: " > ".into(), file: None };
+        let identity = |taxonomy| {
+            Arc::new(ModelIdentity {
+                name: "m".into(),
+                version: "v1".into(),
+                kind: "lexical".into(),
+                labels: labels.clone(),
+                head: Head::SingleLabel,
+                taxonomy,
+            })
+        };
+        let tree = identity(Taxonomy::of_labels(&labels, &paths));
+        // The leaf argmax is under B, though A holds more probability: the path is the leaf's.
+        let p = Prediction::of_row(&tree, &[0.2, 0.25, 0.15, 0.4], 2, Kind::Lexical);
+        assert_eq!(p.label(), "B > z > 3");
+        assert_eq!(p.path(), vec!["B", "z", "3"]);
+        assert_eq!(p.levels(), vec![("B", 0.4), ("B > z", 0.4), ("B > z > 3", 0.4)]);
+        let p = Prediction::of_row(&tree, &[0.3, 0.25, 0.15, 0.3], 2, Kind::Lexical);
+        assert_eq!(p.label(), "A > x > 1");
+        let levels = p.levels();
+        assert_eq!((levels[0].0, levels[1].0), ("A", "A > x"));
+        assert!((levels[0].1 - 0.7).abs() < 1e-6 && (levels[1].1 - 0.55).abs() < 1e-6, "{levels:?}");
+        // The review threshold at a level reads that level's score; 0 and past the depth: the leaf's.
+        assert!((p.score_at(1) - 0.7).abs() < 1e-6 && (p.score_at(2) - 0.55).abs() < 1e-6);
+        assert_eq!((p.score_at(0), p.score_at(3), p.score_at(9)), (0.3, 0.3, 0.3));
+        // A flat model: one level, the label itself.
+        let flat = Prediction::of_row(&identity(None), &[0.3, 0.25, 0.15, 0.3], 2, Kind::Lexical);
+        assert_eq!(flat.path(), vec!["A > x > 1"]);
+        assert_eq!(flat.levels(), vec![("A > x > 1", 0.3)]);
+        assert_eq!(flat.score_at(1), 0.3);
+    }
 
     #[test]
     fn top_k_is_the_head_of_a_full_sort_ties_by_index() {

@@ -238,6 +238,29 @@ impl OnnxSession {
         }
     }
 
+    /// The named float outputs of one padded batch (row-major), run without an I/O binding: for
+    /// checking outputs the data path does not read (a taxonomy graph's level scores).
+    pub fn run_outputs(&self, batch: &PaddedBatch, outputs: &[String]) -> Result<Vec<Vec<f32>>> {
+        let mut runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
+        let shape = [batch.batch as i64, batch.seq as i64];
+        let mut inputs = vec![(names::INPUT_IDS, &batch.input_ids), (names::ATTENTION_MASK, &batch.attention_mask)];
+        if self.uses_token_types {
+            inputs.push((names::TOKEN_TYPE_IDS, &batch.token_type_ids));
+        }
+        let mut values = Vec::with_capacity(inputs.len());
+        for (name, data) in inputs {
+            values.push((name, TensorRef::from_array_view((shape, data.as_slice()))?));
+        }
+        let ran = runner.session.run(values)?;
+        outputs
+            .iter()
+            .map(|name| match ran.get(name.as_str()) {
+                Some(v) => Ok(v.try_extract_tensor::<f32>()?.1.to_vec()),
+                None => Err(Error::model(&self.path, format!("the graph has no output `{name}`"))),
+            })
+            .collect()
+    }
+
     /// Logits and probabilities of a finished run, checked against the model's class count.
     fn output(&self, batch: &PaddedBatch, outputs: &ort::session::SessionOutputs<'_>) -> Result<ModelOutput> {
         let (logit_shape, logits) = outputs[names::LOGITS].try_extract_tensor::<f32>()?;

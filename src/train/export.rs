@@ -47,9 +47,11 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         temperature,
     } = inputs;
     let settings = &job.settings;
+    let taxonomy = job.data.taxonomy(labels);
     let onnx = transformer::export(
         model,
         job.data.head,
+        taxonomy.as_ref(),
         &[("prodcat.model_type", Kind::Transformer.name().into()), ("prodcat.labels", labels.join("\n"))],
     )?;
     let trainable = model.trainable_parameters();
@@ -76,6 +78,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
             quantization: None,
         }),
         head: job.data.head,
+        taxonomy,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: tokenizer.max_length(),

@@ -112,6 +112,7 @@ pub fn fixture_data(fx: &Fixture) -> prodcat::data::LabeledData {
         max_rows: None,
         sample_seed: 0,
         skip_invalid: false,
+        paths: Default::default(),
     };
     tokio::runtime::Runtime::new().unwrap().block_on(prodcat::data::LabeledData::read(&spec)).unwrap()
 }

@@ -18,6 +18,10 @@ pub struct KafkaSettings {
     pub review_topic: String,
     /// Records whose confidence is below this go to the review topic too.
     pub review_threshold: f32,
+    /// For a taxonomy model, the level whose score `review_threshold` applies to (1 = the top
+    /// category: review only records unsure of their category, not merely of the leaf); 0 = the
+    /// label's own confidence. Past a model's deepest level: the label's.
+    pub review_level: usize,
     /// Field holding the product id.
     pub id_field: String,
     /// Messages larger than this are dead-lettered as oversized. Must leave 32 KiB under the
@@ -57,6 +61,7 @@ impl Default for KafkaSettings {
             dead_letter_topic: "products-dead-letter".into(),
             review_topic: String::new(),
             review_threshold: 0.5,
+            review_level: 0,
             id_field: "id".into(),
             max_message_bytes: 960_000,
             exactly_once: false,

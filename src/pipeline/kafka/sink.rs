@@ -111,6 +111,7 @@ pub struct Sink {
     /// Longest dead-letter payload that can be produced (longer ones are truncated).
     dead_letter_max_bytes: usize,
     review_threshold: f32,
+    review_level: usize,
     exactly_once: bool,
     commit_every: Duration,
     files: Option<StreamFiles>,
@@ -175,6 +176,7 @@ impl Sink {
             dead_letter_topic: k.dead_letter_topic.clone(),
             dead_letter_max_bytes: k.dead_letter_max_bytes(),
             review_threshold: k.review_threshold,
+            review_level: k.review_level,
             exactly_once: k.exactly_once,
             commit_every: Duration::from_millis(k.commit_interval_ms.max(10)),
             files,
@@ -230,6 +232,8 @@ impl Sink {
             ("label_id", json!(p.label_id)),
             ("confidence", json!(p.confidence)),
             ("top_k", Value::Array(top_k)),
+            ("path", json!(p.path())),
+            ("levels", Value::Array(p.levels().iter().map(|(l, s)| json!({"label": l, "score": s})).collect())),
             ("stage", json!(p.stage.name())),
             ("model_name", json!(p.model.name)),
             ("model_version", json!(p.model.version)),
@@ -267,7 +271,8 @@ impl Sink {
         let mut offsets: Vec<(TopicPartition, i64)> = part.records.iter().map(|r| (r.tp.clone(), r.offset)).collect();
         offsets.extend(part.dead.iter().map(|d| (d.tp.clone(), d.offset)));
         offsets.extend(part.handled.iter().cloned());
-        let low: Vec<bool> = predictions.iter().map(|p| p.confidence < self.review_threshold).collect();
+        let low: Vec<bool> =
+            predictions.iter().map(|p| p.score_at(self.review_level) < self.review_threshold).collect();
         let reviews = if self.review_topic.is_empty() { 0 } else { low.iter().filter(|l| **l).count() };
         let outputs = if self.output_topic.is_empty() { 0 } else { part.records.len() };
         let file_write = usize::from(self.files.is_some() && !part.records.is_empty());
