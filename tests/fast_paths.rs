@@ -70,13 +70,16 @@ fn explicit_split_files_refit_and_folds_use_every_label_they_say() {
         prodcat::testkit::synthetic_products(100, 22).into_iter().map(|p| p.title.trim().to_string()).collect();
     assert_eq!(texts, expected);
 
-    // Without --refit the model trains on the training file only; with fractions and no files
-    // the split follows them.
+    // With fractions and no files the split follows them; the lexical model refits on train +
+    // validation by default, and with --no-refit trains on the training split only.
     let c = train_lexical_with(&fx, "fractions", &["--split", "0.6,0.2,0.2"]);
     let data = c.data.clone().unwrap();
     assert_eq!(data.train_rows + data.validation_rows + data.test_rows, 300);
     assert!((55..=65).contains(&data.test_rows) && (55..=65).contains(&data.validation_rows), "{data:?}");
+    assert_eq!(c.training.as_ref().unwrap().refit_rows, Some(data.train_rows + data.validation_rows));
+    let c = train_lexical_with(&fx, "no-refit", &["--split", "0.6,0.2,0.2", "--no-refit"]);
     assert_eq!(c.training.as_ref().unwrap().refit_rows, None);
+    assert_eq!(c.data.clone().unwrap().train_rows, data.train_rows);
 
     // K-fold choices: recorded, and the model trains on train + validation.
     let c = train_lexical_with(&fx, "folds", &["--split", "0.6,0.2,0.2", "--folds", "3"]);

@@ -245,6 +245,7 @@ fn a_serving_cascade_is_retrained_as_a_cascade_with_both_members_new() {
         threshold: Some(0.9),
         lexical_weight: None,
         bounds: Default::default(),
+        level: 0,
     })
     .unwrap();
     let served = cascade.publish(true).unwrap();

@@ -32,12 +32,19 @@ fn leaves() -> Vec<(String, String)> {
 }
 
 /// Writes `rows_per_leaf` titles of every leaf as `title,category,group` with the label `label`
-/// gives a leaf's path; returns the titles and paths in file order.
-fn write_paths(path: &Path, rows_per_leaf: usize, label: impl Fn(&str) -> String) -> Vec<(String, String)> {
+/// gives a leaf's path; returns the titles and paths in file order. With `vague`, every third
+/// title lacks its leaf's own word: sure of its category, not of its leaf.
+fn write_paths(
+    path: &Path,
+    rows_per_leaf: usize,
+    vague: bool,
+    label: impl Fn(&str) -> String,
+) -> Vec<(String, String)> {
     let mut csv = String::from("title,category,group\n");
     let mut rows = Vec::new();
     for (i, (leaf, words)) in leaves().iter().enumerate() {
         for r in 0..rows_per_leaf {
+            let words = if vague && r % 3 == 0 { words.split_once(' ').map_or(words.as_str(), |w| w.1) } else { words };
             let title = format!("brand{} {words} {} size {r}", (i + r) % 5, ["red", "blue", "black"][r % 3]);
             csv.push_str(&format!("{title},{},{i}-{r}\n", label(leaf)));
             rows.push((title, leaf.clone()));
@@ -72,7 +79,7 @@ fn read_card(dir: &Path) -> serde_json::Value {
 #[test]
 fn category_paths_train_a_taxonomy_model_reported_and_served_per_level() {
     let fx = Fixture::new(10);
-    let rows = write_paths(&fx.csv, 12, str::to_string);
+    let rows = write_paths(&fx.csv, 12, false, str::to_string);
     let registry = fx.path("registry");
     let o = lexical_train(&fx, &registry, &[]);
     assert!(o.status.success(), "train failed: {}", stderr(&o));
@@ -186,7 +193,7 @@ fn a_taxonomy_file_resolves_ids_and_leaf_names_and_refuses_unknown_labels() {
     let taxonomy = fx.path("taxonomy.txt");
     std::fs::write(&taxonomy, file).unwrap();
     // Half the leaves named by id, the others by their last part.
-    write_paths(&fx.csv, 8, |leaf| {
+    write_paths(&fx.csv, 8, false, |leaf| {
         if ids[leaf] % 2 == 0 { ids[leaf].to_string() } else { leaf.rsplit(" > ").next().unwrap().to_string() }
     });
     let registry = fx.path("registry");
@@ -211,4 +218,61 @@ fn a_taxonomy_file_resolves_ids_and_leaf_names_and_refuses_unknown_labels() {
     std::fs::write(&fx.csv, csv).unwrap();
     let o = lexical_train(&fx, &fx.path("other"), &["--taxonomy", &taxonomy.display().to_string()]);
     assert_clean_failure(&o, &["label `Gadgets` is not in the taxonomy", "row 225", "taxonomy.txt"]);
+}
+
+#[test]
+fn a_cascade_threshold_can_apply_at_a_level_of_the_taxonomy() {
+    let fx = Fixture::new(10);
+    let rows = write_paths(&fx.csv, 12, true, str::to_string);
+    let registry = fx.path("registry");
+    let o = lexical_train(&fx, &registry, &["--name", "lex"]);
+    assert!(o.status.success(), "lexical: {}", stderr(&o));
+    let o = run_strings(&train_args(&fx, "registry", &["--epochs", "1"]));
+    assert!(o.status.success(), "transformer: {}", stderr(&o));
+    let input = fx.path("catalogue.parquet");
+    let catalogue: Vec<(i64, Option<String>)> =
+        rows.iter().enumerate().map(|(i, (title, _))| (i as i64, Some(title.clone()))).collect();
+    write_catalogue(&input, &catalogue);
+    // The same threshold on the leaf's confidence and on its top-level category's score.
+    let mut second_stage = Vec::new();
+    for level in ["0", "1"] {
+        let name = format!("cascade{level}");
+        let o = prodcat(&[
+            "cascade",
+            "--lexical",
+            &registry.join("lex").display().to_string(),
+            "--transformer",
+            &registry.join("tiny").display().to_string(),
+            "--out",
+            &registry.display().to_string(),
+            "--name",
+            &name,
+            "--threshold",
+            "0.6",
+            "--level",
+            level,
+        ]);
+        assert!(o.status.success(), "cascade --level {level}: {}", stderr(&o));
+        let card = read_card(&registry.join(&name).join("current"));
+        assert_eq!(card["model"]["level"].as_u64().unwrap_or(0), level.parse::<u64>().unwrap(), "{card}");
+        let out = fx.path(&format!("out{level}"));
+        let o = prodcat(&[
+            "relabel",
+            "--no-progress",
+            "--model",
+            &registry.join(&name).display().to_string(),
+            "--input",
+            &input.display().to_string(),
+            "--output",
+            &out.display().to_string(),
+        ]);
+        assert!(o.status.success(), "relabel: {}", stderr(&o));
+        let stages = string_column(&read_parquet_dir(&out), "stage");
+        assert_eq!(stages.len(), rows.len());
+        second_stage.push(stages.iter().filter(|s| *s != "lexical").count());
+    }
+    // Vague titles are unsure of their leaf but sure of their category: at level 1 the lexical
+    // model keeps them.
+    assert!(second_stage[0] >= rows.len() / 6, "{second_stage:?} of {}", rows.len());
+    assert!(second_stage[1] * 2 < second_stage[0], "{second_stage:?}");
 }

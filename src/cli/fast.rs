@@ -128,6 +128,11 @@ pub struct CascadeArgs {
     /// tuned, else 0).
     #[arg(long)]
     lexical_weight: Option<f32>,
+    /// For a taxonomy model: apply the threshold to the score of each row's level-N category
+    /// (1 = the top) instead of its leaf's, so rows sure of their category stay with the lexical
+    /// model.
+    #[arg(long, default_value_t = 0)]
+    level: usize,
     #[command(flatten)]
     bounds: super::eval::BoundsArgs,
 }
@@ -245,6 +250,7 @@ pub fn cascade(args: CascadeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()
         threshold: args.threshold,
         lexical_weight: args.lexical_weight,
         bounds: args.bounds.get(),
+        level: args.level,
     };
     let (candidate, tuning) = build_cascade(job)?;
     let share = candidate.test.as_ref().map(|t| {

@@ -33,8 +33,13 @@ pub struct TrainArgs {
     /// After choosing epochs / regularisation on validation, train the published model on train +
     /// validation (the card says so and keeps the validation-time figures). With `--model-type
     /// auto`: the candidates are compared on validation as without it, then the winner is refitted.
+    /// The lexical kind (svm solver) refits by default: a second solve of seconds that learns from
+    /// the validation rows too.
     #[arg(long)]
     refit: bool,
+    /// Lexical: publish the model trained on the training split alone (no refit).
+    #[arg(long, conflicts_with = "refit")]
+    no_refit: bool,
     /// Choices by K-fold cross-validation over train + validation rows (for small data sets),
     /// then the model trained on all of them. Lexical: C and the temperature. Auto: every
     /// candidate scored out of fold (both members trained K times), the ensemble's weight and the
@@ -182,7 +187,12 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let base = || args.base.clone().context("--base is required for a transformer model");
     let candidate = match args.model_type {
         ModelType::One(Kind::Lexical) => {
-            pool.install(|| fit_lexical(lexical_job(&args, &data, source, session, split)))?
+            let mut job = lexical_job(&args, &data, source, session, split);
+            // Use the labels: the published model learns from the validation rows too (the
+            // choices stay the validation split's), unless told not to or choosing by folds
+            // (which trains on all of them anyway).
+            job.settings.refit |= !args.no_refit && args.solver == LexicalSolverArg::Svm && args.folds.is_none();
+            pool.install(|| fit_lexical(job))?
         }
         ModelType::One(Kind::Transformer) => {
             let job = transformer_job(&args, &data, source, base()?, session, split);
@@ -254,6 +264,7 @@ fn lexical_job<'a>(
         max_classes_per_feature: args.max_classes_per_feature,
         folds: args.folds.unwrap_or(0),
         refit: args.refit,
+        show_progress: !args.no_progress,
         norms: match args.feature_norm {
             FeatureNormArg::Auto => defaults.norms.clone(),
             FeatureNormArg::Blocks => vec![FeatureNorm::Blocks],

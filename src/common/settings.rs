@@ -152,6 +152,10 @@ pub struct LexicalSettings {
     /// Cards from before this field: 0 (dense weights).
     #[serde(default)]
     pub max_classes_per_feature: usize,
+    /// Show a progress bar over the classes of each long solve (a run-time choice of the command
+    /// line, not recorded).
+    #[serde(skip)]
+    pub show_progress: bool,
 }
 
 /// The lexical model's solver.
@@ -191,6 +195,7 @@ impl Default for LexicalSettings {
             c_search: CSearch::Auto,
             prune_below: 1e-3,
             max_classes_per_feature: 64,
+            show_progress: false,
         }
     }
 }

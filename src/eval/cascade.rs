@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calibration::fit_temperature_to;
 use super::metrics::ClassificationReport;
+use crate::common::Taxonomy;
 use crate::error::{Error, Result};
 use crate::serve::ModelOutput;
 
@@ -99,6 +100,7 @@ pub fn tune_threshold(
     members: &MemberScores,
     y_true: &[usize],
     bounds: ThresholdBounds,
+    level: Option<(&Taxonomy, usize)>,
 ) -> Result<ThresholdTuning> {
     let ThresholdBounds { max_f1_loss, min_agreement } = bounds;
     let rows = members.lexical.rows;
@@ -113,7 +115,7 @@ pub fn tune_threshold(
             let (mut to_transformer, mut agree) = (0usize, 0usize);
             let y_pred: Vec<usize> = (0..rows)
                 .map(|r| {
-                    let (label, confidence) = lexical.argmax(r);
+                    let (label, confidence) = lexical.confidence(r, level);
                     let second = transformer.argmax(r).0;
                     let chosen = if confidence < t {
                         to_transformer += 1;

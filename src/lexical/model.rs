@@ -461,20 +461,20 @@ fn macro_f1_of(model: &LexicalModel, rows: &[(Bag, usize)]) -> f64 {
     crate::eval::macro_f1(&y_true, &y_pred, model.classes)
 }
 
-/// Fits every class's one-vs-rest SVM into `model` (its weights and biases) over `rows` whose
-/// feature `i` is bucket `features[i]`, classes in parallel,
-/// each class's weights below `prune_below` dropped as soon as it is solved (a dense vector per
-/// class lives only while that class is solved). Returns the passes the slowest class needed.
+/// Fits every class's one-vs-rest SVM of `problems` at `c` into `model` (its weights and biases),
+/// classes in parallel (one `progress` step each), starting from and updating their dual
+/// variables; each class's weights below `prune_below` dropped as soon as it is solved (a dense
+/// vector per class lives only while that class is solved). Returns the passes the slowest class
+/// needed.
 fn solve_ovr(
     model: &mut LexicalModel,
-    rows: &[Vec<(u32, f32)>],
-    features: &[u32],
-    y: &[usize],
+    problems: &mut OvrSolver<'_>,
     c: f32,
-    settings: &LexicalSettings,
-    alphas: &mut [Vec<f32>],
+    progress: &indicatif::ProgressBar,
 ) -> usize {
     use rayon::prelude::*;
+    let OvrSolver { rows, features, y, alphas, settings, .. } = problems;
+    let (rows, features, y, settings) = (&rows[..], &features[..], &y[..], *settings);
     let buckets = model.buckets;
     let prune = settings.prune_below.max(0.0);
     let solved: Vec<(Column, f32, usize)> = alphas
@@ -486,6 +486,7 @@ fn solve_ovr(
             let (w, b, iterations) =
                 dual_cd_l2_svm(&problem, alpha, settings.tolerance, settings.max_iterations, settings.seed ^ k as u64);
             let column = w.into_iter().zip(features).filter(|(v, _)| v.abs() > prune).map(|(v, &f)| (f, v)).collect();
+            progress.inc(1);
             (column, b, iterations)
         })
         .collect();
@@ -663,7 +664,12 @@ impl<'a> OvrSolver<'a> {
     fn solve(&mut self, c: f32) -> (LexicalModel, usize) {
         let started = std::time::Instant::now();
         let mut model = self.base.clone();
-        let iterations = solve_ovr(&mut model, &self.rows, &self.features, &self.y, c, self.settings, &mut self.alphas);
+        let classes = self.alphas.len();
+        // A bar over the classes where a solve takes long enough to watch.
+        let visible = self.settings.show_progress && classes * self.rows.len() >= PROGRESS_WORK;
+        let progress = crate::common::progress_bar(visible, classes as u64, format!("svm C={c}"));
+        let iterations = solve_ovr(&mut model, self, c, &progress);
+        progress.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         // A long step (thousands of classes) says so as it ends; a quick one only at debug.
         if seconds >= 5.0 {
@@ -680,6 +686,9 @@ impl<'a> OvrSolver<'a> {
         (model, iterations)
     }
 }
+
+/// Classes × rows past which a solve shows a progress bar (about a second of work).
+const PROGRESS_WORK: usize = 5_000_000;
 
 /// Solves the one-vs-rest SVMs on `train` for each C of `grid` (ascending), each solve
 /// warm-started from the previous one's, handing each model to `visit`.

@@ -40,6 +40,8 @@ pub struct Cascade {
     pub lexical_weight: f32,
     /// Temperature of the scores of rows the first stage keeps (see [`crate::eval::cascade`]).
     pub first_stage_temperature: f32,
+    /// The taxonomy level whose score the threshold applies to (0: the label's own).
+    pub level: usize,
     pub members: Members,
 }
 
@@ -65,9 +67,21 @@ impl Cascade {
         version.check_files()?;
         let info = section(&version)?;
         let members = Members::load(&version.dir, &info.lexical, &info.transformer, settings)?;
-        let (threshold, lexical_weight, first_stage_temperature) =
-            (info.threshold, info.lexical_weight, info.first_stage_temperature);
-        Ok(Self { version, threshold, lexical_weight, first_stage_temperature, members })
+        let (threshold, lexical_weight, first_stage_temperature, level) =
+            (info.threshold, info.lexical_weight, info.first_stage_temperature, info.level);
+        if level > 0 && version.card.taxonomy.as_ref().is_none_or(|t| level > t.levels.len()) {
+            let levels = version.card.taxonomy.as_ref().map_or(0, |t| t.levels.len());
+            return Err(Error::model(
+                &version.dir,
+                format!("the threshold applies at level {level}, but the labels have {levels} levels above the leaves"),
+            ));
+        }
+        Ok(Self { version, threshold, lexical_weight, first_stage_temperature, level, members })
+    }
+
+    /// The taxonomy level the threshold reads, when not the label's own.
+    fn route(&self) -> Option<(&crate::common::Taxonomy, usize)> {
+        self.version.card.taxonomy.as_ref().filter(|_| self.level > 0).map(|t| (t, self.level))
     }
 
     /// Lexical scores for the batch; rows below `threshold` re-scored by the second stage (the
@@ -75,7 +89,9 @@ impl Cascade {
     /// others reported at the first stage's temperature.
     pub fn score_at(&self, batch: &PaddedBatch, texts: &[&str], threshold: f32) -> Result<Scored> {
         let mut out = self.members.lexical.score(batch, texts)?;
-        let unsure: Vec<usize> = (0..out.output.rows).filter(|&r| out.output.argmax(r).1 < threshold).collect();
+        let route = self.route();
+        let unsure: Vec<usize> =
+            (0..out.output.rows).filter(|&r| out.output.confidence(r, route).1 < threshold).collect();
         // The second stage averages the lexical scores as calibrated, not as the first stage reports them.
         let lexical = (self.lexical_weight > 0.0 && !unsure.is_empty()).then(|| out.output.select(&unsure));
         temper(&mut out.output, self.first_stage_temperature);
@@ -114,7 +130,7 @@ impl Cascade {
         let w = lexical_weight.or(weight.as_ref().map(|t| t.chosen.lexical_weight)).unwrap_or(0.0);
         let second = blend(&lexical, &transformer, w);
         let members = MemberScores { lexical, lexical_rate, transformer: second, transformer_rate };
-        let threshold = tune_threshold(self.members.labels(), &members, y_true, bounds)?;
+        let threshold = tune_threshold(self.members.labels(), &members, y_true, bounds, self.route())?;
         Ok(CascadeTuning { weight, lexical_weight: w, threshold })
     }
 
@@ -166,8 +182,11 @@ impl ModelFamily for CascadeFamily {
 
     /// Both members retrained on the same split; the threshold re-tuned on its validation rows.
     fn candidate(&self, job: RetrainJob<'_>) -> Result<Candidate> {
+        // The serving cascade's level stays.
+        let serving = ModelVersion::open(&job.registry.join(&job.name)).ok();
+        let level = serving.as_ref().and_then(|v| section(v).ok()).map_or(0, |info| info.level);
         let retrained = retrain_members(&job)?;
-        Ok(build_cascade(CascadeJob::tuned(retrained.job))?.0)
+        Ok(build_cascade(CascadeJob { level, ..CascadeJob::tuned(retrained.job) })?.0)
     }
 }
 
@@ -180,12 +199,14 @@ pub struct CascadeJob {
     /// the threshold is tuned, else 0 (the transformer alone).
     pub lexical_weight: Option<f32>,
     pub bounds: ThresholdBounds,
+    /// For a taxonomy model, the level whose score the threshold applies to (0: the label's).
+    pub level: usize,
 }
 
 impl CascadeJob {
     /// Threshold and weight both chosen on the job's validation rows, with the default bounds.
     pub fn tuned(members: CompositeJob) -> Self {
-        Self { members, threshold: None, lexical_weight: None, bounds: ThresholdBounds::default() }
+        Self { members, threshold: None, lexical_weight: None, bounds: ThresholdBounds::default(), level: 0 }
     }
 }
 
@@ -203,7 +224,7 @@ fn temper(output: &mut ModelOutput, t: f32) {
 
 /// Stages the cascade, tunes and evaluates it. Returns the candidate and the tuning.
 pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<CascadeTuning>)> {
-    let CascadeJob { members, threshold, lexical_weight, bounds } = job;
+    let CascadeJob { members, threshold, lexical_weight, bounds, level } = job;
     if let Some(w) = lexical_weight.filter(|w| !(0.0..=1.0).contains(w)) {
         return Err(Error::config("cascade", format!("the lexical weight {w} must be within [0, 1]")));
     }
@@ -215,6 +236,7 @@ pub fn build_cascade(job: CascadeJob) -> Result<(Candidate, Option<CascadeTuning
         tuning: None,
         weight_tuning: None,
         first_stage_temperature: 1.0,
+        level,
     });
     let staged = stage_composite(&members, section)?;
     let mut cascade = Cascade::load(ModelVersion::at(&staged.staged.dir)?, &members.session)?;

@@ -223,6 +223,15 @@ pub struct CascadeInfo {
     /// threshold so their scores rank like the second stage's (cards from before this field: 1).
     #[serde(default = "unit_temperature")]
     pub first_stage_temperature: f32,
+    /// For a taxonomy model, the level whose score the threshold applies to (1 = the top
+    /// category: rows sure of their category stay with the first stage even when unsure of the
+    /// leaf); 0 (and cards from before this field) = the label's own confidence.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// An ensemble: the average of the members' calibrated probabilities, `lexical_weight` for the

@@ -117,6 +117,20 @@ impl ModelOutput {
             .enumerate()
             .fold((0, f32::MIN), |best, (j, p)| if p > best.1 { (j, p) } else { best })
     }
+
+    /// Row `i`'s most likely class and the confidence a threshold compares: its probability, or
+    /// with `level` = (taxonomy, N ≥ 1) the score of its level-N category (past the deepest
+    /// level: its own).
+    pub fn confidence(&self, i: usize, level: Option<(&crate::common::Taxonomy, usize)>) -> (usize, f32) {
+        let (label, p) = self.argmax(i);
+        match level {
+            Some((taxonomy, n)) if n >= 1 && n <= taxonomy.levels.len() => {
+                let node = taxonomy.levels[n - 1].of_class[label];
+                (label, taxonomy.node_score(n - 1, node, self.probs(i)))
+            }
+            _ => (label, p),
+        }
+    }
 }
 
 /// One ONNX graph in an ONNX Runtime session: `[batch, seq]` ids and mask in, logits and

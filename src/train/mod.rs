@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 pub use crate::data::prepare::DataSource;
 use crate::data::prepare::prepare_data;
 
-use crate::common::Head;
+use crate::common::{Head, progress_bar};
 use crate::data::LabeledData;
 use crate::encoder::{Dropout, EncoderClassifier, EncoderConfig, LoraSettings, Pooling, load_base_weights};
 use crate::error::{Error, Result};
@@ -543,18 +543,6 @@ impl EpochPass<'_> {
         progress.finish_and_clear();
         Ok((loss_sum / seen.max(1) as f64, seen, started.elapsed().as_secs_f64()))
     }
-}
-
-fn progress_bar(visible: bool, len: u64, prefix: String) -> indicatif::ProgressBar {
-    if !visible {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({eta})") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(prefix);
-    bar
 }
 
 /// Path helper: the base model's display name (`_name_or_path` or the folder name).

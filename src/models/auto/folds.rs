@@ -207,7 +207,7 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
         transformer: blended.clone(),
         transformer_rate: oof.transformer_rate,
     };
-    let threshold = tune_threshold(&taxonomy, &members, &y, ThresholdBounds::default())?;
+    let threshold = tune_threshold(&taxonomy, &members, &y, ThresholdBounds::default(), None)?;
     let cascade_tuning = CascadeTuning { weight: Some(weight.clone()), lexical_weight: w, threshold };
     let both = oof.lexical_seconds + oof.transformer_seconds;
     let point = &cascade_tuning.threshold.chosen;
@@ -292,6 +292,7 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
                     tuning: serde_json::to_value(&cascade_tuning.threshold).ok(),
                     weight_tuning: serde_json::to_value(&weight).ok(),
                     first_stage_temperature: cascade_tuning.threshold.first_stage_temperature,
+                    level: 0,
                 })
             };
             rebuild_composite(&section, members)?

@@ -140,6 +140,7 @@ pub(crate) fn rebuild_composite(section: &ModelKind, members: CompositeJob) -> R
                 threshold: Some(c.threshold),
                 lexical_weight: Some(c.lexical_weight),
                 bounds: Default::default(),
+                level: c.level,
             };
             build_cascade(job)?.0
         }
