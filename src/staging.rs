@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use crate::common::{BatchLimits, Kind, Taxonomy, names};
 use crate::data::{LabeledData, SplitAssignment};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
-use crate::onnx::graph::OPSET;
+use crate::onnx::graph::{OPSET, OnnxFiles};
 use crate::registry::card::{OnnxInfo, ParityInfo};
 use crate::registry::replay::{PER_CLASS, Replay};
 use crate::registry::{ModelCard, ModelRegistry, ModelVersion, StagedVersion, files, write_labels};
@@ -78,7 +78,7 @@ pub struct ParityBatch {
 pub struct GraphExport<'a> {
     pub registry: &'a Path,
     pub name: &'a str,
-    pub onnx: Vec<u8>,
+    pub onnx: OnnxFiles,
     /// The graph's inputs (see [`names`]), recorded in the card.
     pub inputs: Vec<String>,
     pub labels: &'a [String],
@@ -125,8 +125,7 @@ pub fn stage_graph(export: GraphExport<'_>) -> Result<Candidate> {
     let registry = ModelRegistry::new(registry);
     let staged = registry.stage(name)?;
     let dir = staged.dir.clone();
-    let model_path = dir.join(files::MODEL);
-    std::fs::write(&model_path, &onnx).at(&model_path)?;
+    onnx.write(&dir)?;
     write_labels(&dir.join(files::LABELS), labels)?;
     Replay::sample(data, PER_CLASS).write(&dir)?;
     write_files(&dir)?;

@@ -279,3 +279,34 @@ fn a_lexical_model_of_a_thousand_classes_trains_serves_and_reports_readably() {
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() < 4 << 20, "{png}: {} bytes", bytes.len());
     }
 }
+
+#[test]
+fn a_graph_past_the_external_data_threshold_keeps_its_weights_beside_it_and_serves_the_same() {
+    // The threshold lowered to 64 KiB stands for protobuf's 2 GiB: the weights go to
+    // model.onnx.data, ONNX Runtime reads them from there, and nothing else changes.
+    let fx = Fixture::new(200);
+    let mut scores = Vec::new();
+    for (name, threshold) in [("inline", None), ("external", Some("65536"))] {
+        let registry = fx.path(name).display().to_string();
+        let mut args = vec!["train", "--model-type", "lexical", "--no-progress", "--out", &registry];
+        let data = fixture_data_args(&fx);
+        args.extend(data.iter().map(String::as_str));
+        let env: Vec<(&str, &str)> = threshold.map(|t| ("PRODCAT_ONNX_EXTERNAL_BYTES", t)).into_iter().collect();
+        let o = prodcat_env(&args, &env);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let current = fx.path(name).join("classifier/current");
+        let model = std::fs::metadata(current.join("model.onnx")).expect("model.onnx").len();
+        let data = current.join("model.onnx.data");
+        if threshold.is_some() {
+            let weights = std::fs::metadata(&data).expect("the weights beside the graph").len();
+            assert!(model < 64 << 10 && weights > 1 << 20, "model.onnx {model} bytes, data {weights}");
+        } else {
+            assert!(!data.exists() && model > 1 << 20, "model.onnx {model} bytes");
+        }
+        // Served from the version folder (parity passed at training).
+        let o = eval_fixture(&fx, &current, &[]);
+        assert!(o.status.success(), "eval {name}: {}", stderr(&o));
+        scores.push(stdout(&o).lines().last().unwrap_or_default().to_string());
+    }
+    assert_eq!(scores[0], scores[1]);
+}

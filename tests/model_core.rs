@@ -40,7 +40,7 @@ fn served(fx: &Fixture, model: &EncoderClassifier, name: &str) -> SingleModel {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join(files::MODEL),
-        transformer::export(model, prodcat::common::Head::SingleLabel, None, &[]).unwrap(),
+        transformer::export(model, prodcat::common::Head::SingleLabel, None, &[]).unwrap().model,
     )
     .unwrap();
     std::fs::copy(fx.base.join("tokenizer.json"), dir.join(files::TOKENIZER)).unwrap();

@@ -17,4 +17,11 @@ pub mod names {
     pub fn level_probabilities(level: usize) -> String {
         format!("level{level}_probabilities")
     }
+
+    /// A version folder's graph.
+    pub const MODEL_FILE: &str = "model.onnx";
+
+    /// The file beside `model.onnx` holding the weights of a graph too large for one protobuf
+    /// message (ONNX external data).
+    pub const EXTERNAL_DATA_FILE: &str = "model.onnx.data";
 }

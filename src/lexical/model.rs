@@ -20,7 +20,7 @@ use crate::common::{
     FeaturizerSettings, Head, LexicalSettings, LexicalSolver, SvmChoice, Taxonomy, TermFrequency, names,
 };
 use crate::eval::calibration::fit_temperature;
-use crate::onnx::graph::{Attr, Dim, GraphBuilder};
+use crate::onnx::graph::{Attr, Dim, GraphBuilder, OnnxFiles, external_above};
 use crate::onnx::proto::data_type;
 
 /// How the lexical solver makes its choices (C, temperature; `sgd`: the epoch).
@@ -362,7 +362,7 @@ impl LexicalModel {
     /// Each feature id picks its slot (`slot_of`), the slot its row of class ids and weights
     /// (padded to the longest row), and the weights scaled by the feature's value are
     /// scatter-added into the bias.
-    pub fn export(&self, head: Head, taxonomy: Option<&Taxonomy>, metadata: &[(&str, String)]) -> Vec<u8> {
+    pub fn export(&self, head: Head, taxonomy: Option<&Taxonomy>, metadata: &[(&str, String)]) -> OnnxFiles {
         let mut g = GraphBuilder::new("prodcat_lexical_classifier");
         let dims = [Dim::Named("batch"), Dim::Named("features")];
         let ids = g.input(names::INPUT_IDS, data_type::INT64, &dims);
@@ -418,7 +418,7 @@ impl LexicalModel {
             let bag = g.op("Squeeze", &[&bag, &axis_1], &[]);
             g.op_into("Add", &[&bag, &bias], &[], names::LOGITS);
             g.head_outputs(head, self.classes, taxonomy);
-            return g.finish(metadata);
+            return g.finish_files(metadata, external_above());
         }
         let rows = self.weights.padded();
         let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
@@ -447,7 +447,7 @@ impl LexicalModel {
             names::LOGITS,
         );
         g.head_outputs(head, self.classes, taxonomy);
-        g.finish(metadata)
+        g.finish_files(metadata, external_above())
     }
 }
 

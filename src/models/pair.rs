@@ -174,6 +174,10 @@ fn copy_version(from: &ModelVersion, to: &Path) -> Result<()> {
     for file in from.card.model.required_files() {
         std::fs::copy(from.dir.join(file), to.join(file)).at(to.join(file))?;
     }
+    // A graph past 2 GiB keeps its weights beside it.
+    if from.dir.join(files::MODEL_DATA).is_file() {
+        std::fs::copy(from.dir.join(files::MODEL_DATA), to.join(files::MODEL_DATA)).at(to.join(files::MODEL_DATA))?;
+    }
     Ok(())
 }
 

@@ -74,6 +74,15 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
     if section.quantization.is_some() {
         return Err(Error::model(&source_dir, "this model is already quantized"));
     }
+    if source_dir.join(files::MODEL_DATA).is_file() {
+        return Err(Error::model(
+            &source_dir,
+            format!(
+                "its weights are in {} (a graph past 2 GiB); converting such a model is not supported yet",
+                files::MODEL_DATA
+            ),
+        ));
+    }
     let fp32 = super::transformer::open(job.model.clone(), &job.session)?;
     let bytes = std::fs::read(source_dir.join(files::MODEL)).at(source_dir.join(files::MODEL))?;
     let precision = job.precision.name();

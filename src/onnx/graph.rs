@@ -5,12 +5,52 @@ use crate::common::{Head, Taxonomy, names};
 
 use super::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
-    TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type, data_type,
+    TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type, data_location,
+    data_type,
 };
 use prost::Message;
 
 /// The default ONNX opset prodcat targets (LayerNormalization needs 17).
 pub const OPSET: i64 = 17;
+
+/// An exported graph as files: `model.onnx` and, for a graph past 2 GiB, its external data.
+#[derive(Debug, Clone, Default)]
+pub struct OnnxFiles {
+    pub model: Vec<u8>,
+    /// `model.onnx.data`, when the weights are outside the model file.
+    pub data: Option<Vec<u8>>,
+}
+
+impl OnnxFiles {
+    /// Bytes of both files.
+    pub fn len(&self) -> usize {
+        self.model.len() + self.data.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the files into `dir` (the data first, so a model file never points at a missing one).
+    pub fn write(&self, dir: &std::path::Path) -> crate::error::Result<()> {
+        use crate::error::IoContext;
+        if let Some(data) = &self.data {
+            let path = dir.join(names::EXTERNAL_DATA_FILE);
+            std::fs::write(&path, data).at(&path)?;
+        }
+        let path = dir.join(names::MODEL_FILE);
+        std::fs::write(&path, &self.model).at(&path)
+    }
+}
+
+/// Initializer bytes past which an export puts its weights in external data: the
+/// `PRODCAT_ONNX_EXTERNAL_BYTES` environment variable, else 1.75 GiB (under protobuf's 2 GiB with
+/// room for the graph).
+pub fn external_above() -> usize {
+    std::env::var("PRODCAT_ONNX_EXTERNAL_BYTES").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(7 << 28)
+}
+
 /// IR version matching opset 17.
 pub const IR_VERSION: i64 = 8;
 
@@ -86,6 +126,7 @@ impl GraphBuilder {
             data_type: Some(elem_type),
             name: Some(name.into()),
             raw_data: Some(raw),
+            ..Default::default()
         });
         name.to_string()
     }
@@ -223,7 +264,33 @@ impl GraphBuilder {
         });
     }
 
-    /// Finishes the model and serialises it to bytes.
+    /// Finishes the model as the files to write: `model.onnx`, and where the initializers pass
+    /// `external_above` bytes (a protobuf message cannot pass 2 GiB), `model.onnx.data` holding
+    /// every initializer of 1 KiB or more (ONNX external data, 64-byte aligned; ONNX Runtime
+    /// reads it from beside the model).
+    pub fn finish_files(mut self, metadata: &[(&str, String)], external_above: usize) -> OnnxFiles {
+        let total: usize = self.graph.initializer.iter().map(|t| t.raw_data.as_ref().map_or(0, Vec::len)).sum();
+        let data = (total > external_above).then(|| {
+            let mut data: Vec<u8> = Vec::with_capacity(total);
+            for tensor in &mut self.graph.initializer {
+                let Some(raw) = tensor.raw_data.take_if(|r| r.len() >= 1024) else { continue };
+                data.resize(data.len().next_multiple_of(64), 0);
+                let entry =
+                    |key: &str, value: String| StringStringEntryProto { key: Some(key.into()), value: Some(value) };
+                tensor.external_data = vec![
+                    entry("location", names::EXTERNAL_DATA_FILE.into()),
+                    entry("offset", data.len().to_string()),
+                    entry("length", raw.len().to_string()),
+                ];
+                tensor.data_location = Some(data_location::EXTERNAL);
+                data.extend_from_slice(&raw);
+            }
+            data
+        });
+        OnnxFiles { model: self.finish(metadata), data }
+    }
+
+    /// Finishes the model and serialises it to bytes (every initializer inside).
     pub fn finish(self, metadata: &[(&str, String)]) -> Vec<u8> {
         let mut opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }];
         if self.uses_microsoft_domain {

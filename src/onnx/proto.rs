@@ -127,6 +127,17 @@ pub struct TensorProto {
     pub name: Option<String>,
     #[prost(bytes = "vec", optional, tag = "9")]
     pub raw_data: Option<Vec<u8>>,
+    /// Where the values are when `data_location` is external: `location`, `offset`, `length`.
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
+    /// 0 = in `raw_data`, 1 = external ([`data_location::EXTERNAL`]).
+    #[prost(int32, optional, tag = "14")]
+    pub data_location: Option<i32>,
+}
+
+/// `TensorProto.DataLocation` values.
+pub mod data_location {
+    pub const EXTERNAL: i32 = 1;
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -59,6 +59,7 @@ fn tensor(name: &str, elem: i32, dims: &[usize], raw: Vec<u8>) -> TensorProto {
         data_type: Some(elem),
         name: Some(name.into()),
         raw_data: Some(raw),
+        ..Default::default()
     }
 }
 

@@ -25,7 +25,7 @@ pub fn export(
     head: Head,
     taxonomy: Option<&Taxonomy>,
     metadata: &[(&str, String)],
-) -> Result<Vec<u8>> {
+) -> Result<super::graph::OnnxFiles> {
     let cfg = &model.config;
     let (h, nh, hd) = (cfg.hidden_size, cfg.num_heads, cfg.head_dim());
     let mut g = GraphBuilder::new("prodcat_transformer_classifier");
@@ -144,7 +144,7 @@ pub fn export(
     let logits = g.op("MatMul", &[&pooled, &head_w], &[]);
     g.op_into("Add", &[&logits, &head_b], &[], names::LOGITS);
     g.head_outputs(head, classes, taxonomy);
-    Ok(g.finish(metadata))
+    Ok(g.finish_files(metadata, super::graph::external_above()))
 }
 
 /// Exact GELU: `0.5·x·(1 + erf(x/√2))` (ONNX Runtime fuses this into one Gelu kernel).

@@ -18,10 +18,12 @@ use crate::error::{Error, IoContext, Result};
 
 /// File names inside a version folder.
 pub mod files {
-    pub const MODEL: &str = "model.onnx";
+    pub const MODEL: &str = crate::common::names::MODEL_FILE;
     pub const TOKENIZER: &str = "tokenizer.json";
     pub const LABELS: &str = "labels.json";
     pub const CARD: &str = "card.json";
+    /// The weights of a graph past 2 GiB (ONNX external data), when there are any.
+    pub const MODEL_DATA: &str = crate::common::names::EXTERNAL_DATA_FILE;
     /// Name of the pointer to the serving version.
     pub const CURRENT: &str = "current";
 }
