@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from pricerunner_train import bench_python, prodcat_binary  # noqa: E402
+from pricerunner_train import bench_python, missing, prodcat_binary  # noqa: E402
 from taxonomy import timed  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/pricerunner/pricerunner.csv"
@@ -33,8 +33,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="use the first N rows (0: all)")
     ap.add_argument("--work", type=Path, default=ROOT / ".prodcat/bench/classes")
     args = ap.parse_args()
-    if not DATA.exists():
-        print(f"skipped: {DATA} not found (the shared data sets live there on prepared machines)")
+    if missing(DATA):
         return
     prodcat = prodcat_binary()
     py = bench_python("pandas", "pyarrow")

@@ -24,6 +24,14 @@ VENV = ROOT / ".deps/bench-venv"
 COLUMNS = ["--text-column", "Product Title", "--label-column", "Category Label", "--group-column", "Cluster ID"]
 
 
+def missing(path: Path) -> bool:
+    """Whether a shared data file is absent (then says the benchmark is skipped)."""
+    if path.exists():
+        return False
+    print(f"skipped: {path} not found (the shared data sets live in ../shared/data on prepared machines)")
+    return True
+
+
 def prodcat_binary() -> Path:
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     for profile in ("release", "debug"):

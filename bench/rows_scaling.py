@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from pricerunner_train import bench_python, prodcat_binary  # noqa: E402
+from pricerunner_train import bench_python, missing, prodcat_binary  # noqa: E402
 from taxonomy import BASELINE, last_metrics, timed  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/pricerunner/pricerunner.csv"
@@ -53,8 +53,7 @@ def main() -> None:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--work", type=Path, default=ROOT / ".prodcat/bench/rows-scaling")
     args = ap.parse_args()
-    if not DATA.exists():
-        print(f"skipped: {DATA} not found (PriceRunner lives in ../shared/data on prepared machines)")
+    if missing(DATA):
         return
     prodcat = prodcat_binary()
     py = None if args.skip_baseline else bench_python("scikit-learn", "pandas")

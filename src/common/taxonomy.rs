@@ -90,6 +90,11 @@ impl Taxonomy {
         Some(Taxonomy { separator: paths.separator.clone(), file: paths.file.clone(), levels })
     }
 
+    /// How labels are paths in this tree (its separator and file).
+    pub fn path_labels(&self) -> PathLabels {
+        PathLabels { separator: self.separator.clone(), file: self.file.clone() }
+    }
+
     /// Levels, leaves included.
     pub fn depth(&self) -> usize {
         self.levels.len() + 1

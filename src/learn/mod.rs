@@ -389,8 +389,12 @@ impl Learner {
         Ok(true)
     }
 
-    fn train_once(&self, data: crate::data::LabeledData, cancel: Arc<AtomicBool>) {
+    fn train_once(&self, mut data: crate::data::LabeledData, cancel: Arc<AtomicBool>) {
         let started = Instant::now();
+        // Category paths: the candidate's labels make a tree as the serving model's did.
+        if data.paths.is_none() {
+            data.paths = self.slot.current().0.card().taxonomy.as_ref().map(|t| t.path_labels());
+        }
         let (outcome, decision) = match self.train_and_gate(&data, cancel.clone()) {
             Ok((outcome, decision)) => (outcome, decision),
             Err(e) if cancel.load(Ordering::Relaxed) => {
@@ -445,16 +449,6 @@ impl Learner {
                 tracing::warn!(version = %serving_dir.display(), "the serving model has no replay sample: the candidate learns from the label store alone");
                 data
             }
-        };
-        // Category paths: the candidate's labels make a tree as the serving model's did.
-        let with_paths;
-        let data = match &serving.card().taxonomy {
-            Some(t) if data.paths.is_none() => {
-                let paths = crate::common::PathLabels { separator: t.separator.clone(), file: t.file.clone() };
-                with_paths = crate::data::LabeledData { paths: Some(paths), ..data.clone() };
-                &with_paths
-            }
-            _ => data,
         };
         // Taxonomy: the serving labels keep their ids; labels new in trusted data are appended.
         let mut labels: Vec<String> = serving.labels().to_vec();

@@ -197,7 +197,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     );
     if onnx.data.is_some() {
         tracing::info!(
-            gib = format!("{:.2}", onnx.len() as f64 / f64::from(1u32 << 30)),
+            gib = format!("{:.2}", onnx.bytes() as f64 / f64::from(1u32 << 30)),
             "the lexical graph passes protobuf's 2 GiB: its weights go to model.onnx.data (ONNX external data)"
         );
     }

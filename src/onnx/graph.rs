@@ -23,13 +23,8 @@ pub struct OnnxFiles {
 
 impl OnnxFiles {
     /// Bytes of both files.
-    pub fn len(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.model.len() + self.data.as_ref().map_or(0, Vec::len)
-    }
-
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Writes the files into `dir` (the data first, so a model file never points at a missing one).

@@ -95,18 +95,14 @@ impl Prediction {
 
     /// The label and score at each level, top first, ending with the label itself (one level for
     /// a flat model).
-    pub fn levels(&self) -> Vec<(&str, f32)> {
-        let mut out: Vec<(&str, f32)> = match &self.model.taxonomy {
-            Some(t) => self
-                .ancestors
+    pub fn levels(&self) -> impl Iterator<Item = (&str, f32)> {
+        let above = self.model.taxonomy.iter().flat_map(|t| {
+            self.ancestors
                 .iter()
                 .zip(&t.levels)
                 .map(|(&(node, score), level)| (level.nodes[node as usize].as_str(), score))
-                .collect(),
-            None => Vec::new(),
-        };
-        out.push((self.label(), self.confidence));
-        out
+        });
+        above.chain(std::iter::once((self.label(), self.confidence)))
     }
 
     /// The score at level `level` (1 = the top; past the deepest level, the label's own).
@@ -290,10 +286,10 @@ mod tests {
         let p = Prediction::of_row(&tree, &[0.2, 0.25, 0.15, 0.4], 2, Kind::Lexical);
         assert_eq!(p.label(), "B > z > 3");
         assert_eq!(p.path(), vec!["B", "z", "3"]);
-        assert_eq!(p.levels(), vec![("B", 0.4), ("B > z", 0.4), ("B > z > 3", 0.4)]);
+        assert_eq!(p.levels().collect::<Vec<_>>(), vec![("B", 0.4), ("B > z", 0.4), ("B > z > 3", 0.4)]);
         let p = Prediction::of_row(&tree, &[0.3, 0.25, 0.15, 0.3], 2, Kind::Lexical);
         assert_eq!(p.label(), "A > x > 1");
-        let levels = p.levels();
+        let levels: Vec<_> = p.levels().collect();
         assert_eq!((levels[0].0, levels[1].0), ("A", "A > x"));
         assert!((levels[0].1 - 0.7).abs() < 1e-6 && (levels[1].1 - 0.55).abs() < 1e-6, "{levels:?}");
         // The review threshold at a level reads that level's score; 0 and past the depth: the leaf's.
@@ -302,7 +298,7 @@ mod tests {
         // A flat model: one level, the label itself.
         let flat = Prediction::of_row(&identity(None), &[0.3, 0.25, 0.15, 0.3], 2, Kind::Lexical);
         assert_eq!(flat.path(), vec!["A > x > 1"]);
-        assert_eq!(flat.levels(), vec![("A > x > 1", 0.3)]);
+        assert_eq!(flat.levels().collect::<Vec<_>>(), vec![("A > x > 1", 0.3)]);
         assert_eq!(flat.score_at(1), 0.3);
     }
 

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use ort::ep::ExecutionProvider;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorRef};
 
 use crate::common::names;
@@ -150,6 +150,9 @@ struct Runner {
     /// Where bound inputs are staged and outputs land, when runs go through an I/O binding (ORT's
     /// allocator handle is `Send` but not `Sync`, so it lives behind the lock with the session).
     binding: Option<BindingMemory>,
+    /// Unbound runs compute only the outputs the data path reads (`logits`, `probabilities`),
+    /// not a taxonomy graph's level scores.
+    selected: RunOptions<HasSelectedOutputs>,
 }
 
 /// Memory of an I/O-bound session: an allocator for the inputs and where outputs are written.
@@ -212,7 +215,10 @@ impl OnnxSession {
         if binding.is_some() {
             tracing::info!(model = %model.display(), execution_provider = %target, "batches run through an I/O binding");
         }
-        let runner = Mutex::new(Runner { session, binding });
+        let selected = RunOptions::new()
+            .map_err(|e| Error::model(model, format!("run options: {e}")))?
+            .with_outputs(OutputSelector::no_default().with(names::LOGITS).with(names::PROBABILITIES));
+        let runner = Mutex::new(Runner { session, binding, selected });
         Ok(Self { path: model.to_path_buf(), runner, uses_token_types, classes, target })
     }
 
@@ -224,12 +230,9 @@ impl OnnxSession {
     /// Runs one padded batch.
     pub fn run(&self, batch: &PaddedBatch) -> Result<ModelOutput> {
         let mut runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
-        let Runner { session, binding } = &mut *runner;
+        let Runner { session, binding, selected } = &mut *runner;
         let shape = [batch.batch as i64, batch.seq as i64];
-        let mut inputs = vec![(names::INPUT_IDS, &batch.input_ids), (names::ATTENTION_MASK, &batch.attention_mask)];
-        if self.uses_token_types {
-            inputs.push((names::TOKEN_TYPE_IDS, &batch.token_type_ids));
-        }
+        let inputs = self.inputs(batch);
         if let Some(memory) = binding {
             let mut binding = session.create_binding()?;
             for (name, data) in inputs {
@@ -243,13 +246,29 @@ impl OnnxSession {
             let outputs = session.run_binding(&binding)?;
             self.output(batch, &outputs)
         } else {
-            let mut values = Vec::with_capacity(inputs.len());
-            for (name, data) in inputs {
-                values.push((name, TensorRef::from_array_view((shape, data.as_slice()))?));
-            }
-            let outputs = session.run(values)?;
+            let outputs = session.run_with_options(Self::values(shape, inputs)?, selected)?;
             self.output(batch, &outputs)
         }
+    }
+
+    /// The graph's inputs for `batch`, by name.
+    fn inputs<'b>(&self, batch: &'b PaddedBatch) -> Vec<(&'static str, &'b Vec<i64>)> {
+        let mut inputs = vec![(names::INPUT_IDS, &batch.input_ids), (names::ATTENTION_MASK, &batch.attention_mask)];
+        if self.uses_token_types {
+            inputs.push((names::TOKEN_TYPE_IDS, &batch.token_type_ids));
+        }
+        inputs
+    }
+
+    /// `inputs` as ORT values of `shape`, borrowing the batch's rows.
+    fn values<'b>(
+        shape: [i64; 2],
+        inputs: Vec<(&'static str, &'b Vec<i64>)>,
+    ) -> Result<Vec<(&'static str, TensorRef<'b, i64>)>> {
+        inputs
+            .into_iter()
+            .map(|(name, data)| Ok((name, TensorRef::from_array_view((shape, data.as_slice()))?)))
+            .collect()
     }
 
     /// The named float outputs of one padded batch (row-major), run without an I/O binding: for
@@ -257,15 +276,7 @@ impl OnnxSession {
     pub fn run_outputs(&self, batch: &PaddedBatch, outputs: &[String]) -> Result<Vec<Vec<f32>>> {
         let mut runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
         let shape = [batch.batch as i64, batch.seq as i64];
-        let mut inputs = vec![(names::INPUT_IDS, &batch.input_ids), (names::ATTENTION_MASK, &batch.attention_mask)];
-        if self.uses_token_types {
-            inputs.push((names::TOKEN_TYPE_IDS, &batch.token_type_ids));
-        }
-        let mut values = Vec::with_capacity(inputs.len());
-        for (name, data) in inputs {
-            values.push((name, TensorRef::from_array_view((shape, data.as_slice()))?));
-        }
-        let ran = runner.session.run(values)?;
+        let ran = runner.session.run(Self::values(shape, self.inputs(batch))?)?;
         outputs
             .iter()
             .map(|name| match ran.get(name.as_str()) {

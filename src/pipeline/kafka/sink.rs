@@ -233,7 +233,7 @@ impl Sink {
             ("confidence", json!(p.confidence)),
             ("top_k", Value::Array(top_k)),
             ("path", json!(p.path())),
-            ("levels", Value::Array(p.levels().iter().map(|(l, s)| json!({"label": l, "score": s})).collect())),
+            ("levels", Value::Array(p.levels().map(|(l, s)| json!({"label": l, "score": s})).collect())),
             ("stage", json!(p.stage.name())),
             ("model_name", json!(p.model.name)),
             ("model_version", json!(p.model.version)),
