@@ -105,6 +105,10 @@ fn category_paths_train_a_taxonomy_model_reported_and_served_per_level() {
         taxonomy["levels"][1]["nodes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(second.len(), 10, "9 subcategories and the two-level leaf standing for itself: {second:?}");
     assert!(second.contains(&"Toys > Puzzles") && second.contains(&"Home > HomeBeta"), "{second:?}");
+    // The lexical model is a label tree over the top level (3 categories): its leaves scored
+    // within their category (the staging parity check compared the graph with the Rust tree).
+    assert_eq!(card["model"]["label_tree"]["groups"], 3, "{}", card["model"]);
+    assert!(card["model"]["label_tree"]["svm"]["c"].as_f64().is_some(), "{}", card["model"]);
     let outputs = card["onnx"]["outputs"].as_array().unwrap();
     assert!(outputs.contains(&"level1_probabilities".into()) && outputs.contains(&"level2_probabilities".into()));
     assert_eq!(card["test_metrics"]["levels"].as_array().unwrap().len(), 2, "{}", card["test_metrics"]);
@@ -197,9 +201,11 @@ fn a_taxonomy_file_resolves_ids_and_leaf_names_and_refuses_unknown_labels() {
         if ids[leaf] % 2 == 0 { ids[leaf].to_string() } else { leaf.rsplit(" > ").next().unwrap().to_string() }
     });
     let registry = fx.path("registry");
-    let o = lexical_train(&fx, &registry, &["--taxonomy", &taxonomy.display().to_string()]);
+    // One flat classifier over the leaves, as asked.
+    let o = lexical_train(&fx, &registry, &["--taxonomy", &taxonomy.display().to_string(), "--flat-leaves"]);
     assert!(o.status.success(), "train failed: {}", stderr(&o));
     let current = registry.join("classifier/current");
+    assert!(read_card(&current)["model"].get("label_tree").is_none(), "--flat-leaves: no label tree");
     let labels: Vec<String> =
         serde_json::from_str(&std::fs::read_to_string(current.join("labels.json")).unwrap()).unwrap();
     let mut expected: Vec<String> = leaves().into_iter().map(|l| l.0).collect();

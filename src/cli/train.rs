@@ -74,6 +74,11 @@ pub struct TrainArgs {
     /// the model's size and serving cost at thousands of classes.
     #[arg(long, default_value_t = LexicalSettings::default().max_classes_per_feature)]
     max_classes_per_feature: usize,
+    /// Lexical svm, with category paths or a taxonomy: one flat classifier over the leaves instead
+    /// of the two-level label tree (a top-level category classifier, and each leaf trained only
+    /// against its category's rows).
+    #[arg(long)]
+    flat_leaves: bool,
     /// Lexical models: hash buckets (feature ids).
     #[arg(long, default_value_t = 1 << 19)]
     buckets: u32,
@@ -262,6 +267,7 @@ fn lexical_job<'a>(
         },
         prune_below: args.prune_below,
         max_classes_per_feature: args.max_classes_per_feature,
+        label_tree: !args.flat_leaves,
         folds: args.folds.unwrap_or(0),
         refit: args.refit,
         show_progress: !args.no_progress,

@@ -152,6 +152,12 @@ pub struct LexicalSettings {
     /// Cards from before this field: 0 (dense weights).
     #[serde(default)]
     pub max_classes_per_feature: usize,
+    /// `svm`, with a taxonomy: a two-level label tree (Parabel / XR-Linear with one level) — a
+    /// classifier over the top-level categories, and each leaf trained only against its own
+    /// category's rows; a leaf's probability is its category's times its own among its siblings.
+    /// Cards from before this field: flat (false).
+    #[serde(default)]
+    pub label_tree: bool,
     /// Show a progress bar over the classes of each long solve (a run-time choice of the command
     /// line, not recorded).
     #[serde(skip)]
@@ -195,6 +201,7 @@ impl Default for LexicalSettings {
             c_search: CSearch::Auto,
             prune_below: 1e-3,
             max_classes_per_feature: 64,
+            label_tree: true,
             show_progress: false,
         }
     }

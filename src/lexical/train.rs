@@ -13,7 +13,7 @@ use crate::common::{FeatureNorm, FeaturizerSettings, Head, Kind, LexicalSettings
 use crate::data::prepare::{DataSource, prepare_data};
 use crate::data::{LabeledData, stratified_group_folds};
 use crate::error::{Error, Result};
-use crate::registry::card::{DataInfo, LexicalInfo, TrainingInfo};
+use crate::registry::card::{DataInfo, LabelTreeInfo, LexicalInfo, TrainingInfo};
 use crate::registry::{ModelCard, ModelKind};
 use crate::serve::SessionSettings;
 use crate::staging::{Candidate, GraphExport, ParityBatch, parity_rows, stage_graph};
@@ -37,24 +37,28 @@ pub struct LexicalJob<'a> {
     pub parity_tolerance: f32,
 }
 
+/// What a lexical fit works on: the featurized rows, their classes and split, and with a label
+/// tree each class's group.
+struct Rows<'a> {
+    features: &'a [Bag],
+    y: &'a [usize],
+    split: &'a crate::data::SplitAssignment,
+    data: &'a LabeledData,
+    classes: usize,
+    groups: Option<&'a [u32]>,
+}
+
 /// Fits the model on featurized rows, choosing as the settings say (K-fold over train +
 /// validation, or on the validation split with optional refit).
-fn fit_rows(
-    features: &[Bag],
-    y: &[usize],
-    split: &crate::data::SplitAssignment,
-    data: &LabeledData,
-    classes: usize,
-    settings: &LexicalSettings,
-    warm: Option<&[Vec<f32>]>,
-) -> LexicalFit {
+fn fit_rows(rows: &Rows<'_>, settings: &LexicalSettings, warm: Option<&[Vec<f32>]>) -> LexicalFit {
+    let Rows { features, y, split, data, classes, groups } = *rows;
     let rows = |set: &[usize]| -> Vec<(Bag, usize)> { set.iter().map(|&r| (features[r].clone(), y[r])).collect() };
     if settings.folds > 1 {
         // Cross-validation over train + validation, folds dealt like the split (grouped, stratified).
         let pool_rows: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
         let pool = data.select(&pool_rows);
         let folds = stratified_group_folds(&pool.labels, pool.groups.as_deref(), settings.folds, settings.seed);
-        LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), classes, settings)
+        LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), classes, settings, groups)
     } else {
         let validation = rows(&split.validation);
         LexicalModel::fit(
@@ -62,6 +66,7 @@ fn fit_rows(
             Selection::Holdout { validation: &validation, refit: settings.refit, warm },
             classes,
             settings,
+            groups,
         )
     }
 }
@@ -125,6 +130,18 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         norms = ?settings.norms,
         "training lexical classifier"
     );
+    let taxonomy = data.taxonomy(&labels);
+    // A label tree over the top-level categories, where there are several and fewer than classes.
+    let groups = taxonomy
+        .as_ref()
+        .and_then(|t| t.levels.first())
+        .filter(|top| settings.label_tree && settings.solver == LexicalSolver::Svm && top.nodes.len() > 1)
+        .filter(|top| top.nodes.len() < labels.len())
+        .map(|top| top.of_class.clone());
+    if let Some(groups) = &groups {
+        let count = groups.iter().max().map_or(0, |&g| g + 1);
+        tracing::info!(groups = count, classes = labels.len(), "lexical label tree: top-level categories, then leaves");
+    }
     let train_started = Instant::now();
     // One fit per normalisation tried; the best validation (or out-of-fold) macro-F1 wins.
     let mut best: Option<(f64, FeaturizerSettings, Vec<Bag>, LexicalFit)> = None;
@@ -134,7 +151,9 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         let featurizer = Featurizer::new(tried.clone());
         let features: Vec<Bag> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
         let settings = LexicalSettings { featurizer: tried.clone(), ..settings.clone() };
-        let fit = fit_rows(&features, &y, &split, data, labels.len(), &settings, warm);
+        let rows =
+            Rows { features: &features, y: &y, split: &split, data, classes: labels.len(), groups: groups.as_deref() };
+        let fit = fit_rows(&rows, &settings, warm);
         let score = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         tracing::info!(?norm, validation_macro_f1 = format!("{score:.4}"), "lexical normalisation tried");
         (score, tried, features, fit)
@@ -189,7 +208,6 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         dropped_by_cap = weights.dropped,
         "lexical weights"
     );
-    let taxonomy = data.taxonomy(&labels);
     let onnx = model.export(
         data.head,
         taxonomy.as_ref(),
@@ -212,6 +230,11 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             train_seconds,
             svm,
             weights: Some(weights),
+            label_tree: model.tree.as_ref().map(|tree| LabelTreeInfo {
+                groups: tree.groups,
+                svm: tree.svm,
+                weights: tree.weights.stats(),
+            }),
         }),
         head: data.head,
         taxonomy,

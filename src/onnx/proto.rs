@@ -12,6 +12,7 @@ pub mod data_type {
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
     pub const FLOAT16: i32 = 10;
+    pub const DOUBLE: i32 = 11;
 }
 
 /// `AttributeProto.AttributeType` values.

@@ -197,6 +197,19 @@ pub struct LexicalInfo {
     /// How many weights the model keeps (cards from before sparse weights: absent, dense).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<crate::common::WeightStats>,
+    /// A two-level label tree's group classifier (absent: one flat classifier over the classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_tree: Option<LabelTreeInfo>,
+}
+
+/// A lexical label tree's top level, as the card records it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LabelTreeInfo {
+    /// Groups (the taxonomy's top-level categories) the classes fall into.
+    pub groups: usize,
+    /// What the group classifier's solver chose.
+    pub svm: Option<SvmChoice>,
+    pub weights: crate::common::WeightStats,
 }
 
 /// A cascade: the lexical member labels everything, records below `threshold` go to the second
@@ -379,6 +392,11 @@ impl ModelKind {
                         "svm",
                         format!("C {} (validation), temperature {:.3}, {} passes", s.c, s.temperature, s.iterations),
                     ));
+                }
+                if let Some(tree) = &l.label_tree {
+                    let choice =
+                        tree.svm.map_or(String::new(), |s| format!(", C {}, temperature {:.3}", s.c, s.temperature));
+                    lines.push(("label tree", format!("{} top-level groups{choice}", tree.groups)));
                 }
                 lines
             }
