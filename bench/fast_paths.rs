@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         let path = args.registry.join(name);
         let model = Timed { inner: prodcat::models::open(&path, &settings)?, times: Default::default() };
         let card = model.card().clone();
-        let (texts, labels) = runtime.block_on(prodcat::registry::held_out(&card, Split::Test, Some(&csv)))?;
+        let (texts, labels) = runtime.block_on(prodcat::registry::held_out(&card, None, Split::Test, Some(&csv)))?;
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         test_rows = texts.len();
         let y = label_ids(model.labels(), &labels, "PriceRunner test split")?;

@@ -127,6 +127,7 @@ pub fn stage_graph(export: GraphExport<'_>) -> Result<Candidate> {
     let dir = staged.dir.clone();
     onnx.write(&dir)?;
     write_labels(&dir.join(files::LABELS), labels)?;
+    crate::registry::copy_taxonomy(&dir, &card, &dir)?;
     Replay::sample(data, PER_CLASS).write(&dir)?;
     write_files(&dir)?;
     let mut outputs: Vec<String> = vec![names::LOGITS.into(), names::PROBABILITIES.into()];

@@ -65,7 +65,7 @@ fn explicit_split_files_refit_and_folds_use_every_label_they_say() {
     assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8);
     // The held-out rows re-derived from the card are exactly the test file's.
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, None, prodcat::data::Split::Test, None)).unwrap();
     let expected: Vec<String> =
         prodcat::testkit::synthetic_products(100, 22).into_iter().map(|p| p.title.trim().to_string()).collect();
     assert_eq!(texts, expected);
@@ -178,7 +178,7 @@ fn text_composed_of_several_columns_is_recorded_in_the_card_and_checked_where_it
 
     // The held-out rows read again are composed as training composed them.
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, None, prodcat::data::Split::Test, None)).unwrap();
     let composed: Vec<String> = (0..products.len())
         .map(|i| format!("{} | {}", name(i), body(i).chars().take(40).collect::<String>()))
         .collect();
@@ -647,7 +647,7 @@ fn auto_with_folds_chooses_out_of_fold_and_trains_the_winner_on_train_and_valida
     assert!(t.validation_macro_f1.is_empty() && t.epochs_run == t.best_epoch && t.epochs_run <= 2, "{t:?}");
     prodcat::models::load_verified(version.clone(), &SessionSettings::default()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, prodcat::data::Split::Test, None)).unwrap();
+    let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, None, prodcat::data::Split::Test, None)).unwrap();
     assert_eq!(texts.len(), data.test_rows);
     // The folds' scratch models are gone; only the published version (and checkpoints) remain.
     let left: Vec<String> = std::fs::read_dir(registry.join("cv"))

@@ -213,10 +213,16 @@ fn a_taxonomy_file_resolves_ids_and_leaf_names_and_refuses_unknown_labels() {
     assert_eq!(labels, expected, "classes are the paths the labels name");
     let card = read_card(&current);
     assert_eq!(card["taxonomy"]["file"], taxonomy.display().to_string());
-    // eval reads ids through the model's taxonomy file.
+    // The version keeps a copy of the file: eval reads ids through it even once the original is
+    // gone (a model moved to another machine).
+    let copy = std::fs::read_to_string(current.join("taxonomy.txt")).expect("the version's taxonomy.txt");
+    assert_eq!(copy, std::fs::read_to_string(&taxonomy).unwrap());
+    let moved = fx.path("taxonomy-moved.txt");
+    std::fs::rename(&taxonomy, &moved).unwrap();
     let o = eval_fixture(&fx, &current, &[]);
     assert!(o.status.success(), "eval failed: {}", stderr(&o));
     assert!(stdout(&o).contains("level 2: macro_f1="), "{}", stdout(&o));
+    std::fs::rename(&moved, &taxonomy).unwrap();
 
     // A label the file does not have: refused, naming it and its row.
     let mut csv = std::fs::read_to_string(&fx.csv).unwrap();

@@ -42,7 +42,7 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let (mut spec, _) = args.data.read(None, 0)?;
     // Labels named through the model's taxonomy file are read through it unless another is given.
     if spec.paths.taxonomy.is_none() {
-        spec.paths.taxonomy = version.card.taxonomy.as_ref().and_then(|t| t.file.as_ref()).map(Into::into);
+        spec.paths.taxonomy = version.taxonomy_file();
     }
     if let Some(problem) = version.card.data.as_ref().and_then(|d| d.text.as_ref()).and_then(|t| t.mismatch(&spec.text))
     {

@@ -14,8 +14,8 @@ use prodcat::models::pair::{CompositeJob, Rows};
 use prodcat::models::quantize::{Precision, QuantizeJob, quantize_model};
 use prodcat::onnx::half::HalfSettings;
 use prodcat::onnx::quantize::QuantizeSettings;
+use prodcat::registry::ModelVersion;
 use prodcat::registry::held_out;
-use prodcat::registry::{ModelCard, ModelVersion};
 use prodcat::serve::SessionSettings;
 use prodcat::staging::Candidate;
 
@@ -93,8 +93,8 @@ impl MemberArgs {
         let lexical = ModelVersion::open(&self.lexical)?;
         let transformer = ModelVersion::open(&self.transformer)?;
         let file = self.train_data.as_deref();
-        let validation = if tune { Some(rows_of(&lexical.card, Split::Validation, file)?) } else { None };
-        let test = rows_of(&lexical.card, Split::Test, file).ok();
+        let validation = if tune { Some(rows_of(&lexical, Split::Validation, file)?) } else { None };
+        let test = rows_of(&lexical, Split::Test, file).ok();
         Ok(CompositeJob {
             lexical,
             transformer,
@@ -148,8 +148,9 @@ pub struct EnsembleArgs {
     lexical_weight: Option<f32>,
 }
 
-fn rows_of(card: &ModelCard, split: Split, file: Option<&Path>) -> anyhow::Result<Rows> {
-    let (texts, labels) = super::tokio_runtime()?.block_on(held_out(card, split, file))?;
+fn rows_of(version: &ModelVersion, split: Split, file: Option<&Path>) -> anyhow::Result<Rows> {
+    let card = &version.card;
+    let (texts, labels) = super::tokio_runtime()?.block_on(held_out(card, version.taxonomy_file(), split, file))?;
     let origin =
         format!("{:?} split of {}", split, card.data.as_ref().map(|d| d.file.as_str()).unwrap_or("?")).to_lowercase();
     Ok(Rows { texts, labels, origin })
@@ -184,12 +185,12 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
                 max_rows: None,
                 sample_seed: 0,
                 skip_invalid: false,
-                paths: prodcat::data::PathSpec::of_taxonomy(card.taxonomy.as_ref()),
+                paths: prodcat::data::PathSpec::of_taxonomy(card.taxonomy.as_ref(), source.taxonomy_file()),
             };
             let d = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
             Rows { texts: d.texts, labels: d.labels, origin: data.display().to_string() }
         }
-        None => rows_of(&card, Split::Test, None).context("reading the held-out rows (or pass --data)")?,
+        None => rows_of(&source, Split::Test, None).context("reading the held-out rows (or pass --data)")?,
     };
     let registry = match args.out {
         Some(out) => out,

@@ -131,13 +131,11 @@ impl Default for PathSpec {
 }
 
 impl PathSpec {
-    /// The spec a card's taxonomy was made with (flat cards: the default, which finds no paths in
-    /// flat labels).
-    pub fn of_taxonomy(taxonomy: Option<&crate::common::Taxonomy>) -> Self {
-        taxonomy.map_or_else(Self::default, |t| Self {
-            separator: t.separator.clone(),
-            taxonomy: t.file.as_ref().map(PathBuf::from),
-        })
+    /// The spec a model's taxonomy was made with (flat models: the default, which finds no paths
+    /// in flat labels), reading its taxonomy file at `file` (the version folder's copy, wherever
+    /// the model was moved, or the path its card records).
+    pub fn of_taxonomy(taxonomy: Option<&crate::common::Taxonomy>, file: Option<PathBuf>) -> Self {
+        taxonomy.map_or_else(Self::default, |t| Self { separator: t.separator.clone(), taxonomy: file })
     }
 
     /// The taxonomy file, read and parsed (None without one).

@@ -393,7 +393,12 @@ impl Learner {
         let started = Instant::now();
         // Category paths: the candidate's labels make a tree as the serving model's did.
         if data.paths.is_none() {
-            data.paths = self.slot.current().0.card().taxonomy.as_ref().map(|t| t.path_labels());
+            // Its taxonomy file read from the serving version's copy, wherever the recorded path is.
+            let (serving, _) = self.slot.current();
+            data.paths = serving.card().taxonomy.as_ref().map(|t| crate::common::PathLabels {
+                file: serving.version().taxonomy_file().map(|f| f.display().to_string()),
+                ..t.path_labels()
+            });
         }
         let (outcome, decision) = match self.train_and_gate(&data, cancel.clone()) {
             Ok((outcome, decision)) => (outcome, decision),

@@ -178,7 +178,7 @@ fn copy_version(from: &ModelVersion, to: &Path) -> Result<()> {
     if from.dir.join(files::MODEL_DATA).is_file() {
         std::fs::copy(from.dir.join(files::MODEL_DATA), to.join(files::MODEL_DATA)).at(to.join(files::MODEL_DATA))?;
     }
-    Ok(())
+    crate::registry::copy_taxonomy(&from.dir, &from.card, to)
 }
 
 /// A staged composite version: members copied in, labels and a first card written.
@@ -216,6 +216,8 @@ pub fn stage_composite(job: &CompositeJob, model: ModelKind) -> Result<StagedCom
     replay::Replay::copy(&replay_from.dir, &dir)?;
     let labels = job.lexical.labels()?;
     write_labels(&dir.join(files::LABELS), &labels)?;
+    // The composite's tree is its lexical member's.
+    crate::registry::copy_taxonomy(&job.lexical.dir, &job.lexical.card, &dir)?;
     let worst_parity = [&lexical_card.parity, &transformer_card.parity]
         .into_iter()
         .flatten()

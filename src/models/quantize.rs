@@ -129,6 +129,7 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
         std::fs::copy(source_dir.join(file), dir.join(file)).at(dir.join(file))?;
     }
     crate::registry::replay::Replay::copy(&source_dir, &dir)?;
+    crate::registry::copy_taxonomy(&source_dir, &job.model.card, &dir)?;
     let mut card = fp32.card().clone();
     card.name = job.name.clone();
     card.version = String::new();

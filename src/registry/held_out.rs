@@ -11,8 +11,14 @@ use crate::error::{Error, Result};
 
 /// Texts and labels of one split of the data a model was trained on: the file its card names
 /// (or `file`, when it moved) read again and split exactly as training did. The data must hash to
-/// the card's fingerprint, so the held-out rows are really held out.
-pub async fn held_out(card: &ModelCard, which: Split, file: Option<&Path>) -> Result<(Vec<String>, Vec<String>)> {
+/// the card's fingerprint, so the held-out rows are really held out. `taxonomy`: the model's
+/// taxonomy file (`ModelVersion::taxonomy_file`).
+pub async fn held_out(
+    card: &ModelCard,
+    taxonomy: Option<PathBuf>,
+    which: Split,
+    file: Option<&Path>,
+) -> Result<(Vec<String>, Vec<String>)> {
     let info = card.data.as_ref().ok_or_else(|| {
         Error::config(
             "--data",
@@ -33,7 +39,7 @@ pub async fn held_out(card: &ModelCard, which: Split, file: Option<&Path>) -> Re
         max_rows: None,
         sample_seed: seed,
         skip_invalid: info.rows_rejected > 0,
-        paths: crate::data::PathSpec::of_taxonomy(card.taxonomy.as_ref()),
+        paths: crate::data::PathSpec::of_taxonomy(card.taxonomy.as_ref(), taxonomy),
     };
     // Rows of the training file alone: the card's rows less those of the given split files.
     let mut given_rows = 0;

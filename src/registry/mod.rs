@@ -24,6 +24,8 @@ pub mod files {
     pub const CARD: &str = "card.json";
     /// The weights of a graph past 2 GiB (ONNX external data), when there are any.
     pub const MODEL_DATA: &str = crate::common::names::EXTERNAL_DATA_FILE;
+    /// A copy of the taxonomy file a model's labels were checked against, when there was one.
+    pub const TAXONOMY: &str = "taxonomy.txt";
     /// Name of the pointer to the serving version.
     pub const CURRENT: &str = "current";
 }
@@ -224,7 +226,31 @@ pub struct ModelVersion {
     pub follows: Option<PathBuf>,
 }
 
+/// The taxonomy file of the model whose card is `card` in the version folder `dir`: the copy in the
+/// folder, else the path the card records (versions staged before the copy, or not yet staged).
+pub fn taxonomy_file(dir: &Path, card: &ModelCard) -> Option<PathBuf> {
+    let recorded = card.taxonomy.as_ref()?.file.as_ref()?;
+    let copy = dir.join(files::TAXONOMY);
+    Some(if copy.is_file() { copy } else { PathBuf::from(recorded) })
+}
+
+/// Copies the taxonomy file of the model `card` describes (as [`taxonomy_file`] finds it in
+/// `from`) into the version folder `to`, so that the version reads its labels wherever it is moved.
+pub fn copy_taxonomy(from: &Path, card: &ModelCard, to: &Path) -> Result<()> {
+    let Some(file) = taxonomy_file(from, card) else { return Ok(()) };
+    let copy = to.join(files::TAXONOMY);
+    if file != copy {
+        std::fs::copy(&file, &copy).at(&file)?;
+    }
+    Ok(())
+}
+
 impl ModelVersion {
+    /// The taxonomy file the model's labels were checked against ([`taxonomy_file`]).
+    pub fn taxonomy_file(&self) -> Option<PathBuf> {
+        taxonomy_file(&self.dir, &self.card)
+    }
+
     /// Resolves what a user passed (a version folder, a model folder with `current`, or a
     /// registry with one model) and reads its card.
     pub fn open(path: &Path) -> Result<Self> {
