@@ -637,6 +637,9 @@ fn tree_graph(g: &mut GraphBuilder, tree: &LabelTree, class_scores: &str, group_
     let classes = tree.group_of.len();
     let to = |t: i32| [("to", Attr::Int(i64::from(t)))];
     let log_groups = g.op("LogSoftmax", &[group_scores], &[("axis", Attr::Int(-1))]);
+    // The groups are the taxonomy's top level: its scores are the group classifier's (equal to
+    // the sums of each group's class probabilities, as staging checks) without a scatter.
+    g.op_into("Softmax", &[group_scores], &[("axis", Attr::Int(-1))], &names::level_probabilities(1));
     let top = g.op("ReduceMax", &[class_scores], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))]);
     let shifted = g.op("Sub", &[class_scores, &top], &[]);
     let shifted = g.op("Cast", &[&shifted], &to(data_type::DOUBLE));

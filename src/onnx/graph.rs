@@ -190,6 +190,12 @@ impl GraphBuilder {
         let class_shape = self.op("Concat", &[&batch, &width], &[("axis", Attr::Int(0))]);
         for (i, level) in taxonomy.levels.iter().enumerate() {
             let nodes = level.nodes.len();
+            let name = names::level_probabilities(i + 1);
+            // A graph that already computes a level (a label tree's top level) keeps its own.
+            if self.produces(&name) {
+                self.output(&name, data_type::FLOAT, &[Dim::Named("batch"), Dim::Fixed(nodes as i64)]);
+                continue;
+            }
             let of_class: Vec<i64> = level.of_class.iter().map(|&n| i64::from(n)).collect();
             let of_class = self.i64_tensor(&format!("level{}_of_class", i + 1), &[classes], &of_class);
             let indices = self.op("Expand", &[&of_class, &class_shape], &[]); // [batch, classes]
@@ -197,7 +203,6 @@ impl GraphBuilder {
             let width = self.ints(&[nodes as i64]);
             let shape = self.op("Concat", &[&batch, &width], &[("axis", Attr::Int(0))]);
             let base = self.op("Expand", &[&zeros, &shape], &[]); // [batch, nodes]
-            let name = names::level_probabilities(i + 1);
             self.op_into(
                 "ScatterElements",
                 &[&base, &indices, names::PROBABILITIES],
@@ -206,6 +211,11 @@ impl GraphBuilder {
             );
             self.output(&name, data_type::FLOAT, &[Dim::Named("batch"), Dim::Fixed(nodes as i64)]);
         }
+    }
+
+    /// Whether some node of the graph so far computes `name`.
+    pub fn produces(&self, name: &str) -> bool {
+        self.graph.node.iter().any(|n| n.output.iter().any(|o| o == name))
     }
 
     pub fn op_into(&mut self, op_type: &str, inputs: &[&str], attrs: &[(&str, Attr)], output: &str) {
