@@ -23,13 +23,17 @@ use crate::eval::calibration::fit_temperature;
 use crate::onnx::graph::{Attr, Dim, GraphBuilder, OnnxFiles, external_above};
 use crate::onnx::proto::data_type;
 
+/// A training row: its features (borrowed: the rows of every split and of the refit pool are
+/// views of one featurization) and its class.
+pub type Row<'a> = (&'a Bag, usize);
+
 /// How the lexical solver makes its choices (C, temperature; `sgd`: the epoch).
 #[derive(Debug, Clone, Copy)]
 pub enum Selection<'a> {
     /// On these validation rows; with `refit`, the final model is then trained on train +
     /// validation at the chosen C (the temperature stays the validation-fitted one).
     /// `warm`: dual variables to start from ([`LexicalFit::alphas`] of a fit on the same rows).
-    Holdout { validation: &'a [(Bag, usize)], refit: bool, warm: Option<&'a [Vec<f32>]> },
+    Holdout { validation: &'a [Row<'a>], refit: bool, warm: Option<&'a [Vec<f32>]> },
     /// By cross-validation over the training rows split into these folds (row indices into
     /// them); the final model is trained on all of them.
     Folds(&'a [Vec<usize>]),
@@ -189,7 +193,7 @@ impl LexicalModel {
     }
 
     /// An untrained model with the IDF of `train`.
-    fn with_idf(train: &[(Bag, usize)], classes: usize, settings: &FeaturizerSettings) -> Self {
+    fn with_idf(train: &[Row<'_>], classes: usize, settings: &FeaturizerSettings) -> Self {
         let buckets = settings.buckets as usize;
         let mut df = vec![0u32; buckets];
         for (features, _) in train {
@@ -219,12 +223,7 @@ impl LexicalModel {
     }
 
     /// An untrained model with the IDF of `train` and `tree`'s group classifier.
-    fn untrained(
-        train: &[(Bag, usize)],
-        classes: usize,
-        settings: &FeaturizerSettings,
-        tree: Option<&LabelTree>,
-    ) -> Self {
+    fn untrained(train: &[Row<'_>], classes: usize, settings: &FeaturizerSettings, tree: Option<&LabelTree>) -> Self {
         Self { tree: tree.cloned(), ..Self::with_idf(train, classes, settings) }
     }
 
@@ -232,7 +231,7 @@ impl LexicalModel {
     /// stopping on the validation rows only). `groups` (each class's group): the `svm` solver
     /// trains a two-level label tree ([`LabelTree`]); `sgd` ignores it.
     pub fn fit(
-        train: &[(Bag, usize)],
+        train: &[Row<'_>],
         selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
@@ -257,16 +256,15 @@ impl LexicalModel {
 
     /// The label tree's group classifier: the same solver and choices over the rows' groups
     /// (trained first, with the same refit, so that it and the classes share their rows' IDF).
-    fn fit_groups(
-        train: &[(Bag, usize)],
-        selection: Selection<'_>,
+    fn fit_groups<'a>(
+        train: &[Row<'a>],
+        selection: Selection<'a>,
         group_of: &[u32],
         settings: &LexicalSettings,
     ) -> LabelTree {
         let groups = group_of.iter().max().map_or(1, |&g| g as usize + 1);
-        let regroup = |rows: &[(Bag, usize)]| -> Vec<(Bag, usize)> {
-            rows.iter().map(|(bag, y)| (bag.clone(), group_of[*y] as usize)).collect()
-        };
+        let regroup =
+            |rows: &[Row<'a>]| -> Vec<Row<'a>> { rows.iter().map(|&(bag, y)| (bag, group_of[y] as usize)).collect() };
         let group_validation;
         let selection = match selection {
             Selection::Holdout { validation, refit, .. } => {
@@ -295,7 +293,7 @@ impl LexicalModel {
     /// With `tree`, each class's SVM is trained against its own group's rows, and the choices
     /// read the tree's logits (the temperature: the scores among each row's own group).
     fn train_svm(
-        train: &[(Bag, usize)],
+        train: &[Row<'_>],
         selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
@@ -360,7 +358,7 @@ impl LexicalModel {
                     1.0
                 };
                 if refit && !validation.is_empty() {
-                    let pool: Vec<(Bag, usize)> = train.iter().chain(validation).cloned().collect();
+                    let pool: Vec<Row<'_>> = train.iter().chain(validation).copied().collect();
                     // Started from the chosen C's solution, the validation rows' variables at 0.
                     let warm: Option<Vec<Vec<f32>>> = best_alphas.as_ref().map(|alphas| {
                         alphas
@@ -383,14 +381,14 @@ impl LexicalModel {
                 for fold in folds {
                     let mut held = vec![false; train.len()];
                     fold.iter().for_each(|&r| held[r] = true);
-                    let rest: Vec<(Bag, usize)> =
-                        train.iter().zip(&held).filter(|(_, h)| !**h).map(|(row, _)| row.clone()).collect();
+                    let rest: Vec<Row<'_>> =
+                        train.iter().zip(&held).filter(|(_, h)| !**h).map(|(row, _)| *row).collect();
                     let mut g = 0;
                     solve_grid(&rest, classes, settings, tree, &grid, |_, model, _| {
                         for &r in fold {
-                            let scores = model.scores(&train[r].0);
+                            let scores = model.scores(train[r].0);
                             oof[g][r * classes..(r + 1) * classes].copy_from_slice(&scores);
-                            oof_pred[g][r] = argmax(&model.logits_of_scores(scores, &train[r].0));
+                            oof_pred[g][r] = argmax(&model.logits_of_scores(scores, train[r].0));
                         }
                         g += 1;
                     });
@@ -414,8 +412,8 @@ impl LexicalModel {
     /// are dense while they learn (`buckets × classes`; training refuses sizes that would not fit),
     /// then stored sparsely like the `svm` solver's.
     pub fn train(
-        train: &[(Bag, usize)],
-        validation: &[(Bag, usize)],
+        train: &[Row<'_>],
+        validation: &[Row<'_>],
         classes: usize,
         settings: &LexicalSettings,
     ) -> (Self, Vec<f64>) {
@@ -667,7 +665,7 @@ fn tree_graph(g: &mut GraphBuilder, tree: &LabelTree, class_scores: &str, group_
 }
 
 /// Macro-F1 of `model` on labeled rows (0 when there are none).
-fn macro_f1_of(model: &LexicalModel, rows: &[(Bag, usize)]) -> f64 {
+fn macro_f1_of(model: &LexicalModel, rows: &[Row<'_>]) -> f64 {
     if rows.is_empty() {
         return 0.0;
     }
@@ -830,7 +828,7 @@ fn dual_cd_l2_svm(
 }
 
 /// Scores (row-major, [`LexicalModel::scores`]) and class ids of labeled rows.
-fn scores_of<'a>(model: &LexicalModel, rows: impl Iterator<Item = &'a (Bag, usize)>) -> (Vec<f32>, Vec<usize>) {
+fn scores_of<'a>(model: &LexicalModel, rows: impl Iterator<Item = &'a Row<'a>>) -> (Vec<f32>, Vec<usize>) {
     let (mut scores, mut y) = (Vec::new(), Vec::new());
     for (f, label) in rows {
         scores.extend(model.scores(f));
@@ -862,7 +860,7 @@ impl<'a> OvrSolver<'a> {
     /// The problems of `train`, starting from `warm` where it has a variable per class and row;
     /// with `tree`, each class's over its group's rows.
     fn new(
-        train: &[(Bag, usize)],
+        train: &[Row<'_>],
         classes: usize,
         settings: &'a LexicalSettings,
         warm: Option<&[Vec<f32>]>,
@@ -940,7 +938,7 @@ const PROGRESS_WORK: usize = 5_000_000;
 /// Solves the one-vs-rest SVMs on `train` for each C of `grid` (ascending), each solve
 /// warm-started from the previous one's, handing each model to `visit`.
 fn solve_grid(
-    train: &[(Bag, usize)],
+    train: &[Row<'_>],
     classes: usize,
     settings: &LexicalSettings,
     tree: Option<&LabelTree>,
@@ -962,6 +960,11 @@ pub fn walk_start(grid: &[f32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows borrowing `owned`'s bags.
+    fn borrowed(owned: &[(Bag, usize)]) -> Vec<Row<'_>> {
+        owned.iter().map(|(bag, y)| (bag, *y)).collect()
+    }
     use crate::common::CSearch;
 
     /// Two classes told apart by which of two feature blocks a row draws from, with overlap.
@@ -1002,8 +1005,8 @@ mod tests {
         let (train, validation, test) = (grouped(400, 1), grouped(200, 2), grouped(200, 3));
         let groups = [0u32, 0, 1, 1];
         let fit = LexicalModel::fit(
-            &train,
-            Selection::Holdout { validation: &validation, refit: true, warm: None },
+            &borrowed(&train),
+            Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None },
             4,
             &settings,
             Some(&groups),
@@ -1012,7 +1015,7 @@ mod tests {
         let tree = model.tree.as_ref().expect("a label tree");
         assert_eq!((tree.groups, fit.trained_on), (2, 600));
         assert!(tree.svm.is_some_and(|s| s.temperature > 0.0));
-        assert!(macro_f1_of(&model, &test) > 0.8);
+        assert!(macro_f1_of(&model, &borrowed(&test)) > 0.8);
         for (bag, _) in &test[..20] {
             let mut probs = vec![0f32; 4];
             crate::eval::calibration::softmax(&model.logits(bag), &mut probs);
@@ -1068,8 +1071,8 @@ mod tests {
         };
         let (train, validation) = (toy(400, 1), toy(200, 2));
         let fit = LexicalModel::fit(
-            &train,
-            Selection::Holdout { validation: &validation, refit: false, warm: None },
+            &borrowed(&train),
+            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
             2,
             &settings,
             None,
@@ -1078,10 +1081,10 @@ mod tests {
         assert_eq!(history.len(), settings.c_grid.len());
         assert!(settings.c_grid.contains(&choice.c));
         assert!(choice.iterations < settings.max_iterations, "did not converge: {choice:?}");
-        assert!(macro_f1_of(&model, &validation) > 0.8, "{history:?}");
+        assert!(macro_f1_of(&model, &borrowed(&validation)) > 0.8, "{history:?}");
         assert!(choice.temperature > 0.0 && choice.temperature.is_finite());
         // Calibrated: no worse validation NLL than the uncalibrated margins (T = 1 is a candidate).
-        let (logits, y) = scores_of(&model, validation.iter());
+        let (logits, y) = scores_of(&model, borrowed(&validation).iter());
         let t = fit_temperature(&logits, 2, &y);
         assert!((t - 1.0).abs() < 0.05, "temperature already folded in, refit gives {t}");
     }
@@ -1094,15 +1097,15 @@ mod tests {
         };
         let (train, validation, test) = (toy(300, 1), toy(100, 2), toy(200, 3));
         let holdout = LexicalModel::fit(
-            &train,
-            Selection::Holdout { validation: &validation, refit: false, warm: None },
+            &borrowed(&train),
+            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
             2,
             &settings,
             None,
         );
         let refit = LexicalModel::fit(
-            &train,
-            Selection::Holdout { validation: &validation, refit: true, warm: None },
+            &borrowed(&train),
+            Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None },
             2,
             &settings,
             None,
@@ -1111,18 +1114,18 @@ mod tests {
         // Same choice, different (larger) training set: different weights, still a good model.
         assert_eq!(holdout.svm.unwrap().c, refit.svm.unwrap().c);
         assert_ne!(holdout.model.weights, refit.model.weights);
-        assert!(macro_f1_of(&refit.model, &test) > 0.8);
+        assert!(macro_f1_of(&refit.model, &borrowed(&test)) > 0.8);
 
         let pool: Vec<_> = train.iter().chain(&validation).cloned().collect();
         let labels: Vec<String> = pool.iter().map(|(_, y)| y.to_string()).collect();
         let folds = crate::data::stratified_group_folds(&labels, None, 4, 7);
-        let cv = LexicalModel::fit(&pool, Selection::Folds(&folds), 2, &settings, None);
+        let cv = LexicalModel::fit(&borrowed(&pool), Selection::Folds(&folds), 2, &settings, None);
         assert_eq!(cv.trained_on, 400);
         assert_eq!(cv.history.len(), settings.c_grid.len());
         assert!(cv.history.iter().all(|f| (0.0..=1.0).contains(f)));
         let choice = cv.svm.unwrap();
         assert!(choice.temperature.is_finite() && choice.temperature > 0.0);
-        assert!(macro_f1_of(&cv.model, &test) > 0.8);
+        assert!(macro_f1_of(&cv.model, &borrowed(&test)) > 0.8);
     }
 
     #[test]
@@ -1141,8 +1144,8 @@ mod tests {
                 ..Default::default()
             };
             LexicalModel::fit(
-                &train,
-                Selection::Holdout { validation: &validation, refit: false, warm: None },
+                &borrowed(&train),
+                Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
                 2,
                 &settings,
                 None,
@@ -1155,7 +1158,7 @@ mod tests {
         assert!((2..6).contains(&walk.history.len()), "{:?}", walk.history);
         let best = walk.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         assert!(best >= grid.history[2], "the walk's best is at least its start's (grid's C = 1)");
-        assert!(macro_f1_of(&walk.model, &validation) > 0.8);
+        assert!(macro_f1_of(&walk.model, &borrowed(&validation)) > 0.8);
         // Its dual variables warm-start a fit on the same rows, which then needs almost no passes.
         let alphas = walk.alphas.expect("svm on validation keeps its dual variables");
         let settings = LexicalSettings {
@@ -1164,8 +1167,8 @@ mod tests {
             ..Default::default()
         };
         let again = LexicalModel::fit(
-            &train,
-            Selection::Holdout { validation: &validation, refit: false, warm: Some(&alphas) },
+            &borrowed(&train),
+            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: Some(&alphas) },
             2,
             &settings,
             None,

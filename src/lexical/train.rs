@@ -8,7 +8,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::featurizer::{Bag, Featurizer};
-use super::model::{DualVariables, LexicalFit, LexicalModel, Selection};
+use super::model::{DualVariables, LexicalFit, LexicalModel, Row, Selection};
 use crate::common::{FeatureNorm, FeaturizerSettings, Head, Kind, LexicalSettings, LexicalSolver, names};
 use crate::data::prepare::{DataSource, prepare_data};
 use crate::data::{LabeledData, stratified_group_folds};
@@ -52,7 +52,7 @@ struct Rows<'a> {
 /// validation, or on the validation split with optional refit).
 fn fit_rows(rows: &Rows<'_>, settings: &LexicalSettings, warm: Option<&[Vec<f32>]>) -> LexicalFit {
     let Rows { features, y, split, data, classes, groups } = *rows;
-    let rows = |set: &[usize]| -> Vec<(Bag, usize)> { set.iter().map(|&r| (features[r].clone(), y[r])).collect() };
+    let rows = |set: &[usize]| -> Vec<Row<'_>> { set.iter().map(|&r| (&features[r], y[r])).collect() };
     if settings.folds > 1 {
         // Cross-validation over train + validation, folds dealt like the split (grouped, stratified).
         let pool_rows: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
