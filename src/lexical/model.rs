@@ -85,7 +85,6 @@ pub struct LexicalModel {
 pub struct LabelTree {
     /// Each class's group.
     pub group_of: Vec<u32>,
-    pub groups: usize,
     /// Per feature bucket, its groups' weights.
     pub weights: SparseWeights,
     pub bias: Vec<f32>,
@@ -102,6 +101,11 @@ const MASKED: f32 = -1e30;
 const GROUP_SUM_FLOOR: f64 = 1e-300;
 
 impl LabelTree {
+    /// How many groups there are (one bias each).
+    pub fn groups(&self) -> usize {
+        self.bias.len()
+    }
+
     /// The logits of one text: ln P(group) + ln softmax(`scores` among the group's classes), from
     /// the classes' scores and the groups' logits. Mirrors the exported graph: shifted by the
     /// row's largest score, summed per group in f64 (a group far below the row's best does not
@@ -109,7 +113,7 @@ impl LabelTree {
     fn joint(&self, scores: &[f32], group_logits: &[f32]) -> Vec<f32> {
         let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let shifted: Vec<f64> = scores.iter().map(|&s| f64::from(s - top)).collect();
-        let mut sums = vec![0f64; self.groups];
+        let mut sums = vec![0f64; self.groups()];
         for (&d, &g) in shifted.iter().zip(&self.group_of) {
             sums[g as usize] += d.exp();
         }
@@ -117,7 +121,7 @@ impl LabelTree {
         let g_max = group_logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let g_log_sum = group_logits.iter().map(|&l| (l - g_max).exp()).sum::<f32>().ln();
         let offsets: Vec<f64> =
-            (0..self.groups).map(|g| f64::from(group_logits[g] - g_max - g_log_sum) - log_sums[g]).collect();
+            (0..self.groups()).map(|g| f64::from(group_logits[g] - g_max - g_log_sum) - log_sums[g]).collect();
         shifted.iter().zip(&self.group_of).map(|(&d, &g)| (d + offsets[g as usize]) as f32).collect()
     }
 
@@ -154,25 +158,25 @@ impl LexicalModel {
         out
     }
 
-    /// The classes' own scores of one text (with a label tree: each class's among its group's).
-    fn scores(&self, features: &Bag) -> Vec<f32> {
-        Self::linear(&self.weights, &self.bias, features, &self.values(features))
+    /// The classes' own scores of one text (with a label tree: each class's among its group's),
+    /// and its feature values.
+    fn scores(&self, features: &Bag) -> (Vec<f32>, Vec<f32>) {
+        let values = self.values(features);
+        (Self::linear(&self.weights, &self.bias, features, &values), values)
     }
 
-    /// The logits of one text, given its [`Self::scores`].
-    fn logits_of_scores(&self, scores: Vec<f32>, features: &Bag) -> Vec<f32> {
+    /// The logits of one text, given its [`Self::scores`] and feature values.
+    fn logits_of_scores(&self, scores: Vec<f32>, features: &Bag, values: &[f32]) -> Vec<f32> {
         match &self.tree {
             None => scores,
-            Some(tree) => {
-                let groups = Self::linear(&tree.weights, &tree.bias, features, &self.values(features));
-                tree.joint(&scores, &groups)
-            }
+            Some(tree) => tree.joint(&scores, &Self::linear(&tree.weights, &tree.bias, features, values)),
         }
     }
 
     /// Logits of one text (the reference forward pass for the parity check).
     pub fn logits(&self, features: &Bag) -> Vec<f32> {
-        self.logits_of_scores(self.scores(features), features)
+        let (scores, values) = self.scores(features);
+        self.logits_of_scores(scores, features, &values)
     }
 
     /// The temperature that calibrates the scores of labeled rows (row-major, as
@@ -276,13 +280,7 @@ impl LexicalModel {
         let fit = Self::train_svm(&regroup(train), selection, groups, settings, None);
         let best = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         tracing::info!(groups, validation_macro_f1 = format!("{best:.4}"), svm = ?fit.svm, "label tree: groups trained");
-        LabelTree {
-            group_of: group_of.to_vec(),
-            groups,
-            weights: fit.model.weights,
-            bias: fit.model.bias,
-            svm: fit.svm,
-        }
+        LabelTree { group_of: group_of.to_vec(), weights: fit.model.weights, bias: fit.model.bias, svm: fit.svm }
     }
 
     /// One-vs-rest squared-hinge SVMs by dual coordinate descent for each C of the grid (ascending,
@@ -386,9 +384,9 @@ impl LexicalModel {
                     let mut g = 0;
                     solve_grid(&rest, classes, settings, tree, &grid, |_, model, _| {
                         for &r in fold {
-                            let scores = model.scores(train[r].0);
+                            let (scores, values) = model.scores(train[r].0);
                             oof[g][r * classes..(r + 1) * classes].copy_from_slice(&scores);
-                            oof_pred[g][r] = argmax(&model.logits_of_scores(scores, train[r].0));
+                            oof_pred[g][r] = argmax(&model.logits_of_scores(scores, train[r].0, &values));
                         }
                         g += 1;
                     });
@@ -544,7 +542,7 @@ impl LexicalModel {
             None => linear_graph(&mut g, "", &layer(&self.weights, &self.bias, self.classes), names::LOGITS),
             Some(tree) => {
                 linear_graph(&mut g, "", &layer(&self.weights, &self.bias, self.classes), "class_scores");
-                linear_graph(&mut g, "group_", &layer(&tree.weights, &tree.bias, tree.groups), "group_scores");
+                linear_graph(&mut g, "group_", &layer(&tree.weights, &tree.bias, tree.groups()), "group_scores");
                 tree_graph(&mut g, tree, "class_scores", "group_scores");
             }
         }
@@ -643,23 +641,22 @@ fn tree_graph(g: &mut GraphBuilder, tree: &LabelTree, class_scores: &str, group_
     let shifted = g.op("Cast", &[&shifted], &to(data_type::DOUBLE));
     let exp = g.op("Exp", &[&shifted], &[]);
     let f64_bytes = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    // Per-group sums, and each group's value back at its classes, as products with the classes'
-    // one-hot group matrix: vectorised MatMuls, where a scatter and a gather along the class axis
-    // cost ONNX Runtime twice the rest of the tree (measured at 2,115 classes in 10 groups).
-    let mut one_hot = vec![0f64; classes * tree.groups];
-    tree.group_of.iter().enumerate().for_each(|(k, &group)| one_hot[k * tree.groups + group as usize] = 1.0);
-    let members = g.initializer("group_members", data_type::DOUBLE, &[classes, tree.groups], f64_bytes(&one_hot));
-    let mut spread = vec![0f64; classes * tree.groups];
-    tree.group_of.iter().enumerate().for_each(|(k, &group)| spread[group as usize * classes + k] = 1.0);
-    let spread = g.initializer("group_classes", data_type::DOUBLE, &[tree.groups, classes], f64_bytes(&spread));
-    let sums = g.op("MatMul", &[&exp, &members], &[]); // [batch, groups]
+    // Per-group sums, and each group's value back at its classes, as products with the one-hot
+    // membership matrix ([groups, classes]; transposed for the sums): vectorised matrix products,
+    // where a scatter and a gather along the class axis cost ONNX Runtime twice the rest of the tree
+    // (measured at 2,115 classes in 10 groups).
+    let groups = tree.groups();
+    let mut one_hot = vec![0f64; groups * classes];
+    tree.group_of.iter().enumerate().for_each(|(k, &group)| one_hot[group as usize * classes + k] = 1.0);
+    let members = g.initializer("group_members", data_type::DOUBLE, &[groups, classes], f64_bytes(&one_hot));
+    let sums = g.op("Gemm", &[&exp, &members], &[("transB", Attr::Int(1))]); // [batch, groups]
     let floor = g.initializer("group_sum_floor", data_type::DOUBLE, &[], f64_bytes(&[GROUP_SUM_FLOOR]));
     let sums = g.op("Max", &[&sums, &floor], &[]);
     let log_sums = g.op("Log", &[&sums], &[]);
     // Each group's offset: ln P(group) − ln Σ exp(shifted score), then at its classes.
     let log_groups = g.op("Cast", &[&log_groups], &to(data_type::DOUBLE));
     let offsets = g.op("Sub", &[&log_groups, &log_sums], &[]);
-    let offsets = g.op("MatMul", &[&offsets, &spread], &[]); // [batch, classes]
+    let offsets = g.op("MatMul", &[&offsets, &members], &[]); // [batch, classes]
     let logits = g.op("Add", &[&shifted, &offsets], &[]);
     g.op_into("Cast", &[&logits], &to(data_type::FLOAT), names::LOGITS);
 }
@@ -831,7 +828,7 @@ fn dual_cd_l2_svm(
 fn scores_of<'a>(model: &LexicalModel, rows: impl Iterator<Item = &'a Row<'a>>) -> (Vec<f32>, Vec<usize>) {
     let (mut scores, mut y) = (Vec::new(), Vec::new());
     for (f, label) in rows {
-        scores.extend(model.scores(f));
+        scores.extend(model.scores(f).0);
         y.push(*label);
     }
     (scores, y)
@@ -896,7 +893,7 @@ impl<'a> OvrSolver<'a> {
             Some(w) if w.len() == classes && w.iter().all(|a| a.len() == rows.len()) => w.to_vec(),
             _ => vec![vec![0.0; rows.len()]; classes],
         };
-        let mut scope = vec![Vec::new(); tree.map_or(0, |t| t.groups)];
+        let mut scope = vec![Vec::new(); tree.map_or(0, LabelTree::groups)];
         if let Some(tree) = tree {
             for (i, &class) in y.iter().enumerate() {
                 scope[tree.group_of[class] as usize].push(i as u32);
@@ -1013,7 +1010,7 @@ mod tests {
         );
         let model = fit.model;
         let tree = model.tree.as_ref().expect("a label tree");
-        assert_eq!((tree.groups, fit.trained_on), (2, 600));
+        assert_eq!((tree.groups(), fit.trained_on), (2, 600));
         assert!(tree.svm.is_some_and(|s| s.temperature > 0.0));
         assert!(macro_f1_of(&model, &borrowed(&test)) > 0.8);
         for (bag, _) in &test[..20] {

@@ -231,7 +231,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             svm,
             weights: Some(weights),
             label_tree: model.tree.as_ref().map(|tree| LabelTreeInfo {
-                groups: tree.groups,
+                groups: tree.groups(),
                 svm: tree.svm,
                 weights: tree.weights.stats(),
             }),
