@@ -69,14 +69,7 @@ fn main() -> anyhow::Result<()> {
         let scored = score_texts(&model, &texts, Some(limits))?;
         let mut times = model.times.lock().map(|t| t.clone()).unwrap_or_default();
         times.sort_by(f64::total_cmp);
-        let evaluation = score_output(
-            model.card().head,
-            model.card().taxonomy.as_ref(),
-            model.labels(),
-            scored.output,
-            scored.stages,
-            y,
-        );
+        let evaluation = score_output(model.card(), model.labels(), scored.output, scored.stages, y.into());
         drop(model);
         let share = evaluation.stages.iter().filter(|s| **s == Kind::Transformer).count() as f64
             / evaluation.stages.len().max(1) as f64;

@@ -118,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         sample_seed: 0,
         skip_invalid: true,
         paths: Default::default(),
+        label_separator: None,
     };
     let all = runtime.block_on(LabeledData::read(&spec))?;
     let split = stratified_group_split(&all.labels, all.groups.as_deref(), [0.9, 0.0, 0.1], 42);

@@ -107,21 +107,33 @@ def relabel(prodcat, work, model, parquet) -> float:
     return float(next(l.split()[-1] for l in stdout.splitlines() if l.strip().startswith("rows/s")))
 
 
+def prepare(work: Path, data_script: str):
+    """A fresh `work` folder with the data `bench/<data_script>` writes into `work/data`: the prodcat
+    binary, the benchmark venv's Python, that folder and the script's counts (its JSON line, also
+    printed). None where the shared data is absent (said so)."""
+    if not (SHARED / "pricerunner/pricerunner.csv").exists():
+        print(f"skipped: {SHARED} not found (the shared data sets live there on prepared machines)")
+        return None
+    prodcat = prodcat_binary()
+    py = bench_python("scikit-learn", "pandas", "pyarrow")
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    data = work / "data"
+    line = run([sys.executable, ROOT / "bench" / data_script, data])[1].strip()
+    print(line)
+    return prodcat, py, data, json.loads(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=ROOT / ".prodcat/bench/taxonomy")
     ap.add_argument("--copies", type=int, default=20, help="copies of the test titles relabeled")
     ap.add_argument("--skip-flat", action="store_true")
     args = ap.parse_args()
-    if not (SHARED / "pricerunner/pricerunner.csv").exists():
-        print(f"skipped: {SHARED} not found (the shared data sets live there on prepared machines)")
+    prepared = prepare(args.work, "taxonomy_data.py")
+    if prepared is None:
         return
-    prodcat = prodcat_binary()
-    py = bench_python("scikit-learn", "pandas", "pyarrow")
+    prodcat, py, data, _ = prepared
     work = args.work
-    subprocess.run(["rm", "-rf", str(work)], check=True)
-    data = work / "data"
-    print(run([sys.executable, ROOT / "bench/taxonomy_data.py", data])[1].strip())
     train_csv, test_csv = data / "train.csv", data / "test.csv"
     rows = []
 

@@ -19,21 +19,26 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parent.parent.parent / "shared/data/pricerunner/pricerunner.csv"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--min-titles", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=42)
-    args = ap.parse_args()
+def pricerunner_clusters() -> dict:
+    """PriceRunner's rows with a title, by cluster id; exits 2 with a message where the data is absent."""
     if not DATA.exists():
         print(f"skipped: {DATA} not found (PriceRunner lives in ../shared/data on prepared machines)")
         sys.exit(2)
     clusters = defaultdict(list)
     with DATA.open(newline="") as f:
         for row in csv.DictReader(f):
-            title = row["Product Title"].strip()
-            if title:
+            if row["Product Title"].strip():
                 clusters[row["Cluster ID"]].append(row)
+    return clusters
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--min-titles", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+    clusters = pricerunner_clusters()
     rng = random.Random(args.seed)
     train, test = [], []
     for cluster_id in sorted(clusters, key=int):

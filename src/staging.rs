@@ -96,6 +96,8 @@ pub struct GraphExport<'a> {
     /// Every row's text and class id, indexed like `split`.
     pub texts: &'a [&'a str],
     pub y: &'a [usize],
+    /// Multi-label: every row's classes (the test metrics are then over label sets).
+    pub sets: Option<&'a [Vec<u32>]>,
     /// When training started (the card's wall seconds).
     pub started: Instant,
 }
@@ -120,6 +122,7 @@ pub fn stage_graph(export: GraphExport<'_>) -> Result<Candidate> {
         split,
         texts,
         y,
+        sets,
         started,
     } = export;
     let registry = ModelRegistry::new(registry);
@@ -150,7 +153,7 @@ pub fn stage_graph(export: GraphExport<'_>) -> Result<Candidate> {
         check_level_outputs(&served, taxonomy, &batch)?;
     }
 
-    let test = test_evaluation(&served, &mut card, split, texts, y)?;
+    let test = test_evaluation(&served, &mut card, split, texts, y, sets)?;
     if let Some(training) = card.training.as_mut() {
         training.wall_seconds = started.elapsed().as_secs_f64();
     }
@@ -189,13 +192,17 @@ pub fn test_evaluation(
     split: &SplitAssignment,
     texts: &[&str],
     y: &[usize],
+    sets: Option<&[Vec<u32>]>,
 ) -> Result<Option<Evaluation>> {
     if split.test.is_empty() {
         return Ok(None);
     }
     let test_texts: Vec<&str> = split.test.iter().map(|&r| texts[r]).collect();
-    let y_true: Vec<usize> = split.test.iter().map(|&r| y[r]).collect();
-    let evaluation = evaluate(served, &test_texts, y_true, None)?;
+    let truth = match sets {
+        Some(sets) => crate::eval::Truth::Sets(split.test.iter().map(|&r| sets[r].clone()).collect()),
+        None => crate::eval::Truth::Classes(split.test.iter().map(|&r| y[r]).collect()),
+    };
+    let evaluation = evaluate(served, &test_texts, truth, None)?;
     card.test_metrics = Some(evaluation.report.headline());
     Ok(Some(evaluation))
 }

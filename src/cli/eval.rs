@@ -7,7 +7,7 @@ use clap::Args;
 use prodcat::common::BatchLimits;
 use prodcat::data::LabeledData;
 use prodcat::eval::cascade::{ThresholdBounds, format_tuning, plot_tuning};
-use prodcat::eval::{evaluate, format_report, label_ids, write_report};
+use prodcat::eval::{evaluate, format_report, label_ids, truth_of, write_report};
 use prodcat::models::cascade::Cascade;
 use prodcat::registry::{ModelVersion, files};
 use prodcat::serve::Model;
@@ -74,10 +74,10 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     } else {
         prodcat::models::load(version, &settings)?
     };
-    let y_true = label_ids(model.labels(), &data.labels, &origin)?;
+    let truth = truth_of(model.labels(), &data, &origin)?;
     let started = std::time::Instant::now();
     let limits = args.batch_size.map(|n| BatchLimits { max_records: n.max(1), ..model.batch_limits() });
-    let evaluation = evaluate(&*model, &texts, y_true, limits)?;
+    let evaluation = evaluate(&*model, &texts, truth, limits)?;
     let seconds = started.elapsed().as_secs_f64();
     let extra = serde_json::json!({
         "model": model.id(),
@@ -97,9 +97,16 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     );
     println!("{}", format_report(&evaluation.report));
     println!("report:  {}", files.metrics_json.display());
-    let level = files.level_confusion_png.map(|p| format!(", {}", p.display())).unwrap_or_default();
-    println!("plots:   {}, {}{level}", files.confusion_png.display(), files.roc_png.display());
+    let plots: Vec<String> = [files.confusion_png, Some(files.roc_png), files.level_confusion_png]
+        .into_iter()
+        .flatten()
+        .map(|p| p.display().to_string())
+        .collect();
+    println!("plots:   {}", plots.join(", "));
     print!("{}", prodcat::eval::level_lines(&evaluation.report.headline().levels));
+    if let Some(multilabel) = &evaluation.report.multilabel {
+        println!("multilabel: {multilabel}");
+    }
     println!("macro_f1={:.4} accuracy={:.4}", evaluation.report.macro_f1, evaluation.report.accuracy);
     Ok(())
 }

@@ -92,6 +92,8 @@ impl MemberArgs {
     fn job(&self, name: &str, tune: bool, session: SessionSettings) -> anyhow::Result<CompositeJob> {
         let lexical = ModelVersion::open(&self.lexical)?;
         let transformer = ModelVersion::open(&self.transformer)?;
+        single_label(&lexical, "a composite's member")?;
+        single_label(&transformer, "a composite's member")?;
         let file = self.train_data.as_deref();
         let validation = if tune { Some(rows_of(&lexical, Split::Validation, file)?) } else { None };
         let test = rows_of(&lexical, Split::Test, file).ok();
@@ -148,6 +150,15 @@ pub struct EnsembleArgs {
     lexical_weight: Option<f32>,
 }
 
+/// Refuses a multi-label model where only single-label ones are built on.
+fn single_label(version: &ModelVersion, role: &str) -> anyhow::Result<()> {
+    let head = version.card.head;
+    if head != prodcat::common::Head::SingleLabel {
+        anyhow::bail!("{} is a {} model: {role} must have one label per row", version.id(), head.name());
+    }
+    Ok(())
+}
+
 fn rows_of(version: &ModelVersion, split: Split, file: Option<&Path>) -> anyhow::Result<Rows> {
     let card = &version.card;
     let (texts, labels) = super::tokio_runtime()?.block_on(held_out(card, version.taxonomy_file(), split, file))?;
@@ -174,6 +185,7 @@ fn print_published(candidate: Candidate) -> anyhow::Result<Option<prodcat::regis
 pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let session = args.device.session(ort_lib);
     let source = ModelVersion::open(&args.model)?;
+    single_label(&source, "a converted model (int8, fp16)")?;
     let card = source.card.clone();
     let rows = match &args.data {
         Some(data) => {
@@ -186,6 +198,7 @@ pub fn quantize(args: QuantizeArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<
                 sample_seed: 0,
                 skip_invalid: false,
                 paths: prodcat::data::PathSpec::of_taxonomy(card.taxonomy.as_ref(), source.taxonomy_file()),
+                label_separator: None,
             };
             let d = super::tokio_runtime()?.block_on(LabeledData::read(&spec))?;
             Rows { texts: d.texts, labels: d.labels, origin: data.display().to_string() }

@@ -83,6 +83,11 @@ pub struct DataArgs {
     /// name one of its categories, by path, by id or by a last part only one path ends in.
     #[arg(long)]
     pub taxonomy: Option<std::path::PathBuf>,
+    /// Several labels per row: what separates them in the label column (`--label-separator '|'`
+    /// reads `Audio|Video` as two labels) and trains a multi-label model. A label column of JSON
+    /// lists (JSONL) is read as several labels without it.
+    #[arg(long)]
+    pub label_separator: Option<String>,
 }
 
 /// How labeled rows are dealt into train, validation and test (`train`, `split`).
@@ -116,12 +121,14 @@ impl DataArgs {
             sample_seed: seed,
             skip_invalid: self.skip_invalid,
             paths: prodcat::data::PathSpec { separator: self.path_separator.clone(), taxonomy: self.taxonomy.clone() },
+            label_separator: self.label_separator.clone(),
         };
         let source = prodcat::data::prepare::DataSource {
             file: self.data.display().to_string(),
             text,
             label_column: self.label_column.clone(),
             group_column: group_column.map(str::to_string),
+            label_separator: self.label_separator.clone(),
             ..Default::default()
         };
         Ok((spec, source))

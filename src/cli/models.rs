@@ -154,11 +154,18 @@ fn show(path: &Path) -> anyhow::Result<()> {
         println!("{:<14}{value}", format!("{key}:"));
     }
     println!("labels:       {}", version.labels()?.join(", "));
+    if let Some(thresholds) = &card.label_thresholds {
+        let shown: Vec<String> = thresholds.iter().map(|t| format!("{t:.2}")).collect();
+        println!("head:         {} (thresholds, by label: {})", card.head.name(), shown.join(", "));
+    }
     if let Some(d) = &card.data {
         println!("data:         {} ({} rows, sha256 {})", d.file, d.rows, &d.sha256[..d.sha256.len().min(12)]);
     }
     if let Some(m) = &card.test_metrics {
         println!("test:         macro_f1={:.4} accuracy={:.4}", m.macro_f1, m.accuracy);
+        if let Some(multilabel) = &m.multilabel {
+            println!("test sets:    {multilabel}");
+        }
     }
     match &card.parity {
         Some(p) => println!(

@@ -176,6 +176,12 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         ..source
     };
     let split = args.deal.fractions.get()?;
+    if data.head == prodcat::common::Head::MultiLabel && args.model_type != ModelType::One(Kind::Lexical) {
+        anyhow::bail!(
+            "several labels per row (--label-separator or a list column) train a lexical model only: use \
+             --model-type lexical (the transformer's sigmoid head, ensembles, cascades and auto take one label per row)"
+        );
+    }
     if args.folds.is_some_and(|k| k < 2) {
         anyhow::bail!("--folds needs at least 2 folds");
     }
@@ -499,6 +505,10 @@ fn report(candidate: prodcat::staging::Candidate, out: &std::path::Path) -> anyh
             let on = if t.folds.is_some() { "out of fold" } else { "on validation" };
             println!("calibration:  temperature {temperature:.3} fitted {on}");
         }
+        if let Some(thresholds) = &card.label_thresholds {
+            let (lo, hi) = thresholds.iter().fold((1f32, 0f32), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+            println!("labels:       several per row; per-label thresholds {lo:.2}–{hi:.2} tuned on validation");
+        }
     }
     if let Some(p) = &card.parity {
         println!(
@@ -511,6 +521,9 @@ fn report(candidate: prodcat::staging::Candidate, out: &std::path::Path) -> anyh
             println!("hierarchical: f1={h:.4}");
         }
         print!("{}", prodcat::eval::level_lines(&m.levels));
+        if let Some(multilabel) = &m.multilabel {
+            println!("multilabel: {multilabel}");
+        }
         println!("macro_f1={:.4} accuracy={:.4}", m.macro_f1, m.accuracy);
     }
     Ok(())

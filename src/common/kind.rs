@@ -67,6 +67,21 @@ pub enum Head {
     /// is the most likely class, accuracy and macro-F1 over those labels.
     #[default]
     SingleLabel,
+    /// Any number of labels per text (at least one): one binary decision per class, a sigmoid on
+    /// each logit, a row's labels the classes at or above their own threshold (tuned on validation
+    /// and stored in the card; the most likely class when none is), micro/macro-F1, subset
+    /// accuracy and Hamming loss over the label sets.
+    MultiLabel,
+}
+
+impl Head {
+    /// The head's name in cards and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Head::SingleLabel => "single_label",
+            Head::MultiLabel => "multi_label",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +96,8 @@ mod tests {
         }
         let err = Kind::parse("svm").unwrap_err();
         assert!(err.contains("`svm`") && err.contains("lexical, transformer, ensemble, cascade"), "{err}");
-        assert_eq!(serde_json::to_value(Head::SingleLabel).unwrap(), serde_json::json!("single_label"));
+        for head in [Head::SingleLabel, Head::MultiLabel] {
+            assert_eq!(serde_json::to_value(head).unwrap(), serde_json::json!(head.name()));
+        }
     }
 }

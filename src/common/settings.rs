@@ -244,8 +244,12 @@ impl CSearch {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SvmChoice {
     pub c: f32,
-    /// Probabilities are softmax(margins / temperature).
+    /// Probabilities are softmax(margins / temperature); a multi-label model's are
+    /// sigmoid(margins / temperature + shift).
     pub temperature: f32,
+    /// A multi-label model's Platt offset (the `b` of sigmoid(a·margin + b)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<f32>,
     /// Passes over the data of the slowest class at the chosen C.
     pub iterations: usize,
 }

@@ -26,6 +26,8 @@ pub struct DataSource {
     pub validation_file: Option<String>,
     /// A file that is the test split as given (`--test-data`).
     pub test_file: Option<String>,
+    /// What separates a row's labels (`--label-separator`), for multi-label data.
+    pub label_separator: Option<String>,
 }
 
 /// Reads labeled training data: the training file (`spec`, sampled to `spec.max_rows`) and the
@@ -101,10 +103,10 @@ fn split_rows(data: &LabeledData, fractions: [f64; 3], seed: u64, stable: bool) 
 }
 
 /// Counts of each label.
-pub fn class_counts(labels: &[String]) -> BTreeMap<String, usize> {
+pub fn class_counts<'a>(labels: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for l in labels {
-        *counts.entry(l.clone()).or_default() += 1;
+        *counts.entry(l.to_string()).or_default() += 1;
     }
     counts
 }
@@ -138,7 +140,8 @@ pub fn prepare_data(
         ));
     }
     let label_index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-    let y: Vec<usize> = data.labels.iter().map(|l| label_index[l.as_str()]).collect();
+    // A multi-label row's class here is its first label's (its set: [`crate::eval::truth_of`]).
+    let y: Vec<usize> = (0..data.len()).map(|r| label_index[data.labels_of(r)[0]]).collect();
     check_fractions(fractions)?;
     let split = split_rows(data, fractions, seed, stable);
     if split.train.is_empty() || split.validation.is_empty() {

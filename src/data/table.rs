@@ -47,6 +47,16 @@ impl FileFormat {
 ///
 /// Missing columns fail with an error that names the file, the column and the columns present.
 pub async fn read_string_columns(path: &Path, columns: &[&str]) -> Result<Vec<Vec<Option<String>>>> {
+    Ok(read_columns(path, columns).await?.0)
+}
+
+/// What separates the items of a list-valued cell (a JSON list in JSONL, a Parquet list) in the
+/// strings [`read_columns`] gives: the ASCII unit separator, which no text column holds.
+pub const LIST_SEPARATOR: &str = "\u{1f}";
+
+/// [`read_string_columns`], and whether each column holds lists (their items joined by
+/// [`LIST_SEPARATOR`]).
+pub async fn read_columns(path: &Path, columns: &[&str]) -> Result<(Vec<Vec<Option<String>>>, Vec<bool>)> {
     if !path.is_file() {
         return Err(Error::data(path, "no such file"));
     }
@@ -83,7 +93,27 @@ pub async fn read_string_columns(path: &Path, columns: &[&str]) -> Result<Vec<Ve
             ));
         }
     }
-    let projection = columns.iter().map(|c| cast(ident(*c), DataType::Utf8).alias(*c)).collect::<Vec<_>>();
+    let is_list = |c: &str| {
+        frame.schema().field_with_unqualified_name(c).is_ok_and(|f| {
+            matches!(f.data_type(), DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..))
+        })
+    };
+    let lists: Vec<bool> = columns.iter().map(|c| is_list(c)).collect();
+    let projection = columns
+        .iter()
+        .zip(&lists)
+        .map(|(c, &list)| {
+            let column = if list {
+                datafusion::functions_nested::expr_fn::array_to_string(
+                    ident(*c),
+                    datafusion::prelude::lit(LIST_SEPARATOR),
+                )
+            } else {
+                ident(*c)
+            };
+            cast(column, DataType::Utf8).alias(*c)
+        })
+        .collect::<Vec<_>>();
     let batches = frame.select(projection).map_err(read_err)?.collect().await.map_err(read_err)?;
     let mut out: Vec<Vec<Option<String>>> = vec![Vec::new(); columns.len()];
     for batch in &batches {
@@ -94,7 +124,7 @@ pub async fn read_string_columns(path: &Path, columns: &[&str]) -> Result<Vec<Ve
             column.extend((0..strings.len()).map(|r| strings.is_valid(r).then(|| strings.value(r).to_string())));
         }
     }
-    Ok(out)
+    Ok((out, lists))
 }
 
 /// Which columns of which file hold the examples.
@@ -115,6 +145,22 @@ pub struct LabeledDataSpec {
     /// Labels as category paths: their separator (empty: labels are never paths) and a
     /// taxonomy file every label must name a category of (by path, id or unique last part).
     pub paths: PathSpec,
+    /// Several labels per row (`--label-separator`): what separates them in the label column.
+    /// A label column of lists (a JSON list in JSONL) is multi-label whatever this says.
+    pub label_separator: Option<String>,
+}
+
+/// What joins a multi-label row's labels (sorted, distinct) in [`LabeledData::labels`]: the row's
+/// label set as one string, which the stratified split deals like a class.
+pub const LABEL_SET_SEPARATOR: &str = "\u{1f}";
+
+/// A multi-label cell's labels: split on `separator`, trimmed, empty ones dropped, sorted and
+/// distinct, joined by [`LABEL_SET_SEPARATOR`] (None: no label at all).
+pub fn label_set_of(cell: &str, separator: &str) -> Option<String> {
+    let mut parts: Vec<&str> = cell.split(separator).map(str::trim).filter(|p| !p.is_empty()).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    (!parts.is_empty()).then(|| parts.join(LABEL_SET_SEPARATOR))
 }
 
 /// How a label column's values are category paths (`--path-separator`, `--taxonomy`).
@@ -176,18 +222,38 @@ impl LabeledData {
         if let Some(group) = &spec.group_column {
             wanted.push(group.as_str());
         }
-        let mut columns = read_string_columns(&spec.path, &wanted).await?.into_iter();
+        let (columns, lists) = read_columns(&spec.path, &wanted).await?;
+        let mut columns = columns.into_iter();
         let texts: Vec<Vec<Option<String>>> = columns.by_ref().take(fields.len()).collect();
         let labels = columns.next().unwrap_or_default();
         let groups = columns.next();
         let mut data = LabeledData { groups: groups.as_ref().map(|_| Vec::new()), ..Default::default() };
+        // Several labels per row: a separator given, or a column of lists.
+        let multi = match (lists[fields.len()], &spec.label_separator) {
+            (true, _) => Some(LIST_SEPARATOR),
+            (false, Some(separator)) if !separator.is_empty() => Some(separator.as_str()),
+            _ => None,
+        };
+        if multi.is_some() {
+            data.head = Head::MultiLabel;
+            if spec.paths.taxonomy.is_some() {
+                return Err(Error::data(
+                    &spec.path,
+                    "several labels per row (--label-separator or a list column) cannot be read through a taxonomy \
+                     file yet: give the labels themselves",
+                ));
+            }
+        }
         let taxonomy = spec.paths.read_file()?;
         for (row, label) in labels.into_iter().enumerate() {
             let text = spec.text.compose(|field| {
                 let column = fields.iter().position(|f| f == field)?;
                 texts[column][row].as_deref()
             });
-            let label = label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
+            let label = match multi {
+                Some(separator) => label.and_then(|l| label_set_of(&l, separator)),
+                None => label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()),
+            };
             // With a taxonomy file, a label is the path of the category it names.
             let label = match (label, &taxonomy) {
                 (Some(l), Some(file)) => match file.resolve(&l, &spec.paths.separator) {
@@ -241,7 +307,10 @@ impl LabeledData {
             return Err(Error::data(&spec.path, "no usable rows (every row has an empty text or label)"));
         }
         let separator = &spec.paths.separator;
-        if taxonomy.is_some() || (!separator.is_empty() && data.labels.iter().any(|l| l.contains(separator.as_str()))) {
+        // A multi-label model's classes are flat (a path in a label set stays one label).
+        let paths =
+            taxonomy.is_some() || (!separator.is_empty() && data.labels.iter().any(|l| l.contains(separator.as_str())));
+        if paths && multi.is_none() {
             data.paths = Some(PathLabels {
                 separator: separator.clone(),
                 file: spec.paths.taxonomy.as_ref().map(|p| p.display().to_string()),
@@ -258,6 +327,14 @@ impl LabeledData {
     pub fn append_split(&mut self, other: LabeledData, split: Split) -> Result<()> {
         if self.groups.is_some() != other.groups.is_some() {
             return Err(Error::Internal("appending data with and without group keys".into()));
+        }
+        if self.head != other.head {
+            return Err(Error::Label(format!(
+                "the {} rows' labels are {} and the training file's {}: give both the same way",
+                format!("{split:?}").to_lowercase(),
+                other.head.name(),
+                self.head.name()
+            )));
         }
         let fixed = self.fixed_split.get_or_insert_with(|| vec![None; self.texts.len()]);
         fixed.extend(std::iter::repeat_n(Some(split), other.len()));
@@ -315,9 +392,21 @@ impl LabeledData {
         self.texts.is_empty()
     }
 
-    /// The distinct labels, sorted.
+    /// A row's labels: the one label, or a multi-label row's set.
+    pub fn labels_of(&self, row: usize) -> Vec<&str> {
+        let label = self.labels[row].as_str();
+        match self.head {
+            Head::SingleLabel => vec![label],
+            Head::MultiLabel => label.split(LABEL_SET_SEPARATOR).collect(),
+        }
+    }
+
+    /// The distinct labels, sorted (of a multi-label data set: every label of every row's set).
     pub fn label_set(&self) -> Vec<String> {
-        let mut labels: Vec<String> = self.labels.clone();
+        let mut labels: Vec<String> = match self.head {
+            Head::SingleLabel => self.labels.clone(),
+            Head::MultiLabel => (0..self.len()).flat_map(|r| self.labels_of(r)).map(str::to_string).collect(),
+        };
         labels.sort();
         labels.dedup();
         labels

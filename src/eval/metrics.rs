@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::common::Taxonomy;
-use crate::registry::card::{LevelMetrics, SplitMetrics};
+use crate::registry::card::{LevelMetrics, MultiLabelMetrics, SplitMetrics};
 
 /// The k of the top-k recalls a report gives (those below the class count).
 pub const TOP_K: [usize; 3] = [1, 3, 5];
@@ -22,6 +22,20 @@ pub struct ClassMetrics {
     pub support: usize,
     /// One-vs-rest ROC AUC; `None` when the class has no positives or no negatives.
     pub roc_auc: Option<f64>,
+}
+
+impl ClassMetrics {
+    /// A class's figures from its true positives, predicted and true rows.
+    fn of(label: &str, tp: usize, predicted: usize, support: usize, roc_auc: Option<f64>) -> Self {
+        Self {
+            label: label.to_string(),
+            precision: ratio(tp, predicted),
+            recall: ratio(tp, support),
+            f1: f1(tp, predicted, support),
+            support,
+            roc_auc,
+        }
+    }
 }
 
 /// A full classification report.
@@ -50,6 +64,10 @@ pub struct ClassificationReport {
     /// predicted label sets augmented with their ancestors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hierarchical_f1: Option<f64>,
+    /// A multi-label model's figures over the rows' label sets (the per-class figures are then
+    /// each label's binary ones, `accuracy` the subset accuracy, and there is no confusion matrix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multilabel: Option<MultiLabelMetrics>,
 }
 
 impl ClassificationReport {
@@ -93,6 +111,7 @@ impl ClassificationReport {
                 })
                 .collect(),
             hierarchical_f1: self.hierarchical_f1,
+            multilabel: self.multilabel,
         }
     }
 
@@ -244,14 +263,7 @@ impl ClassificationReport {
                 roc_auc(&class_scores, &positive)
             });
             aucs.extend(roc_auc);
-            per_class.push(ClassMetrics {
-                label: labels[c].clone(),
-                precision: ratio(tp, predicted),
-                recall: ratio(tp, support),
-                f1: f1(tp, predicted, support),
-                support,
-                roc_auc,
-            });
+            per_class.push(ClassMetrics::of(&labels[c], tp, predicted, support, roc_auc));
         }
         let present: Vec<&ClassMetrics> = per_class
             .iter()
@@ -281,6 +293,79 @@ impl ClassificationReport {
             top_k_recall: scores.map(|s| top_k_recall(s, y_true, classes)).unwrap_or_default(),
             levels: Vec::new(),
             hierarchical_f1: None,
+            multilabel: None,
+        }
+    }
+
+    /// The report of a multi-label model: each row's true and predicted label sets (class ids,
+    /// sorted) and optionally its per-class probabilities (row-major) for the ROC figures.
+    pub fn compute_multilabel(
+        labels: &[String],
+        truth: &[Vec<u32>],
+        predicted: &[Vec<u32>],
+        scores: Option<&[f32]>,
+    ) -> Self {
+        let classes = labels.len();
+        let rows = truth.len();
+        // Per class: true positives, predicted, support.
+        let mut counts = vec![(0usize, 0usize, 0usize); classes];
+        let mut exact = 0;
+        for (t, p) in truth.iter().zip(predicted) {
+            for &c in t {
+                counts[c as usize].2 += 1;
+            }
+            for &c in p {
+                counts[c as usize].1 += 1;
+                counts[c as usize].0 += usize::from(t.contains(&c));
+            }
+            exact += usize::from(t == p);
+        }
+        let (tp, predicted_n, support): (usize, usize, usize) =
+            counts.iter().fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+        let mut aucs = Vec::new();
+        let per_class: Vec<ClassMetrics> = counts
+            .iter()
+            .enumerate()
+            .map(|(c, &(tp, predicted, support))| {
+                let roc_auc = scores.and_then(|s| {
+                    let class_scores: Vec<f32> = (0..rows).map(|r| s[r * classes + c]).collect();
+                    let positive: Vec<bool> = truth.iter().map(|t| t.contains(&(c as u32))).collect();
+                    roc_auc(&class_scores, &positive)
+                });
+                aucs.extend(roc_auc);
+                ClassMetrics::of(&labels[c], tp, predicted, support, roc_auc)
+            })
+            .collect();
+        let present: Vec<&ClassMetrics> =
+            per_class.iter().zip(&counts).filter(|(_, c)| c.1 > 0 || c.2 > 0).map(|(pc, _)| pc).collect();
+        let mean = |f: fn(&ClassMetrics) -> f64| {
+            if present.is_empty() { 0.0 } else { present.iter().map(|pc| f(pc)).sum::<f64>() / present.len() as f64 }
+        };
+        let wrong = predicted_n - tp + (support - tp);
+        let multilabel = MultiLabelMetrics {
+            micro_f1: f1(tp, predicted_n, support),
+            micro_precision: ratio(tp, predicted_n),
+            micro_recall: ratio(tp, support),
+            macro_f1: mean(|pc| pc.f1),
+            subset_accuracy: ratio(exact, rows),
+            hamming_loss: ratio(wrong, rows * classes),
+        };
+        let weighted_f1 = per_class.iter().map(|pc| pc.f1 * pc.support as f64).sum::<f64>() / support.max(1) as f64;
+        Self {
+            rows,
+            accuracy: multilabel.subset_accuracy,
+            macro_precision: mean(|pc| pc.precision),
+            macro_recall: mean(|pc| pc.recall),
+            macro_f1: multilabel.macro_f1,
+            weighted_f1,
+            macro_roc_auc: (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64),
+            per_class,
+            confusion: Vec::new(),
+            labels: labels.to_vec(),
+            top_k_recall: BTreeMap::new(),
+            levels: Vec::new(),
+            hierarchical_f1: None,
+            multilabel: Some(multilabel),
         }
     }
 }
@@ -288,6 +373,25 @@ impl ClassificationReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multilabel_figures_of_a_known_case() {
+        let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        // Row 0 exact; row 1 misses b; row 2 adds a false c.
+        let truth = [vec![0, 1], vec![0, 1], vec![2]];
+        let predicted = [vec![0, 1], vec![0], vec![0, 2]];
+        let r = ClassificationReport::compute_multilabel(&labels, &truth, &predicted, None);
+        let m = r.multilabel.unwrap();
+        // tp 4 (a, b, a, c), predicted 5, true 5.
+        assert!((m.micro_f1 - 0.8).abs() < 1e-12 && (m.micro_precision - 0.8).abs() < 1e-12);
+        assert!((m.subset_accuracy - 1.0 / 3.0).abs() < 1e-12 && (r.accuracy - m.subset_accuracy).abs() < 1e-12);
+        // Wrong decisions: b missed in row 1, a added in row 2: 2 of 9.
+        assert!((m.hamming_loss - 2.0 / 9.0).abs() < 1e-12);
+        // a: p 2/3 r 1 f 0.8; b: p 1 r 1/2 f 2/3; c: f 1.
+        assert!((m.macro_f1 - (0.8 + 2.0 / 3.0 + 1.0) / 3.0).abs() < 1e-12);
+        assert_eq!(r.per_class[1].support, 2);
+        assert!(r.confusion.is_empty());
+    }
 
     #[test]
     fn known_values() {

@@ -11,34 +11,84 @@ use std::path::{Path, PathBuf};
 
 pub use metrics::{ClassificationReport, macro_f1};
 
-use crate::common::{BatchLimits, Head, Kind, Taxonomy};
+use crate::common::{BatchLimits, Head, Kind};
 use crate::error::{Error, IoContext, Result};
 use crate::serve::{Model, ModelOutput, score_texts};
 
 /// Maps label strings to the model's class ids; a label the model does not know is an error
 /// naming the label, the row and where it came from.
 pub fn label_ids(model_labels: &[String], labels: &[String], origin: &str) -> Result<Vec<usize>> {
-    let index: HashMap<&str, usize> = model_labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-    labels
-        .iter()
-        .enumerate()
-        .map(|(row, label)| {
-            index.get(label.as_str()).copied().ok_or_else(|| {
-                Error::Label(format!(
-                    "{origin}, row {}: label `{label}` is not one the model knows ({} labels: {})",
-                    row + 1,
-                    model_labels.len(),
-                    model_labels.join(", ")
-                ))
-            })
-        })
-        .collect()
+    let id = class_id_of(model_labels, origin);
+    labels.iter().enumerate().map(|(row, label)| id(row, label)).collect()
 }
 
-/// Predictions and the report for `texts` with known `y_true`.
+/// The class id of a row's label among `model_labels`, or the error naming it.
+fn class_id_of<'a>(model_labels: &'a [String], origin: &'a str) -> impl Fn(usize, &str) -> Result<usize> + 'a {
+    let index: HashMap<&str, usize> = model_labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    move |row, label| {
+        index.get(label).copied().ok_or_else(|| {
+            Error::Label(format!(
+                "{origin}, row {}: label `{label}` is not one the model knows ({} labels: {})",
+                row + 1,
+                model_labels.len(),
+                model_labels.join(", ")
+            ))
+        })
+    }
+}
+
+/// The true labels of `data` as the model's class ids: a class per row, or each multi-label row's
+/// set. Labels the model does not know are errors as in [`label_ids`].
+pub fn truth_of(model_labels: &[String], data: &crate::data::LabeledData, origin: &str) -> Result<Truth> {
+    match data.head {
+        Head::SingleLabel => label_ids(model_labels, &data.labels, origin).map(Truth::Classes),
+        Head::MultiLabel => {
+            let id = class_id_of(model_labels, origin);
+            let sets = (0..data.len())
+                .map(|row| {
+                    let mut set = data
+                        .labels_of(row)
+                        .into_iter()
+                        .map(|l| id(row, l).map(|c| c as u32))
+                        .collect::<Result<Vec<_>>>()?;
+                    set.sort_unstable();
+                    Ok(set)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Truth::Sets(sets))
+        }
+    }
+}
+
+/// What evaluated rows truly are: a class per row, or a multi-label row's classes (sorted).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Truth {
+    Classes(Vec<usize>),
+    Sets(Vec<Vec<u32>>),
+}
+
+impl From<Vec<usize>> for Truth {
+    fn from(y: Vec<usize>) -> Self {
+        Truth::Classes(y)
+    }
+}
+
+impl Truth {
+    /// Whether row `row` is of class `class`.
+    pub fn has(&self, row: usize, class: usize) -> bool {
+        match self {
+            Truth::Classes(y) => y[row] == class,
+            Truth::Sets(sets) => sets[row].contains(&(class as u32)),
+        }
+    }
+}
+
+/// Predictions and the report for `texts` with known truth.
 pub struct Evaluation {
     pub report: ClassificationReport,
+    /// Each row's class (multi-label: the first of its set; [`Self::truth`] has them all).
     pub y_true: Vec<usize>,
+    pub truth: Truth,
     pub output: ModelOutput,
     /// Which stage labeled each row (all the same except for cascades).
     pub stages: Vec<Kind>,
@@ -49,38 +99,73 @@ pub struct Evaluation {
 pub fn evaluate(
     model: &dyn Model,
     texts: &[&str],
-    y_true: Vec<usize>,
+    truth: impl Into<Truth>,
     limits: Option<BatchLimits>,
 ) -> Result<Evaluation> {
-    let scored = score_texts(model, texts, limits)?;
+    let truth = truth.into();
     let card = model.card();
-    Ok(score_output(card.head, card.taxonomy.as_ref(), model.labels(), scored.output, scored.stages, y_true))
+    match (card.head, &truth) {
+        (Head::SingleLabel, Truth::Classes(_)) | (Head::MultiLabel, Truth::Sets(_)) => {}
+        (head, _) => {
+            return Err(Error::Label(format!(
+                "{} is a {} model: its rows are labeled the other way (give the labels as it was trained on them)",
+                model.id(),
+                head.name()
+            )));
+        }
+    }
+    let scored = score_texts(model, texts, limits)?;
+    Ok(score_output(card, model.labels(), scored.output, scored.stages, truth))
 }
 
-/// The report for already computed model outputs of a model with `head` (and `taxonomy`).
+/// The report for already computed model outputs of the model of `card` (its head, taxonomy and
+/// thresholds).
 pub fn score_output(
-    head: Head,
-    taxonomy: Option<&Taxonomy>,
+    card: &crate::registry::ModelCard,
     labels: &[String],
     output: ModelOutput,
     stages: Vec<Kind>,
-    y_true: Vec<usize>,
+    truth: Truth,
 ) -> Evaluation {
-    let y_pred: Vec<usize> = match head {
-        Head::SingleLabel => (0..output.rows).map(|i| output.argmax(i).0).collect(),
+    let (report, y_true) = match (card.head, &truth) {
+        (Head::MultiLabel, Truth::Sets(sets)) => {
+            let thresholds = card.label_thresholds.as_deref();
+            let predicted: Vec<Vec<u32>> = output
+                .probabilities
+                .chunks(labels.len().max(1))
+                .map(|row| {
+                    let mut set: Vec<u32> =
+                        crate::serve::labels_above(row, thresholds).into_iter().map(|(c, _)| c).collect();
+                    set.sort_unstable();
+                    set
+                })
+                .collect();
+            let report =
+                ClassificationReport::compute_multilabel(labels, sets, &predicted, Some(&output.probabilities));
+            (report, sets.iter().map(|s| s.first().map_or(0, |&c| c as usize)).collect())
+        }
+        (_, truth) => {
+            let y_true: Vec<usize> = match truth {
+                Truth::Classes(y) => y.clone(),
+                Truth::Sets(sets) => sets.iter().map(|s| s.first().map_or(0, |&c| c as usize)).collect(),
+            };
+            let y_pred: Vec<usize> = (0..output.rows).map(|i| output.argmax(i).0).collect();
+            let mut report = ClassificationReport::compute(labels, &y_true, &y_pred, Some(&output.probabilities));
+            if let Some(taxonomy) = &card.taxonomy {
+                report = report.with_taxonomy(taxonomy, &y_true, &y_pred);
+            }
+            (report, y_true)
+        }
     };
-    let mut report = ClassificationReport::compute(labels, &y_true, &y_pred, Some(&output.probabilities));
-    if let Some(taxonomy) = taxonomy {
-        report = report.with_taxonomy(taxonomy, &y_true, &y_pred);
-    }
-    Evaluation { report, y_true, output, stages }
+    Evaluation { report, y_true, truth, output, stages }
 }
 
 /// Files written by [`write_report`].
 #[derive(Debug, Clone)]
 pub struct ReportFiles {
     pub metrics_json: PathBuf,
-    pub confusion_png: PathBuf,
+    /// Absent for a multi-label model (its rows have no single true and predicted class).
+    pub confusion_png: Option<PathBuf>,
     pub roc_png: PathBuf,
     /// A taxonomy model's top-level confusion matrix.
     pub level_confusion_png: Option<PathBuf>,
@@ -91,7 +176,7 @@ pub fn write_report(dir: &Path, evaluation: &Evaluation, extra: serde_json::Valu
     std::fs::create_dir_all(dir).at(dir)?;
     let mut files = ReportFiles {
         metrics_json: dir.join("metrics.json"),
-        confusion_png: dir.join("confusion_matrix.png"),
+        confusion_png: None,
         roc_png: dir.join("roc_curves.png"),
         level_confusion_png: None,
     };
@@ -104,7 +189,11 @@ pub fn write_report(dir: &Path, evaluation: &Evaluation, extra: serde_json::Valu
         .map_err(|source| Error::Json { path: files.metrics_json.clone(), source })?;
     std::fs::write(&files.metrics_json, text + "\n").at(&files.metrics_json)?;
     let report = &evaluation.report;
-    confusion_plot(report, "", &files.confusion_png)?;
+    if report.multilabel.is_none() {
+        let path = dir.join("confusion_matrix.png");
+        confusion_plot(report, "", &path)?;
+        files.confusion_png = Some(path);
+    }
     // The top level's confusions: where a taxonomy model mistakes one category for another.
     if let Some(top) = report.levels.first() {
         let path = dir.join("confusion_matrix_level1.png");
@@ -112,7 +201,7 @@ pub fn write_report(dir: &Path, evaluation: &Evaluation, extra: serde_json::Valu
         files.level_confusion_png = Some(path);
     }
     let (shown, caption) = roc_classes(report);
-    plots::roc_curves(report, &evaluation.y_true, &evaluation.output.probabilities, &shown, &caption, &files.roc_png)?;
+    plots::roc_curves(report, &evaluation.truth, &evaluation.output.probabilities, &shown, &caption, &files.roc_png)?;
     Ok(files)
 }
 
@@ -212,6 +301,15 @@ pub fn format_report(report: &ClassificationReport) -> String {
         "macro avg", report.macro_precision, report.macro_recall, report.macro_f1, auc, report.rows
     );
     let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "weighted f1", "", "", report.weighted_f1);
+    if let Some(m) = &report.multilabel {
+        // Each label's row is its binary decision; there is no confusion matrix of label sets.
+        for (name, value) in
+            [("micro f1", m.micro_f1), ("subset accuracy", m.subset_accuracy), ("hamming loss", m.hamming_loss)]
+        {
+            let _ = writeln!(s, "{name:<width$}  {:>9}  {:>9}  {value:>9.4}", "", "");
+        }
+        return s;
+    }
     let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", "accuracy", "", "", report.accuracy);
     for (k, recall) in report.top_k_recall.iter().filter(|(k, _)| **k > 1) {
         let _ = writeln!(s, "{:<width$}  {:>9}  {:>9}  {:>9.4}", format!("top-{k} recall"), "", "", recall);

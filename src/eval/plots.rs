@@ -104,7 +104,7 @@ pub(crate) fn clip(label: &str, max: usize) -> String {
 /// Draws one-vs-rest ROC curves of `shown` classes (indices), with AUC in the legend.
 pub fn roc_curves(
     report: &ClassificationReport,
-    y_true: &[usize],
+    truth: &super::Truth,
     scores: &[f32],
     shown: &[usize],
     caption: &str,
@@ -130,8 +130,9 @@ pub fn roc_curves(
         .map_err(|e| err(e.to_string()))?;
     chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))).map_err(|e| err(e.to_string()))?;
     for &c in shown {
-        let class_scores: Vec<f32> = (0..y_true.len()).map(|r| scores[r * classes + c]).collect();
-        let positive: Vec<bool> = y_true.iter().map(|&t| t == c).collect();
+        let rows = scores.len() / classes.max(1);
+        let class_scores: Vec<f32> = (0..rows).map(|r| scores[r * classes + c]).collect();
+        let positive: Vec<bool> = (0..rows).map(|r| truth.has(r, c)).collect();
         if !positive.iter().any(|&p| p) {
             continue;
         }

@@ -294,6 +294,21 @@ impl Learner {
         session: SessionSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>> {
+        // Trusted labels are one category per record, and its gate and replay sample compare
+        // single labels: a multi-label model is served, not retrained in the pipeline.
+        let (_, identity) = slot.current();
+        if identity.head != crate::common::Head::SingleLabel {
+            return Err(Error::config(
+                "training",
+                format!(
+                    "model {}:{} is {}: continuous learning retrains single-label models only; serve it with \
+                     training.enabled = false and retrain it with `prodcat train`",
+                    identity.name,
+                    identity.version,
+                    identity.head.name()
+                ),
+            ));
+        }
         let limits = StoreLimits {
             max_records: settings.max_records,
             max_age_days: settings.max_age_days,

@@ -39,11 +39,27 @@ pub enum Selection<'a> {
     Folds(&'a [Vec<usize>]),
 }
 
+/// What a fit's classes are to each other, and what a training row's second field means.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a> {
+    /// One class per row (the row's field), all classes alike.
+    Classes,
+    /// One class per row, each class in a group (its index here): a two-level label tree
+    /// ([`LabelTree`]; the `svm` solver only).
+    Tree(&'a [u32]),
+    /// Any number of classes per row (multi-label; the `svm` solver on a validation split only):
+    /// a row's field indexes this list of class sets. Each class's SVM is trained against every row
+    /// without it, the margins calibrated by one Platt sigmoid, and each class given the
+    /// probability threshold of its best validation F1.
+    Sets(&'a [Vec<u32>]),
+}
+
 /// A trained lexical model and how it was chosen.
 #[derive(Debug, Clone)]
 pub struct LexicalFit {
     pub model: LexicalModel,
-    /// Validation (or out-of-fold) macro-F1 per epoch (`sgd`) or per C of the grid (`svm`).
+    /// Validation (or out-of-fold) macro-F1 per epoch (`sgd`) or per C of the grid (`svm`);
+    /// multi-label: the validation micro-F1 of the margins' signs.
     pub history: Vec<f64>,
     pub svm: Option<SvmChoice>,
     /// Rows the final model was trained on.
@@ -51,6 +67,8 @@ pub struct LexicalFit {
     /// `svm` on a validation split: the dual variables (per class, per training row) at the chosen
     /// C, from which another fit on the same rows starts nearly solved.
     pub alphas: Option<DualVariables>,
+    /// Multi-label: each class's probability threshold, tuned on the validation rows.
+    pub thresholds: Option<Vec<f32>>,
 }
 
 /// The `svm` solver's dual variables: per class, one per training row.
@@ -232,28 +250,32 @@ impl LexicalModel {
     }
 
     /// Trains with the configured solver, making its choices as `selection` says (`sgd`: early
-    /// stopping on the validation rows only). `groups` (each class's group): the `svm` solver
-    /// trains a two-level label tree ([`LabelTree`]); `sgd` ignores it.
+    /// stopping on the validation rows only), for `targets` (the `sgd` solver: one class per row
+    /// alone, flat; callers refuse the others for it, and multi-label cross-validation).
     pub fn fit(
         train: &[Row<'_>],
         selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
-        groups: Option<&[u32]>,
+        targets: Targets<'_>,
     ) -> LexicalFit {
         match (settings.solver, selection) {
             (LexicalSolver::Sgd, Selection::Holdout { validation, .. }) => {
                 let (model, history) = Self::train(train, validation, classes, settings);
-                LexicalFit { model, history, svm: None, trained_on: train.len(), alphas: None }
+                LexicalFit { model, history, svm: None, trained_on: train.len(), alphas: None, thresholds: None }
             }
             (LexicalSolver::Sgd, Selection::Folds(_)) => {
                 // Callers refuse this combination; the validation-free fallback is one pass.
                 let (model, history) = Self::train(train, &[], classes, settings);
-                LexicalFit { model, history, svm: None, trained_on: train.len(), alphas: None }
+                LexicalFit { model, history, svm: None, trained_on: train.len(), alphas: None, thresholds: None }
             }
             (LexicalSolver::Svm, selection) => {
-                let tree = groups.map(|group_of| Self::fit_groups(train, selection, group_of, settings));
-                Self::train_svm(train, selection, classes, settings, tree.as_ref())
+                let (tree, sets) = match targets {
+                    Targets::Classes => (None, None),
+                    Targets::Tree(group_of) => (Some(Self::fit_groups(train, selection, group_of, settings)), None),
+                    Targets::Sets(sets) => (None, Some(sets)),
+                };
+                Self::train_svm(train, selection, classes, settings, tree.as_ref(), sets)
             }
         }
     }
@@ -277,7 +299,7 @@ impl LexicalModel {
             }
             Selection::Folds(folds) => Selection::Folds(folds),
         };
-        let fit = Self::train_svm(&regroup(train), selection, groups, settings, None);
+        let fit = Self::train_svm(&regroup(train), selection, groups, settings, None, None);
         let best = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         tracing::info!(groups, validation_macro_f1 = format!("{best:.4}"), svm = ?fit.svm, "label tree: groups trained");
         LabelTree { group_of: group_of.to_vec(), weights: fit.model.weights, bias: fit.model.bias, svm: fit.svm }
@@ -289,24 +311,32 @@ impl LexicalModel {
     /// or with `refit` — trains the final model on every row used for the choice at that C.
     ///
     /// With `tree`, each class's SVM is trained against its own group's rows, and the choices
-    /// read the tree's logits (the temperature: the scores among each row's own group).
+    /// read the tree's logits (the temperature: the scores among each row's own group). With
+    /// `sets` (multi-label, [`Targets::Sets`]; validation rows only), each class's against every
+    /// row, C chosen on the validation micro-F1, Platt scaling instead of a temperature, and
+    /// per-class thresholds.
     fn train_svm(
         train: &[Row<'_>],
         selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
         tree: Option<&LabelTree>,
+        sets: Option<&[Vec<u32>]>,
     ) -> LexicalFit {
         let mut grid: Vec<f32> = if settings.c_grid.is_empty() { vec![1.0] } else { settings.c_grid.clone() };
         grid.sort_by(f32::total_cmp);
-        let (mut model, history, c, iterations, temperature, trained_on, alphas) = match selection {
+        let mut thresholds = None;
+        let (mut model, history, c, iterations, (scale, shift), trained_on, alphas) = match selection {
             Selection::Holdout { validation, refit, warm } => {
                 let mut best: Option<(Self, f64, f32, usize)> = None;
                 let mut best_alphas: Option<Vec<Vec<f32>>> = None;
                 let mut history = Vec::new();
                 // Keeps the better model (ties: the smaller C); says whether this one was better.
                 let mut score = |c: f32, model: Self, iterations: usize| -> bool {
-                    let f1 = macro_f1_of(&model, validation);
+                    let f1 = match sets {
+                        None => macro_f1_of(&model, validation),
+                        Some(sets) => sign_micro_f1(&model, validation, sets),
+                    };
                     history.push(f1);
                     tracing::debug!(c, validation_macro_f1 = f1, iterations, "lexical svm");
                     let better = best.as_ref().is_none_or(|b| f1 > b.1 || (f1 == b.1 && c < b.2));
@@ -315,7 +345,7 @@ impl LexicalModel {
                     }
                     better
                 };
-                let mut solver = OvrSolver::new(train, classes, settings, warm, tree);
+                let mut solver = OvrSolver::new(train, classes, settings, warm, tree, sets);
                 // Solves at C, keeps the dual variables of the best model; whether it was better.
                 let mut step = |solver: &mut OvrSolver<'_>, c: f32| -> bool {
                     let (model, iterations) = solver.solve(c);
@@ -349,11 +379,27 @@ impl LexicalModel {
                 drop(solver);
                 let (model, _, c, iterations) = best
                     .unwrap_or_else(|| (Self::untrained(train, classes, &settings.featurizer, tree), 0.0, grid[0], 0));
-                let temperature = if settings.calibrate && !validation.is_empty() {
-                    let (scores, y) = scores_of(&model, validation.iter());
-                    model.temperature(scores, &y)
-                } else {
-                    1.0
+                let calibration = match sets {
+                    Some(sets) if !validation.is_empty() => {
+                        let (scores, rows) = scores_of(&model, validation.iter());
+                        let truth: Vec<Vec<u32>> = rows.iter().map(|&r| sets[r].clone()).collect();
+                        let positive: Vec<bool> =
+                            truth.iter().flat_map(|t| (0..classes).map(|k| t.contains(&(k as u32)))).collect();
+                        let (a, b) = if settings.calibrate {
+                            crate::eval::calibration::fit_platt(&scores, &positive)
+                        } else {
+                            (1.0, 0.0)
+                        };
+                        let probs: Vec<f32> = scores.iter().map(|&s| 1.0 / (1.0 + (-(a * s + b)).exp())).collect();
+                        thresholds = Some(crate::eval::calibration::tune_thresholds(&probs, classes, &truth));
+                        (a, b)
+                    }
+                    Some(_) => (1.0, 0.0),
+                    None if settings.calibrate && !validation.is_empty() => {
+                        let (scores, y) = scores_of(&model, validation.iter());
+                        (1.0 / model.temperature(scores, &y), 0.0)
+                    }
+                    None => (1.0, 0.0),
                 };
                 if refit && !validation.is_empty() {
                     let pool: Vec<Row<'_>> = train.iter().chain(validation).copied().collect();
@@ -364,10 +410,11 @@ impl LexicalModel {
                             .map(|a| a.iter().copied().chain(validation.iter().map(|_| 0.0)).collect())
                             .collect()
                     });
-                    let (model, iterations) = OvrSolver::new(&pool, classes, settings, warm.as_deref(), tree).solve(c);
-                    (model, history, c, iterations, temperature, pool.len(), None)
+                    let (model, iterations) =
+                        OvrSolver::new(&pool, classes, settings, warm.as_deref(), tree, sets).solve(c);
+                    (model, history, c, iterations, calibration, pool.len(), None)
                 } else {
-                    (model, history, c, iterations, temperature, train.len(), best_alphas)
+                    (model, history, c, iterations, calibration, train.len(), best_alphas)
                 }
             }
             Selection::Folds(folds) => {
@@ -382,6 +429,7 @@ impl LexicalModel {
                     let rest: Vec<Row<'_>> =
                         train.iter().zip(&held).filter(|(_, h)| !**h).map(|(row, _)| *row).collect();
                     let mut g = 0;
+                    debug_assert!(sets.is_none(), "multi-label models choose on validation rows");
                     solve_grid(&rest, classes, settings, tree, &grid, |_, model, _| {
                         for &r in fold {
                             let (scores, values) = model.scores(train[r].0);
@@ -394,15 +442,16 @@ impl LexicalModel {
                 let y: Vec<usize> = train.iter().map(|(_, y)| *y).collect();
                 let history: Vec<f64> = oof_pred.iter().map(|pred| crate::eval::macro_f1(&y, pred, classes)).collect();
                 let best = (0..grid.len()).fold(0, |b, i| if history[i] > history[b] { i } else { b });
-                let (model, iterations) = OvrSolver::new(train, classes, settings, None, tree).solve(grid[best]);
+                let (model, iterations) = OvrSolver::new(train, classes, settings, None, tree, None).solve(grid[best]);
                 let temperature =
                     if settings.calibrate { model.temperature(std::mem::take(&mut oof[best]), &y) } else { 1.0 };
-                (model, history, grid[best], iterations, temperature, train.len(), None)
+                (model, history, grid[best], iterations, (1.0 / temperature, 0.0), train.len(), None)
             }
         };
-        model.weights.scale(1.0 / temperature);
-        model.bias.iter_mut().for_each(|b| *b /= temperature);
-        LexicalFit { model, history, svm: Some(SvmChoice { c, temperature, iterations }), trained_on, alphas }
+        model.weights.scale(scale);
+        model.bias.iter_mut().for_each(|b| *b = *b * scale + shift);
+        let svm = SvmChoice { c, temperature: 1.0 / scale, iterations, shift: sets.map(|_| shift) };
+        LexicalFit { model, history, svm: Some(svm), trained_on, alphas, thresholds }
     }
 
     /// Trains on `train` (feature lists and class ids), keeping the epoch with the best
@@ -671,6 +720,24 @@ fn macro_f1_of(model: &LexicalModel, rows: &[Row<'_>]) -> f64 {
     crate::eval::macro_f1(&y_true, &y_pred, model.classes)
 }
 
+/// The micro-F1 of the label sets `model`'s margins give labeled multi-label rows (each class with
+/// a positive margin, or the best one when none is) against their `sets` (0 without rows): what
+/// the multi-label C is chosen by, before calibration.
+fn sign_micro_f1(model: &LexicalModel, rows: &[Row<'_>], sets: &[Vec<u32>]) -> f64 {
+    let (mut tp, mut predicted, mut actual) = (0usize, 0usize, 0usize);
+    for &(bag, row) in rows {
+        let logits = model.logits(bag);
+        let mut chosen: Vec<u32> = (0..logits.len()).filter(|&k| logits[k] > 0.0).map(|k| k as u32).collect();
+        if chosen.is_empty() {
+            chosen.push(argmax(&logits) as u32);
+        }
+        tp += chosen.iter().filter(|k| sets[row].contains(k)).count();
+        predicted += chosen.len();
+        actual += sets[row].len();
+    }
+    if predicted + actual == 0 { 0.0 } else { 2.0 * tp as f64 / (predicted + actual) as f64 }
+}
+
 /// Fits every class's one-vs-rest SVM of `problems` at `c` into `model` (its weights and biases),
 /// classes in parallel (one `progress` step each), starting from and updating their dual
 /// variables; each class's weights below `prune_below` dropped as soon as it is solved (a dense
@@ -683,7 +750,8 @@ fn solve_ovr(
     progress: &indicatif::ProgressBar,
 ) -> usize {
     use rayon::prelude::*;
-    let OvrSolver { rows, sq_norms, features, y, alphas, settings, scope, .. } = problems;
+    let OvrSolver { rows, sq_norms, features, y, alphas, settings, scope, sets, .. } = problems;
+    let sets = *sets;
     let (rows, sq_norms, features, y, settings) = (&rows[..], &sq_norms[..], &features[..], &y[..], *settings);
     let group_of = model.tree.as_ref().map(|tree| &tree.group_of);
     let buckets = model.buckets;
@@ -692,7 +760,11 @@ fn solve_ovr(
         .par_iter_mut()
         .enumerate()
         .map(|(k, alpha)| {
-            let signs: Vec<f32> = y.iter().map(|&yi| if yi == k { 1.0 } else { -1.0 }).collect();
+            let positive = |yi: usize| match sets {
+                None => yi == k,
+                Some(sets) => sets[yi].contains(&(k as u32)),
+            };
+            let signs: Vec<f32> = y.iter().map(|&yi| if positive(yi) { 1.0 } else { -1.0 }).collect();
             // With a label tree, the class's own group's rows alone.
             let subset = group_of.map(|group_of| &scope[group_of[k] as usize][..]);
             let problem = DualProblem { rows, sq_norms, signs: &signs, dims: features.len(), c, subset };
@@ -851,6 +923,8 @@ struct OvrSolver<'a> {
     settings: &'a LexicalSettings,
     /// With a label tree: the rows of each group.
     scope: Vec<Vec<u32>>,
+    /// Multi-label: the class sets the rows' fields index.
+    sets: Option<&'a [Vec<u32>]>,
 }
 
 impl<'a> OvrSolver<'a> {
@@ -862,6 +936,7 @@ impl<'a> OvrSolver<'a> {
         settings: &'a LexicalSettings,
         warm: Option<&[Vec<f32>]>,
         tree: Option<&LabelTree>,
+        sets: Option<&'a [Vec<u32>]>,
     ) -> Self {
         let base = LexicalModel::untrained(train, classes, &settings.featurizer, tree);
         // The solver works over the features the rows have, numbered compactly: a class's dense
@@ -899,7 +974,7 @@ impl<'a> OvrSolver<'a> {
                 scope[tree.group_of[class] as usize].push(i as u32);
             }
         }
-        Self { base, rows, sq_norms, features, y, alphas, settings, scope }
+        Self { base, rows, sq_norms, features, y, alphas, settings, scope, sets }
     }
 
     /// The model at `c`, and the passes its slowest class took.
@@ -942,7 +1017,7 @@ fn solve_grid(
     grid: &[f32],
     mut visit: impl FnMut(f32, LexicalModel, usize),
 ) {
-    let mut solver = OvrSolver::new(train, classes, settings, None, tree);
+    let mut solver = OvrSolver::new(train, classes, settings, None, tree, None);
     for &c in grid {
         let (model, iterations) = solver.solve(c);
         visit(c, model, iterations);
@@ -1006,7 +1081,7 @@ mod tests {
             Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None },
             4,
             &settings,
-            Some(&groups),
+            Targets::Tree(&groups),
         );
         let model = fit.model;
         let tree = model.tree.as_ref().expect("a label tree");
@@ -1072,7 +1147,7 @@ mod tests {
             Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
             2,
             &settings,
-            None,
+            Targets::Classes,
         );
         let (model, history, choice) = (fit.model, fit.history, fit.svm.unwrap());
         assert_eq!(history.len(), settings.c_grid.len());
@@ -1087,6 +1162,51 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_label_fit_gives_each_of_a_rows_classes_its_own_probability() {
+        // Three classes on feature blocks 1..40, 41..80, 81..120; a row carries one or two of them
+        // (the set a row's field indexes), drawing features from each of its classes' blocks.
+        let sets: Vec<Vec<u32>> = vec![vec![0], vec![1], vec![2], vec![0, 1], vec![1, 2], vec![0, 2]];
+        let rows = |n: usize, seed: u64| -> Vec<(Bag, usize)> {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..n)
+                .map(|i| {
+                    let set = i % sets.len();
+                    let ids = sets[set]
+                        .iter()
+                        .flat_map(|&c| (0..4).map(move |_| c))
+                        .map(|c| 1 + c * 40 + rand::Rng::random_range(&mut rng, 0..40))
+                        .collect();
+                    (Bag::from_ids(ids), set)
+                })
+                .collect()
+        };
+        let settings = LexicalSettings {
+            featurizer: FeaturizerSettings { buckets: 128, ..Default::default() },
+            ..Default::default()
+        };
+        let (train, validation) = (rows(600, 1), rows(300, 2));
+        let fit = LexicalModel::fit(
+            &borrowed(&train),
+            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
+            3,
+            &settings,
+            Targets::Sets(&sets),
+        );
+        let thresholds = fit.thresholds.expect("multi-label fits tune thresholds");
+        assert_eq!(thresholds.len(), 3);
+        assert!(fit.svm.unwrap().shift.is_some() && fit.history.iter().all(|f| *f > 0.9), "{:?}", fit.history);
+        // Every validation row: its classes' sigmoids above their thresholds, the others below.
+        let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+        let mut exact = 0;
+        for (bag, set) in &validation {
+            let probs: Vec<f32> = fit.model.logits(bag).into_iter().map(sigmoid).collect();
+            let chosen: Vec<u32> = (0..3).filter(|&c| probs[c] >= thresholds[c]).map(|c| c as u32).collect();
+            exact += usize::from(chosen == sets[*set]);
+        }
+        assert!(exact * 10 >= validation.len() * 9, "{exact} of {} rows exactly right", validation.len());
+    }
+
+    #[test]
     fn refit_and_folds_train_on_every_row_they_chose_with() {
         let settings = LexicalSettings {
             featurizer: FeaturizerSettings { buckets: 128, ..Default::default() },
@@ -1098,14 +1218,14 @@ mod tests {
             Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
             2,
             &settings,
-            None,
+            Targets::Classes,
         );
         let refit = LexicalModel::fit(
             &borrowed(&train),
             Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None },
             2,
             &settings,
-            None,
+            Targets::Classes,
         );
         assert_eq!((holdout.trained_on, refit.trained_on), (300, 400));
         // Same choice, different (larger) training set: different weights, still a good model.
@@ -1116,7 +1236,7 @@ mod tests {
         let pool: Vec<_> = train.iter().chain(&validation).cloned().collect();
         let labels: Vec<String> = pool.iter().map(|(_, y)| y.to_string()).collect();
         let folds = crate::data::stratified_group_folds(&labels, None, 4, 7);
-        let cv = LexicalModel::fit(&borrowed(&pool), Selection::Folds(&folds), 2, &settings, None);
+        let cv = LexicalModel::fit(&borrowed(&pool), Selection::Folds(&folds), 2, &settings, Targets::Classes);
         assert_eq!(cv.trained_on, 400);
         assert_eq!(cv.history.len(), settings.c_grid.len());
         assert!(cv.history.iter().all(|f| (0.0..=1.0).contains(f)));
@@ -1145,7 +1265,7 @@ mod tests {
                 Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
                 2,
                 &settings,
-                None,
+                Targets::Classes,
             )
         };
         let (grid, walk) = (fit(CSearch::Grid), fit(CSearch::Walk));
@@ -1168,7 +1288,7 @@ mod tests {
             Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: Some(&alphas) },
             2,
             &settings,
-            None,
+            Targets::Classes,
         );
         assert!(again.svm.unwrap().iterations <= 2, "{:?}", again.svm);
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::featurizer::{Bag, Featurizer};
-use super::model::{DualVariables, LexicalFit, LexicalModel, Row, Selection};
+use super::model::{DualVariables, LexicalFit, LexicalModel, Row, Selection, Targets};
 use crate::common::{FeatureNorm, FeaturizerSettings, Head, Kind, LexicalSettings, LexicalSolver, names};
 use crate::data::prepare::{DataSource, prepare_data};
 use crate::data::{LabeledData, stratified_group_folds};
@@ -37,28 +37,28 @@ pub struct LexicalJob<'a> {
     pub parity_tolerance: f32,
 }
 
-/// What a lexical fit works on: the featurized rows, their classes and split, and with a label
-/// tree each class's group.
+/// What a lexical fit works on: the featurized rows, each row's field for the fit (its class, or
+/// for multi-label rows the row itself: see [`Targets`]) and split, and what the classes are.
 struct Rows<'a> {
     features: &'a [Bag],
     y: &'a [usize],
     split: &'a crate::data::SplitAssignment,
     data: &'a LabeledData,
     classes: usize,
-    groups: Option<&'a [u32]>,
+    targets: Targets<'a>,
 }
 
 /// Fits the model on featurized rows, choosing as the settings say (K-fold over train +
 /// validation, or on the validation split with optional refit).
 fn fit_rows(rows: &Rows<'_>, settings: &LexicalSettings, warm: Option<&[Vec<f32>]>) -> LexicalFit {
-    let Rows { features, y, split, data, classes, groups } = *rows;
+    let Rows { features, y, split, data, classes, targets } = *rows;
     let rows = |set: &[usize]| -> Vec<Row<'_>> { set.iter().map(|&r| (&features[r], y[r])).collect() };
     if settings.folds > 1 {
         // Cross-validation over train + validation, folds dealt like the split (grouped, stratified).
         let pool_rows: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
         let pool = data.select(&pool_rows);
         let folds = stratified_group_folds(&pool.labels, pool.groups.as_deref(), settings.folds, settings.seed);
-        LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), classes, settings, groups)
+        LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), classes, settings, targets)
     } else {
         let validation = rows(&split.validation);
         LexicalModel::fit(
@@ -66,7 +66,7 @@ fn fit_rows(rows: &Rows<'_>, settings: &LexicalSettings, warm: Option<&[Vec<f32>
             Selection::Holdout { validation: &validation, refit: settings.refit, warm },
             classes,
             settings,
-            groups,
+            targets,
         )
     }
 }
@@ -106,11 +106,21 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         return Err(Error::config("lexical", "featurizer needs at least 2 buckets and a valid word n-gram range"));
     }
     let data = job.data;
-    // Both solvers fit one class per row (softmax regression; one-vs-rest margins read through a
-    // softmax): the single-label head. Another head needs its own solver here.
-    let Head::SingleLabel = data.head;
+    let multi_label = data.head == Head::MultiLabel;
+    if multi_label && (settings.solver == LexicalSolver::Sgd || settings.folds > 1) {
+        return Err(Error::config(
+            "lexical",
+            "several labels per row train with the svm solver on a validation split: drop --solver sgd and --folds",
+        ));
+    }
     let (labels, y, split) =
         prepare_data(data, job.labels.as_deref(), &job.source, job.split, settings.seed, job.stable_split)?;
+    // Multi-label: each row's classes, which the fit reads through the row's own index.
+    let sets = match crate::eval::truth_of(&labels, data, &job.source.file)? {
+        crate::eval::Truth::Sets(sets) => Some(sets),
+        crate::eval::Truth::Classes(_) => None,
+    };
+    let row_ids: Vec<usize> = if sets.is_some() { (0..data.len()).collect() } else { Vec::new() };
     if settings.solver == LexicalSolver::Sgd && (settings.refit || settings.folds > 1) {
         return Err(Error::config("lexical", "--refit and --folds need the svm solver"));
     }
@@ -151,8 +161,13 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         let featurizer = Featurizer::new(tried.clone());
         let features: Vec<Bag> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
         let settings = LexicalSettings { featurizer: tried.clone(), ..settings.clone() };
-        let rows =
-            Rows { features: &features, y: &y, split: &split, data, classes: labels.len(), groups: groups.as_deref() };
+        let targets = match (&sets, &groups) {
+            (Some(sets), _) => Targets::Sets(sets),
+            (None, Some(groups)) => Targets::Tree(groups),
+            (None, None) => Targets::Classes,
+        };
+        let y = if sets.is_some() { &row_ids } else { &y };
+        let rows = Rows { features: &features, y, split: &split, data, classes: labels.len(), targets };
         let fit = fit_rows(&rows, &settings, warm);
         let score = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         tracing::info!(?norm, validation_macro_f1 = format!("{score:.4}"), "lexical normalisation tried");
@@ -187,7 +202,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let (_, chosen, features, fit) = best.expect("at least one normalisation is tried");
     let settings = &LexicalSettings { featurizer: chosen, ..settings.clone() };
     let featurizer = Featurizer::new(settings.featurizer.clone());
-    let LexicalFit { model, history, svm, trained_on, .. } = fit;
+    let LexicalFit { model, history, svm, trained_on, thresholds, .. } = fit;
     let train_seconds = train_started.elapsed().as_secs_f64();
     let best_epoch = history.iter().enumerate().fold(0, |b, (i, f)| if *f > history[b] { i } else { b }) + 1;
     let best_f1 = history.get(best_epoch - 1).copied().unwrap_or(0.0);
@@ -238,6 +253,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         }),
         head: data.head,
         taxonomy,
+        label_thresholds: thresholds,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: settings.featurizer.max_features,
@@ -290,6 +306,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         split: &split,
         texts: &texts,
         y: &y,
+        sets: sets.as_deref(),
         started,
     })
 }

@@ -229,6 +229,7 @@ pub fn stage_composite(job: &CompositeJob, model: ModelKind) -> Result<StagedCom
         model,
         head: lexical_card.head,
         taxonomy: lexical_card.taxonomy.clone(),
+        label_thresholds: None,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: transformer_card.max_length,

@@ -180,6 +180,7 @@ impl GraphBuilder {
             Head::SingleLabel => {
                 self.op_into("Softmax", &[names::LOGITS], &[("axis", Attr::Int(-1))], names::PROBABILITIES)
             }
+            Head::MultiLabel => self.op_into("Sigmoid", &[names::LOGITS], &[], names::PROBABILITIES),
         }
         let dims = [Dim::Named("batch"), Dim::Fixed(classes as i64)];
         self.output(names::LOGITS, data_type::FLOAT, &dims);

@@ -3,7 +3,8 @@
 //! Output columns (see `schemas/labeled-output.schema.json`): `label`, `label_id`, `confidence`,
 //! `top_k` (list of `{label, score}`), `path` (the parts of the label's category path; the label
 //! alone for flat labels), `levels` (list of `{label, score}`: the label's node and its score at
-//! each level of a taxonomy, top first, ending with the label), `stage`, `model_name`,
+//! each level of a taxonomy, top first, ending with the label), `labels` (list of `{label, score}`:
+//! the label alone, or a multi-label model's labels at or above their thresholds), `stage`, `model_name`,
 //! `model_version`, `labeled_at`, `source_file`, `source_row`. Input columns with those names are
 //! replaced.
 
@@ -19,13 +20,14 @@ use crate::error::{Error, Result};
 use crate::serve::Prediction;
 
 /// Names of the columns prodcat adds.
-pub const LABEL_COLUMNS: [&str; 12] = [
+pub const LABEL_COLUMNS: [&str; 13] = [
     "label",
     "label_id",
     "confidence",
     "top_k",
     "path",
     "levels",
+    "labels",
     "stage",
     "model_name",
     "model_version",
@@ -66,6 +68,7 @@ pub fn label_fields() -> Vec<Field> {
         Field::new("top_k", scored_list(), false),
         Field::new("path", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
         Field::new("levels", scored_list(), false),
+        Field::new("labels", scored_list(), false),
         Field::new("stage", DataType::Utf8, false),
         Field::new("model_name", DataType::Utf8, false),
         Field::new("model_version", DataType::Utf8, false),
@@ -103,6 +106,7 @@ pub fn label_columns(predictions: &[Prediction], sources: &[RowSource<'_>], labe
     let mut top_k = ListBuilder::new(StructBuilder::from_fields(top_k_fields(), n * 3));
     let mut path = ListBuilder::new(StringBuilder::with_capacity(n, n * 12));
     let mut levels = ListBuilder::new(StructBuilder::from_fields(top_k_fields(), n));
+    let mut labels = ListBuilder::new(StructBuilder::from_fields(top_k_fields(), n));
     let mut stage = StringBuilder::with_capacity(n, n * 11);
     let mut model_name = StringBuilder::with_capacity(n, n * 8);
     let mut model_version = StringBuilder::with_capacity(n, n * 3);
@@ -119,6 +123,7 @@ pub fn label_columns(predictions: &[Prediction], sources: &[RowSource<'_>], labe
         }
         path.append(true);
         append_scored(&mut levels, p.levels());
+        append_scored(&mut labels, p.label_set());
         stage.append_value(p.stage.name());
         model_name.append_value(&p.model.name);
         model_version.append_value(&p.model.version);
@@ -133,6 +138,7 @@ pub fn label_columns(predictions: &[Prediction], sources: &[RowSource<'_>], labe
         Arc::new(top_k.finish()),
         Arc::new(path.finish()),
         Arc::new(levels.finish()),
+        Arc::new(labels.finish()),
         Arc::new(stage.finish()),
         Arc::new(model_name.finish()),
         Arc::new(model_version.finish()),

@@ -66,7 +66,12 @@ pub struct DataInfo {
     pub train_rows: usize,
     pub validation_rows: usize,
     pub test_rows: usize,
+    /// Rows per label (multi-label data: rows carrying each label).
     pub class_counts: BTreeMap<String, usize>,
+    /// What separated a multi-label row's labels (`--label-separator`; `None` for one label per
+    /// row, or a column of lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_separator: Option<String>,
 }
 
 impl DataInfo {
@@ -86,7 +91,8 @@ impl DataInfo {
             train_rows: split.train.len(),
             validation_rows: split.validation.len(),
             test_rows: split.test.len(),
-            class_counts: crate::data::prepare::class_counts(&data.labels),
+            class_counts: crate::data::prepare::class_counts((0..data.len()).flat_map(|r| data.labels_of(r))),
+            label_separator: source.label_separator.clone(),
         }
     }
 }
@@ -150,6 +156,34 @@ pub struct SplitMetrics {
     /// A taxonomy model's hierarchical F1 (over each row's label with its ancestors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hierarchical_f1: Option<f64>,
+    /// A multi-label model's figures over label sets (`accuracy` is then the subset accuracy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multilabel: Option<MultiLabelMetrics>,
+}
+
+/// How well predicted label sets match the true ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MultiLabelMetrics {
+    /// F1 over every (row, label) decision pooled.
+    pub micro_f1: f64,
+    pub micro_precision: f64,
+    pub micro_recall: f64,
+    /// The mean of the labels' own F1.
+    pub macro_f1: f64,
+    /// The share of rows whose predicted set is exactly the true set.
+    pub subset_accuracy: f64,
+    /// The share of (row, label) decisions that are wrong.
+    pub hamming_loss: f64,
+}
+
+impl std::fmt::Display for MultiLabelMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "micro_f1={:.4} macro_f1={:.4} subset_accuracy={:.4} hamming_loss={:.4}",
+            self.micro_f1, self.macro_f1, self.subset_accuracy, self.hamming_loss
+        )
+    }
 }
 
 /// Accuracy and macro-F1 at one level of a taxonomy (1 = the top).
@@ -430,6 +464,10 @@ pub struct ModelCard {
     /// The tree of category paths the classes (leaf paths) make; absent for flat labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taxonomy: Option<Taxonomy>,
+    /// A multi-label model's per-class probability thresholds, tuned on the validation rows (a
+    /// row's labels are the classes at or above theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_thresholds: Option<Vec<f32>>,
     pub created_at: String,
     pub prodcat_version: String,
     /// Texts are truncated to this many tokens.
@@ -463,6 +501,8 @@ struct CardFile {
     head: Head,
     #[serde(default)]
     taxonomy: Option<Taxonomy>,
+    #[serde(default)]
+    label_thresholds: Option<Vec<f32>>,
     #[serde(default)]
     transformer: Option<TransformerInfo>,
     #[serde(default)]
@@ -512,6 +552,7 @@ impl TryFrom<CardFile> for ModelCard {
             model,
             head: f.head,
             taxonomy: f.taxonomy,
+            label_thresholds: f.label_thresholds,
             created_at: f.created_at,
             prodcat_version: f.prodcat_version,
             max_length: f.max_length,

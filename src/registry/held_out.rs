@@ -40,6 +40,7 @@ pub async fn held_out(
         sample_seed: seed,
         skip_invalid: info.rows_rejected > 0,
         paths: crate::data::PathSpec::of_taxonomy(card.taxonomy.as_ref(), taxonomy),
+        label_separator: info.label_separator.clone(),
     };
     // Rows of the training file alone: the card's rows less those of the given split files.
     let mut given_rows = 0;
@@ -59,6 +60,7 @@ pub async fn held_out(
     }
     // Exactly the split training made.
     let source = DataSource {
+        label_separator: info.label_separator.clone(),
         file: path.display().to_string(),
         text,
         label_column: info.label_column.clone(),

@@ -10,6 +10,8 @@ mod session;
 mod slot;
 
 pub use batcher::{plan_batches, score_texts};
-pub use model::{Model, ModelIdentity, Prediction, Preprocess, Scored, SingleModel, top_k};
+pub use model::{
+    DEFAULT_LABEL_THRESHOLD, Model, ModelIdentity, Prediction, Preprocess, Scored, SingleModel, labels_above, top_k,
+};
 pub use session::{ExecutionTarget, ModelOutput, OnnxSession, SessionSettings, build_session};
 pub use slot::ModelSlot;

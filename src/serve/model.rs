@@ -43,7 +43,7 @@ impl Scored {
 }
 
 /// Name, version, kind and labels of the model that labeled a record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelIdentity {
     pub name: String,
     pub version: String,
@@ -55,6 +55,26 @@ pub struct ModelIdentity {
     /// The tree of category paths the labels make, for a taxonomy model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taxonomy: Option<Taxonomy>,
+    /// A multi-label model's per-class thresholds (its card's `label_thresholds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Vec<f32>>,
+}
+
+/// The threshold of a multi-label class whose card gives none.
+pub const DEFAULT_LABEL_THRESHOLD: f32 = 0.5;
+
+/// A multi-label row's labels: every class whose probability reaches its threshold (`None`:
+/// [`DEFAULT_LABEL_THRESHOLD`] for all), most likely first; the most likely class alone when none
+/// does (every product has some category).
+pub fn labels_above(probs: &[f32], thresholds: Option<&[f32]>) -> Vec<(u32, f32)> {
+    let threshold = |c: usize| thresholds.and_then(|t| t.get(c).copied()).unwrap_or(DEFAULT_LABEL_THRESHOLD);
+    let mut set: Vec<(u32, f32)> =
+        probs.iter().enumerate().filter(|&(c, &p)| p >= threshold(c)).map(|(c, &p)| (c as u32, p)).collect();
+    if set.is_empty() {
+        set = top_k(probs, 1);
+    }
+    set.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    set
 }
 
 /// The label of one text.
@@ -67,6 +87,9 @@ pub struct Prediction {
     /// A taxonomy model's path to the label: the label's node at each level above it, top
     /// first, with the node's score (the sum of its leaves' probabilities). Empty when flat.
     pub ancestors: Vec<(u32, f32)>,
+    /// The row's labels with their probabilities, most likely first: the label alone for a
+    /// single-label model, each class at or above its threshold for a multi-label one.
+    pub labels: Vec<(u32, f32)>,
     pub stage: Kind,
     pub model: Arc<ModelIdentity>,
 }
@@ -83,7 +106,14 @@ impl Prediction {
                         .map(|(level, node)| (node, t.node_score(level, node, probs)))
                         .collect()
                 });
-                Self { label_id, confidence, top_k: best, ancestors, stage, model: model.clone() }
+                let labels = vec![(label_id, confidence)];
+                Self { label_id, confidence, top_k: best, ancestors, labels, stage, model: model.clone() }
+            }
+            Head::MultiLabel => {
+                let best = top_k(probs, k);
+                let labels = labels_above(probs, model.thresholds.as_deref());
+                let (label_id, confidence) = labels[0];
+                Self { label_id, confidence, top_k: best, ancestors: Vec::new(), labels, stage, model: model.clone() }
             }
         }
     }
@@ -103,6 +133,12 @@ impl Prediction {
                 .map(|(&(node, score), level)| (level.nodes[node as usize].as_str(), score))
         });
         above.chain(std::iter::once((self.label(), self.confidence)))
+    }
+
+    /// The row's labels and their probabilities, most likely first (the label alone for a
+    /// single-label model).
+    pub fn label_set(&self) -> impl Iterator<Item = (&str, f32)> {
+        self.labels.iter().map(|&(id, score)| (self.model.labels[id as usize].as_str(), score))
     }
 
     /// The score at level `level` (1 = the top; past the deepest level, the label's own).
@@ -193,6 +229,7 @@ pub trait Model: Send + Sync + std::fmt::Debug {
             labels: self.labels().to_vec(),
             head: card.head,
             taxonomy: card.taxonomy.clone(),
+            thresholds: card.label_thresholds.clone(),
         }
     }
 }
@@ -279,6 +316,7 @@ mod tests {
                 labels: labels.clone(),
                 head: Head::SingleLabel,
                 taxonomy,
+                thresholds: None,
             })
         };
         let tree = identity(Taxonomy::of_labels(&labels, &paths));

@@ -79,6 +79,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         }),
         head: job.data.head,
         taxonomy,
+        label_thresholds: None,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: tokenizer.max_length(),
@@ -128,6 +129,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         split,
         texts,
         y: &examples.y,
+        sets: None,
         started,
     })
 }

@@ -326,7 +326,13 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     let data = job.data;
     // The loss (class-weighted cross-entropy on a softmax) and the exported `probabilities` are
     // the single-label head's; another head needs its own loss here.
-    let Head::SingleLabel = data.head;
+    if data.head == Head::MultiLabel {
+        return Err(Error::config(
+            "head",
+            "the transformer trains on one label per row only: train several labels per row with --model-type \
+             lexical",
+        ));
+    }
     let (labels, y, split) =
         prepare_data(data, job.labels.as_deref(), &job.source, settings.split, settings.seed, settings.stable_split)?;
     // The split as the card records it; with choices made by cross-validation the run trains on

@@ -113,6 +113,7 @@ pub fn fixture_data(fx: &Fixture) -> prodcat::data::LabeledData {
         sample_seed: 0,
         skip_invalid: false,
         paths: Default::default(),
+        label_separator: None,
     };
     tokio::runtime::Runtime::new().unwrap().block_on(prodcat::data::LabeledData::read(&spec)).unwrap()
 }
@@ -317,4 +318,26 @@ pub fn batches_as_json(batches: &[arrow::array::RecordBatch]) -> Vec<serde_json:
     writer.finish().expect("JSON array");
     let rows: serde_json::Value = serde_json::from_slice(&writer.into_inner()).expect("JSON rows");
     rows.as_array().cloned().unwrap_or_default()
+}
+
+/// `prodcat relabel` of `titles` (ids in order) with `model` into a fresh folder of the fixture;
+/// the labeled record batches.
+pub fn relabel_titles(fx: &Fixture, model: &Path, titles: &[&str]) -> Vec<arrow::array::RecordBatch> {
+    let input = fx.path("catalogue.parquet");
+    let catalogue: Vec<(i64, Option<String>)> =
+        titles.iter().enumerate().map(|(i, title)| (i as i64, Some(title.to_string()))).collect();
+    write_catalogue(&input, &catalogue);
+    let out = fx.path("out");
+    let o = prodcat(&[
+        "relabel",
+        "--no-progress",
+        "--model",
+        &model.display().to_string(),
+        "--input",
+        &input.display().to_string(),
+        "--output",
+        &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "relabel failed: {}", stderr(&o));
+    read_parquet_dir(&out)
 }

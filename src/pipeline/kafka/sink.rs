@@ -234,6 +234,7 @@ impl Sink {
             ("top_k", Value::Array(top_k)),
             ("path", json!(p.path())),
             ("levels", Value::Array(p.levels().map(|(l, s)| json!({"label": l, "score": s})).collect())),
+            ("labels", Value::Array(p.label_set().map(|(l, s)| json!({"label": l, "score": s})).collect())),
             ("stage", json!(p.stage.name())),
             ("model_name", json!(p.model.name)),
             ("model_version", json!(p.model.version)),
