@@ -173,14 +173,11 @@ fn several_labels_per_row_train_a_multi_label_model_evaluated_and_served_with_la
         .collect();
     assert!(sums.iter().any(|&s| s > 1.2), "{sums:?}");
 
-    // One label per row training paths refuse the data with what to do instead.
+    // Training paths that take one label per row refuse the data with what to do instead.
     let base = fx.base.display().to_string();
-    let o = train_bundles(
-        &data,
-        &fx.path("other"),
-        &["--label-separator", "|", "--model-type", "transformer", "--base", &base],
-    );
-    assert_clean_failure(&o, &["--model-type lexical"]);
+    let o =
+        train_bundles(&data, &fx.path("other"), &["--label-separator", "|", "--model-type", "auto", "--base", &base]);
+    assert_clean_failure(&o, &["--model-type lexical or transformer"]);
     let o = train_bundles(&data, &fx.path("other"), &["--label-separator", "|", "--solver", "sgd"]);
     assert_clean_failure(&o, &["svm solver"]);
     // Composites and conversions built on a multi-label model are refused.
@@ -194,6 +191,37 @@ fn several_labels_per_row_train_a_multi_label_model_evaluated_and_served_with_la
         &fx.path("composite").display().to_string(),
     ]);
     assert_clean_failure(&o, &["multi_label", "one label per row"]);
+}
+
+#[test]
+fn a_transformer_trains_several_labels_per_row_with_sigmoid_outputs_and_tuned_thresholds() {
+    // The tiny random BERT: binary cross-entropy on each class's sigmoid, Platt scaling and
+    // thresholds on validation, the export parity-checked at staging.
+    let fx = Fixture::new(300);
+    let data = fx.path("bundles.csv");
+    let rows = write_bundles(&fx, &data);
+    let registry = fx.path("registry");
+    let base = fx.base.display().to_string();
+    let flags = ["--label-separator", "|", "--model-type", "transformer", "--base", &base, "--lr", "0.01"];
+    let o = train_bundles(&data, &registry, &[&flags[..], &["--epochs", "12", "--max-length", "32"]].concat());
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    let text = stdout(&o);
+    let line = text.lines().find(|l| l.starts_with("multilabel: ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(figure(line, "micro_f1") > 0.8, "{text}");
+    let current = registry.join("bundles/current");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(current.join("card.json")).unwrap()).unwrap();
+    assert_eq!((card["head"].as_str(), card["model"]["kind"].as_str()), (Some("multi_label"), Some("transformer")));
+    assert_eq!(card["label_thresholds"].as_array().unwrap().len(), 5);
+    assert!(card["parity"]["passed"].as_bool().unwrap(), "{}", card["parity"]);
+    // Served: label lists, independent sigmoids (a row's scores need not sum to 1).
+    let titles: Vec<&str> = rows.iter().map(|(title, _)| title.as_str()).collect();
+    let json = batches_as_json(&relabel_titles(&fx, &current, &titles));
+    assert_valid("labeled-output.schema.json", &json);
+    let predicted: Vec<Vec<String>> = json.iter().map(labels_of).collect();
+    let truth: Vec<Vec<String>> = json.iter().map(|r| rows[r["id"].as_i64().unwrap() as usize].1.clone()).collect();
+    assert!(micro_f1(&truth, &predicted) > 0.8, "{}", micro_f1(&truth, &predicted));
+    assert!(predicted.iter().any(|p| p.len() == 2), "some bundle gets two labels");
 }
 
 #[test]

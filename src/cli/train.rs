@@ -176,11 +176,16 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         ..source
     };
     let split = args.deal.fractions.get()?;
-    if data.head == prodcat::common::Head::MultiLabel && args.model_type != ModelType::One(Kind::Lexical) {
+    if data.head == prodcat::common::Head::MultiLabel
+        && !matches!(args.model_type, ModelType::One(Kind::Lexical | Kind::Transformer))
+    {
         anyhow::bail!(
-            "several labels per row (--label-separator or a list column) train a lexical model only: use \
-             --model-type lexical (the transformer's sigmoid head, ensembles, cascades and auto take one label per row)"
+            "several labels per row (--label-separator or a list column) train a lexical or a transformer model: use \
+             --model-type lexical or transformer (ensembles, cascades and auto take one label per row)"
         );
+    }
+    if data.head == prodcat::common::Head::MultiLabel && args.folds.is_some() {
+        anyhow::bail!("several labels per row are trained on a validation split: drop --folds");
     }
     if args.folds.is_some_and(|k| k < 2) {
         anyhow::bail!("--folds needs at least 2 folds");

@@ -298,6 +298,13 @@ impl EncoderClassifier {
         Ok(())
     }
 
+    /// Adds `shift` to every logit (a multi-label model's Platt offset, folded into the head's bias).
+    pub fn shift_logits(&self, shift: f32) -> Result<()> {
+        let bias = &self.head.bias;
+        bias.set(&(bias.as_tensor() + f64::from(shift))?)?;
+        Ok(())
+    }
+
     /// A copy of the trainable tensors (for checkpoints and best-epoch snapshots).
     pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
         self.trainable().into_iter().map(|(n, v)| Ok((n, v.as_tensor().copy()?))).collect()

@@ -117,6 +117,21 @@ pub fn tune_thresholds(probs: &[f32], classes: usize, truth: &[Vec<u32>]) -> Vec
         .collect()
 }
 
+/// A multi-label model's calibration on labeled rows (`scores`: its margins, `classes` per row;
+/// `truth`: each row's classes): the Platt `(a, b)` shared by every class (`(1, 0)` unless
+/// `calibrate`), and each class's threshold on sigmoid(a·score + b).
+pub fn calibrate_label_sets(
+    scores: &[f32],
+    classes: usize,
+    truth: &[Vec<u32>],
+    calibrate: bool,
+) -> ((f32, f32), Vec<f32>) {
+    let positive: Vec<bool> = truth.iter().flat_map(|t| (0..classes).map(|k| t.contains(&(k as u32)))).collect();
+    let (a, b) = if calibrate { fit_platt(scores, &positive) } else { (1.0, 0.0) };
+    let probs: Vec<f32> = scores.iter().map(|&s| 1.0 / (1.0 + (-(a * s + b)).exp())).collect();
+    ((a, b), tune_thresholds(&probs, classes, truth))
+}
+
 /// `probs` = softmax(`logits`), one row.
 pub fn softmax(logits: &[f32], probs: &mut [f32]) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -198,6 +198,23 @@ fn class_counts(y_true: &[usize], y_pred: &[usize], classes: usize) -> Vec<(usiz
     counts
 }
 
+/// The micro-F1 of the label sets a multi-label model's margins give labeled rows (`scores`,
+/// `classes` per row: each class with a positive margin, or the best one when none is) against
+/// `truth` (0 without rows): what the trainers choose by before calibration.
+pub fn margin_micro_f1(scores: &[f32], classes: usize, truth: &[Vec<u32>]) -> f64 {
+    let (mut tp, mut predicted, mut actual) = (0usize, 0usize, 0usize);
+    for (row, set) in scores.chunks_exact(classes.max(1)).zip(truth) {
+        let mut chosen: Vec<u32> = (0..row.len()).filter(|&k| row[k] > 0.0).map(|k| k as u32).collect();
+        if chosen.is_empty() {
+            chosen.push((0..row.len()).fold(0, |b, k| if row[k] > row[b] { k } else { b }) as u32);
+        }
+        tp += chosen.iter().filter(|k| set.contains(k)).count();
+        predicted += chosen.len();
+        actual += set.len();
+    }
+    f1(tp, predicted, actual)
+}
+
 /// Macro-averaged F1 over the classes that occur in `y_true` or `y_pred` (scikit-learn's default).
 pub fn macro_f1(y_true: &[usize], y_pred: &[usize], classes: usize) -> f64 {
     let (sum, n) =

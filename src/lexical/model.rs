@@ -383,16 +383,14 @@ impl LexicalModel {
                     Some(sets) if !validation.is_empty() => {
                         let (scores, rows) = scores_of(&model, validation.iter());
                         let truth: Vec<Vec<u32>> = rows.iter().map(|&r| sets[r].clone()).collect();
-                        let positive: Vec<bool> =
-                            truth.iter().flat_map(|t| (0..classes).map(|k| t.contains(&(k as u32)))).collect();
-                        let (a, b) = if settings.calibrate {
-                            crate::eval::calibration::fit_platt(&scores, &positive)
-                        } else {
-                            (1.0, 0.0)
-                        };
-                        let probs: Vec<f32> = scores.iter().map(|&s| 1.0 / (1.0 + (-(a * s + b)).exp())).collect();
-                        thresholds = Some(crate::eval::calibration::tune_thresholds(&probs, classes, &truth));
-                        (a, b)
+                        let (platt, tuned) = crate::eval::calibration::calibrate_label_sets(
+                            &scores,
+                            classes,
+                            &truth,
+                            settings.calibrate,
+                        );
+                        thresholds = Some(tuned);
+                        platt
                     }
                     Some(_) => (1.0, 0.0),
                     None if settings.calibrate && !validation.is_empty() => {
@@ -724,18 +722,9 @@ fn macro_f1_of(model: &LexicalModel, rows: &[Row<'_>]) -> f64 {
 /// a positive margin, or the best one when none is) against their `sets` (0 without rows): what
 /// the multi-label C is chosen by, before calibration.
 fn sign_micro_f1(model: &LexicalModel, rows: &[Row<'_>], sets: &[Vec<u32>]) -> f64 {
-    let (mut tp, mut predicted, mut actual) = (0usize, 0usize, 0usize);
-    for &(bag, row) in rows {
-        let logits = model.logits(bag);
-        let mut chosen: Vec<u32> = (0..logits.len()).filter(|&k| logits[k] > 0.0).map(|k| k as u32).collect();
-        if chosen.is_empty() {
-            chosen.push(argmax(&logits) as u32);
-        }
-        tp += chosen.iter().filter(|k| sets[row].contains(k)).count();
-        predicted += chosen.len();
-        actual += sets[row].len();
-    }
-    if predicted + actual == 0 { 0.0 } else { 2.0 * tp as f64 / (predicted + actual) as f64 }
+    let scores: Vec<f32> = rows.iter().flat_map(|&(bag, _)| model.logits(bag)).collect();
+    let truth: Vec<Vec<u32>> = rows.iter().map(|&(_, row)| sets[row].clone()).collect();
+    crate::eval::metrics::margin_micro_f1(&scores, model.classes, &truth)
 }
 
 /// Fits every class's one-vs-rest SVM of `problems` at `c` into `model` (its weights and biases),

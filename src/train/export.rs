@@ -29,6 +29,8 @@ pub(super) struct ExportInputs<'a> {
     pub texts: &'a [&'a str],
     pub refit_rows: Option<usize>,
     pub temperature: Option<f32>,
+    /// A multi-label model's per-class thresholds (tuned on validation).
+    pub thresholds: Option<Vec<f32>>,
 }
 
 pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
@@ -45,6 +47,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         texts,
         refit_rows,
         temperature,
+        thresholds,
     } = inputs;
     let settings = &job.settings;
     let taxonomy = job.data.taxonomy(labels);
@@ -79,7 +82,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         }),
         head: job.data.head,
         taxonomy,
-        label_thresholds: None,
+        label_thresholds: thresholds,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         prodcat_version: env!("CARGO_PKG_VERSION").into(),
         max_length: tokenizer.max_length(),
@@ -129,7 +132,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         split,
         texts,
         y: &examples.y,
-        sets: None,
+        sets: examples.sets.as_deref(),
         started,
     })
 }

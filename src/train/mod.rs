@@ -209,11 +209,12 @@ pub struct TrainJob<'a> {
     pub labels: Option<Vec<String>>,
 }
 
-/// Tokenized examples with their class ids.
+/// Tokenized examples with their class ids (and for multi-label data each row's classes).
 pub(crate) struct Examples {
     pub tokens: Vec<TokenizedText>,
     pub lengths: Vec<usize>,
     pub y: Vec<usize>,
+    pub sets: Option<Vec<Vec<u32>>>,
 }
 
 impl Examples {
@@ -279,6 +280,26 @@ fn weighted_cross_entropy(logits: &Tensor, y: &[usize], class_weight: &[f32], to
     Ok((picked.mul(&weights)?.sum_all()? * (-1.0 / f64::from(total)))?)
 }
 
+/// Σ over the rows and classes of the binary cross-entropy of sigmoid(logits) against `targets`
+/// (multi-hot, `[rows, classes]`), divided by `total` (the batch's rows, so shard losses add up):
+/// softplus(z) − t·z, with softplus(z) = max(z, 0) + ln(1 + e^−|z|) so no exp overflows.
+fn binary_cross_entropy(logits: &Tensor, targets: &Tensor, total: f32) -> Result<Tensor> {
+    let softplus = (logits.relu()? + logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+    let loss = (softplus - logits.mul(targets)?)?;
+    Ok((loss.sum_all()? * (1.0 / f64::from(total)))?)
+}
+
+/// The multi-hot `[rows, classes]` targets of `rows`' label sets.
+fn multi_hot(sets: &[Vec<u32>], rows: &[usize], classes: usize) -> Result<Tensor> {
+    let mut hot = vec![0f32; rows.len() * classes];
+    for (i, &r) in rows.iter().enumerate() {
+        for &c in &sets[r] {
+            hot[i * classes + c as usize] = 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(hot, (rows.len(), classes), &Device::Cpu)?)
+}
+
 /// Forward and backward of one batch, split into data-parallel shards (one per thread of the
 /// current rayon pool, BLAS single-threaded inside each). Returns each shard's gradients and the
 /// batch loss. Shards and their dropout seeds depend only on the batch, so runs are reproducible.
@@ -298,8 +319,14 @@ fn train_step(
     let run = |shard: usize, part: &[usize]| -> Result<(candle_core::backprop::GradStore, f64)> {
         let mut d = Dropout::new(dropout, seed ^ ((shard as u64) << 48));
         let logits = model.forward(&ex.batch(part), Some(&mut d))?;
-        let targets: Vec<usize> = part.iter().map(|&r| ex.y[r]).collect();
-        let loss = weighted_cross_entropy(&logits, &targets, class_weight, total)?;
+        let loss = match &ex.sets {
+            // Multi-label: every row weighs 1 (`class_weight` is all ones), so `total` is the rows.
+            Some(sets) => binary_cross_entropy(&logits, &multi_hot(sets, part, model.num_classes())?, total)?,
+            None => {
+                let targets: Vec<usize> = part.iter().map(|&r| ex.y[r]).collect();
+                weighted_cross_entropy(&logits, &targets, class_weight, total)?
+            }
+        };
         let value = f64::from(loss.to_scalar::<f32>()?);
         Ok((loss.backward()?, value))
     };
@@ -324,17 +351,17 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     settings.validate()?;
     let started = Instant::now();
     let data = job.data;
-    // The loss (class-weighted cross-entropy on a softmax) and the exported `probabilities` are
-    // the single-label head's; another head needs its own loss here.
-    if data.head == Head::MultiLabel {
-        return Err(Error::config(
-            "head",
-            "the transformer trains on one label per row only: train several labels per row with --model-type \
-             lexical",
-        ));
+    // The head decides the loss (class-weighted cross-entropy on a softmax; multi-label: binary
+    // cross-entropy on each class's sigmoid), the validation figure and the calibration.
+    if data.head == Head::MultiLabel && settings.cross_validated.is_some() {
+        return Err(Error::config("head", "several labels per row are trained on a validation split, not by folds"));
     }
     let (labels, y, split) =
         prepare_data(data, job.labels.as_deref(), &job.source, settings.split, settings.seed, settings.stable_split)?;
+    let sets = match crate::eval::truth_of(&labels, data, &job.source.file)? {
+        crate::eval::Truth::Sets(sets) => Some(sets),
+        crate::eval::Truth::Classes(_) => None,
+    };
     // The split as the card records it; with choices made by cross-validation the run trains on
     // train + validation (as a refit does) and has no validation rows of its own.
     let recorded = split.clone();
@@ -361,7 +388,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
     let tokens = tokenizer.encode_batch(&texts)?;
     let lengths = tokens.iter().map(TokenizedText::len).collect();
-    let ex = Examples { tokens, lengths, y };
+    let ex = Examples { tokens, lengths, y, sets };
 
     // Class weights: inverse frequency in the training split, mean 1.
     let mut train_counts = vec![0usize; labels.len()];
@@ -371,7 +398,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     let class_weight: Vec<f32> = train_counts
         .iter()
         .map(|&n| {
-            if settings.class_weights && n > 0 {
+            if settings.class_weights && n > 0 && ex.sets.is_none() {
                 split.train.len() as f32 / (labels.len() as f32 * n as f32)
             } else {
                 1.0
@@ -424,9 +451,19 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         let f1 = if split.validation.is_empty() {
             None
         } else {
-            let val_pred = predict_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
-            let val_true: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
-            Some(macro_f1(&val_true, &val_pred, labels.len()))
+            Some(match &ex.sets {
+                // Multi-label: the micro-F1 of the margins' signs (before calibration).
+                Some(sets) => {
+                    let logits = logits_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
+                    let truth: Vec<Vec<u32>> = split.validation.iter().map(|&r| sets[r].clone()).collect();
+                    crate::eval::metrics::margin_micro_f1(&logits, labels.len(), &truth)
+                }
+                None => {
+                    let val_pred = predict_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
+                    let val_true: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
+                    macro_f1(&val_true, &val_pred, labels.len())
+                }
+            })
         };
         state.validation_macro_f1.extend(f1);
         state.epochs_done = epoch;
@@ -450,13 +487,25 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
     }
     model.load_trainable(&best, &checkpoint.dir)?;
 
-    // Calibration on the validation rows, with the model the choices were made with.
-    let temperature = if settings.calibrate && !split.validation.is_empty() {
-        let logits = logits_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
-        let y: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
-        Some(crate::eval::calibration::fit_temperature(&logits, labels.len(), &y))
-    } else {
-        settings.cross_validated.as_ref().and_then(|c| c.temperature)
+    // Calibration on the validation rows, with the model the choices were made with; multi-label:
+    // one Platt sigmoid (its slope kept as a temperature, its offset as `shift`) and each class's
+    // threshold.
+    let (mut shift, mut thresholds) = (None, None);
+    let temperature = match &ex.sets {
+        Some(sets) if !split.validation.is_empty() => {
+            let logits = logits_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
+            let truth: Vec<Vec<u32>> = split.validation.iter().map(|&r| sets[r].clone()).collect();
+            let ((a, b), tuned) =
+                crate::eval::calibration::calibrate_label_sets(&logits, labels.len(), &truth, settings.calibrate);
+            (shift, thresholds) = (Some(b), Some(tuned));
+            Some(1.0 / a)
+        }
+        _ if settings.calibrate && !split.validation.is_empty() => {
+            let logits = logits_rows(&model, &ex, &split.validation, settings.eval_batch_size)?;
+            let y: Vec<usize> = split.validation.iter().map(|&r| ex.y[r]).collect();
+            Some(crate::eval::calibration::fit_temperature(&logits, labels.len(), &y))
+        }
+        _ => settings.cross_validated.as_ref().and_then(|c| c.temperature),
     };
     // Refit: a fresh model (same seed) for the chosen number of epochs on train + validation.
     let (model, refit_rows) = if settings.refit && !split.validation.is_empty() {
@@ -486,6 +535,9 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         let on = if settings.cross_validated.is_some() { "out of fold" } else { "validation" };
         tracing::info!(temperature = t, on, "calibrated");
     }
+    if let Some(b) = shift {
+        model.shift_logits(b)?;
+    }
 
     let data_info = DataInfo::describe(&job.source, data, &recorded);
     let refit_rows = refit_rows.or(settings.cross_validated.as_ref().map(|_| split.train.len()));
@@ -502,6 +554,7 @@ pub fn fit(job: TrainJob<'_>) -> Result<Candidate> {
         texts: &texts,
         refit_rows,
         temperature,
+        thresholds,
     })
 }
 
@@ -568,6 +621,40 @@ pub fn checkpoint_root(registry: &Path, name: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn binary_cross_entropy_is_the_sigmoid_loss_and_its_gradient_sigmoid_minus_target() {
+        // Large margins of both signs: the loss stays finite (no exp overflow).
+        let z = [0.5f32, -2.0, 80.0, -90.0, 0.0, 3.0];
+        let sets = vec![vec![0u32], vec![1, 2]];
+        let logits = Var::from_vec(z.to_vec(), (2, 3), &Device::Cpu).unwrap();
+        let targets = super::multi_hot(&sets, &[0, 1], 3).unwrap();
+        assert_eq!(targets.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]);
+        let loss = super::binary_cross_entropy(logits.as_tensor(), &targets, 2.0).unwrap();
+        let t = [1.0f64, 0.0, 0.0, 0.0, 1.0, 1.0];
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let expected: f64 = z
+            .iter()
+            .zip(t)
+            .map(|(&z, t)| {
+                // −t·ln σ(z) − (1 − t)·ln(1 − σ(z)) = ln(1 + e^z) − t·z, in f64.
+                let z = f64::from(z);
+                let softplus = if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() };
+                softplus - t * z
+            })
+            .sum::<f64>()
+            / 2.0;
+        let value = f64::from(loss.to_scalar::<f32>().unwrap());
+        assert!((value - expected).abs() < 1e-4 * expected.abs().max(1.0), "{value} vs {expected}");
+        let grads = loss.backward().unwrap();
+        let grad = grads.get(logits.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for ((g, &z), t) in grad.iter().zip(&z).zip(t) {
+            let want = (sigmoid(f64::from(z)) - t) / 2.0;
+            assert!((f64::from(*g) - want).abs() < 1e-5, "{grad:?}");
+        }
+    }
+
     #[test]
     fn default_epochs_give_small_catalogues_more_passes() {
         // Amazon 2023's training split: 56 steps an epoch → the cap.
