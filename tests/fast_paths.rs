@@ -16,11 +16,23 @@ use prodcat::onnx::quantize::QuantizeSettings;
 use prodcat::registry::{ModelCard, ModelKind, ModelRegistry, ModelVersion, files};
 use prodcat::serve::{ExecutionTarget, Model, SessionSettings, score_texts};
 
+/// Trains the lexical model `lex` into `registry`, its test rows held out (composites are tuned and
+/// reported on the member's splits).
 fn train_lexical(fx: &Fixture, registry: &str) -> std::process::Output {
-    let mut args: Vec<String> =
-        ["train", "--model-type", "lexical", "--group-column", "group", "--name", "lex", "--buckets", "65536"]
-            .map(str::to_string)
-            .to_vec();
+    let mut args: Vec<String> = [
+        "train",
+        "--model-type",
+        "lexical",
+        "--group-column",
+        "group",
+        "--name",
+        "lex",
+        "--buckets",
+        "65536",
+        "--hold-out-test",
+    ]
+    .map(str::to_string)
+    .to_vec();
     args.extend(fixture_data_args(fx));
     args.extend(["--out".to_string(), fx.path(registry).display().to_string()]);
     run_strings(&args)
@@ -59,10 +71,25 @@ fn explicit_split_files_refit_and_folds_use_every_label_they_say() {
     assert_eq!((data.train_rows, data.validation_rows, data.test_rows, data.rows), (300, 80, 100, 480));
     assert_eq!(data.validation_file.as_deref(), Some(validation.as_str()));
     let training = c.training.clone().unwrap();
-    assert_eq!(training.refit_rows, Some(380), "refit trains on train + validation");
+    // By default the published model learns from every row: the test rows too, once their
+    // figures were measured on the model of train + validation.
+    assert_eq!(training.refit_rows, Some(480), "the final fit learns from every row");
+    assert!(training.test_before_final_fit);
     assert!(training.temperature.is_some_and(|t| t > 0.0 && t.is_finite()));
     assert_eq!(c.test_metrics.as_ref().unwrap().rows, 100);
     assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8);
+    let held = train_lexical_with(
+        &fx,
+        "held",
+        &["--validation-data", &validation, "--test-data", &test, "--refit", "--hold-out-test"],
+    );
+    let held_training = held.training.clone().unwrap();
+    assert_eq!(held_training.refit_rows, Some(380), "refit trains on train + validation");
+    assert!(!held_training.test_before_final_fit);
+    // The figures are the same model's: measured before the final fit, or of the model published.
+    assert_eq!(held.test_metrics, c.test_metrics);
+    let onnx = |dir: &str| std::fs::read(fx.path(dir).join("lex/v1/model.onnx")).unwrap();
+    assert!(onnx("given") != onnx("held"), "the final fit learned from the test rows");
     // The held-out rows re-derived from the card are exactly the test file's.
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let (texts, _) = runtime.block_on(prodcat::registry::held_out(&c, None, prodcat::data::Split::Test, None)).unwrap();
@@ -76,7 +103,7 @@ fn explicit_split_files_refit_and_folds_use_every_label_they_say() {
     let data = c.data.clone().unwrap();
     assert_eq!(data.train_rows + data.validation_rows + data.test_rows, 300);
     assert!((55..=65).contains(&data.test_rows) && (55..=65).contains(&data.validation_rows), "{data:?}");
-    assert_eq!(c.training.as_ref().unwrap().refit_rows, Some(data.train_rows + data.validation_rows));
+    assert_eq!(c.training.as_ref().unwrap().refit_rows, Some(300));
     let c = train_lexical_with(&fx, "no-refit", &["--split", "0.6,0.2,0.2", "--no-refit"]);
     assert_eq!(c.training.as_ref().unwrap().refit_rows, None);
     assert_eq!(c.data.clone().unwrap().train_rows, data.train_rows);
@@ -418,6 +445,21 @@ fn ensemble_chooses_its_weight_on_validation_and_averages_calibrated_probabiliti
     assert!(stdout(&o).contains("← chosen"), "{}", stdout(&o));
     assert!(report.join("tuning.json").is_file());
     let c = card(&registry.join("ens"));
+    // A member that learned from its test rows leaves the composite without test figures.
+    let o = run_strings(
+        &[
+            &["train", "--model-type", "lexical", "--group-column", "group", "--name", "all-rows"].map(str::to_string)
+                [..],
+            &fixture_data_args(&fx),
+            &["--out".into(), registry.display().to_string()],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = composite("ensemble", &registry.join("all-rows"), &tiny, &registry, "ens-all", &report);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("learned from its test rows"), "{}", stderr(&o));
+    assert!(card(&registry.join("ens-all")).test_metrics.is_none());
     let ModelKind::Ensemble(info) = c.model.clone() else { panic!("not an ensemble card: {:?}", c.model) };
     let tuning = info.tuning.clone().unwrap();
     assert_eq!(tuning["curve"].as_array().unwrap().len(), 21);

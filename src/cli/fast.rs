@@ -96,7 +96,17 @@ impl MemberArgs {
         single_label(&transformer, "a composite's member")?;
         let file = self.train_data.as_deref();
         let validation = if tune { Some(rows_of(&lexical, Split::Validation, file)?) } else { None };
-        let test = rows_of(&lexical, Split::Test, file).ok();
+        // A member that learned from its test rows has none held out left to report on.
+        let test = if lexical.card.training.as_ref().is_some_and(|t| t.test_before_final_fit) {
+            eprintln!(
+                "{} learned from its test rows (trained without --hold-out-test): the composite gets no test \
+                 figures",
+                lexical.id()
+            );
+            None
+        } else {
+            rows_of(&lexical, Split::Test, file).ok()
+        };
         Ok(CompositeJob {
             lexical,
             transformer,

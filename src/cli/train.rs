@@ -40,6 +40,13 @@ pub struct TrainArgs {
     /// Lexical: publish the model trained on the training split alone (no refit).
     #[arg(long, conflicts_with = "refit")]
     no_refit: bool,
+    /// Lexical: keep the test rows out of the published model. By default a refitted lexical model
+    /// learns from every labeled row: after its test figures are measured on the model of train +
+    /// validation, it is trained once more at the same choices with the test rows too (the card's
+    /// `training.test_before_final_fit` says so). Keep them out to gate it, or to build a cascade or
+    /// ensemble whose test figures must be held out.
+    #[arg(long)]
+    hold_out_test: bool,
     /// Choices by K-fold cross-validation over train + validation rows (for small data sets),
     /// then the model trained on all of them. Lexical: C and the temperature. Auto: every
     /// candidate scored out of fold (both members trained K times), the ensemble's weight and the
@@ -208,6 +215,8 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
             // choices stay the validation split's), unless told not to or choosing by folds
             // (which trains on all of them anyway).
             job.settings.refit |= !args.no_refit && args.solver == LexicalSolverArg::Svm && args.folds.is_none();
+            // And from the test rows, once their figures are measured.
+            job.settings.refit_test = job.settings.refit && !args.hold_out_test;
             pool.install(|| fit_lexical(job))?
         }
         ModelType::One(Kind::Transformer) => {
@@ -503,8 +512,13 @@ fn report(candidate: prodcat::staging::Candidate, out: &std::path::Path) -> anyh
         if let Some(k) = t.folds {
             println!("choices:      {k}-fold cross-validation over train + validation");
         }
-        if let Some(rows) = t.refit_rows {
-            println!("refit:        published model trained on train + validation ({rows} rows)");
+        match t.refit_rows {
+            Some(rows) if t.test_before_final_fit => println!(
+                "refit:        published model trained on train + validation + test ({rows} rows); its test \
+                 figures below are the model's of train + validation, measured before"
+            ),
+            Some(rows) => println!("refit:        published model trained on train + validation ({rows} rows)"),
+            None => {}
         }
         if let Some(temperature) = t.temperature {
             let on = if t.folds.is_some() { "out of fold" } else { "on validation" };

@@ -136,6 +136,11 @@ pub struct LexicalSettings {
     pub folds: usize,
     /// `svm`: after choosing on validation, train the published model on train + validation.
     pub refit: bool,
+    /// `svm` with `refit`: the published model learns from the test rows too — trained once more
+    /// at the same choices after its test figures were measured on the model of train +
+    /// validation (`prodcat train`'s default for the lexical kind; cards from before: false).
+    #[serde(default)]
+    pub refit_test: bool,
     /// Feature normalisations tried (each a full fit); the best on validation (or out of fold) is
     /// kept and recorded in the card's featurizer. Empty: the featurizer's own.
     pub norms: Vec<FeatureNorm>,
@@ -197,6 +202,7 @@ impl Default for LexicalSettings {
             calibrate: true,
             folds: 0,
             refit: false,
+            refit_test: false,
             norms: vec![FeatureNorm::Blocks, FeatureNorm::Joint],
             c_search: CSearch::Auto,
             prune_below: 1e-3,

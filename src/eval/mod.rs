@@ -83,6 +83,20 @@ impl Truth {
     }
 }
 
+/// The output of rows of `logits` (`classes` each) as a graph of `head` gives it (for a model
+/// evaluated through its trainer's forward pass).
+pub fn output_of_logits(head: Head, logits: Vec<f32>, classes: usize) -> ModelOutput {
+    let width = classes.max(1);
+    let mut probabilities = vec![0f32; logits.len()];
+    for (row, probs) in logits.chunks_exact(width).zip(probabilities.chunks_exact_mut(width)) {
+        match head {
+            Head::SingleLabel => calibration::softmax(row, probs),
+            Head::MultiLabel => probs.iter_mut().zip(row).for_each(|(p, &z)| *p = 1.0 / (1.0 + (-z).exp())),
+        }
+    }
+    ModelOutput { rows: logits.len() / width, classes, logits, probabilities }
+}
+
 /// Predictions and the report for `texts` with known truth.
 pub struct Evaluation {
     pub report: ClassificationReport,

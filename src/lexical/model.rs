@@ -31,9 +31,11 @@ pub type Row<'a> = (&'a Bag, usize);
 #[derive(Debug, Clone, Copy)]
 pub enum Selection<'a> {
     /// On these validation rows; with `refit`, the final model is then trained on train +
-    /// validation at the chosen C (the temperature stays the validation-fitted one).
+    /// validation at the chosen C (the temperature stays the validation-fitted one), and with
+    /// `also` rows (the test split) once more on all of them, warm-started from that one, which is
+    /// kept as [`LexicalFit::measured`].
     /// `warm`: dual variables to start from ([`LexicalFit::alphas`] of a fit on the same rows).
-    Holdout { validation: &'a [Row<'a>], refit: bool, warm: Option<&'a [Vec<f32>]> },
+    Holdout { validation: &'a [Row<'a>], refit: bool, warm: Option<&'a [Vec<f32>]>, also: &'a [Row<'a>] },
     /// By cross-validation over the training rows split into these folds (row indices into
     /// them); the final model is trained on all of them.
     Folds(&'a [Vec<usize>]),
@@ -58,6 +60,9 @@ pub enum Targets<'a> {
 #[derive(Debug, Clone)]
 pub struct LexicalFit {
     pub model: LexicalModel,
+    /// With rows `also` to learn from after the choices: the model of train + validation, whose
+    /// figures on those rows are still held out (`model` learned from them too).
+    pub measured: Option<LexicalModel>,
     /// Validation (or out-of-fold) macro-F1 per epoch (`sgd`) or per C of the grid (`svm`);
     /// multi-label: the validation micro-F1 of the margins' signs.
     pub history: Vec<f64>,
@@ -108,6 +113,14 @@ pub struct LabelTree {
     pub bias: Vec<f32>,
     /// What the group classifier's solver chose.
     pub svm: Option<SvmChoice>,
+}
+
+/// The label trees a fit trains its classes under: the final model's, and with rows learned from
+/// after the choices (`Selection::Holdout::also`) the one of train + validation apart.
+#[derive(Debug, Clone, Copy)]
+struct Trees<'a> {
+    final_tree: &'a LabelTree,
+    measured: Option<&'a LabelTree>,
 }
 
 /// A score that keeps a class out of a softmax (a class of another group while fitting the
@@ -260,49 +273,67 @@ impl LexicalModel {
         targets: Targets<'_>,
     ) -> LexicalFit {
         match (settings.solver, selection) {
-            (LexicalSolver::Sgd, Selection::Holdout { validation, .. }) => {
+            (LexicalSolver::Sgd, selection) => {
+                // Early stopping on the validation rows; with folds (callers refuse them) no
+                // validation rows: one pass.
+                let validation = match selection {
+                    Selection::Holdout { validation, .. } => validation,
+                    Selection::Folds(_) => &[],
+                };
                 let (model, history) = Self::train(train, validation, classes, settings);
-                LexicalFit { model, history, svm: None, trained_on: train.len(), alphas: None, thresholds: None }
-            }
-            (LexicalSolver::Sgd, Selection::Folds(_)) => {
-                // Callers refuse this combination; the validation-free fallback is one pass.
-                let (model, history) = Self::train(train, &[], classes, settings);
-                LexicalFit { model, history, svm: None, trained_on: train.len(), alphas: None, thresholds: None }
+                LexicalFit {
+                    model,
+                    measured: None,
+                    history,
+                    svm: None,
+                    trained_on: train.len(),
+                    alphas: None,
+                    thresholds: None,
+                }
             }
             (LexicalSolver::Svm, selection) => {
-                let (tree, sets) = match targets {
+                let (trees, sets) = match targets {
                     Targets::Classes => (None, None),
                     Targets::Tree(group_of) => (Some(Self::fit_groups(train, selection, group_of, settings)), None),
                     Targets::Sets(sets) => (None, Some(sets)),
                 };
-                Self::train_svm(train, selection, classes, settings, tree.as_ref(), sets)
+                let tree =
+                    trees.as_ref().map(|(final_tree, measured)| Trees { final_tree, measured: measured.as_ref() });
+                Self::train_svm(train, selection, classes, settings, tree, sets)
             }
         }
     }
 
     /// The label tree's group classifier: the same solver and choices over the rows' groups
-    /// (trained first, with the same refit, so that it and the classes share their rows' IDF).
+    /// (trained first, with the same refit, so that it and the classes share their rows' IDF);
+    /// with rows `also`, the tree of train + validation too (the measured model's).
     fn fit_groups<'a>(
         train: &[Row<'a>],
         selection: Selection<'a>,
         group_of: &[u32],
         settings: &LexicalSettings,
-    ) -> LabelTree {
+    ) -> (LabelTree, Option<LabelTree>) {
         let groups = group_of.iter().max().map_or(1, |&g| g as usize + 1);
         let regroup =
             |rows: &[Row<'a>]| -> Vec<Row<'a>> { rows.iter().map(|&(bag, y)| (bag, group_of[y] as usize)).collect() };
-        let group_validation;
+        let (group_validation, group_also);
         let selection = match selection {
-            Selection::Holdout { validation, refit, .. } => {
-                group_validation = regroup(validation);
-                Selection::Holdout { validation: &group_validation, refit, warm: None }
+            Selection::Holdout { validation, refit, also, .. } => {
+                (group_validation, group_also) = (regroup(validation), regroup(also));
+                Selection::Holdout { validation: &group_validation, refit, warm: None, also: &group_also }
             }
             Selection::Folds(folds) => Selection::Folds(folds),
         };
         let fit = Self::train_svm(&regroup(train), selection, groups, settings, None, None);
         let best = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         tracing::info!(groups, validation_macro_f1 = format!("{best:.4}"), svm = ?fit.svm, "label tree: groups trained");
-        LabelTree { group_of: group_of.to_vec(), weights: fit.model.weights, bias: fit.model.bias, svm: fit.svm }
+        let tree = |model: LexicalModel| LabelTree {
+            group_of: group_of.to_vec(),
+            weights: model.weights,
+            bias: model.bias,
+            svm: fit.svm,
+        };
+        (tree(fit.model), fit.measured.map(tree))
     }
 
     /// One-vs-rest squared-hinge SVMs by dual coordinate descent for each C of the grid (ascending,
@@ -320,14 +351,17 @@ impl LexicalModel {
         selection: Selection<'_>,
         classes: usize,
         settings: &LexicalSettings,
-        tree: Option<&LabelTree>,
+        trees: Option<Trees<'_>>,
         sets: Option<&[Vec<u32>]>,
     ) -> LexicalFit {
         let mut grid: Vec<f32> = if settings.c_grid.is_empty() { vec![1.0] } else { settings.c_grid.clone() };
         grid.sort_by(f32::total_cmp);
+        // The choices are made with the tree of train + validation where there is one apart.
+        let tree = trees.map(|t| t.measured.unwrap_or(t.final_tree));
         let mut thresholds = None;
+        let mut measured = None;
         let (mut model, history, c, iterations, (scale, shift), trained_on, alphas) = match selection {
-            Selection::Holdout { validation, refit, warm } => {
+            Selection::Holdout { validation, refit, warm, also } => {
                 let mut best: Option<(Self, f64, f32, usize)> = None;
                 let mut best_alphas: Option<Vec<Vec<f32>>> = None;
                 let mut history = Vec::new();
@@ -408,9 +442,25 @@ impl LexicalModel {
                             .map(|a| a.iter().copied().chain(validation.iter().map(|_| 0.0)).collect())
                             .collect()
                     });
-                    let (model, iterations) =
-                        OvrSolver::new(&pool, classes, settings, warm.as_deref(), tree, sets).solve(c);
-                    (model, history, c, iterations, calibration, pool.len(), None)
+                    let mut solver = OvrSolver::new(&pool, classes, settings, warm.as_deref(), tree, sets);
+                    let (model, iterations) = solver.solve(c);
+                    if also.is_empty() {
+                        (model, history, c, iterations, calibration, pool.len(), None)
+                    } else {
+                        // Once more with the `also` rows, from the pool's solution (theirs at 0);
+                        // the pool's model is the one their figures are measured on.
+                        let all: Vec<Row<'_>> = pool.iter().chain(also).copied().collect();
+                        let warm: Vec<Vec<f32>> = std::mem::take(&mut solver.alphas)
+                            .into_iter()
+                            .map(|a| a.into_iter().chain(also.iter().map(|_| 0.0)).collect())
+                            .collect();
+                        drop(solver);
+                        let final_tree = trees.map(|t| t.final_tree);
+                        let (all_model, _) =
+                            OvrSolver::new(&all, classes, settings, Some(&warm), final_tree, sets).solve(c);
+                        measured = Some(model);
+                        (all_model, history, c, iterations, calibration, all.len(), None)
+                    }
                 } else {
                     (model, history, c, iterations, calibration, train.len(), best_alphas)
                 }
@@ -446,10 +496,12 @@ impl LexicalModel {
                 (model, history, grid[best], iterations, (1.0 / temperature, 0.0), train.len(), None)
             }
         };
-        model.weights.scale(scale);
-        model.bias.iter_mut().for_each(|b| *b = *b * scale + shift);
+        for model in std::iter::once(&mut model).chain(measured.as_mut()) {
+            model.weights.scale(scale);
+            model.bias.iter_mut().for_each(|b| *b = *b * scale + shift);
+        }
         let svm = SvmChoice { c, temperature: 1.0 / scale, iterations, shift: sets.map(|_| shift) };
-        LexicalFit { model, history, svm: Some(svm), trained_on, alphas, thresholds }
+        LexicalFit { model, measured, history, svm: Some(svm), trained_on, alphas, thresholds }
     }
 
     /// Trains on `train` (feature lists and class ids), keeping the epoch with the best
@@ -1067,7 +1119,7 @@ mod tests {
         let groups = [0u32, 0, 1, 1];
         let fit = LexicalModel::fit(
             &borrowed(&train),
-            Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None },
+            Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None, also: &[] },
             4,
             &settings,
             Targets::Tree(&groups),
@@ -1133,7 +1185,7 @@ mod tests {
         let (train, validation) = (toy(400, 1), toy(200, 2));
         let fit = LexicalModel::fit(
             &borrowed(&train),
-            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
+            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None, also: &[] },
             2,
             &settings,
             Targets::Classes,
@@ -1176,7 +1228,7 @@ mod tests {
         let (train, validation) = (rows(600, 1), rows(300, 2));
         let fit = LexicalModel::fit(
             &borrowed(&train),
-            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
+            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None, also: &[] },
             3,
             &settings,
             Targets::Sets(&sets),
@@ -1204,14 +1256,14 @@ mod tests {
         let (train, validation, test) = (toy(300, 1), toy(100, 2), toy(200, 3));
         let holdout = LexicalModel::fit(
             &borrowed(&train),
-            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
+            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None, also: &[] },
             2,
             &settings,
             Targets::Classes,
         );
         let refit = LexicalModel::fit(
             &borrowed(&train),
-            Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None },
+            Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None, also: &[] },
             2,
             &settings,
             Targets::Classes,
@@ -1221,6 +1273,45 @@ mod tests {
         assert_eq!(holdout.svm.unwrap().c, refit.svm.unwrap().c);
         assert_ne!(holdout.model.weights, refit.model.weights);
         assert!(macro_f1_of(&refit.model, &borrowed(&test)) > 0.8);
+        assert!(refit.measured.is_none());
+
+        // Rows learned from after the choices: the same choices, the refit kept as the measured
+        // model (to the bit: the same solve), and a final model of every row.
+        let also = toy(100, 4);
+        let all = LexicalModel::fit(
+            &borrowed(&train),
+            Selection::Holdout { validation: &borrowed(&validation), refit: true, warm: None, also: &borrowed(&also) },
+            2,
+            &settings,
+            Targets::Classes,
+        );
+        assert_eq!(all.trained_on, 500);
+        assert_eq!(all.svm.unwrap().c, refit.svm.unwrap().c);
+        assert_eq!(all.measured.as_ref(), Some(&refit.model));
+        assert_ne!(all.model.weights, refit.model.weights);
+        assert!(macro_f1_of(&all.model, &borrowed(&test)) > 0.8);
+        // The tree's groups are refitted alike: both models carry their own group classifier.
+        let (tree_train, tree_validation, tree_also) = (grouped(400, 5), grouped(200, 6), grouped(200, 7));
+        let groups = [0, 0, 1, 1];
+        let wide = LexicalSettings {
+            featurizer: FeaturizerSettings { buckets: 256, ..Default::default() },
+            ..Default::default()
+        };
+        let tree = LexicalModel::fit(
+            &borrowed(&tree_train),
+            Selection::Holdout {
+                validation: &borrowed(&tree_validation),
+                refit: true,
+                warm: None,
+                also: &borrowed(&tree_also),
+            },
+            4,
+            &wide,
+            Targets::Tree(&groups),
+        );
+        let (final_tree, measured_tree) = (tree.model.tree.unwrap(), tree.measured.unwrap().tree.unwrap());
+        assert_ne!(final_tree.weights, measured_tree.weights);
+        assert_eq!(final_tree.group_of, measured_tree.group_of);
 
         let pool: Vec<_> = train.iter().chain(&validation).cloned().collect();
         let labels: Vec<String> = pool.iter().map(|(_, y)| y.to_string()).collect();
@@ -1251,7 +1342,7 @@ mod tests {
             };
             LexicalModel::fit(
                 &borrowed(&train),
-                Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None },
+                Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: None, also: &[] },
                 2,
                 &settings,
                 Targets::Classes,
@@ -1274,7 +1365,7 @@ mod tests {
         };
         let again = LexicalModel::fit(
             &borrowed(&train),
-            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: Some(&alphas) },
+            Selection::Holdout { validation: &borrowed(&validation), refit: false, warm: Some(&alphas), also: &[] },
             2,
             &settings,
             Targets::Classes,

@@ -49,7 +49,8 @@ struct Rows<'a> {
 }
 
 /// Fits the model on featurized rows, choosing as the settings say (K-fold over train +
-/// validation, or on the validation split with optional refit).
+/// validation, or on the validation split with optional refit, and with `refit_test` a last fit
+/// that learns from the test rows too).
 fn fit_rows(rows: &Rows<'_>, settings: &LexicalSettings, warm: Option<&[Vec<f32>]>) -> LexicalFit {
     let Rows { features, y, split, data, classes, targets } = *rows;
     let rows = |set: &[usize]| -> Vec<Row<'_>> { set.iter().map(|&r| (&features[r], y[r])).collect() };
@@ -61,9 +62,10 @@ fn fit_rows(rows: &Rows<'_>, settings: &LexicalSettings, warm: Option<&[Vec<f32>
         LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), classes, settings, targets)
     } else {
         let validation = rows(&split.validation);
+        let also = if settings.refit && settings.refit_test { rows(&split.test) } else { Vec::new() };
         LexicalModel::fit(
             &rows(&split.train),
-            Selection::Holdout { validation: &validation, refit: settings.refit, warm },
+            Selection::Holdout { validation: &validation, refit: settings.refit, warm, also: &also },
             classes,
             settings,
             targets,
@@ -202,7 +204,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let (_, chosen, features, fit) = best.expect("at least one normalisation is tried");
     let settings = &LexicalSettings { featurizer: chosen, ..settings.clone() };
     let featurizer = Featurizer::new(settings.featurizer.clone());
-    let LexicalFit { model, history, svm, trained_on, thresholds, .. } = fit;
+    let LexicalFit { model, measured, history, svm, trained_on, thresholds, .. } = fit;
     let train_seconds = train_started.elapsed().as_secs_f64();
     let best_epoch = history.iter().enumerate().fold(0, |b, (i, f)| if *f > history[b] { i } else { b }) + 1;
     let best_f1 = history.get(best_epoch - 1).copied().unwrap_or(0.0);
@@ -276,11 +278,31 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             refit_rows: (trained_on > split.train.len()).then_some(trained_on),
             folds: (settings.folds > 1).then_some(settings.folds),
             temperature: svm.map(|c| c.temperature),
+            test_before_final_fit: measured.is_some(),
         }),
         test_metrics: None,
         parity: None,
         onnx: None,
     };
+
+    // The model that learned from the test rows too is published with the test figures of the
+    // one before it (train + validation, the same choices).
+    let measured_test = measured.as_ref().filter(|_| !split.test.is_empty()).map(|measured| {
+        let logits: Vec<f32> = split.test.iter().flat_map(|&r| measured.logits(&features[r])).collect();
+        let output = crate::eval::output_of_logits(card.head, logits, labels.len());
+        let truth = match &sets {
+            Some(sets) => crate::eval::Truth::Sets(split.test.iter().map(|&r| sets[r].clone()).collect()),
+            None => crate::eval::Truth::Classes(split.test.iter().map(|&r| y[r]).collect()),
+        };
+        crate::eval::score_output(&card, &labels, output, vec![Kind::Lexical; split.test.len()], truth)
+    });
+    if measured_test.is_some() {
+        tracing::info!(
+            rows = trained_on,
+            test = split.test.len(),
+            "the published model learned from the test rows too; its test figures are the model's before"
+        );
+    }
 
     // Parity: Rust logits vs ONNX Runtime on one padded batch of mixed lengths.
     let lengths: Vec<usize> = features.iter().map(Bag::len).collect();
@@ -307,6 +329,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         texts: &texts,
         y: &y,
         sets: sets.as_deref(),
+        measured_test,
         started,
     })
 }

@@ -130,6 +130,11 @@ pub struct TrainingInfo {
     /// the exported weights); absent = uncalibrated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// The published model learned from the test rows too (`refit_rows` counts them): the test
+    /// figures are those of the model of train + validation at the same choices, measured before
+    /// that last fit through the trainer's forward pass.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_before_final_fit: bool,
 }
 
 /// Serde default of temperatures recorded after the cards that lack them: 1 (no scaling).

@@ -105,6 +105,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
             refit_rows,
             folds: settings.cross_validated.as_ref().map(|c| c.folds),
             temperature,
+            test_before_final_fit: false,
         }),
         test_metrics: None,
         parity: None,
@@ -133,6 +134,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
         texts,
         y: &examples.y,
         sets: examples.sets.as_deref(),
+        measured_test: None,
         started,
     })
 }
