@@ -216,7 +216,10 @@ fn text_composed_of_several_columns_is_recorded_in_the_card_and_checked_where_it
     args.extend(columns);
     let o = prodcat(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read_to_string(&split).unwrap().contains(&composed[0]), "split.csv lacks {:?}", composed[0]);
+    let written = std::fs::read_to_string(&split).unwrap();
+    assert!(written.contains(&composed[0]), "split.csv lacks {:?}", composed[0]);
+    // The groups too, so a baseline can keep a product's rows together again.
+    assert!(written.starts_with("text,label,split,group\n"), "{}", &written[..80.min(written.len())]);
 
     // Evaluated or served on texts composed otherwise: a warning that says how training composed them.
     let model = fx.path("registry/lex").display().to_string();

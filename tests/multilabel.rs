@@ -173,6 +173,26 @@ fn several_labels_per_row_train_a_multi_label_model_evaluated_and_served_with_la
         .collect();
     assert!(sums.iter().any(|&s| s > 1.2), "{sums:?}");
 
+    // `split` writes each row's labels as they were given.
+    let split = fx.path("split.csv");
+    let o = prodcat(&[
+        "split",
+        "--data",
+        &data.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "labels",
+        "--label-separator",
+        "|",
+        "--out",
+        &split.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = std::fs::read_to_string(&split).unwrap();
+    assert!(written.lines().skip(1).any(|l| l.contains(&format!("\"{}\",", rows[0].1.join("|")))), "{written}");
+    assert!(!written.contains('\u{1f}'));
+
     // Training paths that take one label per row refuse the data with what to do instead.
     let base = fx.base.display().to_string();
     let o =

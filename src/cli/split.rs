@@ -16,7 +16,8 @@ pub struct SplitArgs {
     data: super::DataArgs,
     #[command(flatten)]
     deal: super::DealArgs,
-    /// Output CSV with columns `text,label,split` (one row per usable input row, in order).
+    /// Output CSV with columns `text,label,split` and, with a group column, `group` (one row per
+    /// usable input row, in order).
     #[arg(long)]
     out: PathBuf,
 }
@@ -34,15 +35,19 @@ pub fn run(args: SplitArgs) -> anyhow::Result<()> {
     }
     let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut w = std::io::BufWriter::new(file);
-    writeln!(w, "text,label,split")?;
+    // With a group column, the groups too (so a tool can keep a product's rows together again).
+    writeln!(w, "text,label,split{}", if data.groups.is_some() { ",group" } else { "" })?;
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    // A multi-label row's labels joined as they were given (`|` for a list column).
+    let separator = args.data.label_separator.as_deref().unwrap_or("|");
     for (i, s) in which.iter().enumerate() {
         let name = match s {
             Split::Train => "train",
             Split::Validation => "validation",
             Split::Test => "test",
         };
-        writeln!(w, "{},{},{name}", quote(&data.texts[i]), quote(&data.labels[i]))?;
+        let group = data.groups.as_ref().map(|g| format!(",{}", quote(&g[i]))).unwrap_or_default();
+        writeln!(w, "{},{},{name}{group}", quote(&data.texts[i]), quote(&data.labels_of(i).join(separator)))?;
     }
     w.flush()?;
     println!(
