@@ -97,23 +97,34 @@ fn explicit_split_files_refit_and_folds_use_every_label_they_say() {
         prodcat::testkit::synthetic_products(100, 22).into_iter().map(|p| p.title.trim().to_string()).collect();
     assert_eq!(texts, expected);
 
-    // With fractions and no files the split follows them; the lexical model refits on train +
-    // validation by default, and with --no-refit trains on the training split only.
+    // With fractions and no files the split follows them; a file this small (under 10,000 rows)
+    // has its choices made by 5-fold cross-validation over train + validation by default, and the
+    // model learns from every row; with --no-refit it trains on the training split only.
     let c = train_lexical_with(&fx, "fractions", &["--split", "0.6,0.2,0.2"]);
     let data = c.data.clone().unwrap();
     assert_eq!(data.train_rows + data.validation_rows + data.test_rows, 300);
     assert!((55..=65).contains(&data.test_rows) && (55..=65).contains(&data.validation_rows), "{data:?}");
-    assert_eq!(c.training.as_ref().unwrap().refit_rows, Some(300));
+    let training = c.training.clone().unwrap();
+    assert_eq!((training.folds, training.refit_rows, training.test_before_final_fit), (Some(5), Some(300), true));
+    // --refit chooses on the validation split whatever the size.
+    let c = train_lexical_with(&fx, "refit", &["--split", "0.6,0.2,0.2", "--refit"]);
+    let training = c.training.clone().unwrap();
+    assert_eq!((training.folds, training.refit_rows), (None, Some(300)));
     let c = train_lexical_with(&fx, "no-refit", &["--split", "0.6,0.2,0.2", "--no-refit"]);
     assert_eq!(c.training.as_ref().unwrap().refit_rows, None);
     assert_eq!(c.data.clone().unwrap().train_rows, data.train_rows);
 
-    // K-fold choices: recorded, and the model trains on train + validation.
-    let c = train_lexical_with(&fx, "folds", &["--split", "0.6,0.2,0.2", "--folds", "3"]);
+    // K-fold choices: recorded, and the model trains on train + validation (+ test unless held out).
+    let c = train_lexical_with(&fx, "folds", &["--split", "0.6,0.2,0.2", "--folds", "3", "--hold-out-test"]);
     let (training, data) = (c.training.clone().unwrap(), c.data.clone().unwrap());
     assert_eq!(training.folds, Some(3));
     assert_eq!(training.refit_rows, Some(data.train_rows + data.validation_rows));
     assert!(c.test_metrics.as_ref().unwrap().accuracy > 0.8);
+    let all = train_lexical_with(&fx, "folds-all", &["--split", "0.6,0.2,0.2", "--folds", "3"]);
+    assert_eq!(all.training.as_ref().unwrap().refit_rows, Some(300));
+    // The same choices and test figures (measured before the final fit), another model.
+    assert_eq!(all.test_metrics, c.test_metrics);
+    assert_eq!(all.training.as_ref().unwrap().temperature, training.temperature);
 
     // Bad fractions and --folds with the transformer are refused before any work.
     let o = prodcat(&[

@@ -37,8 +37,9 @@ pub enum Selection<'a> {
     /// `warm`: dual variables to start from ([`LexicalFit::alphas`] of a fit on the same rows).
     Holdout { validation: &'a [Row<'a>], refit: bool, warm: Option<&'a [Vec<f32>]>, also: &'a [Row<'a>] },
     /// By cross-validation over the training rows split into these folds (row indices into
-    /// them); the final model is trained on all of them.
-    Folds(&'a [Vec<usize>]),
+    /// them); the final model is trained on all of them, and with `also` rows once more on all of
+    /// them too (the model before kept as [`LexicalFit::measured`]).
+    Folds { folds: &'a [Vec<usize>], also: &'a [Row<'a>] },
 }
 
 /// What a fit's classes are to each other, and what a training row's second field means.
@@ -278,7 +279,7 @@ impl LexicalModel {
                 // validation rows: one pass.
                 let validation = match selection {
                     Selection::Holdout { validation, .. } => validation,
-                    Selection::Folds(_) => &[],
+                    Selection::Folds { .. } => &[],
                 };
                 let (model, history) = Self::train(train, validation, classes, settings);
                 LexicalFit {
@@ -316,13 +317,17 @@ impl LexicalModel {
         let groups = group_of.iter().max().map_or(1, |&g| g as usize + 1);
         let regroup =
             |rows: &[Row<'a>]| -> Vec<Row<'a>> { rows.iter().map(|&(bag, y)| (bag, group_of[y] as usize)).collect() };
-        let (group_validation, group_also);
+        let group_validation;
+        let group_also;
         let selection = match selection {
             Selection::Holdout { validation, refit, also, .. } => {
                 (group_validation, group_also) = (regroup(validation), regroup(also));
                 Selection::Holdout { validation: &group_validation, refit, warm: None, also: &group_also }
             }
-            Selection::Folds(folds) => Selection::Folds(folds),
+            Selection::Folds { folds, also } => {
+                group_also = regroup(also);
+                Selection::Folds { folds, also: &group_also }
+            }
         };
         let fit = Self::train_svm(&regroup(train), selection, groups, settings, None, None);
         let best = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -444,28 +449,13 @@ impl LexicalModel {
                     });
                     let mut solver = OvrSolver::new(&pool, classes, settings, warm.as_deref(), tree, sets);
                     let (model, iterations) = solver.solve(c);
-                    if also.is_empty() {
-                        (model, history, c, iterations, calibration, pool.len(), None)
-                    } else {
-                        // Once more with the `also` rows, from the pool's solution (theirs at 0);
-                        // the pool's model is the one their figures are measured on.
-                        let all: Vec<Row<'_>> = pool.iter().chain(also).copied().collect();
-                        let warm: Vec<Vec<f32>> = std::mem::take(&mut solver.alphas)
-                            .into_iter()
-                            .map(|a| a.into_iter().chain(also.iter().map(|_| 0.0)).collect())
-                            .collect();
-                        drop(solver);
-                        let final_tree = trees.map(|t| t.final_tree);
-                        let (all_model, _) =
-                            OvrSolver::new(&all, classes, settings, Some(&warm), final_tree, sets).solve(c);
-                        measured = Some(model);
-                        (all_model, history, c, iterations, calibration, all.len(), None)
-                    }
+                    let (model, trained_on) = learn_also(solver, model, &pool, also, c, trees, &mut measured);
+                    (model, history, c, iterations, calibration, trained_on, None)
                 } else {
                     (model, history, c, iterations, calibration, train.len(), best_alphas)
                 }
             }
-            Selection::Folds(folds) => {
+            Selection::Folds { folds, also } => {
                 // Out-of-fold scores (row-major over `train`) and predictions, per C. (A label
                 // tree's group classifier is the final one, trained on every row: its part of the
                 // out-of-fold predictions is in-sample.)
@@ -490,10 +480,12 @@ impl LexicalModel {
                 let y: Vec<usize> = train.iter().map(|(_, y)| *y).collect();
                 let history: Vec<f64> = oof_pred.iter().map(|pred| crate::eval::macro_f1(&y, pred, classes)).collect();
                 let best = (0..grid.len()).fold(0, |b, i| if history[i] > history[b] { i } else { b });
-                let (model, iterations) = OvrSolver::new(train, classes, settings, None, tree, None).solve(grid[best]);
+                let mut solver = OvrSolver::new(train, classes, settings, None, tree, None);
+                let (model, iterations) = solver.solve(grid[best]);
                 let temperature =
                     if settings.calibrate { model.temperature(std::mem::take(&mut oof[best]), &y) } else { 1.0 };
-                (model, history, grid[best], iterations, (1.0 / temperature, 0.0), train.len(), None)
+                let (model, trained_on) = learn_also(solver, model, train, also, grid[best], trees, &mut measured);
+                (model, history, grid[best], iterations, (1.0 / temperature, 0.0), trained_on, None)
             }
         };
         for model in std::iter::once(&mut model).chain(measured.as_mut()) {
@@ -768,6 +760,35 @@ fn macro_f1_of(model: &LexicalModel, rows: &[Row<'_>]) -> f64 {
     let y_true: Vec<usize> = rows.iter().map(|(_, y)| *y).collect();
     let y_pred: Vec<usize> = rows.iter().map(|(f, _)| model.predict(f)).collect();
     crate::eval::macro_f1(&y_true, &y_pred, model.classes)
+}
+
+/// The final solve with rows `also` learned from after the choices: `solver`'s problems (the
+/// rows `pool` of `model`, solved at `c`) once more with them, warm-started from its solution
+/// (theirs at 0) under the final label tree; `model` is kept in `measured`. Without `also`:
+/// `model` as it is. Returns the final model and the rows it learned from.
+fn learn_also(
+    mut solver: OvrSolver<'_>,
+    model: LexicalModel,
+    pool: &[Row<'_>],
+    also: &[Row<'_>],
+    c: f32,
+    trees: Option<Trees<'_>>,
+    measured: &mut Option<LexicalModel>,
+) -> (LexicalModel, usize) {
+    if also.is_empty() {
+        return (model, pool.len());
+    }
+    let all: Vec<Row<'_>> = pool.iter().chain(also).copied().collect();
+    let warm: Vec<Vec<f32>> = std::mem::take(&mut solver.alphas)
+        .into_iter()
+        .map(|a| a.into_iter().chain(also.iter().map(|_| 0.0)).collect())
+        .collect();
+    let (classes, settings, sets) = (warm.len(), solver.settings, solver.sets);
+    drop(solver);
+    let (all_model, _) =
+        OvrSolver::new(&all, classes, settings, Some(&warm), trees.map(|t| t.final_tree), sets).solve(c);
+    *measured = Some(model);
+    (all_model, all.len())
 }
 
 /// The micro-F1 of the label sets `model`'s margins give labeled multi-label rows (each class with
@@ -1316,7 +1337,13 @@ mod tests {
         let pool: Vec<_> = train.iter().chain(&validation).cloned().collect();
         let labels: Vec<String> = pool.iter().map(|(_, y)| y.to_string()).collect();
         let folds = crate::data::stratified_group_folds(&labels, None, 4, 7);
-        let cv = LexicalModel::fit(&borrowed(&pool), Selection::Folds(&folds), 2, &settings, Targets::Classes);
+        let cv = LexicalModel::fit(
+            &borrowed(&pool),
+            Selection::Folds { folds: &folds, also: &[] },
+            2,
+            &settings,
+            Targets::Classes,
+        );
         assert_eq!(cv.trained_on, 400);
         assert_eq!(cv.history.len(), settings.c_grid.len());
         assert!(cv.history.iter().all(|f| (0.0..=1.0).contains(f)));

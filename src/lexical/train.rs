@@ -54,15 +54,24 @@ struct Rows<'a> {
 fn fit_rows(rows: &Rows<'_>, settings: &LexicalSettings, warm: Option<&[Vec<f32>]>) -> LexicalFit {
     let Rows { features, y, split, data, classes, targets } = *rows;
     let rows = |set: &[usize]| -> Vec<Row<'_>> { set.iter().map(|&r| (&features[r], y[r])).collect() };
+    // The test rows, learned from after their figures are measured (cross-validation trains on
+    // train + validation whatever `refit` says).
+    let also =
+        if (settings.refit || settings.folds > 1) && settings.refit_test { rows(&split.test) } else { Vec::new() };
     if settings.folds > 1 {
         // Cross-validation over train + validation, folds dealt like the split (grouped, stratified).
         let pool_rows: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
         let pool = data.select(&pool_rows);
         let folds = stratified_group_folds(&pool.labels, pool.groups.as_deref(), settings.folds, settings.seed);
-        LexicalModel::fit(&rows(&pool_rows), Selection::Folds(&folds), classes, settings, targets)
+        LexicalModel::fit(
+            &rows(&pool_rows),
+            Selection::Folds { folds: &folds, also: &also },
+            classes,
+            settings,
+            targets,
+        )
     } else {
         let validation = rows(&split.validation);
-        let also = if settings.refit && settings.refit_test { rows(&split.test) } else { Vec::new() };
         LexicalModel::fit(
             &rows(&split.train),
             Selection::Holdout { validation: &validation, refit: settings.refit, warm, also: &also },
