@@ -142,9 +142,43 @@ fn several_labels_per_row_train_a_multi_label_model_evaluated_and_served_with_la
     assert!((metrics["accuracy"].as_f64().unwrap() - m["subset_accuracy"].as_f64().unwrap()).abs() < 1e-12);
     assert!(std::fs::read(report.join("roc_curves.png")).unwrap().starts_with(b"\x89PNG"));
     assert!(!report.join("confusion_matrix.png").exists());
-    // The same model on rows labeled one per row is refused, not scored as something else.
-    let o = eval_fixture(&fx, &current, &[]);
-    assert_clean_failure(&o, &["multi_label"]);
+    // Without --label-separator the card's separator splits the label sets: the same figures.
+    let o = prodcat(&[
+        "eval",
+        "--model",
+        &current.display().to_string(),
+        "--data",
+        &data.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "labels",
+        "--report",
+        &fx.path("report-again").display().to_string(),
+    ]);
+    assert!(o.status.success(), "eval failed: {}", stderr(&o));
+    assert!(stdout(&o).contains(lines[n - 2]), "{}", stdout(&o));
+    // A single-label model is not scored on label sets as something else.
+    let singles = fx.path("singles.csv");
+    let csv: String = fx.products.iter().map(|p| format!("{},{},{}\n", p.title, p.category, p.group)).collect();
+    std::fs::write(&singles, format!("title,labels,group\n{csv}")).unwrap();
+    let o = train_bundles(&singles, &fx.path("single"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single = fx.path("single/bundles").display().to_string();
+    let o = prodcat(&[
+        "eval",
+        "--model",
+        &single,
+        "--data",
+        &data.display().to_string(),
+        "--text-column",
+        "title",
+        "--label-column",
+        "labels",
+        "--label-separator",
+        "|",
+    ]);
+    assert_clean_failure(&o, &["single_label"]);
 
     // relabel: each record's `labels` list; bundles get both of theirs.
     let titles: Vec<&str> = rows.iter().map(|(title, _)| title.as_str()).collect();

@@ -40,9 +40,13 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = args.device.session(ort_lib);
     let version = ModelVersion::open(&args.model)?;
     let (mut spec, _) = args.data.read(None, 0)?;
-    // Labels named through the model's taxonomy file are read through it unless another is given.
+    // Labels named through the model's taxonomy file are read through it unless another is given;
+    // a multi-label model's label sets are split as its training data's were.
     if spec.paths.taxonomy.is_none() {
         spec.paths.taxonomy = version.taxonomy_file();
+    }
+    if spec.label_separator.is_none() && version.card.head == prodcat::common::Head::MultiLabel {
+        spec.label_separator = version.card.data.as_ref().and_then(|d| d.label_separator.clone());
     }
     if let Some(problem) = version.card.data.as_ref().and_then(|d| d.text.as_ref()).and_then(|t| t.mismatch(&spec.text))
     {
