@@ -87,8 +87,9 @@ pub struct Prediction {
     /// A taxonomy model's path to the label: the label's node at each level above it, top
     /// first, with the node's score (the sum of its leaves' probabilities). Empty when flat.
     pub ancestors: Vec<(u32, f32)>,
-    /// The row's labels with their probabilities, most likely first: the label alone for a
-    /// single-label model, each class at or above its threshold for a multi-label one.
+    /// A multi-label row's labels with their probabilities, most likely first: each class at or
+    /// above its threshold. Empty for a single-label model (its label alone; see
+    /// [`Self::label_set`]), so a single-label row allocates nothing for it.
     pub labels: Vec<(u32, f32)>,
     pub stage: Kind,
     pub model: Arc<ModelIdentity>,
@@ -106,8 +107,7 @@ impl Prediction {
                         .map(|(level, node)| (node, t.node_score(level, node, probs)))
                         .collect()
                 });
-                let labels = vec![(label_id, confidence)];
-                Self { label_id, confidence, top_k: best, ancestors, labels, stage, model: model.clone() }
+                Self { label_id, confidence, top_k: best, ancestors, labels: Vec::new(), stage, model: model.clone() }
             }
             Head::MultiLabel => {
                 let best = top_k(probs, k);
@@ -138,7 +138,11 @@ impl Prediction {
     /// The row's labels and their probabilities, most likely first (the label alone for a
     /// single-label model).
     pub fn label_set(&self) -> impl Iterator<Item = (&str, f32)> {
-        self.labels.iter().map(|&(id, score)| (self.model.labels[id as usize].as_str(), score))
+        let alone = self.labels.is_empty().then_some((self.label_id, self.confidence));
+        alone
+            .into_iter()
+            .chain(self.labels.iter().copied())
+            .map(|(id, score)| (self.model.labels[id as usize].as_str(), score))
     }
 
     /// The score at level `level` (1 = the top; past the deepest level, the label's own).
@@ -336,6 +340,18 @@ mod tests {
         // A flat model: one level, the label itself.
         let flat = Prediction::of_row(&identity(None), &[0.3, 0.25, 0.15, 0.3], 2, Kind::Lexical);
         assert_eq!(flat.path(), vec!["A > x > 1"]);
+        // A single-label row's label set is its label alone.
+        assert_eq!(flat.label_set().collect::<Vec<_>>(), vec![("A > x > 1", 0.3)]);
+        // A multi-label row's: every class at its threshold, most likely first; the best alone
+        // when none is.
+        let multi = |thresholds: Option<Vec<f32>>| {
+            Arc::new(ModelIdentity { head: Head::MultiLabel, thresholds, ..(*identity(None)).clone() })
+        };
+        let p = Prediction::of_row(&multi(Some(vec![0.5, 0.2, 0.9, 0.5])), &[0.6, 0.3, 0.8, 0.1], 2, Kind::Lexical);
+        assert_eq!(p.label_set().collect::<Vec<_>>(), vec![("A > x > 1", 0.6), ("A > x > 2", 0.3)]);
+        assert_eq!((p.label(), p.confidence), ("A > x > 1", 0.6));
+        let p = Prediction::of_row(&multi(None), &[0.1, 0.3, 0.2, 0.1], 2, Kind::Lexical);
+        assert_eq!(p.label_set().collect::<Vec<_>>(), vec![("A > x > 2", 0.3)]);
         assert_eq!(flat.levels().collect::<Vec<_>>(), vec![("A > x > 1", 0.3)]);
         assert_eq!(flat.score_at(1), 0.3);
     }
