@@ -16,10 +16,11 @@ REGISTRY=${PRODCAT_DEMO_REGISTRY:-.prodcat/registry}
 "$PRODCAT" eval \
   --model "$REGISTRY/demo/current" --data examples/products-eval.csv \
   --text-column title --label-column category --report reports/demo
-# The fast path: a lexical model on the same data and split, and a cascade of the two.
+# The fast path: a lexical model on the same data and split (its test rows held out: the cascade is
+# reported on them), and a cascade of the two.
 "$PRODCAT" train --model-type lexical \
   --data examples/products.csv --text-column title --label-column category --group-column product_id \
-  --out "$REGISTRY" --name demo-lexical --no-progress
+  --out "$REGISTRY" --name demo-lexical --no-progress --hold-out-test
 "$PRODCAT" cascade --lexical "$REGISTRY/demo-lexical" --transformer "$REGISTRY/demo" \
   --out "$REGISTRY" --name demo-cascade --report reports/demo-cascade
 # The main job: relabel a Parquet catalogue with the cascade.

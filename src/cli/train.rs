@@ -521,7 +521,12 @@ fn transformer_job<'a>(
 /// Prints the test report, publishes the candidate and prints where it went.
 fn report(candidate: prodcat::staging::Candidate, out: &std::path::Path) -> anyhow::Result<()> {
     if let Some(test) = &candidate.test {
-        println!("test split ({} rows), through ONNX Runtime:\n{}", test.report.rows, format_report(&test.report));
+        let how = if candidate.card.training.as_ref().is_some_and(|t| t.test_before_final_fit) {
+            "the model before its final fit, which learned from these rows too"
+        } else {
+            "through ONNX Runtime"
+        };
+        println!("test split ({} rows), {how}:\n{}", test.report.rows, format_report(&test.report));
     }
     let card = candidate.card.clone();
     let dir = candidate.publish(true)?;
