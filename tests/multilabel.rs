@@ -37,20 +37,24 @@ fn write_bundles(fx: &Fixture, path: &Path) -> Vec<(String, Vec<String>)> {
 
 /// `prodcat train` of the bundles at `data` (a lexical model unless `extra` names another type).
 fn train_bundles(data: &Path, registry: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args: Vec<String> = ["train", "--no-progress", "--text-column", "title"].map(str::to_string).to_vec();
+    let registry = registry.display().to_string();
+    let mut flags = vec!["--no-progress", "--group-column", "group", "--out", &registry, "--name", "bundles"];
     if !extra.contains(&"--model-type") {
-        args.extend(["--model-type".into(), "lexical".into()]);
+        flags.extend(["--model-type", "lexical"]);
     }
-    for (flag, value) in [
-        ("--data", data.display().to_string()),
-        ("--label-column", "labels".into()),
-        ("--group-column", "group".into()),
-        ("--out", registry.display().to_string()),
-        ("--name", "bundles".into()),
-    ] {
-        args.push(flag.into());
-        args.push(value);
+    flags.extend(extra);
+    on_bundles("train", None, data, &flags)
+}
+
+/// `prodcat <command> [--model MODEL] --data DATA --text-column title --label-column labels` with
+/// `extra` flags.
+fn on_bundles(command: &str, model: Option<&Path>, data: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<String> = vec![command.into()];
+    if let Some(model) = model {
+        args.extend(["--model".into(), model.display().to_string()]);
     }
+    args.extend(["--data".into(), data.display().to_string()]);
+    args.extend(["--text-column", "title", "--label-column", "labels"].map(str::to_string));
     args.extend(extra.iter().map(|s| s.to_string()));
     run_strings(&args)
 }
@@ -115,21 +119,12 @@ fn several_labels_per_row_train_a_multi_label_model_evaluated_and_served_with_la
 
     // eval: the label sets' figures, metrics.json with them, ROC curves and no confusion plot.
     let report = fx.path("report");
-    let o = prodcat(&[
+    let o = on_bundles(
         "eval",
-        "--model",
-        &current.display().to_string(),
-        "--data",
-        &data.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "labels",
-        "--label-separator",
-        "|",
-        "--report",
-        &report.display().to_string(),
-    ]);
+        Some(&current),
+        &data,
+        &["--label-separator", "|", "--report", &report.display().to_string()],
+    );
     assert!(o.status.success(), "eval failed: {}", stderr(&o));
     let text = stdout(&o);
     let lines: Vec<&str> = text.lines().collect();
@@ -143,19 +138,7 @@ fn several_labels_per_row_train_a_multi_label_model_evaluated_and_served_with_la
     assert!(std::fs::read(report.join("roc_curves.png")).unwrap().starts_with(b"\x89PNG"));
     assert!(!report.join("confusion_matrix.png").exists());
     // Without --label-separator the card's separator splits the label sets: the same figures.
-    let o = prodcat(&[
-        "eval",
-        "--model",
-        &current.display().to_string(),
-        "--data",
-        &data.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "labels",
-        "--report",
-        &fx.path("report-again").display().to_string(),
-    ]);
+    let o = on_bundles("eval", Some(&current), &data, &["--report", &fx.path("report-again").display().to_string()]);
     assert!(o.status.success(), "eval failed: {}", stderr(&o));
     assert!(stdout(&o).contains(lines[n - 2]), "{}", stdout(&o));
     // A single-label model is not scored on label sets as something else.
@@ -164,20 +147,7 @@ fn several_labels_per_row_train_a_multi_label_model_evaluated_and_served_with_la
     std::fs::write(&singles, format!("title,labels,group\n{csv}")).unwrap();
     let o = train_bundles(&singles, &fx.path("single"), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let single = fx.path("single/bundles").display().to_string();
-    let o = prodcat(&[
-        "eval",
-        "--model",
-        &single,
-        "--data",
-        &data.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "labels",
-        "--label-separator",
-        "|",
-    ]);
+    let o = on_bundles("eval", Some(&fx.path("single/bundles")), &data, &["--label-separator", "|"]);
     assert_clean_failure(&o, &["single_label"]);
 
     // relabel: each record's `labels` list; bundles get both of theirs.
@@ -209,19 +179,7 @@ fn several_labels_per_row_train_a_multi_label_model_evaluated_and_served_with_la
 
     // `split` writes each row's labels as they were given.
     let split = fx.path("split.csv");
-    let o = prodcat(&[
-        "split",
-        "--data",
-        &data.display().to_string(),
-        "--text-column",
-        "title",
-        "--label-column",
-        "labels",
-        "--label-separator",
-        "|",
-        "--out",
-        &split.display().to_string(),
-    ]);
+    let o = on_bundles("split", None, &data, &["--label-separator", "|", "--out", &split.display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let written = std::fs::read_to_string(&split).unwrap();
     assert!(written.lines().skip(1).any(|l| l.contains(&format!("\"{}\",", rows[0].1.join("|")))), "{written}");
