@@ -129,6 +129,9 @@ def main() -> None:
     p.add_argument("--sets", default=None, help="comma-separated data set names (default: all)")
     p.add_argument("--seeds", default="42,43,44,45,46", help="one split per seed; the table averages them")
     p.add_argument("--split", default="0.7,0.1,0.2", help="train,validation,test fractions")
+    p.add_argument("--families", default=None, help="comma-separated prodcat families (default: all)")
+    p.add_argument("--flags", default="", help="more `prodcat train` flags for every family, e.g. "
+                                               "'--max-classes-per-feature 16' (one string, split on spaces)")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     families = [
@@ -148,6 +151,9 @@ def main() -> None:
         families.append(("auto", ["--model-type", "auto", "--refit"] + minilm))
     if args.auto_folds:
         families.append(("auto-folds", ["--model-type", "auto", "--folds", args.auto_folds] + minilm))
+    if args.families:
+        families = [f for f in families if f[0] in args.families.split(",")]
+    families = [(name, flags + args.flags.split()) for name, flags in families]
     rows = []
     for name, path, text, label, group in SETS:
         if args.sets and name not in args.sets.split(","):

@@ -5,8 +5,11 @@ random, swaps two neighbouring words and appends a random model-number-like toke
 split grouped by cluster) and by the TF-IDF + LinearSVC baseline's fit on the same rows.
 
     python3 bench/rows_scaling.py [--sizes 30000,300000,1000000] [--skip-baseline]
+                                  [--memory-budget-mib none,2048]
 
-Prints a table: rows, prodcat wall s and peak RSS, s per 1,000 rows, baseline fit s and peak RSS.
+Prints a table: rows, prodcat's memory budget (`--memory-budget-mib`; each size is trained once per
+budget given, `none` for every row), the rows it trained on, wall s and peak RSS, s per 1,000 rows,
+baseline fit s and peak RSS.
 Needs ../shared/data (skips with a message otherwise), a built prodcat and the benchmark venv.
 """
 import argparse
@@ -51,6 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="30000,300000,1000000")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--memory-budget-mib", default="none",
+                    help="comma-separated training memory budgets, MiB (`none`: every row)")
     ap.add_argument("--work", type=Path, default=ROOT / ".prodcat/bench/rows-scaling")
     args = ap.parse_args()
     if missing(DATA):
@@ -64,12 +69,18 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         path = args.work / f"rows-{n}.csv"
         write_rows(path, rows, n, seed=n)
-        registry = args.work / f"registry-{n}"
-        seconds, rss, out = timed([prodcat, "train", "--model-type", "lexical", "--data", path, "--text-column", "title",
-                                   "--label-column", "category", "--group-column", "cluster", "--out", registry,
-                                   "--name", "lexical", "--no-progress"])
-        f1, _ = last_metrics(out)
-        row = {"rows": n, "s": seconds, "rss": rss, "f1": f1, "base_s": None, "base_rss": None}
+        for budget in args.memory_budget_mib.split(","):
+            registry = args.work / f"registry-{n}-{budget}"
+            flags = [] if budget == "none" else ["--memory-budget-mib", budget]
+            seconds, rss, out = timed([prodcat, "train", "--model-type", "lexical", "--data", path, "--text-column",
+                                       "title", "--label-column", "category", "--group-column", "cluster", "--out",
+                                       registry, "--name", "lexical", "--no-progress"] + flags)
+            f1, _ = last_metrics(out)
+            card = json.loads((registry / "lexical/current/card.json").read_text())
+            row = {"rows": n, "budget": budget, "trained": card["data"]["rows"], "s": seconds, "rss": rss, "f1": f1,
+                   "base_s": None, "base_rss": None}
+            table.append(row)
+            print(row, flush=True)
         if py:
             # The baseline on prodcat's own split of the same file: its train rows, its test rows.
             split = args.work / f"split-{n}.csv"
@@ -87,14 +98,15 @@ def main() -> None:
                                    train=str(parts["train"]), test=str(parts["test"]), c=1.0)
             _, base_rss, base_out = timed([py, "-c", code])
             base = json.loads(base_out.strip().splitlines()[-1])
-            row.update(base_s=base["train_seconds"], base_rss=base_rss, base_f1=base["macro_f1"])
-        table.append(row)
-        print(row, flush=True)
-    print("\n| rows | prodcat train s (end to end) | s per 1,000 rows | peak RSS MiB | test macro-F1 | baseline fit s | baseline peak RSS MiB | baseline macro-F1 |")
-    print("|---|---|---|---|---|---|---|---|")
+            for row in table:
+                if row["rows"] == n:
+                    row.update(base_s=base["train_seconds"], base_rss=base_rss, base_f1=base["macro_f1"])
+    print("\n| rows | memory budget MiB | rows trained on | prodcat train s (end to end) | s per 1,000 rows | peak RSS MiB "
+          "| test macro-F1 | baseline fit s | baseline peak RSS MiB | baseline macro-F1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in table:
         base = (f"{r['base_s']:.1f} | {r['base_rss']:,.0f} | {r['base_f1']:.4f}" if r["base_s"] is not None else "- | - | -")
-        print(f"| {r['rows']:,} | {r['s']:.1f} | {1000 * r['s'] / r['rows']:.2f} | {r['rss']:,.0f} | {r['f1']:.4f} | {base} |")
+        print(f"| {r['rows']:,} | {r['budget']} | {r['trained']:,} | {r['s']:.1f} | {1000 * r['s'] / r['trained']:.2f} | {r['rss']:,.0f} | {r['f1']:.4f} | {base} |")
 
 
 if __name__ == "__main__":

@@ -235,9 +235,7 @@ fn a_lexical_model_of_a_thousand_classes_trains_serves_and_reports_readably() {
     many_classes(&fx, 1100, 4);
     let registry = fx.path("registry");
     let mut args: Vec<String> =
-        ["train", "--model-type", "lexical", "--max-classes-per-feature", "16", "--no-progress", "--out"]
-            .map(str::to_string)
-            .to_vec();
+        ["train", "--model-type", "lexical", "--no-progress", "--out"].map(str::to_string).to_vec();
     args.push(registry.display().to_string());
     args.extend(fixture_data_args(&fx));
     let o = run_strings(&args);
@@ -252,8 +250,8 @@ fn a_lexical_model_of_a_thousand_classes_trains_serves_and_reports_readably() {
         text.lines().last().unwrap().split(' ').next().unwrap().strip_prefix("macro_f1=").unwrap().parse().unwrap();
     assert!(f1 > 0.9, "{text}");
 
-    // Sparse and capped: at most 16 classes per feature, shared words lost their smallest weights,
-    // and the file is a sliver of the 2.2 GiB a dense matrix would take.
+    // Sparse and capped (the default past 64 classes): at most 16 classes per feature, shared words
+    // lost their smallest weights, and the file is a sliver of the 2.2 GiB a dense matrix would take.
     let current = registry.join("classifier/current");
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(current.join("card.json")).unwrap()).unwrap();
@@ -278,6 +276,45 @@ fn a_lexical_model_of_a_thousand_classes_trains_serves_and_reports_readably() {
         let bytes = std::fs::read(report.join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() < 4 << 20, "{png}: {} bytes", bytes.len());
     }
+}
+
+#[test]
+fn a_memory_budget_trains_on_a_stratified_sample_that_fits_and_refuses_one_too_small() {
+    // 3,000 long texts of 4 classes, each some 8,000 features (about 130 KB a row while training):
+    // 640 MiB holds only a part of them beside the process and the model, 300 MiB too few to train.
+    let fx = Fixture::new(10);
+    let mut text = String::from("title,category\n");
+    for r in 0..3000usize {
+        let words: Vec<String> =
+            (0..320).map(|i| format!("w{}q{}", (r * 7919 + i * 104_729) % 50_000, i % 97)).collect();
+        text.push_str(&format!("class{} {},cat{}\n", r % 4, words.join(" "), r % 4));
+    }
+    std::fs::write(&fx.csv, text).unwrap();
+    let train = |budget: &str, registry: &str| {
+        let mut args: Vec<String> =
+            ["train", "--model-type", "lexical", "--no-progress", "--c-grid", "1"].map(str::to_string).to_vec();
+        args.extend(["--feature-norm", "joint", "--memory-budget-mib", budget, "--out"].map(str::to_string));
+        args.push(fx.path(registry).display().to_string());
+        args.extend(fixture_data_args(&fx));
+        run_strings(&args)
+    };
+    let o = train("640", "registry");
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.path("registry/classifier/current/card.json")).unwrap())
+            .unwrap();
+    let rows = card["data"]["rows"].as_u64().unwrap();
+    assert_eq!(card["training"]["sampled_from"].as_u64(), Some(3000), "{}", card["training"]);
+    assert!((200..3000).contains(&rows), "trained on {rows} rows");
+    assert!(stdout(&o).contains(&format!("memory:       the budget held {rows} of the 3000 rows")), "{}", stdout(&o));
+    // Stratified: each class keeps its share.
+    for (class, count) in card["data"]["class_counts"].as_object().unwrap() {
+        let count = count.as_u64().unwrap();
+        assert!(count.abs_diff(rows / 4) <= 1, "{class}: {count} of {rows}");
+    }
+    let o = train("300", "small");
+    assert_clean_failure(&o, &["--memory-budget-mib", "too few to train 4 classes"]);
+    assert!(!fx.path("small/classifier/v1").exists(), "nothing published");
 }
 
 #[test]

@@ -80,9 +80,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = LexicalSettings::default().prune_below)]
     prune_below: f32,
     /// Lexical models: classes a feature keeps weights for, at most, the largest (0: all). Bounds
-    /// the model's size and serving cost at thousands of classes.
-    #[arg(long, default_value_t = LexicalSettings::default().max_classes_per_feature)]
-    max_classes_per_feature: usize,
+    /// the model's size and serving cost at thousands of classes. Default: every class up to 64
+    /// classes, 16 past that.
+    #[arg(long)]
+    max_classes_per_feature: Option<usize>,
+    /// Lexical svm: training memory in MiB. Past it, training keeps a stratified sample of the rows
+    /// that fits (measured on a sample of the texts before featurizing; the card says so).
+    /// Default: every row.
+    #[arg(long)]
+    memory_budget_mib: Option<u64>,
     /// Lexical svm, with category paths or a taxonomy: one flat classifier over the leaves instead
     /// of the two-level label tree (a top-level category classifier, and each leaf trained only
     /// against its category's rows).
@@ -313,6 +319,7 @@ fn lexical_job<'a>(
         },
         prune_below: args.prune_below,
         max_classes_per_feature: args.max_classes_per_feature,
+        memory_budget_mib: args.memory_budget_mib,
         label_tree: !args.flat_leaves,
         folds: args.folds.unwrap_or(0),
         refit: args.refit,
@@ -542,6 +549,12 @@ fn report(candidate: prodcat::staging::Candidate, out: &std::path::Path) -> anyh
         );
         if let Some(k) = t.folds {
             println!("choices:      {k}-fold cross-validation over train + validation");
+        }
+        if let (Some(all), Some(data)) = (t.sampled_from, &card.data) {
+            println!(
+                "memory:       the budget held {} of the {all} rows: trained on a stratified sample of them",
+                data.rows
+            );
         }
         match t.refit_rows {
             Some(rows) if t.test_before_final_fit => println!(

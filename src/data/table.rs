@@ -364,6 +364,27 @@ impl LabeledData {
         self.select(&keep)
     }
 
+    /// About `n` rows: a seeded sample of each label's (or label set's) rows in proportion, at
+    /// least one of each, kept in file order.
+    pub fn stratified_sample(&self, n: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut by_label: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, label) in self.labels.iter().enumerate() {
+            by_label.entry(label).or_default().push(i);
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let total = self.len().max(1);
+        let mut keep = Vec::with_capacity(n + by_label.len());
+        for rows in by_label.values_mut() {
+            let quota = (rows.len() * n / total).clamp(1, rows.len());
+            rows.shuffle(&mut rng);
+            keep.extend_from_slice(&rows[..quota]);
+        }
+        keep.sort_unstable();
+        self.select(&keep)
+    }
+
     /// The rows `rows`, in that order.
     pub fn select(&self, rows: &[usize]) -> Self {
         Self {

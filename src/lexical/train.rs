@@ -109,6 +109,63 @@ fn dense_servable(buckets: u32, classes: usize) -> Result<()> {
     ))
 }
 
+/// What a featurized training row holds at the peak of a lexical fit, in bytes: per feature, its
+/// bag's id and count and the solver's compact id and value; per class, its dual variables (three
+/// copies while a C is chosen); per row, its text, label and the vectors' headers and allocations
+/// (with the allocator's rounding: 18 rather than 16 per feature). Checked against measured peaks
+/// by `bench/rows_scaling.py --memory-budget-mib` (300,000 PriceRunner rows at 1,024 MiB: a peak of
+/// 1,029 MiB at 16 and 256).
+const ROW_BYTES_PER_FEATURE: u64 = 18;
+const ROW_BYTES_PER_CLASS: u64 = 12;
+const ROW_BYTES: u64 = 384;
+/// What a fit holds beyond its rows and what the process held before it: the model's IDF and
+/// weights, the exported graph, ONNX Runtime's session for parity and the test figures.
+const FIT_OVERHEAD_MIB: u64 = 256;
+/// Rows past which featurizing shows a progress bar (about 5 s at 2 cores).
+const FEATURIZE_PROGRESS_ROWS: usize = 100_000;
+/// Texts whose features are counted to size a row.
+const SIZING_SAMPLE: usize = 2000;
+
+/// The process's resident memory in MiB (Linux; None elsewhere).
+fn resident_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// The rows of `data` a lexical fit of `classes` classes can hold within `budget_mib`, counted
+/// from the features of a sample of the texts and what the process holds already: None when every
+/// row fits; an error naming the budget that would hold enough rows to train when too few fit.
+fn rows_within_budget(
+    data: &LabeledData,
+    featurizer: &FeaturizerSettings,
+    classes: usize,
+    budget_mib: u64,
+) -> Result<Option<usize>> {
+    let featurize = Featurizer::new(featurizer.clone());
+    let sample: Vec<&String> = data.texts.iter().step_by((data.len() / SIZING_SAMPLE).max(1)).collect();
+    let features: usize = sample.par_iter().map(|t| featurize.features(t).len()).sum();
+    let per_feature = ROW_BYTES_PER_FEATURE * (features as u64).div_ceil(sample.len().max(1) as u64);
+    let per_row = ROW_BYTES + per_feature + ROW_BYTES_PER_CLASS * classes as u64;
+    let held = resident_mib().unwrap_or(0) + FIT_OVERHEAD_MIB;
+    let rows = (budget_mib.saturating_sub(held) << 20) / per_row;
+    if rows as usize >= data.len() {
+        return Ok(None);
+    }
+    let least = (20 * classes) as u64;
+    if rows < least {
+        return Err(Error::config(
+            "--memory-budget-mib",
+            format!(
+                "{budget_mib} MiB holds {rows} rows of about {per_row} bytes beside the {held} MiB the process and                  the model take: too few to train {classes} classes; {} MiB would hold {least}",
+                held + (least * per_row).div_ceil(1 << 20)
+            ),
+        ));
+    }
+    Ok(Some(rows as usize))
+}
+
 /// Trains, exports and checks a lexical model.
 pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     let started = Instant::now();
@@ -116,7 +173,30 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     if settings.featurizer.buckets < 2 || settings.featurizer.word_ngrams.1 < settings.featurizer.word_ngrams.0 {
         return Err(Error::config("lexical", "featurizer needs at least 2 buckets and a valid word n-gram range"));
     }
-    let data = job.data;
+    // A memory budget the rows would pass: a stratified sample of them that fits.
+    let sampled;
+    let (data, sampled_from) = match settings.memory_budget_mib {
+        Some(mib) => {
+            let classes = job
+                .labels
+                .as_ref()
+                .map_or_else(|| job.data.labels.iter().collect::<std::collections::HashSet<_>>().len(), Vec::len);
+            match rows_within_budget(job.data, &settings.featurizer, classes, mib)? {
+                Some(rows) => {
+                    sampled = job.data.stratified_sample(rows, settings.seed);
+                    tracing::warn!(
+                        budget_mib = mib,
+                        rows = sampled.len(),
+                        of = job.data.len(),
+                        "the memory budget holds a stratified sample of the rows: training on it"
+                    );
+                    (&sampled, Some(job.data.len()))
+                }
+                None => (job.data, None),
+            }
+        }
+        None => (job.data, None),
+    };
     let multi_label = data.head == Head::MultiLabel;
     if multi_label && (settings.solver == LexicalSolver::Sgd || settings.folds > 1) {
         return Err(Error::config(
@@ -165,12 +245,28 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     }
     let train_started = Instant::now();
     // One fit per normalisation tried; the best validation (or out-of-fold) macro-F1 wins.
-    let mut best: Option<(f64, FeaturizerSettings, Vec<Bag>, LexicalFit)> = None;
+    // The rows' feature counts (for the parity batch) rather than their features: a norm's
+    // features are freed before the next is tried, and the few rows needed later are featurized
+    // again.
+    let mut best: Option<(f64, FeaturizerSettings, Vec<usize>, LexicalFit)> = None;
     let mut norms = if settings.norms.is_empty() { vec![settings.featurizer.norm] } else { settings.norms.clone() };
     let fit_norm = |norm, settings: &LexicalSettings, warm: Option<&[Vec<f32>]>| {
         let tried = FeaturizerSettings { norm, ..settings.featurizer.clone() };
         let featurizer = Featurizer::new(tried.clone());
-        let features: Vec<Bag> = data.texts.par_iter().map(|t| featurizer.features(t)).collect();
+        let bar = crate::common::progress_bar(
+            settings.show_progress && data.len() >= FEATURIZE_PROGRESS_ROWS,
+            data.len() as u64,
+            "featurize".into(),
+        );
+        let features: Vec<Bag> = data
+            .texts
+            .par_iter()
+            .map(|t| {
+                bar.inc(1);
+                featurizer.features(t)
+            })
+            .collect();
+        bar.finish_and_clear();
         let settings = LexicalSettings { featurizer: tried.clone(), ..settings.clone() };
         let targets = match (&sets, &groups) {
             (Some(sets), _) => Targets::Sets(sets),
@@ -182,7 +278,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
         let fit = fit_rows(&rows, &settings, warm);
         let score = fit.history.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         tracing::info!(?norm, validation_macro_f1 = format!("{score:.4}"), "lexical normalisation tried");
-        (score, tried, features, fit)
+        (score, tried, features.iter().map(Bag::len).collect::<Vec<usize>>(), fit)
     };
     let walks = settings.solver == LexicalSolver::Svm && settings.folds <= 1 && settings.c_search.walks(labels.len());
     if walks && norms.len() > 1 {
@@ -210,7 +306,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             best = Some(tried);
         }
     }
-    let (_, chosen, features, fit) = best.expect("at least one normalisation is tried");
+    let (_, chosen, lengths, fit) = best.expect("at least one normalisation is tried");
     let settings = &LexicalSettings { featurizer: chosen, ..settings.clone() };
     let featurizer = Featurizer::new(settings.featurizer.clone());
     let LexicalFit { model, measured, history, svm, trained_on, thresholds, .. } = fit;
@@ -288,6 +384,7 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             folds: (settings.folds > 1).then_some(settings.folds),
             temperature: svm.map(|c| c.temperature),
             test_before_final_fit: measured.is_some(),
+            sampled_from,
         }),
         test_metrics: None,
         parity: None,
@@ -297,7 +394,8 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     // The model that learned from the test rows too is published with the test figures of the
     // one before it (train + validation, the same choices).
     let measured_test = measured.as_ref().filter(|_| !split.test.is_empty()).map(|measured| {
-        let logits: Vec<f32> = split.test.iter().flat_map(|&r| measured.logits(&features[r])).collect();
+        let logits: Vec<f32> =
+            split.test.iter().flat_map(|&r| measured.logits(&featurizer.features(&data.texts[r]))).collect();
         let output = crate::eval::output_of_logits(card.head, logits, labels.len());
         let truth = match &sets {
             Some(sets) => crate::eval::Truth::Sets(split.test.iter().map(|&r| sets[r].clone()).collect()),
@@ -314,11 +412,10 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
     }
 
     // Parity: Rust logits vs ONNX Runtime on one padded batch of mixed lengths.
-    let lengths: Vec<usize> = features.iter().map(Bag::len).collect();
     let rows = parity_rows(&split, &lengths, 32);
     let prepared: Vec<_> = rows.iter().map(|&r| featurizer.prepare(&data.texts[r])).collect();
     let batch = PaddedBatch::from_tokens(prepared.iter());
-    let reference: Vec<f32> = rows.iter().flat_map(|&r| model.logits(&features[r])).collect();
+    let reference: Vec<f32> = rows.iter().flat_map(|&r| model.logits(&featurizer.features(&data.texts[r]))).collect();
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
     stage_graph(GraphExport {
         registry: &job.registry,

@@ -135,6 +135,10 @@ pub struct TrainingInfo {
     /// that last fit through the trainer's forward pass.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test_before_final_fit: bool,
+    /// The rows the data had when a memory budget made the trainer keep a stratified sample of
+    /// them (`data.rows` counts the sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_from: Option<usize>,
 }
 
 /// Serde default of temperatures recorded after the cards that lack them: 1 (no scaling).

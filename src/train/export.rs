@@ -106,6 +106,7 @@ pub(super) fn export_candidate(inputs: ExportInputs<'_>) -> Result<Candidate> {
             folds: settings.cross_validated.as_ref().map(|c| c.folds),
             temperature,
             test_before_final_fit: false,
+            sampled_from: None,
         }),
         test_metrics: None,
         parity: None,
