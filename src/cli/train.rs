@@ -72,9 +72,10 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     c_grid: Option<Vec<f32>>,
     /// Lexical svm: how the C grid is searched on validation: `grid` tries every C (and every
-    /// normalisation at each), `walk` picks the normalisation at the C nearest 1 and walks the grid
-    /// from there while validation improves, `auto` walks past 100 classes.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// normalisation at each), `walk` (the default) picks the normalisation at the C nearest 1 and
+    /// walks the grid from there while validation improves, `auto` walks past 100 classes and
+    /// tries the grid below.
+    #[arg(long, value_enum, default_value = "walk")]
     c_search: CSearchArg,
     /// Lexical svm: a class's weights of smaller magnitude are dropped when it is solved (0: none).
     #[arg(long, default_value_t = LexicalSettings::default().prune_below)]

@@ -211,7 +211,7 @@ impl Default for LexicalSettings {
             refit: false,
             refit_test: false,
             norms: vec![FeatureNorm::Blocks, FeatureNorm::Joint],
-            c_search: CSearch::Auto,
+            c_search: CSearch::Walk,
             prune_below: 1e-3,
             max_classes_per_feature: None,
             memory_budget_mib: None,
@@ -256,7 +256,9 @@ pub enum CSearch {
     Grid,
     /// The normalisation chosen at the C nearest 1; from there up the grid while validation
     /// macro-F1 improves, then down. Each C costs a pass over every row for every class, so past
-    /// a few hundred classes the full grid is most of the training time.
+    /// a few hundred classes the full grid is most of the training time. The default: on
+    /// PriceRunner's 10 categories (3 seeds) it scored as the grid (0.9871 vs 0.9873, sd 0.001)
+    /// in two thirds of the time (4.7 vs 6.9 s).
     Walk,
     /// `walk` past [`CSearch::WALK_ABOVE`] classes, else `grid`.
     Auto,

@@ -1224,6 +1224,7 @@ mod tests {
     fn svm_solver_converges_separates_and_calibrates() {
         let settings = LexicalSettings {
             featurizer: FeaturizerSettings { buckets: 128, ..Default::default() },
+            c_search: CSearch::Grid,
             ..Default::default()
         };
         let (train, validation) = (toy(400, 1), toy(200, 2));
