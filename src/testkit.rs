@@ -89,26 +89,39 @@ pub fn write_products_csv(path: &Path, products: &[SyntheticProduct]) -> Result<
 
 /// Shape of the tiny test encoder.
 pub fn tiny_config(vocab_size: usize) -> EncoderConfig {
+    tiny_config_of(EncoderFamily::Bert, vocab_size)
+}
+
+/// Shape of a tiny test encoder of `family`.
+pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig {
+    let one_type = family == EncoderFamily::DistilBert;
     EncoderConfig {
-        family: EncoderFamily::Bert,
+        family,
         vocab_size,
         hidden_size: 32,
         num_layers: 2,
         num_heads: 4,
         intermediate_size: 64,
         max_positions: 64,
-        type_vocab_size: 2,
+        type_vocab_size: if one_type { 1 } else { 2 },
         layer_norm_eps: 1e-12,
         pad_token_id: 0,
     }
 }
 
 /// Builds a tiny random-weight BERT (config.json, model.safetensors, tokenizer.json) in `dir`.
+pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
+    tiny_base_model_of(EncoderFamily::Bert, dir, seed)
+}
+
+/// Builds a tiny random-weight checkpoint of a WordPiece family (BERT, DistilBERT) in its real
+/// layout: `config.json` in the family's keys, `model.safetensors` under its tensor names (and
+/// prefix), `tokenizer.json`.
 ///
 /// The WordPiece vocabulary holds the special tokens, single characters (as word starts and
 /// `##` continuations) and every word of [`CATEGORIES`] and the filler list, so any ASCII text
 /// tokenizes without unknown tokens.
-pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
+pub fn tiny_base_model_of(family: EncoderFamily, dir: &Path, seed: u64) -> Result<EncoderConfig> {
     std::fs::create_dir_all(dir).at(dir)?;
     let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec();
     for c in "abcdefghijklmnopqrstuvwxyz0123456789+-.,'&/()!?:".chars() {
@@ -142,10 +155,25 @@ pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
     tokenizer.with_post_processor(Some(template));
     tokenizer.save(dir.join("tokenizer.json"), false).map_err(tok_err)?;
 
-    let config = tiny_config(vocab.len());
+    let config = tiny_config_of(family, vocab.len());
     let json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| Error::Internal(e.to_string()))?;
     std::fs::write(dir.join("config.json"), json).at(dir.join("config.json"))?;
+    let tensors = tiny_weights(&config, seed)?;
+    let prefix = match family {
+        EncoderFamily::DistilBert => "distilbert.",
+        EncoderFamily::Roberta => "roberta.",
+        EncoderFamily::Bert => "",
+    };
+    let tensors: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &path).map_err(|e| Error::model(&path, e.to_string()))?;
+    Ok(config)
+}
 
+/// Random weights for `config` under its family's tensor names (no prefix).
+fn tiny_weights(config: &EncoderConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
+    use crate::encoder::LoraTarget;
+    let family = crate::encoder::family::of(config.family);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (h, i, dev) = (config.hidden_size, config.intermediate_size, Device::Cpu);
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
@@ -156,29 +184,31 @@ pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
     };
     let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu);
     let zeros = |n: usize| Tensor::zeros(n, DType::F32, &Device::Cpu);
-    tensors.insert("embeddings.word_embeddings.weight".into(), random(&[config.vocab_size, h], 1.0)?);
-    tensors.insert("embeddings.position_embeddings.weight".into(), random(&[config.max_positions, h], 0.1)?);
-    tensors.insert("embeddings.token_type_embeddings.weight".into(), random(&[2, h], 0.1)?);
-    tensors.insert("embeddings.LayerNorm.weight".into(), ones(h)?);
-    tensors.insert("embeddings.LayerNorm.bias".into(), zeros(h)?);
+    let e = family.embeddings();
+    tensors.insert(format!("{}.weight", e.word), random(&[config.vocab_size, h], 1.0)?);
+    tensors.insert(format!("{}.weight", e.position), random(&[config.max_positions, h], 0.1)?);
+    if let Some(types) = e.token_type {
+        tensors.insert(format!("{types}.weight"), random(&[config.type_vocab_size, h], 0.1)?);
+    }
+    tensors.insert(format!("{}.weight", e.norm), ones(h)?);
+    tensors.insert(format!("{}.bias", e.norm), zeros(h)?);
     let std_h = 1.0 / (h as f32).sqrt();
     let std_i = 1.0 / (i as f32).sqrt();
     for l in 0..config.num_layers {
-        let p = format!("encoder.layer.{l}");
-        for name in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
-            tensors.insert(format!("{p}.{name}.weight"), random(&[h, h], std_h)?);
-            tensors.insert(format!("{p}.{name}.bias"), random(&[h], 0.02)?);
+        let names = family.layer(l);
+        for target in LoraTarget::ALL {
+            let (out_f, in_f, std) = match target {
+                LoraTarget::Intermediate => (i, h, std_h),
+                LoraTarget::Output => (h, i, std_i),
+                _ => (h, h, std_h),
+            };
+            tensors.insert(format!("{}.weight", names.dense(target)), random(&[out_f, in_f], std)?);
+            tensors.insert(format!("{}.bias", names.dense(target)), random(&[out_f], 0.02)?);
         }
-        tensors.insert(format!("{p}.intermediate.dense.weight"), random(&[i, h], std_h)?);
-        tensors.insert(format!("{p}.intermediate.dense.bias"), random(&[i], 0.02)?);
-        tensors.insert(format!("{p}.output.dense.weight"), random(&[h, i], std_i)?);
-        tensors.insert(format!("{p}.output.dense.bias"), random(&[h], 0.02)?);
-        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
-            tensors.insert(format!("{p}.{norm}.weight"), ones(h)?);
-            tensors.insert(format!("{p}.{norm}.bias"), zeros(h)?);
+        for norm in [&names.attention_norm, &names.output_norm] {
+            tensors.insert(format!("{norm}.weight"), ones(h)?);
+            tensors.insert(format!("{norm}.bias"), zeros(h)?);
         }
     }
-    let path = dir.join("model.safetensors");
-    candle_core::safetensors::save(&tensors, &path).map_err(|e| Error::model(&path, e.to_string()))?;
-    Ok(config)
+    Ok(tensors)
 }

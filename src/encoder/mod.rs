@@ -2,6 +2,7 @@
 //! and the candle model.
 
 pub mod config;
+pub mod family;
 pub mod kernels;
 pub mod lora;
 pub mod model;

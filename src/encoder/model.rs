@@ -143,17 +143,19 @@ pub struct EncoderClassifier {
     pub base_parameters: usize,
 }
 
-/// Reads a Hugging Face `model.safetensors` into f32 tensors, with any `bert.`/`roberta.` prefix removed.
+/// Reads a Hugging Face `model.safetensors` into f32 tensors, with any family's prefix
+/// (`bert.`, `roberta.`, `distilbert.`, ...) removed.
 pub fn load_base_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
     if !path.is_file() {
         return Err(Error::model(path, "model.safetensors not found"));
     }
     let raw = candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| Error::model(path, format!("cannot read safetensors: {e}")))?;
-    let prefix = ["bert.", "roberta.", "model."]
-        .into_iter()
-        .find(|p| raw.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
-        .unwrap_or("");
+    let prefix = super::family::FAMILIES
+        .iter()
+        .flat_map(|f| f.prefixes().iter().map(move |p| (*p, f.embeddings().word)))
+        .find(|(p, word)| raw.contains_key(&format!("{p}{word}.weight")))
+        .map_or("", |(p, _)| p);
     raw.into_iter()
         .filter_map(|(name, t)| name.strip_prefix(prefix).map(|n| (n.to_string(), t)))
         .map(|(name, t)| Ok((name, t.to_dtype(DType::F32)?)))
@@ -176,15 +178,17 @@ impl EncoderClassifier {
         };
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
-        let emb_w = get("embeddings.LayerNorm.weight")?;
-        let emb_b = get("embeddings.LayerNorm.bias")?;
-        let token_type = match weights.get("embeddings.token_type_embeddings.weight") {
+        let family = super::family::of(config.family);
+        let names = family.embeddings();
+        let emb_w = get(&format!("{}.weight", names.norm))?;
+        let emb_b = get(&format!("{}.bias", names.norm))?;
+        let token_type = match names.token_type.and_then(|t| weights.get(&format!("{t}.weight"))) {
             Some(t) => t.clone(),
             None => Tensor::zeros((1, h), DType::F32, &Device::Cpu)?,
         };
         let embeddings = Embeddings {
-            word: get("embeddings.word_embeddings.weight")?,
-            position: get("embeddings.position_embeddings.weight")?,
+            word: get(&format!("{}.weight", names.word))?,
+            position: get(&format!("{}.weight", names.position))?,
             token_type,
             norm: FrozenLayerNorm::new(&emb_w, &emb_b, eps)?,
             norm_weight: emb_w,
@@ -203,16 +207,16 @@ impl EncoderClassifier {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
-            let p = format!("encoder.layer.{i}");
-            let attention_norm = norm(&format!("{p}.attention.output.LayerNorm"))?;
-            let output_norm = norm(&format!("{p}.output.LayerNorm"))?;
+            let names = family.layer(i);
+            let attention_norm = norm(&names.attention_norm)?;
+            let output_norm = norm(&names.output_norm)?;
             let mut layer = EncoderLayer {
-                query: dense(&format!("{p}.attention.self.query"))?,
-                key: dense(&format!("{p}.attention.self.key"))?,
-                value: dense(&format!("{p}.attention.self.value"))?,
-                attention_output: dense(&format!("{p}.attention.output.dense"))?,
-                intermediate: dense(&format!("{p}.intermediate.dense"))?,
-                output: dense(&format!("{p}.output.dense"))?,
+                query: dense(names.dense(LoraTarget::Query))?,
+                key: dense(names.dense(LoraTarget::Key))?,
+                value: dense(names.dense(LoraTarget::Value))?,
+                attention_output: dense(names.dense(LoraTarget::AttentionOutput))?,
+                intermediate: dense(names.dense(LoraTarget::Intermediate))?,
+                output: dense(names.dense(LoraTarget::Output))?,
                 attention_norm_op: FrozenLayerNorm::new(&attention_norm.0, &attention_norm.1, eps)?,
                 output_norm_op: FrozenLayerNorm::new(&output_norm.0, &output_norm.1, eps)?,
                 attention_norm,

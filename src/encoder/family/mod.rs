@@ -1,0 +1,250 @@
+//! Encoder families, one file each: a family owns the `config.json` keys it reads (selected by
+//! `model_type`), where its checkpoint keeps each tensor, and the `config.json` a tiny checkpoint
+//! of it is written with. The block they load into is shared ([`crate::encoder::model`]), as are
+//! the ONNX emitter and the LoRA layers.
+//!
+//! Adding a family: a new file here implementing [`Family`], and one entry in [`FAMILIES`].
+
+mod bert;
+mod distilbert;
+mod roberta;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::config::{EncoderConfig, EncoderFamily};
+use super::lora::LoraTarget;
+use crate::error::{Error, IoContext, Result};
+
+/// Where a checkpoint keeps the embeddings (names without `.weight` / `.bias`, after the family's
+/// prefix is stripped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingNames {
+    pub word: &'static str,
+    pub position: &'static str,
+    /// None: one token type (its row is zeros).
+    pub token_type: Option<&'static str>,
+    pub norm: &'static str,
+}
+
+/// Where a checkpoint keeps one block's dense layers and norms (names without `.weight` / `.bias`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerNames {
+    /// Each LoRA target's dense layer, in [`LoraTarget::ALL`] order.
+    pub dense: [String; 6],
+    /// The norm after attention (post-norm blocks).
+    pub attention_norm: String,
+    /// The norm after the feed-forward layers.
+    pub output_norm: String,
+}
+
+impl LayerNames {
+    /// The dense layer of `target`.
+    pub fn dense(&self, target: LoraTarget) -> &str {
+        let i = LoraTarget::ALL.iter().position(|t| *t == target).unwrap_or(0);
+        &self.dense[i]
+    }
+}
+
+/// One encoder family.
+pub trait Family: Sync {
+    /// The family as cards record it.
+    fn id(&self) -> EncoderFamily;
+    /// The `model_type` values of `config.json` it reads.
+    fn model_types(&self) -> &'static [&'static str];
+    /// Prefixes its checkpoints put before the tensor names (`bert.`), stripped on load.
+    fn prefixes(&self) -> &'static [&'static str];
+    /// The architecture from `config.json` (`raw`), or an error naming the key.
+    fn config(&self, raw: &Value, path: &Path) -> Result<EncoderConfig>;
+    /// The embeddings' tensor names.
+    fn embeddings(&self) -> EmbeddingNames;
+    /// Block `i`'s tensor names.
+    fn layer(&self, i: usize) -> LayerNames;
+    /// A `config.json` for `config` in the family's own keys (tiny test checkpoints).
+    fn hf_config(&self, config: &EncoderConfig) -> Value;
+}
+
+impl EncoderConfig {
+    /// Reads `config.json` from a Hugging Face model folder, through the family its `model_type`
+    /// names.
+    pub fn from_hf_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let raw: Value =
+            serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+        by_model_type(raw.get("model_type").and_then(Value::as_str), path)?.config(&raw, path)
+    }
+
+    /// An HF-style `config.json` in the family's own keys (used by tests that build tiny models).
+    pub fn to_hf_json(&self) -> Value {
+        of(self.family).hf_config(self)
+    }
+}
+
+/// Every family prodcat loads.
+pub const FAMILIES: [&dyn Family; 3] = [&bert::Bert, &distilbert::DistilBert, &roberta::Roberta];
+
+/// The family of `id`.
+pub fn of(id: EncoderFamily) -> &'static dyn Family {
+    FAMILIES.into_iter().find(|f| f.id() == id).unwrap_or(&bert::Bert)
+}
+
+/// The family that reads `config.json`'s `model_type` (none given: BERT, as sentence-transformers
+/// checkpoints of it often omit it); an error listing the supported ones otherwise.
+pub fn by_model_type(model_type: Option<&str>, path: &Path) -> Result<&'static dyn Family> {
+    let Some(wanted) = model_type else { return Ok(&bert::Bert) };
+    FAMILIES.into_iter().find(|f| f.model_types().contains(&wanted)).ok_or_else(|| {
+        let known: Vec<&str> = FAMILIES.iter().flat_map(|f| f.model_types().iter().copied()).collect();
+        Error::model(path, format!("model_type `{wanted}` is not supported yet (supported: {})", known.join(", ")))
+    })
+}
+
+/// Config keys every family reads alike.
+pub(crate) struct Keys<'a> {
+    raw: &'a Value,
+    path: &'a Path,
+}
+
+impl<'a> Keys<'a> {
+    pub(crate) fn new(raw: &'a Value, path: &'a Path) -> Self {
+        Self { raw, path }
+    }
+
+    /// A required whole number.
+    pub(crate) fn usize(&self, key: &str) -> Result<usize> {
+        self.optional_usize(key)?.ok_or_else(|| Error::model(self.path, format!("config.json has no `{key}`")))
+    }
+
+    /// An optional whole number (an error when present and not one).
+    pub(crate) fn optional_usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.raw.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| Error::model(self.path, format!("config.json `{key}` is not a whole number: {v}"))),
+        }
+    }
+
+    /// An optional number.
+    pub(crate) fn optional_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.raw.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| Error::model(self.path, format!("config.json `{key}` is not a number: {v}"))),
+        }
+    }
+
+    /// An optional string.
+    pub(crate) fn optional_str(&self, key: &str) -> Option<&'a str> {
+        self.raw.get(key).and_then(Value::as_str)
+    }
+
+    /// An error unless `key` is absent or one of `allowed` (what prodcat's block computes).
+    pub(crate) fn only(&self, key: &str, allowed: &[&str]) -> Result<()> {
+        match self.optional_str(key) {
+            Some(v) if !allowed.contains(&v) => Err(Error::model(
+                self.path,
+                format!(
+                    "{key} `{v}` is not supported (only {})",
+                    allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.path
+    }
+}
+
+/// The block names of BERT's layout (BERT and RoBERTa checkpoints).
+pub(crate) fn bert_layer(i: usize) -> LayerNames {
+    let p = format!("encoder.layer.{i}");
+    LayerNames {
+        dense: [
+            format!("{p}.attention.self.query"),
+            format!("{p}.attention.self.key"),
+            format!("{p}.attention.self.value"),
+            format!("{p}.attention.output.dense"),
+            format!("{p}.intermediate.dense"),
+            format!("{p}.output.dense"),
+        ],
+        attention_norm: format!("{p}.attention.output.LayerNorm"),
+        output_norm: format!("{p}.output.LayerNorm"),
+    }
+}
+
+/// BERT's embedding names (BERT and RoBERTa checkpoints).
+pub(crate) const BERT_EMBEDDINGS: EmbeddingNames = EmbeddingNames {
+    word: "embeddings.word_embeddings",
+    position: "embeddings.position_embeddings",
+    token_type: Some("embeddings.token_type_embeddings"),
+    norm: "embeddings.LayerNorm",
+};
+
+/// The BERT-layout keys of `config.json` (BERT, RoBERTa, XLM-R): sizes, eps, pad id, and the
+/// activation and position kind the shared block computes.
+pub(crate) fn bert_keys(family: EncoderFamily, keys: &Keys<'_>) -> Result<EncoderConfig> {
+    keys.only("hidden_act", &["gelu"])?;
+    keys.only("position_embedding_type", &["absolute"])?;
+    EncoderConfig {
+        family,
+        vocab_size: keys.usize("vocab_size")?,
+        hidden_size: keys.usize("hidden_size")?,
+        num_layers: keys.usize("num_hidden_layers")?,
+        num_heads: keys.usize("num_attention_heads")?,
+        intermediate_size: keys.usize("intermediate_size")?,
+        max_positions: keys.optional_usize("max_position_embeddings")?.unwrap_or(512),
+        type_vocab_size: keys.optional_usize("type_vocab_size")?.unwrap_or(2),
+        layer_norm_eps: keys.optional_f64("layer_norm_eps")?.unwrap_or(1e-12),
+        pad_token_id: keys.optional_usize("pad_token_id")?.unwrap_or(0) as u32,
+    }
+    .checked(keys.path())
+}
+
+/// BERT-layout `config.json` keys for `config` (`model_type` and `architectures` given).
+pub(crate) fn bert_hf_config(config: &EncoderConfig, model_type: &str, architecture: &str) -> Value {
+    serde_json::json!({
+        "model_type": model_type,
+        "architectures": [architecture],
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_positions,
+        "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.layer_norm_eps,
+        "pad_token_id": config.pad_token_id,
+        "hidden_act": "gelu",
+        "position_embedding_type": "absolute",
+    })
+}
+
+/// Every tensor the shared block reads from a checkpoint of `config` (names after the family's
+/// prefix): what a loader must find, and all a checkpoint should hold besides what no encoder
+/// reads (a pooler, MLM heads, `position_ids` buffers).
+pub fn tensor_names(config: &EncoderConfig) -> std::collections::BTreeSet<String> {
+    let family = of(config.family);
+    let e = family.embeddings();
+    let mut names: Vec<String> = vec![e.word.into(), e.position.into(), e.norm.into()];
+    names.extend(e.token_type.map(String::from));
+    for i in 0..config.num_layers {
+        let layer = family.layer(i);
+        names.extend(layer.dense.iter().cloned());
+        names.push(layer.attention_norm);
+        names.push(layer.output_norm);
+    }
+    let with_bias = |n: &String| !(n == e.word || n == e.position || Some(n.as_str()) == e.token_type);
+    names
+        .iter()
+        .flat_map(|n| {
+            let bias = with_bias(n).then(|| format!("{n}.bias"));
+            std::iter::once(format!("{n}.weight")).chain(bias)
+        })
+        .collect()
+}
