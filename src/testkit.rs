@@ -92,9 +92,14 @@ pub fn tiny_config(vocab_size: usize) -> EncoderConfig {
     tiny_config_of(EncoderFamily::Bert, vocab_size)
 }
 
-/// Shape of a tiny test encoder of `family`.
+/// Shape of a tiny test encoder of `family` (RoBERTa's positions start past its padding id 1, so
+/// its table has two more rows).
 pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig {
-    let one_type = family == EncoderFamily::DistilBert;
+    let (types, pad, positions) = match family {
+        EncoderFamily::Bert => (2, 0, 64),
+        EncoderFamily::DistilBert => (1, 0, 64),
+        EncoderFamily::Roberta => (1, 1, 66),
+    };
     EncoderConfig {
         family,
         vocab_size,
@@ -102,44 +107,74 @@ pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig
         num_layers: 2,
         num_heads: 4,
         intermediate_size: 64,
-        max_positions: 64,
-        type_vocab_size: if one_type { 1 } else { 2 },
+        max_positions: positions,
+        type_vocab_size: types,
         layer_norm_eps: 1e-12,
-        pad_token_id: 0,
+        pad_token_id: pad,
+    }
+}
+
+/// The tiny checkpoints tests write, each in the real layout of a Hugging Face model of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TinyCheckpoint {
+    /// BERT: WordPiece, tensors without a prefix (as sentence-transformers' MiniLM).
+    Bert,
+    /// DistilBERT: WordPiece, `distilbert.` tensors, DistilBERT's config keys.
+    DistilBert,
+    /// RoBERTa: byte-level BPE, `roberta.` tensors, padding id 1.
+    Roberta,
+    /// XLM-RoBERTa: a SentencePiece Unigram tokenizer, RoBERTa's tensors, `model_type: xlm-roberta`.
+    XlmRoberta,
+}
+
+impl TinyCheckpoint {
+    pub const ALL: [TinyCheckpoint; 4] = [Self::Bert, Self::DistilBert, Self::Roberta, Self::XlmRoberta];
+
+    /// The family that loads it.
+    pub fn family(self) -> EncoderFamily {
+        match self {
+            Self::Bert => EncoderFamily::Bert,
+            Self::DistilBert => EncoderFamily::DistilBert,
+            Self::Roberta | Self::XlmRoberta => EncoderFamily::Roberta,
+        }
     }
 }
 
 /// Builds a tiny random-weight BERT (config.json, model.safetensors, tokenizer.json) in `dir`.
 pub fn tiny_base_model(dir: &Path, seed: u64) -> Result<EncoderConfig> {
-    tiny_base_model_of(EncoderFamily::Bert, dir, seed)
+    tiny_checkpoint(TinyCheckpoint::Bert, dir, seed)
 }
 
-/// Builds a tiny random-weight checkpoint of a WordPiece family (BERT, DistilBERT) in its real
-/// layout: `config.json` in the family's keys, `model.safetensors` under its tensor names (and
-/// prefix), `tokenizer.json`.
-///
-/// The WordPiece vocabulary holds the special tokens, single characters (as word starts and
-/// `##` continuations) and every word of [`CATEGORIES`] and the filler list, so any ASCII text
-/// tokenizes without unknown tokens.
-pub fn tiny_base_model_of(family: EncoderFamily, dir: &Path, seed: u64) -> Result<EncoderConfig> {
-    std::fs::create_dir_all(dir).at(dir)?;
+/// Every word of [`CATEGORIES`] and the filler list.
+fn catalogue_words() -> Vec<&'static str> {
+    let mut words: Vec<&str> = CATEGORIES.iter().flat_map(|(_, w)| w.iter().copied()).collect();
+    words.extend(FILLER);
+    let mut seen = std::collections::HashSet::new();
+    words.retain(|w| seen.insert(*w));
+    words
+}
+
+/// Characters any synthetic text is made of (besides letters and digits, some punctuation).
+const CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789+-.,'&/()!?:";
+
+fn tok_err(e: Box<dyn std::error::Error + Send + Sync>) -> Error {
+    Error::Internal(format!("building a tiny tokenizer: {e}"))
+}
+
+/// A BERT WordPiece tokenizer: the special tokens, single characters (as word starts and `##`
+/// continuations) and every catalogue word, so any ASCII text tokenizes without unknown tokens.
+/// Returns it and its vocabulary size.
+fn wordpiece_tokenizer(dir: &Path) -> Result<(Tokenizer, usize)> {
     let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec();
-    for c in "abcdefghijklmnopqrstuvwxyz0123456789+-.,'&/()!?:".chars() {
+    for c in CHARS.chars() {
         vocab.push(c.to_string());
         vocab.push(format!("##{c}"));
     }
-    for (_, words) in CATEGORIES {
-        vocab.extend(words.iter().map(|w| w.to_string()));
-    }
-    vocab.extend(FILLER.iter().map(|w| w.to_string()));
-    vocab.dedup();
+    vocab.extend(catalogue_words().iter().map(|w| w.to_string()));
     let mut seen = std::collections::HashSet::new();
     vocab.retain(|w| seen.insert(w.clone()));
     let vocab_path = dir.join("vocab.txt");
     std::fs::write(&vocab_path, vocab.join("\n") + "\n").at(&vocab_path)?;
-
-    let tok_err =
-        |e: Box<dyn std::error::Error + Send + Sync>| Error::Internal(format!("building tiny tokenizer: {e}"));
     let vocab_file = vocab_path.to_str().ok_or_else(|| Error::Internal("non-UTF-8 temp path".into()))?;
     let wordpiece = WordPiece::from_file(vocab_file).unk_token("[UNK]".into()).build().map_err(tok_err)?;
     let mut tokenizer = Tokenizer::new(wordpiece);
@@ -153,18 +188,93 @@ pub fn tiny_base_model_of(family: EncoderFamily, dir: &Path, seed: u64) -> Resul
         .build()
         .map_err(|e| Error::Internal(format!("building tiny tokenizer template: {e}")))?;
     tokenizer.with_post_processor(Some(template));
-    tokenizer.save(dir.join("tokenizer.json"), false).map_err(tok_err)?;
+    Ok((tokenizer, vocab.len()))
+}
 
-    let config = tiny_config_of(family, vocab.len());
-    let json = serde_json::to_string_pretty(&config.to_hf_json()).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(dir.join("config.json"), json).at(dir.join("config.json"))?;
-    let tensors = tiny_weights(&config, seed)?;
-    let prefix = match family {
+/// RoBERTa's special tokens, at their ids.
+const ROBERTA_SPECIALS: [&str; 4] = ["<s>", "<pad>", "</s>", "<unk>"];
+
+/// A byte-level BPE tokenizer (RoBERTa's kind): the specials, the 256 byte symbols, and merges
+/// that spell out each catalogue word after a space (`Ġ`).
+fn byte_level_bpe_tokenizer() -> Result<(Tokenizer, usize)> {
+    use tokenizers::models::bpe::{BPE, Merges, Vocab};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::processors::roberta::RobertaProcessing;
+    let mut tokens: Vec<String> = ROBERTA_SPECIALS.map(String::from).to_vec();
+    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort_unstable();
+    tokens.extend(alphabet.iter().map(|c| c.to_string()));
+    let mut merges: Merges = Vec::new();
+    for word in catalogue_words() {
+        let mut current = String::from("Ġ");
+        for c in word.chars() {
+            let next = format!("{current}{c}");
+            if !tokens.contains(&next) {
+                merges.push((current.clone(), c.to_string()));
+                tokens.push(next.clone());
+            }
+            current = next;
+        }
+    }
+    let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).unk_token("<unk>".into()).build().map_err(tok_err)?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(true, true, true)));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    tokenizer.with_post_processor(Some(RobertaProcessing::new(("</s>".into(), 2), ("<s>".into(), 0))));
+    Ok((tokenizer, tokens.len()))
+}
+
+/// A SentencePiece Unigram tokenizer (XLM-R's kind): the specials, `▁word` pieces for the
+/// catalogue, and single characters so nothing is unknown.
+fn unigram_tokenizer() -> Result<(Tokenizer, usize)> {
+    use tokenizers::models::unigram::Unigram;
+    use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+    let mut pieces: Vec<(String, f64)> = ROBERTA_SPECIALS.iter().map(|s| (s.to_string(), 0.0)).collect();
+    pieces.extend(catalogue_words().iter().map(|w| (format!("▁{w}"), -2.0)));
+    pieces.push(("▁".into(), -3.0));
+    pieces.extend(CHARS.chars().map(|c| (c.to_string(), -5.0)));
+    let size = pieces.len();
+    let unigram = Unigram::from(pieces, Some(3), false).map_err(tok_err)?;
+    let mut tokenizer = Tokenizer::new(unigram);
+    tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
+    tokenizer.with_decoder(Some(Metaspace::new('▁', PrependScheme::Always, true)));
+    let template = TemplateProcessing::builder()
+        .try_single("<s> $A </s>")
+        .map_err(|e| Error::Internal(format!("building tiny tokenizer template: {e}")))?
+        .special_tokens(vec![("<s>", 0), ("</s>", 2)])
+        .build()
+        .map_err(|e| Error::Internal(format!("building tiny tokenizer template: {e}")))?;
+    tokenizer.with_post_processor(Some(template));
+    Ok((tokenizer, size))
+}
+
+/// Builds a tiny random-weight checkpoint of `kind` in `dir`, in the real layout of its kind:
+/// `config.json` in the family's own keys, `model.safetensors` under its tensor names and
+/// prefix, and its kind of `tokenizer.json` (WordPiece, byte-level BPE or Unigram).
+pub fn tiny_checkpoint(kind: TinyCheckpoint, dir: &Path, seed: u64) -> Result<EncoderConfig> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let (tokenizer, vocab_size) = match kind {
+        TinyCheckpoint::Bert | TinyCheckpoint::DistilBert => wordpiece_tokenizer(dir)?,
+        TinyCheckpoint::Roberta => byte_level_bpe_tokenizer()?,
+        TinyCheckpoint::XlmRoberta => unigram_tokenizer()?,
+    };
+    tokenizer.save(dir.join("tokenizer.json"), false).map_err(tok_err)?;
+    let config = tiny_config_of(kind.family(), vocab_size);
+    let mut json = config.to_hf_json();
+    if kind == TinyCheckpoint::XlmRoberta {
+        json["model_type"] = "xlm-roberta".into();
+        json["architectures"] = serde_json::json!(["XLMRobertaModel"]);
+    }
+    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(dir.join("config.json"), text).at(dir.join("config.json"))?;
+    let prefix = match kind.family() {
         EncoderFamily::DistilBert => "distilbert.",
         EncoderFamily::Roberta => "roberta.",
         EncoderFamily::Bert => "",
     };
-    let tensors: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+    let tensors: HashMap<String, Tensor> =
+        tiny_weights(&config, seed)?.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
     let path = dir.join("model.safetensors");
     candle_core::safetensors::save(&tensors, &path).map_err(|e| Error::model(&path, e.to_string()))?;
     Ok(config)

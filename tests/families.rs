@@ -6,25 +6,26 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Fixture, prodcat, relabel_titles, stderr};
+use common::{Fixture, relabel_titles, run_strings, stderr, train_args};
 use prodcat::encoder::family::tensor_names;
 use prodcat::encoder::{EncoderConfig, EncoderFamily, load_base_weights};
+use prodcat::testkit::TinyCheckpoint;
 
-const FAMILIES: [EncoderFamily; 2] = [EncoderFamily::Bert, EncoderFamily::DistilBert];
+const FAMILIES: [TinyCheckpoint; 4] = TinyCheckpoint::ALL;
 
-fn base_of(fx: &Fixture, family: EncoderFamily) -> PathBuf {
-    let dir = fx.path(&format!("base-{family:?}"));
-    prodcat::testkit::tiny_base_model_of(family, &dir, 7).unwrap();
+fn base_of(fx: &Fixture, kind: TinyCheckpoint) -> PathBuf {
+    let dir = fx.path(&format!("base-{kind:?}"));
+    prodcat::testkit::tiny_checkpoint(kind, &dir, 7).unwrap();
     dir
 }
 
 #[test]
 fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
     let fx = Fixture::new(10);
-    for family in FAMILIES {
-        let base = base_of(&fx, family);
+    for kind in FAMILIES {
+        let (base, family) = (base_of(&fx, kind), kind.family());
         let config = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap();
-        assert_eq!((config.family, config.hidden_size, config.num_layers), (family, 32, 2), "{family:?}");
+        assert_eq!((config.family, config.hidden_size, config.num_layers), (family, 32, 2), "{kind:?}");
         let raw: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();
         if family == EncoderFamily::DistilBert {
@@ -33,7 +34,23 @@ fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
         }
         let weights = load_base_weights(&base.join("model.safetensors")).unwrap();
         let held: std::collections::BTreeSet<String> = weights.keys().cloned().collect();
-        assert_eq!(held, tensor_names(&config), "{family:?}: the checkpoint's tensors and those the block reads");
+        assert_eq!(held, tensor_names(&config), "{kind:?}: the checkpoint's tensors and those the block reads");
+        let tokenizer: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(base.join("tokenizer.json")).unwrap()).unwrap();
+        let expected = match kind {
+            TinyCheckpoint::Bert => ("WordPiece", "bert"),
+            TinyCheckpoint::DistilBert => ("WordPiece", "distilbert"),
+            TinyCheckpoint::Roberta => ("BPE", "roberta"),
+            TinyCheckpoint::XlmRoberta => ("Unigram", "xlm-roberta"),
+        };
+        assert_eq!(
+            (tokenizer["model"]["type"].as_str(), raw["model_type"].as_str()),
+            (Some(expected.0), Some(expected.1))
+        );
+        if family == EncoderFamily::Roberta {
+            // Positions past the padding id: the table's first rows are never read.
+            assert_eq!((config.pad_token_id, config.position_offset(), config.max_sequence()), (1, 2, 64));
+        }
     }
     // A family prodcat does not read yet is named, with those it does.
     let other = fx.path("other");
@@ -46,34 +63,23 @@ fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
 #[test]
 fn every_family_trains_exports_with_parity_and_serves_through_relabel() {
     let fx = Fixture::new(120);
-    for family in FAMILIES {
-        let base = base_of(&fx, family);
-        let name = format!("{family:?}").to_lowercase();
+    for kind in FAMILIES {
+        let base = base_of(&fx, kind);
+        let name = format!("{kind:?}").to_lowercase();
         let registry = fx.path("registry");
-        let o = prodcat(&[
-            "train",
-            "--base",
-            &base.display().to_string(),
-            "--data",
-            &fx.csv.display().to_string(),
-            "--text-column",
-            "title",
-            "--label-column",
-            "category",
-            "--epochs",
-            "1",
-            "--out",
-            &registry.display().to_string(),
-            "--name",
-            &name,
-            "--no-progress",
-        ]);
-        assert!(o.status.success(), "{family:?}: {}", stderr(&o));
+        // The standard tiny training run, on this family's checkpoint.
+        let mut args = train_args(&fx, "registry", &["--epochs", "1"]);
+        for (flag, value) in [("--base", base.display().to_string()), ("--name", name.clone())] {
+            let at = args.iter().position(|a| a == flag).expect("the standard run names it") + 1;
+            args[at] = value;
+        }
+        let o = run_strings(&args);
+        assert!(o.status.success(), "{kind:?}: {}", stderr(&o));
         let model = registry.join(&name).join("current");
         let card: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(model.join("card.json")).unwrap()).unwrap();
         let parity = card["parity"]["max_abs_diff"].as_f64().expect("a parity figure");
-        assert!(parity < 1e-3, "{family:?}: parity {parity}");
+        assert!(parity < 1e-3, "{kind:?}: parity {parity}");
         let titles = ["dual sim phone 5g", "paperback novel", "leather running shoe"];
         let batches = relabel_titles(&fx, &model, &titles);
         let labels: Vec<String> = batches
@@ -84,9 +90,36 @@ fn every_family_trains_exports_with_parity_and_serves_through_relabel() {
                 strings.iter().map(|s| s.unwrap_or_default().to_string()).collect::<Vec<_>>()
             })
             .collect();
-        assert_eq!(labels.len(), titles.len(), "{family:?}");
+        assert_eq!(labels.len(), titles.len(), "{kind:?}");
         let categories: Vec<&str> = prodcat::testkit::CATEGORIES.iter().map(|(c, _)| *c).collect();
-        assert!(labels.iter().all(|l| categories.contains(&l.as_str())), "{family:?}: {labels:?}");
+        assert!(labels.iter().all(|l| categories.contains(&l.as_str())), "{kind:?}: {labels:?}");
         std::fs::remove_dir_all(fx.path("out")).ok();
+    }
+}
+
+#[test]
+fn every_family_scores_a_text_alone_as_inside_a_padded_batch() {
+    use prodcat::encoder::{EncoderClassifier, LoraSettings, Pooling};
+    use prodcat::tokenize::{PaddedBatch, TextTokenizer};
+    let fx = Fixture::new(10);
+    let texts = ["phone", "laptop ssd ram intel ryzen thinkpad notebook", "paperback novel edition", "a"];
+    for kind in FAMILIES {
+        let base = base_of(&fx, kind);
+        let config = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap();
+        let path = base.join("model.safetensors");
+        let weights = load_base_weights(&path).unwrap();
+        let model =
+            EncoderClassifier::new(config, &weights, &path, LoraSettings::default(), Pooling::Mean, 3, 1).unwrap();
+        let tokenizer = TextTokenizer::from_file(&base.join("tokenizer.json"), 32).unwrap();
+        let tokens = tokenizer.encode_batch(&texts).unwrap();
+        let batch = PaddedBatch::from_tokens(tokens.iter());
+        assert!(batch.attention_mask.contains(&0), "{kind:?}: the batch is padded");
+        let together = model.forward(&batch, None).unwrap().to_vec2::<f32>().unwrap();
+        for (i, t) in tokens.iter().enumerate() {
+            let alone = model.forward(&PaddedBatch::from_tokens(std::iter::once(t)), None).unwrap();
+            let alone = alone.to_vec2::<f32>().unwrap().remove(0);
+            let diff = alone.iter().zip(&together[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-5, "{kind:?}: `{}` differs by {diff} inside the batch", texts[i]);
+        }
     }
 }

@@ -63,5 +63,4 @@ impl EncoderConfig {
     pub fn max_sequence(&self) -> usize {
         self.max_positions.saturating_sub(self.position_offset())
     }
-
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{EmbeddingNames, Family, Keys, LayerNames};
+use super::{EmbeddingNames, Family, Keys, LayerNames, sized};
 use crate::encoder::config::{EncoderConfig, EncoderFamily};
 use crate::error::{Error, Result};
 
@@ -34,19 +34,7 @@ impl Family for DistilBert {
         if raw.get("sinusoidal_pos_embds").and_then(Value::as_bool) == Some(true) {
             return Err(Error::model(path, "sinusoidal_pos_embds is not supported (only learned positions)"));
         }
-        EncoderConfig {
-            family: EncoderFamily::DistilBert,
-            vocab_size: keys.usize("vocab_size")?,
-            hidden_size: keys.usize("dim")?,
-            num_layers: keys.usize("n_layers")?,
-            num_heads: keys.usize("n_heads")?,
-            intermediate_size: keys.usize("hidden_dim")?,
-            max_positions: keys.optional_usize("max_position_embeddings")?.unwrap_or(512),
-            type_vocab_size: 1,
-            layer_norm_eps: EPS,
-            pad_token_id: keys.optional_usize("pad_token_id")?.unwrap_or(0) as u32,
-        }
-        .checked(path)
+        sized(EncoderFamily::DistilBert, &keys, ["dim", "n_layers", "n_heads", "hidden_dim"], 1, EPS)
     }
 
     fn embeddings(&self) -> EmbeddingNames {
@@ -59,19 +47,12 @@ impl Family for DistilBert {
     }
 
     fn layer(&self, i: usize) -> LayerNames {
-        let p = format!("transformer.layer.{i}");
-        LayerNames {
-            dense: [
-                format!("{p}.attention.q_lin"),
-                format!("{p}.attention.k_lin"),
-                format!("{p}.attention.v_lin"),
-                format!("{p}.attention.out_lin"),
-                format!("{p}.ffn.lin1"),
-                format!("{p}.ffn.lin2"),
-            ],
-            attention_norm: format!("{p}.sa_layer_norm"),
-            output_norm: format!("{p}.output_layer_norm"),
-        }
+        LayerNames::under(
+            &format!("transformer.layer.{i}"),
+            ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"],
+            "sa_layer_norm",
+            "output_layer_norm",
+        )
     }
 
     fn hf_config(&self, config: &EncoderConfig) -> Value {

@@ -40,6 +40,15 @@ pub struct LayerNames {
 }
 
 impl LayerNames {
+    /// Block `block`'s names: each dense layer (in [`LoraTarget::ALL`] order) and norm under it.
+    pub(crate) fn under(block: &str, dense: [&str; 6], attention_norm: &str, output_norm: &str) -> Self {
+        Self {
+            dense: dense.map(|d| format!("{block}.{d}")),
+            attention_norm: format!("{block}.{attention_norm}"),
+            output_norm: format!("{block}.{output_norm}"),
+        }
+    }
+
     /// The dense layer of `target`.
     pub fn dense(&self, target: LoraTarget) -> &str {
         let i = LoraTarget::ALL.iter().position(|t| *t == target).unwrap_or(0);
@@ -163,19 +172,19 @@ impl<'a> Keys<'a> {
 
 /// The block names of BERT's layout (BERT and RoBERTa checkpoints).
 pub(crate) fn bert_layer(i: usize) -> LayerNames {
-    let p = format!("encoder.layer.{i}");
-    LayerNames {
-        dense: [
-            format!("{p}.attention.self.query"),
-            format!("{p}.attention.self.key"),
-            format!("{p}.attention.self.value"),
-            format!("{p}.attention.output.dense"),
-            format!("{p}.intermediate.dense"),
-            format!("{p}.output.dense"),
+    LayerNames::under(
+        &format!("encoder.layer.{i}"),
+        [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
         ],
-        attention_norm: format!("{p}.attention.output.LayerNorm"),
-        output_norm: format!("{p}.output.LayerNorm"),
-    }
+        "attention.output.LayerNorm",
+        "output.LayerNorm",
+    )
 }
 
 /// BERT's embedding names (BERT and RoBERTa checkpoints).
@@ -186,24 +195,41 @@ pub(crate) const BERT_EMBEDDINGS: EmbeddingNames = EmbeddingNames {
     norm: "embeddings.LayerNorm",
 };
 
+/// The keys a family names its sizes by: width, blocks, heads, feed-forward width.
+pub(crate) type SizeKeys = [&'static str; 4];
+
+/// A config from `keys` read under a family's size names (`vocab_size`, `max_position_embeddings`
+/// and `pad_token_id` are everyone's), with the token types and LayerNorm epsilon it gives.
+pub(crate) fn sized(
+    family: EncoderFamily,
+    keys: &Keys<'_>,
+    [hidden, layers, heads, intermediate]: SizeKeys,
+    type_vocab_size: usize,
+    layer_norm_eps: f64,
+) -> Result<EncoderConfig> {
+    EncoderConfig {
+        family,
+        vocab_size: keys.usize("vocab_size")?,
+        hidden_size: keys.usize(hidden)?,
+        num_layers: keys.usize(layers)?,
+        num_heads: keys.usize(heads)?,
+        intermediate_size: keys.usize(intermediate)?,
+        max_positions: keys.optional_usize("max_position_embeddings")?.unwrap_or(512),
+        type_vocab_size,
+        layer_norm_eps,
+        pad_token_id: keys.optional_usize("pad_token_id")?.unwrap_or(0) as u32,
+    }
+    .checked(keys.path())
+}
+
 /// The BERT-layout keys of `config.json` (BERT, RoBERTa, XLM-R): sizes, eps, pad id, and the
 /// activation and position kind the shared block computes.
 pub(crate) fn bert_keys(family: EncoderFamily, keys: &Keys<'_>) -> Result<EncoderConfig> {
     keys.only("hidden_act", &["gelu"])?;
     keys.only("position_embedding_type", &["absolute"])?;
-    EncoderConfig {
-        family,
-        vocab_size: keys.usize("vocab_size")?,
-        hidden_size: keys.usize("hidden_size")?,
-        num_layers: keys.usize("num_hidden_layers")?,
-        num_heads: keys.usize("num_attention_heads")?,
-        intermediate_size: keys.usize("intermediate_size")?,
-        max_positions: keys.optional_usize("max_position_embeddings")?.unwrap_or(512),
-        type_vocab_size: keys.optional_usize("type_vocab_size")?.unwrap_or(2),
-        layer_norm_eps: keys.optional_f64("layer_norm_eps")?.unwrap_or(1e-12),
-        pad_token_id: keys.optional_usize("pad_token_id")?.unwrap_or(0) as u32,
-    }
-    .checked(keys.path())
+    let sizes = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"];
+    let types = keys.optional_usize("type_vocab_size")?.unwrap_or(2);
+    sized(family, keys, sizes, types, keys.optional_f64("layer_norm_eps")?.unwrap_or(1e-12))
 }
 
 /// BERT-layout `config.json` keys for `config` (`model_type` and `architectures` given).
