@@ -87,11 +87,6 @@ pub fn write_products_csv(path: &Path, products: &[SyntheticProduct]) -> Result<
     std::fs::write(path, out).at(path)
 }
 
-/// Shape of the tiny test encoder.
-pub fn tiny_config(vocab_size: usize) -> EncoderConfig {
-    tiny_config_of(EncoderFamily::Bert, vocab_size)
-}
-
 /// Shape of a tiny test encoder of `family` (RoBERTa's positions start past its padding id 1, so
 /// its table has two more rows).
 pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig {

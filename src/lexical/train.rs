@@ -123,6 +123,8 @@ const ROW_BYTES: u64 = 384;
 const FIT_OVERHEAD_MIB: u64 = 256;
 /// Rows past which featurizing shows a progress bar (about 5 s at 2 cores).
 const FEATURIZE_PROGRESS_ROWS: usize = 100_000;
+/// Rows featurized per parallel task (one progress step each).
+const FEATURIZE_CHUNK: usize = 1024;
 /// Texts whose features are counted to size a row.
 const SIZING_SAMPLE: usize = 2000;
 
@@ -158,7 +160,8 @@ fn rows_within_budget(
         return Err(Error::config(
             "--memory-budget-mib",
             format!(
-                "{budget_mib} MiB holds {rows} rows of about {per_row} bytes beside the {held} MiB the process and                  the model take: too few to train {classes} classes; {} MiB would hold {least}",
+                "{budget_mib} MiB holds {rows} rows of about {per_row} bytes beside the {held} MiB the process and \
+                 the model take: too few to train {classes} classes; {} MiB would hold {least}",
                 held + (least * per_row).div_ceil(1 << 20)
             ),
         ));
@@ -258,12 +261,13 @@ pub fn fit_lexical(job: LexicalJob<'_>) -> Result<Candidate> {
             data.len() as u64,
             "featurize".into(),
         );
+        // Chunks of rows, so the bar is touched once per chunk rather than once per row.
         let features: Vec<Bag> = data
             .texts
-            .par_iter()
-            .map(|t| {
-                bar.inc(1);
-                featurizer.features(t)
+            .par_chunks(FEATURIZE_CHUNK)
+            .flat_map_iter(|chunk| {
+                bar.inc(chunk.len() as u64);
+                chunk.iter().map(|t| featurizer.features(t))
             })
             .collect();
         bar.finish_and_clear();
