@@ -92,9 +92,10 @@ pub fn write_products_csv(path: &Path, products: &[SyntheticProduct]) -> Result<
 pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig {
     let (types, pad, positions) = match family {
         EncoderFamily::Bert => (2, 0, 64),
-        EncoderFamily::DistilBert => (1, 0, 64),
+        EncoderFamily::DistilBert | EncoderFamily::Gpt2 => (1, 0, 64),
         EncoderFamily::Roberta => (1, 1, 66),
     };
+    let decoder = family == EncoderFamily::Gpt2;
     EncoderConfig {
         family,
         vocab_size,
@@ -104,8 +105,11 @@ pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig
         intermediate_size: 64,
         max_positions: positions,
         type_vocab_size: types,
-        layer_norm_eps: 1e-12,
+        layer_norm_eps: if decoder { 1e-5 } else { 1e-12 },
         pad_token_id: pad,
+        norm_first: decoder,
+        causal: decoder,
+        activation: if decoder { crate::encoder::config::Activation::GeluTanh } else { Default::default() },
     }
 }
 
@@ -120,10 +124,13 @@ pub enum TinyCheckpoint {
     Roberta,
     /// XLM-RoBERTa: a SentencePiece Unigram tokenizer, RoBERTa's tensors, `model_type: xlm-roberta`.
     XlmRoberta,
+    /// GPT-2: byte-level BPE with no special tokens added, `transformer.` tensors in Conv1D layout
+    /// (`[in, out]`, query/key/value fused in `c_attn`), the causal-mask buffers.
+    Gpt2,
 }
 
 impl TinyCheckpoint {
-    pub const ALL: [TinyCheckpoint; 4] = [Self::Bert, Self::DistilBert, Self::Roberta, Self::XlmRoberta];
+    pub const ALL: [TinyCheckpoint; 5] = [Self::Bert, Self::DistilBert, Self::Roberta, Self::XlmRoberta, Self::Gpt2];
 
     /// The family that loads it.
     pub fn family(self) -> EncoderFamily {
@@ -131,6 +138,7 @@ impl TinyCheckpoint {
             Self::Bert => EncoderFamily::Bert,
             Self::DistilBert => EncoderFamily::DistilBert,
             Self::Roberta | Self::XlmRoberta => EncoderFamily::Roberta,
+            Self::Gpt2 => EncoderFamily::Gpt2,
         }
     }
 }
@@ -189,13 +197,14 @@ fn wordpiece_tokenizer(dir: &Path) -> Result<(Tokenizer, usize)> {
 /// RoBERTa's special tokens, at their ids.
 const ROBERTA_SPECIALS: [&str; 4] = ["<s>", "<pad>", "</s>", "<unk>"];
 
-/// A byte-level BPE tokenizer (RoBERTa's kind): the specials, the 256 byte symbols, and merges
-/// that spell out each catalogue word after a space (`Ġ`).
-fn byte_level_bpe_tokenizer() -> Result<(Tokenizer, usize)> {
+/// A byte-level BPE tokenizer: `specials`, the 256 byte symbols, and merges that spell out each
+/// catalogue word after a space (`Ġ`); RoBERTa's wraps a text in `<s> … </s>`, GPT-2's adds
+/// nothing.
+fn byte_level_bpe_tokenizer(specials: &[&str], roberta: bool) -> Result<(Tokenizer, usize)> {
     use tokenizers::models::bpe::{BPE, Merges, Vocab};
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::processors::roberta::RobertaProcessing;
-    let mut tokens: Vec<String> = ROBERTA_SPECIALS.map(String::from).to_vec();
+    let mut tokens: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
     let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
     alphabet.sort_unstable();
     tokens.extend(alphabet.iter().map(|c| c.to_string()));
@@ -212,11 +221,16 @@ fn byte_level_bpe_tokenizer() -> Result<(Tokenizer, usize)> {
         }
     }
     let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    let bpe = BPE::builder().vocab_and_merges(vocab, merges).unk_token("<unk>".into()).build().map_err(tok_err)?;
-    let mut tokenizer = Tokenizer::new(bpe);
+    let mut bpe = BPE::builder().vocab_and_merges(vocab, merges);
+    if roberta {
+        bpe = bpe.unk_token("<unk>".into());
+    }
+    let mut tokenizer = Tokenizer::new(bpe.build().map_err(tok_err)?);
     tokenizer.with_pre_tokenizer(Some(ByteLevel::new(true, true, true)));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer.with_post_processor(Some(RobertaProcessing::new(("</s>".into(), 2), ("<s>".into(), 0))));
+    if roberta {
+        tokenizer.with_post_processor(Some(RobertaProcessing::new(("</s>".into(), 2), ("<s>".into(), 0))));
+    }
     Ok((tokenizer, tokens.len()))
 }
 
@@ -251,7 +265,8 @@ pub fn tiny_checkpoint(kind: TinyCheckpoint, dir: &Path, seed: u64) -> Result<En
     std::fs::create_dir_all(dir).at(dir)?;
     let (tokenizer, vocab_size) = match kind {
         TinyCheckpoint::Bert | TinyCheckpoint::DistilBert => wordpiece_tokenizer(dir)?,
-        TinyCheckpoint::Roberta => byte_level_bpe_tokenizer()?,
+        TinyCheckpoint::Roberta => byte_level_bpe_tokenizer(&ROBERTA_SPECIALS, true)?,
+        TinyCheckpoint::Gpt2 => byte_level_bpe_tokenizer(&["<|endoftext|>"], false)?,
         TinyCheckpoint::XlmRoberta => unigram_tokenizer()?,
     };
     tokenizer.save(dir.join("tokenizer.json"), false).map_err(tok_err)?;
@@ -266,10 +281,14 @@ pub fn tiny_checkpoint(kind: TinyCheckpoint, dir: &Path, seed: u64) -> Result<En
     let prefix = match kind.family() {
         EncoderFamily::DistilBert => "distilbert.",
         EncoderFamily::Roberta => "roberta.",
+        EncoderFamily::Gpt2 => "transformer.",
         EncoderFamily::Bert => "",
     };
-    let tensors: HashMap<String, Tensor> =
-        tiny_weights(&config, seed)?.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+    let mut tensors = tiny_weights(&config, seed)?;
+    if kind == TinyCheckpoint::Gpt2 {
+        tensors = gpt2_layout(tensors, &config)?;
+    }
+    let tensors: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
     let path = dir.join("model.safetensors");
     candle_core::safetensors::save(&tensors, &path).map_err(|e| Error::model(&path, e.to_string()))?;
     Ok(config)
@@ -295,8 +314,10 @@ fn tiny_weights(config: &EncoderConfig, seed: u64) -> Result<HashMap<String, Ten
     if let Some(types) = e.token_type {
         tensors.insert(format!("{types}.weight"), random(&[config.type_vocab_size, h], 0.1)?);
     }
-    tensors.insert(format!("{}.weight", e.norm), ones(h)?);
-    tensors.insert(format!("{}.bias", e.norm), zeros(h)?);
+    for norm in e.norm.into_iter().chain(family.final_norm()) {
+        tensors.insert(format!("{norm}.weight"), ones(h)?);
+        tensors.insert(format!("{norm}.bias"), zeros(h)?);
+    }
     let std_h = 1.0 / (h as f32).sqrt();
     let std_i = 1.0 / (i as f32).sqrt();
     for l in 0..config.num_layers {
@@ -314,6 +335,34 @@ fn tiny_weights(config: &EncoderConfig, seed: u64) -> Result<HashMap<String, Ten
             tensors.insert(format!("{norm}.weight"), ones(h)?);
             tensors.insert(format!("{norm}.bias"), zeros(h)?);
         }
+    }
+    Ok(tensors)
+}
+
+/// GPT-2's checkpoint layout of weights named as the block reads them: Conv1D weights `[in, out]`,
+/// query, key and value fused into `c_attn`, and each block's causal-mask buffer (`attn.bias`).
+fn gpt2_layout(mut tensors: HashMap<String, Tensor>, config: &EncoderConfig) -> Result<HashMap<String, Tensor>> {
+    let n = config.max_positions;
+    let causal: Vec<f32> = (0..n * n).map(|k| if k % n <= k / n { 1.0 } else { 0.0 }).collect();
+    for i in 0..config.num_layers {
+        let p = format!("h.{i}");
+        let mut take = |name: String| tensors.remove(&name).ok_or_else(|| Error::Internal(format!("no `{name}`")));
+        let (mut weights, mut biases) = (Vec::new(), Vec::new());
+        for part in ["q", "k", "v"] {
+            weights.push(take(format!("{p}.attn.{part}.weight"))?);
+            biases.push(take(format!("{p}.attn.{part}.bias"))?);
+        }
+        let fused = Tensor::cat(&weights, 0)?.t()?.contiguous()?;
+        let mut converted = vec![
+            (format!("{p}.attn.c_attn.weight"), fused),
+            (format!("{p}.attn.c_attn.bias"), Tensor::cat(&biases, 0)?),
+            (format!("{p}.attn.bias"), Tensor::from_vec(causal.clone(), (1, 1, n, n), &Device::Cpu)?),
+        ];
+        for conv in ["attn.c_proj", "mlp.c_fc", "mlp.c_proj"] {
+            let w = take(format!("{p}.{conv}.weight"))?;
+            converted.push((format!("{p}.{conv}.weight"), w.t()?.contiguous()?));
+        }
+        tensors.extend(converted);
     }
     Ok(tensors)
 }

@@ -11,7 +11,7 @@ use prodcat::encoder::family::tensor_names;
 use prodcat::encoder::{EncoderConfig, EncoderFamily, load_base_weights};
 use prodcat::testkit::TinyCheckpoint;
 
-const FAMILIES: [TinyCheckpoint; 4] = TinyCheckpoint::ALL;
+const FAMILIES: [TinyCheckpoint; 5] = TinyCheckpoint::ALL;
 
 fn base_of(fx: &Fixture, kind: TinyCheckpoint) -> PathBuf {
     let dir = fx.path(&format!("base-{kind:?}"));
@@ -33,7 +33,9 @@ fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
             assert_eq!((raw["dim"].as_u64(), raw.get("hidden_size")), (Some(32), None));
         }
         let weights = load_base_weights(&base.join("model.safetensors")).unwrap();
-        let held: std::collections::BTreeSet<String> = weights.keys().cloned().collect();
+        // Every tensor but GPT-2's causal-mask buffers, which nothing reads.
+        let held: std::collections::BTreeSet<String> =
+            weights.keys().filter(|n| !n.ends_with(".attn.bias")).cloned().collect();
         assert_eq!(held, tensor_names(&config), "{kind:?}: the checkpoint's tensors and those the block reads");
         let tokenizer: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(base.join("tokenizer.json")).unwrap()).unwrap();
@@ -42,6 +44,7 @@ fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
             TinyCheckpoint::DistilBert => ("WordPiece", "distilbert"),
             TinyCheckpoint::Roberta => ("BPE", "roberta"),
             TinyCheckpoint::XlmRoberta => ("Unigram", "xlm-roberta"),
+            TinyCheckpoint::Gpt2 => ("BPE", "gpt2"),
         };
         assert_eq!(
             (tokenizer["model"]["type"].as_str(), raw["model_type"].as_str()),
@@ -121,5 +124,29 @@ fn every_family_scores_a_text_alone_as_inside_a_padded_batch() {
             let diff = alone.iter().zip(&together[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(diff < 1e-5, "{kind:?}: `{}` differs by {diff} inside the batch", texts[i]);
         }
+    }
+}
+
+#[test]
+fn a_decoder_never_lets_a_later_token_change_an_earlier_position() {
+    use prodcat::encoder::{EncoderClassifier, LoraSettings, Pooling};
+    use prodcat::tokenize::{PaddedBatch, TextTokenizer};
+    let fx = Fixture::new(10);
+    // The first position's state (cls pooling) of a text and of the same text continued: equal
+    // for GPT-2, different for bidirectional BERT.
+    let texts = ["phone", "phone laptop ssd ram"];
+    for (kind, causal) in [(TinyCheckpoint::Gpt2, true), (TinyCheckpoint::Bert, false)] {
+        let base = base_of(&fx, kind);
+        let config = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap();
+        assert_eq!(config.causal, causal);
+        let path = base.join("model.safetensors");
+        let weights = load_base_weights(&path).unwrap();
+        let model =
+            EncoderClassifier::new(config, &weights, &path, LoraSettings::default(), Pooling::Cls, 3, 1).unwrap();
+        let tokenizer = TextTokenizer::from_file(&base.join("tokenizer.json"), 32).unwrap();
+        let tokens = tokenizer.encode_batch(&texts).unwrap();
+        let out = model.forward(&PaddedBatch::from_tokens(tokens.iter()), None).unwrap().to_vec2::<f32>().unwrap();
+        let diff = out[0].iter().zip(&out[1]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert_eq!(diff < 1e-5, causal, "{kind:?}: first position moved by {diff}");
     }
 }

@@ -153,9 +153,10 @@ pub struct TrainArgs {
     /// Peak learning rate of the encoder's weights under --full-finetune (the head keeps --lr).
     #[arg(long, default_value_t = TrainSettings::default().encoder_learning_rate, requires = "full_finetune")]
     encoder_lr: f64,
-    /// Pooling of token states: mean or cls.
-    #[arg(long, default_value = "mean")]
-    pooling: Pooling,
+    /// Pooling of token states: mean, cls or last (the last non-padding token). Default: last for
+    /// decoders (GPT-2), mean otherwise.
+    #[arg(long)]
+    pooling: Option<Pooling>,
     /// Weight the loss by inverse class frequency.
     #[arg(long)]
     class_weights: bool,
@@ -505,7 +506,7 @@ fn transformer_job<'a>(
             targets: if args.head_only { Vec::new() } else { args.lora_targets.clone() },
             full: args.full_finetune,
         },
-        pooling: args.pooling,
+        pooling: args.pooling.unwrap_or_else(|| default_pooling(&base)),
         split,
         refit: args.refit,
         encoder_learning_rate: args.encoder_lr,
@@ -524,6 +525,14 @@ fn transformer_job<'a>(
         cancel: None,
         labels: None,
     }
+}
+
+/// The pooling of a base model's family: the last token's state for decoders (the only one that
+/// has seen the whole text), the mean otherwise (also when the base cannot be read: training
+/// reports that).
+fn default_pooling(base: &std::path::Path) -> Pooling {
+    let config = prodcat::encoder::EncoderConfig::from_hf_file(&base.join("config.json")).ok();
+    if config.is_some_and(|c| c.causal) { Pooling::Last } else { Pooling::Mean }
 }
 
 /// Prints the test report, publishes the candidate and prints where it went.

@@ -17,6 +17,19 @@ pub enum EncoderFamily {
     Roberta,
     /// DistilBERT: BERT's blocks under other names, no token types.
     DistilBert,
+    /// GPT-2: a decoder — pre-norm blocks, causal attention, tanh-GELU, a final norm.
+    Gpt2,
+}
+
+/// The feed-forward activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact GELU, 0.5·x·(1 + erf(x/√2)) (BERT's `gelu`).
+    #[default]
+    Gelu,
+    /// GELU's tanh approximation (GPT-2's `gelu_new`).
+    GeluTanh,
 }
 
 /// Architecture hyper-parameters of the encoder.
@@ -32,6 +45,15 @@ pub struct EncoderConfig {
     pub type_vocab_size: usize,
     pub layer_norm_eps: f64,
     pub pad_token_id: u32,
+    /// Pre-norm blocks (decoders): each sub-layer normalises its input, and a final norm follows
+    /// the last block. Cards from before the field: BERT's post-norm.
+    #[serde(default)]
+    pub norm_first: bool,
+    /// Causal attention: a token attends to itself and those before it (decoders).
+    #[serde(default)]
+    pub causal: bool,
+    #[serde(default)]
+    pub activation: Activation,
 }
 
 impl EncoderConfig {
@@ -54,7 +76,7 @@ impl EncoderConfig {
     /// The first position id used for real tokens (RoBERTa counts from `pad_token_id + 1`).
     pub fn position_offset(&self) -> usize {
         match self.family {
-            EncoderFamily::Bert | EncoderFamily::DistilBert => 0,
+            EncoderFamily::Bert | EncoderFamily::DistilBert | EncoderFamily::Gpt2 => 0,
             EncoderFamily::Roberta => self.pad_token_id as usize + 1,
         }
     }

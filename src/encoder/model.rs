@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::config::EncoderConfig;
+use super::config::{Activation, EncoderConfig};
 use super::lora::{AdaptedLinear, DenseUpdate, LoraAdapter, LoraSettings, LoraTarget};
 use super::ops::{FrozenLayerNorm, FrozenLinear, Gelu, SoftmaxLastDim};
 use crate::error::{Error, Result};
@@ -34,6 +34,9 @@ pub enum Pooling {
     Mean,
     /// The state of the first (`[CLS]`) token.
     Cls,
+    /// The state of the last non-padding token, found by the attention mask (decoders, whose last
+    /// token is the only one that has seen the whole text).
+    Last,
 }
 
 impl std::str::FromStr for Pooling {
@@ -42,20 +45,33 @@ impl std::str::FromStr for Pooling {
         match s {
             "mean" => Ok(Self::Mean),
             "cls" => Ok(Self::Cls),
-            _ => Err(format!("unknown pooling `{s}`; expected `mean` or `cls`")),
+            "last" => Ok(Self::Last),
+            _ => Err(format!("unknown pooling `{s}`; expected `mean`, `cls` or `last`")),
         }
     }
 }
 
-/// The frozen embedding tables and their LayerNorm.
+/// A frozen LayerNorm: its op and its parameters (for export).
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub op: FrozenLayerNorm,
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Norm {
+    fn new(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
+        Ok(Self { op: FrozenLayerNorm::new(&weight, &bias, eps)?, weight, bias })
+    }
+}
+
+/// The frozen embedding tables and their LayerNorm (none in pre-norm decoders).
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     pub word: Tensor,
     pub position: Tensor,
     pub token_type: Tensor,
-    pub norm: FrozenLayerNorm,
-    pub norm_weight: Tensor,
-    pub norm_bias: Tensor,
+    pub norm: Option<Norm>,
 }
 
 /// One transformer block.
@@ -138,6 +154,8 @@ pub struct EncoderClassifier {
     pub lora: LoraSettings,
     pub embeddings: Embeddings,
     pub layers: Vec<EncoderLayer>,
+    /// The norm after the last block (pre-norm decoders).
+    pub final_norm: Option<Norm>,
     pub head: ClassifierHead,
     /// Parameters of the frozen base (for the trainable-% report).
     pub base_parameters: usize,
@@ -173,16 +191,20 @@ impl EncoderClassifier {
         num_classes: usize,
         seed: u64,
     ) -> Result<Self> {
+        let family = super::family::of(config.family);
+        // The checkpoint's tensors as the block reads them (GPT-2's Conv1D and fused c_attn).
+        let mut prepared = weights.clone();
+        family.prepare(&mut prepared, &config).map_err(|e| Error::model(weights_path, e.to_string()))?;
         let get = |name: &str| -> Result<Tensor> {
-            weights.get(name).cloned().ok_or_else(|| Error::model(weights_path, format!("tensor `{name}` is missing")))
+            prepared.get(name).cloned().ok_or_else(|| Error::model(weights_path, format!("tensor `{name}` is missing")))
         };
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
-        let family = super::family::of(config.family);
+        let norm_of = |name: &str| -> Result<Norm> {
+            Norm::new(get(&format!("{name}.weight"))?, get(&format!("{name}.bias"))?, eps)
+        };
         let names = family.embeddings();
-        let emb_w = get(&format!("{}.weight", names.norm))?;
-        let emb_b = get(&format!("{}.bias", names.norm))?;
-        let token_type = match names.token_type.and_then(|t| weights.get(&format!("{t}.weight"))) {
+        let token_type = match names.token_type.and_then(|t| prepared.get(&format!("{t}.weight"))) {
             Some(t) => t.clone(),
             None => Tensor::zeros((1, h), DType::F32, &Device::Cpu)?,
         };
@@ -190,10 +212,9 @@ impl EncoderClassifier {
             word: get(&format!("{}.weight", names.word))?,
             position: get(&format!("{}.weight", names.position))?,
             token_type,
-            norm: FrozenLayerNorm::new(&emb_w, &emb_b, eps)?,
-            norm_weight: emb_w,
-            norm_bias: emb_b,
+            norm: names.norm.map(norm_of).transpose()?,
         };
+        let final_norm = family.final_norm().map(norm_of).transpose()?;
         let dense = |name: &str| -> Result<AdaptedLinear> {
             Ok(AdaptedLinear {
                 base: FrozenLinear::new(get(&format!("{name}.weight"))?, get(&format!("{name}.bias"))?)?,
@@ -243,7 +264,7 @@ impl EncoderClassifier {
             .filter(|(name, _)| !name.ends_with("position_ids") && !name.starts_with("pooler."))
             .map(|(_, t)| t.elem_count())
             .sum();
-        Ok(Self { config, pooling, lora, embeddings, layers, head, base_parameters })
+        Ok(Self { config, pooling, lora, embeddings, layers, final_norm, head, base_parameters })
     }
 
     /// Number of classes the head predicts.
@@ -335,19 +356,40 @@ impl EncoderClassifier {
         let positions = positions.unsqueeze(0)?.broadcast_as((b, s, h))?.reshape((b * s, h))?;
         let type_rows = if e.token_type.dims()[0] == 1 { types.zeros_like()? } else { types };
         let x = ((e.word.index_select(&ids, 0)? + e.token_type.index_select(&type_rows, 0)?)? + positions)?;
-        let mut x = e.norm.forward(&x)?;
+        let mut x = match &e.norm {
+            Some(norm) => norm.op.forward(&x)?,
+            None => x,
+        };
 
-        let bias = ((mask.ones_like()? - &mask)? * f64::from(MASK_BIAS))?.reshape((b, 1, 1, s))?;
+        let mut bias = ((mask.ones_like()? - &mask)? * f64::from(MASK_BIAS))?.reshape((b, 1, 1, s))?;
+        if self.config.causal {
+            // A later position is masked for every earlier one.
+            let later: Vec<f32> = (0..s * s).map(|k| if k % s > k / s { MASK_BIAS } else { 0.0 }).collect();
+            bias = bias.broadcast_add(&Tensor::from_vec(later, (1, 1, s, s), &dev)?)?;
+        }
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, b, s, &bias, dropout.as_deref_mut())?;
         }
-        let x = x.reshape((b, s, h))?;
+        if let Some(norm) = &self.final_norm {
+            x = norm.op.forward(&x)?;
+        }
         let pooled = match self.pooling {
             Pooling::Mean => {
+                let x = x.reshape((b, s, h))?;
                 let summed = x.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
                 summed.broadcast_div(&mask.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?)?
             }
-            Pooling::Cls => x.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Cls => x.reshape((b, s, h))?.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Last => {
+                // Each row's last token under the mask (right padding), never found by pad id.
+                let rows: Vec<u32> = batch
+                    .attention_mask
+                    .chunks(s.max(1))
+                    .enumerate()
+                    .map(|(r, m)| (r * s + m.iter().filter(|&&v| v != 0).count().max(1) - 1) as u32)
+                    .collect();
+                x.index_select(&Tensor::from_vec(rows, b, &dev)?, 0)?
+            }
         };
         let logits = pooled.matmul(&self.head.weight.as_tensor().t()?)?.broadcast_add(self.head.bias.as_tensor())?;
         Ok(logits)
@@ -372,22 +414,31 @@ impl EncoderClassifier {
                 _ => Ok(input.clone()),
             }
         };
-        let x_in = dropped(x, &[LoraTarget::Query, LoraTarget::Key, LoraTarget::Value])?;
+        let pre_norm = self.config.norm_first;
+        // Pre-norm: each sub-layer reads its input normalised and adds to it; post-norm (BERT):
+        // each sub-layer's sum is normalised.
+        let a = if pre_norm { layer.attention_norm_op.forward(x)? } else { x.clone() };
+        let a_in = dropped(&a, &[LoraTarget::Query, LoraTarget::Key, LoraTarget::Value])?;
         let heads = |t: Tensor| -> CandleResult<Tensor> { t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous() };
-        let q = heads(layer.query.forward(x, &x_in)?)?;
-        let k = heads(layer.key.forward(x, &x_in)?)?;
-        let v = heads(layer.value.forward(x, &x_in)?)?;
+        let q = heads(layer.query.forward(&a, &a_in)?)?;
+        let k = heads(layer.key.forward(&a, &a_in)?)?;
+        let v = heads(layer.value.forward(&a, &a_in)?)?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
         let probs = SoftmaxLastDim::forward(&scores.broadcast_add(bias)?)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, h))?;
         let context_in = dropped(&context, &[LoraTarget::AttentionOutput])?;
-        let attended = layer.attention_output.forward(&context, &context_in)?;
-        let h1 = layer.attention_norm_op.forward(&(attended + x)?)?;
-        let h1_in = dropped(&h1, &[LoraTarget::Intermediate])?;
-        let inner = Gelu::forward(&layer.intermediate.forward(&h1, &h1_in)?)?;
+        let attended = (layer.attention_output.forward(&context, &context_in)? + x)?;
+        let h1 = if pre_norm { attended } else { layer.attention_norm_op.forward(&attended)? };
+        let m = if pre_norm { layer.output_norm_op.forward(&h1)? } else { h1.clone() };
+        let m_in = dropped(&m, &[LoraTarget::Intermediate])?;
+        let inner = layer.intermediate.forward(&m, &m_in)?;
+        let inner = match self.config.activation {
+            Activation::Gelu => Gelu::forward(&inner)?,
+            Activation::GeluTanh => inner.gelu()?,
+        };
         let inner_in = dropped(&inner, &[LoraTarget::Output])?;
-        let out = layer.output.forward(&inner, &inner_in)?;
-        Ok(layer.output_norm_op.forward(&(out + h1)?)?)
+        let out = (layer.output.forward(&inner, &inner_in)? + h1)?;
+        Ok(if pre_norm { out } else { layer.output_norm_op.forward(&out)? })
     }
 }
 

@@ -11,6 +11,7 @@ use candle_core::Tensor;
 use super::graph::{Attr, Dim, GraphBuilder};
 use super::proto::data_type;
 use crate::common::{Head, Taxonomy, names};
+use crate::encoder::config::Activation;
 use crate::encoder::model::MASK_BIAS;
 use crate::encoder::{EncoderClassifier, LoraTarget, Pooling};
 use crate::error::Result;
@@ -63,7 +64,9 @@ pub fn export(
         let beta = g.f32_tensor(&format!("{name}.bias"), &[h], &values(b)?);
         Ok(g.op("LayerNormalization", &[x, &gamma, &beta], &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))]))
     };
-    x = layer_norm(&mut g, &x, &e.norm_weight, &e.norm_bias, "embeddings.norm")?;
+    if let Some(norm) = &e.norm {
+        x = layer_norm(&mut g, &x, &norm.weight, &norm.bias, "embeddings.norm")?;
+    }
 
     // Additive attention bias [batch, 1, 1, seq] from the mask.
     let mask_f = g.op("Cast", &[&mask], &[("to", Attr::Int(data_type::FLOAT as i64))]);
@@ -72,7 +75,22 @@ pub fn export(
     let big_neg = g.scalar_f32(MASK_BIAS);
     let bias = g.op("Mul", &[&inverted, &big_neg], &[]);
     let axes_12 = g.ints(&[1, 2]);
-    let bias = g.op("Unsqueeze", &[&bias, &axes_12], &[]);
+    let mut bias = g.op("Unsqueeze", &[&bias, &axes_12], &[]);
+    if cfg.causal {
+        // [1, 1, seq, seq]: MASK_BIAS where the key comes after the query.
+        let zero = g.scalar_i64(0);
+        let steps = g.op("Range", &[&zero, &seq_len, &one], &[]);
+        let axis_0 = g.ints(&[0]);
+        let axis_1 = g.ints(&[1]);
+        let keys = g.op("Unsqueeze", &[&steps, &axis_0], &[]); // [1, seq]
+        let queries = g.op("Unsqueeze", &[&steps, &axis_1], &[]); // [seq, 1]
+        let later = g.op("Greater", &[&keys, &queries], &[]);
+        let later = g.op("Cast", &[&later], &[("to", Attr::Int(data_type::FLOAT as i64))]);
+        let later = g.op("Mul", &[&later, &big_neg], &[]);
+        let later = g.op("Unsqueeze", &[&later, &axis_0], &[]);
+        let later = g.op("Unsqueeze", &[&later, &axis_0], &[]);
+        bias = g.op("Add", &[&bias, &later], &[]);
+    }
 
     let split_heads = g.ints(&[0, 0, nh as i64, hd as i64]);
     let merge_heads = g.ints(&[0, 0, h as i64]);
@@ -88,9 +106,15 @@ pub fn export(
             let y = g.op("MatMul", &[x, &w], &[]);
             Ok(g.op("Add", &[&y, &b], &[]))
         };
-        let q = dense(&mut g, &x, LoraTarget::Query)?;
-        let k = dense(&mut g, &x, LoraTarget::Key)?;
-        let v = dense(&mut g, &x, LoraTarget::Value)?;
+        // Pre-norm: each sub-layer reads its input normalised and adds to it; post-norm (BERT):
+        // each sub-layer's sum is normalised.
+        let norm = |g: &mut GraphBuilder, x: &str, (w, b): &(Tensor, Tensor), name: &str| {
+            layer_norm(g, x, w, b, &format!("{p}.{name}"))
+        };
+        let a = if cfg.norm_first { norm(&mut g, &x, &layer.attention_norm, "attention_norm")? } else { x.clone() };
+        let q = dense(&mut g, &a, LoraTarget::Query)?;
+        let k = dense(&mut g, &a, LoraTarget::Key)?;
+        let v = dense(&mut g, &a, LoraTarget::Value)?;
         let q = g.op("Reshape", &[&q, &split_heads], &[]);
         let q = g.op("Transpose", &[&q], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
         let k = g.op("Reshape", &[&k, &split_heads], &[]);
@@ -105,19 +129,21 @@ pub fn export(
         let ctx = g.op("Transpose", &[&ctx], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
         let ctx = g.op("Reshape", &[&ctx, &merge_heads], &[]);
         let attended = dense(&mut g, &ctx, LoraTarget::AttentionOutput)?;
-        let residual = g.op("Add", &[&attended, &x], &[]);
-        let h1 = layer_norm(
-            &mut g,
-            &residual,
-            &layer.attention_norm.0,
-            &layer.attention_norm.1,
-            &format!("{p}.attention_norm"),
-        )?;
-        let inner = dense(&mut g, &h1, LoraTarget::Intermediate)?;
-        let inner = gelu(&mut g, &inner);
+        let attended = g.op("Add", &[&attended, &x], &[]);
+        let h1 =
+            if cfg.norm_first { attended } else { norm(&mut g, &attended, &layer.attention_norm, "attention_norm")? };
+        let m = if cfg.norm_first { norm(&mut g, &h1, &layer.output_norm, "output_norm")? } else { h1.clone() };
+        let inner = dense(&mut g, &m, LoraTarget::Intermediate)?;
+        let inner = match cfg.activation {
+            Activation::Gelu => gelu(&mut g, &inner),
+            Activation::GeluTanh => gelu_tanh(&mut g, &inner),
+        };
         let out = dense(&mut g, &inner, LoraTarget::Output)?;
-        let residual = g.op("Add", &[&out, &h1], &[]);
-        x = layer_norm(&mut g, &residual, &layer.output_norm.0, &layer.output_norm.1, &format!("{p}.output_norm"))?;
+        let out = g.op("Add", &[&out, &h1], &[]);
+        x = if cfg.norm_first { out } else { norm(&mut g, &out, &layer.output_norm, "output_norm")? };
+    }
+    if let Some(norm) = &model.final_norm {
+        x = layer_norm(&mut g, &x, &norm.weight, &norm.bias, "final_norm")?;
     }
 
     let pooled = match model.pooling {
@@ -136,6 +162,25 @@ pub fn export(
             let zero = g.scalar_i64(0);
             g.op("Gather", &[&x, &zero], &[("axis", Attr::Int(1))])
         }
+        Pooling::Last => {
+            // Each row's last token under the mask (right padding): index Σ mask − 1.
+            let axis_1 = g.ints(&[1]);
+            let count = g.op("ReduceSum", &[&mask, &axis_1], &[("keepdims", Attr::Int(1))]); // [batch, 1]
+            let one = g.scalar_i64(1);
+            let last = g.op("Sub", &[&count, &one], &[]);
+            let zero = g.scalar_i64(0);
+            let last = g.op("Max", &[&last, &zero], &[]);
+            let axis_2 = g.ints(&[2]);
+            let last = g.op("Unsqueeze", &[&last, &axis_2], &[]); // [batch, 1, 1]
+            let x_shape = g.op("Shape", &[&x], &[]);
+            let (start, end) = (g.ints(&[0]), g.ints(&[1]));
+            let rows_shape = g.op("Slice", &[&x_shape, &start, &end], &[]);
+            let width = g.ints(&[1, h as i64]);
+            let index_shape = g.op("Concat", &[&rows_shape, &width], &[("axis", Attr::Int(0))]);
+            let index = g.op("Expand", &[&last, &index_shape], &[]); // [batch, 1, hidden]
+            let picked = g.op("GatherElements", &[&x, &index], &[("axis", Attr::Int(1))]);
+            g.op("Squeeze", &[&picked, &axis_1], &[])
+        }
     };
     let head_w = model.head.weight.as_tensor().t()?.contiguous()?;
     let classes = model.num_classes();
@@ -145,6 +190,23 @@ pub fn export(
     g.op_into("Add", &[&logits, &head_b], &[], names::LOGITS);
     g.head_outputs(head, classes, taxonomy);
     Ok(g.finish_files(metadata, super::graph::external_above()))
+}
+
+/// GELU's tanh approximation (GPT-2's `gelu_new`): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+fn gelu_tanh(g: &mut GraphBuilder, x: &str) -> String {
+    let cube = g.op("Mul", &[x, x], &[]);
+    let cube = g.op("Mul", &[&cube, x], &[]);
+    let c = g.scalar_f32(0.044715);
+    let cube = g.op("Mul", &[&cube, &c], &[]);
+    let inner = g.op("Add", &[x, &cube], &[]);
+    let k = g.scalar_f32((2.0 / std::f32::consts::PI).sqrt());
+    let inner = g.op("Mul", &[&inner, &k], &[]);
+    let t = g.op("Tanh", &[&inner], &[]);
+    let one = g.scalar_f32(1.0);
+    let t = g.op("Add", &[&t, &one], &[]);
+    let prod = g.op("Mul", &[x, &t], &[]);
+    let half = g.scalar_f32(0.5);
+    g.op("Mul", &[&prod, &half], &[])
 }
 
 /// Exact GELU: `0.5·x·(1 + erf(x/√2))` (ONNX Runtime fuses this into one Gelu kernel).

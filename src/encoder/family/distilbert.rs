@@ -42,7 +42,7 @@ impl Family for DistilBert {
             word: "embeddings.word_embeddings",
             position: "embeddings.position_embeddings",
             token_type: None,
-            norm: "embeddings.LayerNorm",
+            norm: Some("embeddings.LayerNorm"),
         }
     }
 

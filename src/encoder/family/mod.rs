@@ -7,9 +7,13 @@
 
 mod bert;
 mod distilbert;
+mod gpt2;
 mod roberta;
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+
+use candle_core::Tensor;
 
 use serde_json::Value;
 
@@ -25,7 +29,8 @@ pub struct EmbeddingNames {
     pub position: &'static str,
     /// None: one token type (its row is zeros).
     pub token_type: Option<&'static str>,
-    pub norm: &'static str,
+    /// None: no norm after the embeddings (pre-norm decoders).
+    pub norm: Option<&'static str>,
 }
 
 /// Where a checkpoint keeps one block's dense layers and norms (names without `.weight` / `.bias`).
@@ -72,6 +77,19 @@ pub trait Family: Sync {
     fn layer(&self, i: usize) -> LayerNames;
     /// A `config.json` for `config` in the family's own keys (tiny test checkpoints).
     fn hf_config(&self, config: &EncoderConfig) -> Value;
+    /// The norm after the last block (pre-norm decoders), if any.
+    fn final_norm(&self) -> Option<&'static str> {
+        None
+    }
+    /// Turns a checkpoint's tensors into those [`Family::layer`] names, in the shapes the block
+    /// reads (`[out, in]` dense weights, separate query/key/value): most families store them so.
+    fn prepare(&self, _weights: &mut HashMap<String, Tensor>, _config: &EncoderConfig) -> Result<()> {
+        Ok(())
+    }
+    /// Every tensor of a checkpoint of `config` the model reads, as the checkpoint names it.
+    fn checkpoint_tensors(&self, config: &EncoderConfig) -> BTreeSet<String> {
+        block_tensors(self, config)
+    }
 }
 
 impl EncoderConfig {
@@ -91,7 +109,7 @@ impl EncoderConfig {
 }
 
 /// Every family prodcat loads.
-pub const FAMILIES: [&dyn Family; 3] = [&bert::Bert, &distilbert::DistilBert, &roberta::Roberta];
+pub const FAMILIES: [&dyn Family; 4] = [&bert::Bert, &distilbert::DistilBert, &roberta::Roberta, &gpt2::Gpt2];
 
 /// The family of `id`.
 pub fn of(id: EncoderFamily) -> &'static dyn Family {
@@ -192,7 +210,7 @@ pub(crate) const BERT_EMBEDDINGS: EmbeddingNames = EmbeddingNames {
     word: "embeddings.word_embeddings",
     position: "embeddings.position_embeddings",
     token_type: Some("embeddings.token_type_embeddings"),
-    norm: "embeddings.LayerNorm",
+    norm: Some("embeddings.LayerNorm"),
 };
 
 /// The keys a family names its sizes by: width, blocks, heads, feed-forward width.
@@ -218,6 +236,9 @@ pub(crate) fn sized(
         type_vocab_size,
         layer_norm_eps,
         pad_token_id: keys.optional_usize("pad_token_id")?.unwrap_or(0) as u32,
+        norm_first: false,
+        causal: false,
+        activation: Default::default(),
     }
     .checked(keys.path())
 }
@@ -251,26 +272,26 @@ pub(crate) fn bert_hf_config(config: &EncoderConfig, model_type: &str, architect
     })
 }
 
-/// Every tensor the shared block reads from a checkpoint of `config` (names after the family's
-/// prefix): what a loader must find, and all a checkpoint should hold besides what no encoder
-/// reads (a pooler, MLM heads, `position_ids` buffers).
-pub fn tensor_names(config: &EncoderConfig) -> std::collections::BTreeSet<String> {
-    let family = of(config.family);
+/// Every tensor a checkpoint of `config` must hold (names after the family's prefix): all a
+/// checkpoint should hold besides what no encoder reads (a pooler, MLM heads, buffers such as
+/// `position_ids` or GPT-2's causal masks).
+pub fn tensor_names(config: &EncoderConfig) -> BTreeSet<String> {
+    of(config.family).checkpoint_tensors(config)
+}
+
+/// The tensors the shared block reads under `family`'s names: the embeddings, each block's dense
+/// layers and norms (weights and biases), the final norm.
+fn block_tensors<F: Family + ?Sized>(family: &F, config: &EncoderConfig) -> BTreeSet<String> {
     let e = family.embeddings();
-    let mut names: Vec<String> = vec![e.word.into(), e.position.into(), e.norm.into()];
-    names.extend(e.token_type.map(String::from));
+    let mut tables: Vec<String> = vec![e.word.into(), e.position.into()];
+    tables.extend(e.token_type.map(String::from));
+    let mut layers: Vec<String> = e.norm.into_iter().chain(family.final_norm()).map(String::from).collect();
     for i in 0..config.num_layers {
         let layer = family.layer(i);
-        names.extend(layer.dense.iter().cloned());
-        names.push(layer.attention_norm);
-        names.push(layer.output_norm);
+        layers.extend(layer.dense.iter().cloned());
+        layers.push(layer.attention_norm);
+        layers.push(layer.output_norm);
     }
-    let with_bias = |n: &String| !(n == e.word || n == e.position || Some(n.as_str()) == e.token_type);
-    names
-        .iter()
-        .flat_map(|n| {
-            let bias = with_bias(n).then(|| format!("{n}.bias"));
-            std::iter::once(format!("{n}.weight")).chain(bias)
-        })
-        .collect()
+    let tables = tables.into_iter().map(|n| format!("{n}.weight"));
+    tables.chain(layers.iter().flat_map(|n| [format!("{n}.weight"), format!("{n}.bias")])).collect()
 }
