@@ -89,13 +89,23 @@ pub fn write_products_csv(path: &Path, products: &[SyntheticProduct]) -> Result<
 
 /// Shape of a tiny test encoder of `family` (RoBERTa's positions start past its padding id 1, so
 /// its table has two more rows).
+///
+/// The Llama-shaped ones have two key/value heads for four query heads (grouped-query attention);
+/// Qwen3's heads are 16 wide, wider than 32 / 4, as its real `head_dim` can be.
 pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig {
+    use crate::encoder::config::{Activation, NormKind};
     let (types, pad, positions) = match family {
         EncoderFamily::Bert => (2, 0, 64),
-        EncoderFamily::DistilBert | EncoderFamily::Gpt2 => (1, 0, 64),
         EncoderFamily::Roberta => (1, 1, 66),
+        _ => (1, 0, 64),
     };
-    let decoder = family == EncoderFamily::Gpt2;
+    let decoder = !matches!(family, EncoderFamily::Bert | EncoderFamily::Roberta | EncoderFamily::DistilBert);
+    let llama = matches!(family, EncoderFamily::Llama | EncoderFamily::Qwen2 | EncoderFamily::Qwen3);
+    let activation = match family {
+        EncoderFamily::Gpt2 => Activation::GeluTanh,
+        _ if llama => Activation::SwiGlu,
+        _ => Activation::Gelu,
+    };
     EncoderConfig {
         family,
         vocab_size,
@@ -105,11 +115,22 @@ pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig
         intermediate_size: 64,
         max_positions: positions,
         type_vocab_size: types,
-        layer_norm_eps: if decoder { 1e-5 } else { 1e-12 },
+        layer_norm_eps: if llama {
+            1e-6
+        } else if decoder {
+            1e-5
+        } else {
+            1e-12
+        },
         pad_token_id: pad,
         norm_first: decoder,
         causal: decoder,
-        activation: if decoder { crate::encoder::config::Activation::GeluTanh } else { Default::default() },
+        activation,
+        norm: if llama { NormKind::RmsNorm } else { NormKind::LayerNorm },
+        kv_heads: llama.then_some(2),
+        head_width: (family == EncoderFamily::Qwen3).then_some(16),
+        rope_theta: llama.then_some(if family == EncoderFamily::Llama { 10_000.0 } else { 1_000_000.0 }),
+        qk_norm: family == EncoderFamily::Qwen3,
     }
 }
 
@@ -127,10 +148,26 @@ pub enum TinyCheckpoint {
     /// GPT-2: byte-level BPE with no special tokens added, `transformer.` tensors in Conv1D layout
     /// (`[in, out]`, query/key/value fused in `c_attn`), the causal-mask buffers.
     Gpt2,
+    /// Llama: byte-level BPE, `model.` tensors without biases, RMSNorm, grouped-query attention,
+    /// SwiGLU, an `lm_head` nothing reads.
+    Llama,
+    /// Qwen2: Llama's layout with query, key and value biases.
+    Qwen2,
+    /// Qwen3: Llama's layout with per-head `q_norm`/`k_norm` and an explicit `head_dim`.
+    Qwen3,
 }
 
 impl TinyCheckpoint {
-    pub const ALL: [TinyCheckpoint; 5] = [Self::Bert, Self::DistilBert, Self::Roberta, Self::XlmRoberta, Self::Gpt2];
+    pub const ALL: [TinyCheckpoint; 8] = [
+        Self::Bert,
+        Self::DistilBert,
+        Self::Roberta,
+        Self::XlmRoberta,
+        Self::Gpt2,
+        Self::Llama,
+        Self::Qwen2,
+        Self::Qwen3,
+    ];
 
     /// The family that loads it.
     pub fn family(self) -> EncoderFamily {
@@ -139,6 +176,9 @@ impl TinyCheckpoint {
             Self::DistilBert => EncoderFamily::DistilBert,
             Self::Roberta | Self::XlmRoberta => EncoderFamily::Roberta,
             Self::Gpt2 => EncoderFamily::Gpt2,
+            Self::Llama => EncoderFamily::Llama,
+            Self::Qwen2 => EncoderFamily::Qwen2,
+            Self::Qwen3 => EncoderFamily::Qwen3,
         }
     }
 }
@@ -266,7 +306,9 @@ pub fn tiny_checkpoint(kind: TinyCheckpoint, dir: &Path, seed: u64) -> Result<En
     let (tokenizer, vocab_size) = match kind {
         TinyCheckpoint::Bert | TinyCheckpoint::DistilBert => wordpiece_tokenizer(dir)?,
         TinyCheckpoint::Roberta => byte_level_bpe_tokenizer(&ROBERTA_SPECIALS, true)?,
-        TinyCheckpoint::Gpt2 => byte_level_bpe_tokenizer(&["<|endoftext|>"], false)?,
+        TinyCheckpoint::Gpt2 | TinyCheckpoint::Llama | TinyCheckpoint::Qwen2 | TinyCheckpoint::Qwen3 => {
+            byte_level_bpe_tokenizer(&["<|endoftext|>"], false)?
+        }
         TinyCheckpoint::XlmRoberta => unigram_tokenizer()?,
     };
     tokenizer.save(dir.join("tokenizer.json"), false).map_err(tok_err)?;
@@ -282,13 +324,19 @@ pub fn tiny_checkpoint(kind: TinyCheckpoint, dir: &Path, seed: u64) -> Result<En
         EncoderFamily::DistilBert => "distilbert.",
         EncoderFamily::Roberta => "roberta.",
         EncoderFamily::Gpt2 => "transformer.",
+        EncoderFamily::Llama | EncoderFamily::Qwen2 | EncoderFamily::Qwen3 => "model.",
         EncoderFamily::Bert => "",
     };
     let mut tensors = tiny_weights(&config, seed)?;
     if kind == TinyCheckpoint::Gpt2 {
         tensors = gpt2_layout(tensors, &config)?;
     }
-    let tensors: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+    let mut tensors: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+    if prefix == "model." {
+        // `*ForCausalLM`'s language-model head, outside the prefix: stored, never read.
+        let (vocab, h) = (config.vocab_size, config.hidden_size);
+        tensors.insert("lm_head.weight".into(), Tensor::zeros((vocab, h), DType::F32, &Device::Cpu)?);
+    }
     let path = dir.join("model.safetensors");
     candle_core::safetensors::save(&tensors, &path).map_err(|e| Error::model(&path, e.to_string()))?;
     Ok(config)
@@ -310,30 +358,49 @@ fn tiny_weights(config: &EncoderConfig, seed: u64) -> Result<HashMap<String, Ten
     let zeros = |n: usize| Tensor::zeros(n, DType::F32, &Device::Cpu);
     let e = family.embeddings();
     tensors.insert(format!("{}.weight", e.word), random(&[config.vocab_size, h], 1.0)?);
-    tensors.insert(format!("{}.weight", e.position), random(&[config.max_positions, h], 0.1)?);
+    if let Some(position) = e.position {
+        tensors.insert(format!("{position}.weight"), random(&[config.max_positions, h], 0.1)?);
+    }
     if let Some(types) = e.token_type {
         tensors.insert(format!("{types}.weight"), random(&[config.type_vocab_size, h], 0.1)?);
     }
-    for norm in e.norm.into_iter().chain(family.final_norm()) {
-        tensors.insert(format!("{norm}.weight"), ones(h)?);
-        tensors.insert(format!("{norm}.bias"), zeros(h)?);
+    let rms = config.norm == crate::encoder::config::NormKind::RmsNorm;
+    // LayerNorm: γ = 1, β = 0; RMSNorm: γ about 1 (each norm its own, so a swapped one shows).
+    type Random<'a> = dyn FnMut(&[usize], f32) -> Result<Tensor> + 'a;
+    let norm =
+        |random: &mut Random<'_>, tensors: &mut HashMap<String, Tensor>, name: &str, width: usize| -> Result<()> {
+            if rms {
+                tensors.insert(format!("{name}.weight"), (random(&[width], 0.2)? + 1.0)?);
+            } else {
+                tensors.insert(format!("{name}.weight"), ones(width)?);
+                tensors.insert(format!("{name}.bias"), zeros(width)?);
+            }
+            Ok(())
+        };
+    for name in e.norm.into_iter().chain(family.final_norm()) {
+        norm(&mut random, &mut tensors, name, h)?;
     }
-    let std_h = 1.0 / (h as f32).sqrt();
-    let std_i = 1.0 / (i as f32).sqrt();
+    let (q_width, kv_width) = (config.num_heads * config.head_dim(), config.kv_heads() * config.head_dim());
     for l in 0..config.num_layers {
         let names = family.layer(l);
-        for target in LoraTarget::ALL {
-            let (out_f, in_f, std) = match target {
-                LoraTarget::Intermediate => (i, h, std_h),
-                LoraTarget::Output => (h, i, std_i),
-                _ => (h, h, std_h),
+        for (target, name) in &names.dense {
+            let (out_f, in_f) = match target {
+                LoraTarget::Query => (q_width, h),
+                LoraTarget::Key | LoraTarget::Value => (kv_width, h),
+                LoraTarget::AttentionOutput => (h, q_width),
+                LoraTarget::Gate | LoraTarget::Intermediate => (i, h),
+                LoraTarget::Output => (h, i),
             };
-            tensors.insert(format!("{}.weight", names.dense(target)), random(&[out_f, in_f], std)?);
-            tensors.insert(format!("{}.bias", names.dense(target)), random(&[out_f], 0.02)?);
+            tensors.insert(format!("{name}.weight"), random(&[out_f, in_f], 1.0 / (in_f as f32).sqrt())?);
+            if family.has_bias(*target) {
+                tensors.insert(format!("{name}.bias"), random(&[out_f], 0.02)?);
+            }
         }
-        for norm in [&names.attention_norm, &names.output_norm] {
-            tensors.insert(format!("{norm}.weight"), ones(h)?);
-            tensors.insert(format!("{norm}.bias"), zeros(h)?);
+        for name in [&names.attention_norm, &names.output_norm] {
+            norm(&mut random, &mut tensors, name, h)?;
+        }
+        for name in names.qk_norm.iter().flatten() {
+            norm(&mut random, &mut tensors, name, config.head_dim())?;
         }
     }
     Ok(tensors)

@@ -11,7 +11,7 @@ use prodcat::encoder::family::tensor_names;
 use prodcat::encoder::{EncoderConfig, EncoderFamily, load_base_weights};
 use prodcat::testkit::TinyCheckpoint;
 
-const FAMILIES: [TinyCheckpoint; 5] = TinyCheckpoint::ALL;
+const FAMILIES: [TinyCheckpoint; 8] = TinyCheckpoint::ALL;
 
 fn base_of(fx: &Fixture, kind: TinyCheckpoint) -> PathBuf {
     let dir = fx.path(&format!("base-{kind:?}"));
@@ -45,6 +45,9 @@ fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
             TinyCheckpoint::Roberta => ("BPE", "roberta"),
             TinyCheckpoint::XlmRoberta => ("Unigram", "xlm-roberta"),
             TinyCheckpoint::Gpt2 => ("BPE", "gpt2"),
+            TinyCheckpoint::Llama => ("BPE", "llama"),
+            TinyCheckpoint::Qwen2 => ("BPE", "qwen2"),
+            TinyCheckpoint::Qwen3 => ("BPE", "qwen3"),
         };
         assert_eq!(
             (tokenizer["model"]["type"].as_str(), raw["model_type"].as_str()),
@@ -135,7 +138,12 @@ fn a_decoder_never_lets_a_later_token_change_an_earlier_position() {
     // The first position's state (cls pooling) of a text and of the same text continued: equal
     // for GPT-2, different for bidirectional BERT.
     let texts = ["phone", "phone laptop ssd ram"];
-    for (kind, causal) in [(TinyCheckpoint::Gpt2, true), (TinyCheckpoint::Bert, false)] {
+    for (kind, causal) in [
+        (TinyCheckpoint::Gpt2, true),
+        (TinyCheckpoint::Llama, true),
+        (TinyCheckpoint::Qwen3, true),
+        (TinyCheckpoint::Bert, false),
+    ] {
         let base = base_of(&fx, kind);
         let config = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap();
         assert_eq!(config.causal, causal);
@@ -148,5 +156,101 @@ fn a_decoder_never_lets_a_later_token_change_an_earlier_position() {
         let out = model.forward(&PaddedBatch::from_tokens(tokens.iter()), None).unwrap().to_vec2::<f32>().unwrap();
         let diff = out[0].iter().zip(&out[1]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert_eq!(diff < 1e-5, causal, "{kind:?}: first position moved by {diff}");
+    }
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+#[test]
+fn grouped_query_attention_equals_the_full_head_model_with_repeated_key_value_weights() {
+    use prodcat::encoder::{EncoderClassifier, LoraSettings, Pooling};
+    use prodcat::tokenize::{PaddedBatch, TextTokenizer};
+    let fx = Fixture::new(10);
+    for kind in [TinyCheckpoint::Llama, TinyCheckpoint::Qwen3] {
+        let base = base_of(&fx, kind);
+        let grouped = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap();
+        let (heads, kv, hd) = (grouped.num_heads, grouped.kv_heads(), grouped.head_dim());
+        assert_eq!((heads, kv), (4, 2), "{kind:?}: the tiny checkpoint groups two query heads per key/value head");
+        let path = base.join("model.safetensors");
+        let weights = load_base_weights(&path).unwrap();
+        // Key/value head j / (heads / kv) for query head j: the same model with every head.
+        let mut full = weights.clone();
+        for i in 0..grouped.num_layers {
+            for part in ["k_proj", "v_proj"] {
+                let name = format!("layers.{i}.self_attn.{part}.weight");
+                let w = &weights[&name];
+                let rows: Vec<_> = (0..heads).map(|j| w.narrow(0, (j / (heads / kv)) * hd, hd).unwrap()).collect();
+                full.insert(name, candle_core::Tensor::cat(&rows, 0).unwrap());
+            }
+        }
+        let full_config = EncoderConfig { kv_heads: None, ..grouped.clone() };
+        let lora = LoraSettings::default();
+        let a = EncoderClassifier::new(grouped, &weights, &path, lora.clone(), Pooling::Last, 3, 1).unwrap();
+        let b = EncoderClassifier::new(full_config, &full, &path, lora, Pooling::Last, 3, 1).unwrap();
+        let tokenizer = TextTokenizer::from_file(&base.join("tokenizer.json"), 32).unwrap();
+        let tokens = tokenizer.encode_batch(&["phone", "laptop ssd ram intel ryzen", "novel"]).unwrap();
+        let batch = PaddedBatch::from_tokens(tokens.iter());
+        let (a, b) = (a.forward(&batch, None).unwrap(), b.forward(&batch, None).unwrap());
+        let diff = max_diff(&a.to_vec2::<f32>().unwrap(), &b.to_vec2::<f32>().unwrap());
+        assert!(diff < 1e-5, "{kind:?}: grouped and repeated heads differ by {diff}");
+    }
+}
+
+#[test]
+fn every_family_merged_equals_its_adapter_model() {
+    use prodcat::encoder::{EncoderClassifier, LoraSettings, LoraTarget, Pooling};
+    use prodcat::tokenize::{PaddedBatch, TextTokenizer};
+    let fx = Fixture::new(10);
+    for kind in FAMILIES {
+        let base = base_of(&fx, kind);
+        let config = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap();
+        let path = base.join("model.safetensors");
+        let weights = load_base_weights(&path).unwrap();
+        let adapted =
+            EncoderClassifier::new(config, &weights, &path, LoraSettings::default(), Pooling::Mean, 3, 1).unwrap();
+        // Trained-looking adapters: B away from its zero start.
+        let mut adapters = 0;
+        for layer in &adapted.layers {
+            for target in LoraTarget::ALL {
+                if let Some(adapter) = layer.dense(target).and_then(|d| d.adapter.as_ref()) {
+                    let b = adapter.b.as_tensor();
+                    adapter.b.set(&(b.randn_like(0.0, 0.05).unwrap())).unwrap();
+                    adapters += 1;
+                }
+            }
+        }
+        let gated = matches!(kind, TinyCheckpoint::Llama | TinyCheckpoint::Qwen2 | TinyCheckpoint::Qwen3);
+        assert_eq!(adapters, 2 * if gated { 7 } else { 6 }, "{kind:?}: an adapter on every dense layer");
+        let mut merged = adapted.clone();
+        for layer in &mut merged.layers {
+            for dense in [&mut layer.query, &mut layer.key, &mut layer.value, &mut layer.attention_output]
+                .into_iter()
+                .chain(layer.gate.as_mut())
+                .chain([&mut layer.intermediate, &mut layer.output])
+            {
+                *dense = dense.merged().unwrap();
+            }
+        }
+        let tokenizer = TextTokenizer::from_file(&base.join("tokenizer.json"), 32).unwrap();
+        let tokens = tokenizer.encode_batch(&["phone", "laptop ssd ram intel ryzen", "novel"]).unwrap();
+        let batch = PaddedBatch::from_tokens(tokens.iter());
+        let a = adapted.forward(&batch, None).unwrap().to_vec2::<f32>().unwrap();
+        let m = merged.forward(&batch, None).unwrap().to_vec2::<f32>().unwrap();
+        let base_model = EncoderClassifier::new(
+            adapted.config.clone(),
+            &weights,
+            &path,
+            LoraSettings::default(),
+            Pooling::Mean,
+            3,
+            1,
+        )
+        .unwrap();
+        let untouched = base_model.forward(&batch, None).unwrap().to_vec2::<f32>().unwrap();
+        assert!(max_diff(&a, &untouched) > 1e-3, "{kind:?}: the adapters change the logits");
+        let diff = max_diff(&a, &m);
+        assert!(diff < 1e-4, "{kind:?}: merged and adapter models differ by {diff}");
     }
 }

@@ -19,6 +19,13 @@ pub enum EncoderFamily {
     DistilBert,
     /// GPT-2: a decoder — pre-norm blocks, causal attention, tanh-GELU, a final norm.
     Gpt2,
+    /// Llama (and Mistral-shaped) decoders: RMSNorm, rotary positions, grouped-query attention,
+    /// SwiGLU, no biases.
+    Llama,
+    /// Qwen2: Llama's block with biases on query, key and value.
+    Qwen2,
+    /// Qwen3: Llama's block with RMSNorm on each head's query and key, and an explicit head width.
+    Qwen3,
 }
 
 /// The feed-forward activation.
@@ -30,6 +37,19 @@ pub enum Activation {
     Gelu,
     /// GELU's tanh approximation (GPT-2's `gelu_new`).
     GeluTanh,
+    /// SwiGLU: `silu(gate·x) ⊙ (up·x)` — the block has a gate layer (Llama's `silu` MLP).
+    SwiGlu,
+}
+
+/// The normalisation of the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// `(x − mean) / √(var + ε) · γ + β`.
+    #[default]
+    LayerNorm,
+    /// `x / √(mean(x²) + ε) · γ`, no bias (Llama, Qwen).
+    RmsNorm,
 }
 
 /// Architecture hyper-parameters of the encoder.
@@ -54,15 +74,42 @@ pub struct EncoderConfig {
     pub causal: bool,
     #[serde(default)]
     pub activation: Activation,
+    #[serde(default)]
+    pub norm: NormKind,
+    /// Key/value heads when fewer than the query heads (grouped-query attention); None: as many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_heads: Option<usize>,
+    /// A head width other than `hidden_size / num_heads` (Qwen3's `head_dim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_width: Option<usize>,
+    /// Rotary position embeddings with this base (no position table); None: absolute positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// RMSNorm on each head's query and key before the rotation (Qwen3).
+    #[serde(default)]
+    pub qk_norm: bool,
 }
 
 impl EncoderConfig {
     /// The config, or an error when its heads do not divide its width.
     pub fn checked(self, path: &Path) -> Result<Self> {
-        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
+        let heads = self.num_heads;
+        if heads == 0 || (self.head_width.is_none() && !self.hidden_size.is_multiple_of(heads)) {
             return Err(Error::model(
                 path,
-                format!("hidden_size {} is not divisible by num_attention_heads {}", self.hidden_size, self.num_heads),
+                format!("hidden_size {} is not divisible by num_attention_heads {heads}", self.hidden_size),
+            ));
+        }
+        if self.kv_heads() == 0 || !heads.is_multiple_of(self.kv_heads()) {
+            return Err(Error::model(
+                path,
+                format!("num_attention_heads {heads} is not divisible by num_key_value_heads {}", self.kv_heads()),
+            ));
+        }
+        if self.rope_theta.is_some() && !self.head_dim().is_multiple_of(2) {
+            return Err(Error::model(
+                path,
+                format!("rotary positions need an even head width, not {}", self.head_dim()),
             ));
         }
         Ok(self)
@@ -70,14 +117,19 @@ impl EncoderConfig {
 
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_heads
+        self.head_width.unwrap_or(self.hidden_size / self.num_heads.max(1))
+    }
+
+    /// Key/value heads (fewer than the query heads under grouped-query attention).
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads.unwrap_or(self.num_heads)
     }
 
     /// The first position id used for real tokens (RoBERTa counts from `pad_token_id + 1`).
     pub fn position_offset(&self) -> usize {
         match self.family {
-            EncoderFamily::Bert | EncoderFamily::DistilBert | EncoderFamily::Gpt2 => 0,
             EncoderFamily::Roberta => self.pad_token_id as usize + 1,
+            _ => 0,
         }
     }
 

@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Result as CandleResult, Tensor, Var};
+use candle_core::{D, DType, Device, Result as CandleResult, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::config::{Activation, EncoderConfig};
+use super::config::{Activation, EncoderConfig, NormKind};
 use super::lora::{AdaptedLinear, DenseUpdate, LoraAdapter, LoraSettings, LoraTarget};
 use super::ops::{FrozenLayerNorm, FrozenLinear, Gelu, SoftmaxLastDim};
 use crate::error::{Error, Result};
@@ -51,17 +51,36 @@ impl std::str::FromStr for Pooling {
     }
 }
 
-/// A frozen LayerNorm: its op and its parameters (for export).
+/// A frozen norm and its parameters (for export): LayerNorm when it has a bias, RMSNorm when not.
 #[derive(Debug, Clone)]
 pub struct Norm {
-    pub op: FrozenLayerNorm,
     pub weight: Tensor,
-    pub bias: Tensor,
+    /// None: RMSNorm.
+    pub bias: Option<Tensor>,
+    pub eps: f64,
+    op: Option<FrozenLayerNorm>,
 }
 
 impl Norm {
-    fn new(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
-        Ok(Self { op: FrozenLayerNorm::new(&weight, &bias, eps)?, weight, bias })
+    fn layer_norm(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
+        let op = FrozenLayerNorm::new(&weight, &bias, eps)?;
+        Ok(Self { weight, bias: Some(bias), eps, op: Some(op) })
+    }
+
+    fn rms_norm(weight: Tensor, eps: f64) -> Self {
+        Self { weight, bias: None, eps, op: None }
+    }
+
+    /// Normalises over the last axis (any rank: RMSNorm also runs on each head's query and key).
+    pub fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
+        match &self.op {
+            Some(op) => op.forward(x),
+            // Composed of candle ops, each with its backward pass (candle's fused rms_norm has none).
+            None => {
+                let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
+                x.broadcast_div(&(mean_square + self.eps)?.sqrt()?)?.broadcast_mul(&self.weight)
+            }
+        }
     }
 }
 
@@ -69,7 +88,8 @@ impl Norm {
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     pub word: Tensor,
-    pub position: Tensor,
+    /// None: rotary positions.
+    pub position: Option<Tensor>,
     pub token_type: Tensor,
     pub norm: Option<Norm>,
 }
@@ -81,35 +101,39 @@ pub struct EncoderLayer {
     pub key: AdaptedLinear,
     pub value: AdaptedLinear,
     pub attention_output: AdaptedLinear,
-    pub attention_norm: (Tensor, Tensor),
+    /// The gate of a SwiGLU feed-forward block.
+    pub gate: Option<AdaptedLinear>,
     pub intermediate: AdaptedLinear,
     pub output: AdaptedLinear,
-    pub output_norm: (Tensor, Tensor),
-    attention_norm_op: FrozenLayerNorm,
-    output_norm_op: FrozenLayerNorm,
+    pub attention_norm: Norm,
+    pub output_norm: Norm,
+    /// Each head's query and key RMSNorm (Qwen3).
+    pub qk_norm: Option<[Norm; 2]>,
 }
 
 impl EncoderLayer {
-    /// The dense layer for a LoRA target.
-    pub fn dense(&self, target: LoraTarget) -> &AdaptedLinear {
+    /// The dense layer for a LoRA target, if the block has it.
+    pub fn dense(&self, target: LoraTarget) -> Option<&AdaptedLinear> {
         match target {
-            LoraTarget::Query => &self.query,
-            LoraTarget::Key => &self.key,
-            LoraTarget::Value => &self.value,
-            LoraTarget::AttentionOutput => &self.attention_output,
-            LoraTarget::Intermediate => &self.intermediate,
-            LoraTarget::Output => &self.output,
+            LoraTarget::Query => Some(&self.query),
+            LoraTarget::Key => Some(&self.key),
+            LoraTarget::Value => Some(&self.value),
+            LoraTarget::AttentionOutput => Some(&self.attention_output),
+            LoraTarget::Gate => self.gate.as_ref(),
+            LoraTarget::Intermediate => Some(&self.intermediate),
+            LoraTarget::Output => Some(&self.output),
         }
     }
 
-    fn dense_mut(&mut self, target: LoraTarget) -> &mut AdaptedLinear {
+    fn dense_mut(&mut self, target: LoraTarget) -> Option<&mut AdaptedLinear> {
         match target {
-            LoraTarget::Query => &mut self.query,
-            LoraTarget::Key => &mut self.key,
-            LoraTarget::Value => &mut self.value,
-            LoraTarget::AttentionOutput => &mut self.attention_output,
-            LoraTarget::Intermediate => &mut self.intermediate,
-            LoraTarget::Output => &mut self.output,
+            LoraTarget::Query => Some(&mut self.query),
+            LoraTarget::Key => Some(&mut self.key),
+            LoraTarget::Value => Some(&mut self.value),
+            LoraTarget::AttentionOutput => Some(&mut self.attention_output),
+            LoraTarget::Gate => self.gate.as_mut(),
+            LoraTarget::Intermediate => Some(&mut self.intermediate),
+            LoraTarget::Output => Some(&mut self.output),
         }
     }
 }
@@ -201,7 +225,11 @@ impl EncoderClassifier {
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
         let norm_of = |name: &str| -> Result<Norm> {
-            Norm::new(get(&format!("{name}.weight"))?, get(&format!("{name}.bias"))?, eps)
+            let weight = get(&format!("{name}.weight"))?;
+            match config.norm {
+                NormKind::LayerNorm => Norm::layer_norm(weight, get(&format!("{name}.bias"))?, eps),
+                NormKind::RmsNorm => Ok(Norm::rms_norm(weight, eps)),
+            }
         };
         let names = family.embeddings();
         let token_type = match names.token_type.and_then(|t| prepared.get(&format!("{t}.weight"))) {
@@ -210,41 +238,54 @@ impl EncoderClassifier {
         };
         let embeddings = Embeddings {
             word: get(&format!("{}.weight", names.word))?,
-            position: get(&format!("{}.weight", names.position))?,
+            position: names.position.map(|p| get(&format!("{p}.weight"))).transpose()?,
             token_type,
             norm: names.norm.map(norm_of).transpose()?,
         };
         let final_norm = family.final_norm().map(norm_of).transpose()?;
-        let dense = |name: &str| -> Result<AdaptedLinear> {
-            Ok(AdaptedLinear {
+        let dense = |names: &super::family::LayerNames, target: LoraTarget| -> Result<Option<AdaptedLinear>> {
+            let Some(name) = names.dense(target) else { return Ok(None) };
+            Ok(Some(AdaptedLinear {
                 base: FrozenLinear::new(get(&format!("{name}.weight"))?, get(&format!("{name}.bias"))?)?,
                 adapter: None,
                 update: None,
-            })
+            }))
         };
-        let norm = |name: &str| -> Result<(Tensor, Tensor)> {
-            Ok((get(&format!("{name}.weight"))?, get(&format!("{name}.bias"))?))
+        let required = |names: &super::family::LayerNames, target: LoraTarget| -> Result<AdaptedLinear> {
+            dense(names, target)?.ok_or_else(|| Error::Internal(format!("the family names no {target} layer")))
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let names = family.layer(i);
-            let attention_norm = norm(&names.attention_norm)?;
-            let output_norm = norm(&names.output_norm)?;
-            let mut layer = EncoderLayer {
-                query: dense(names.dense(LoraTarget::Query))?,
-                key: dense(names.dense(LoraTarget::Key))?,
-                value: dense(names.dense(LoraTarget::Value))?,
-                attention_output: dense(names.dense(LoraTarget::AttentionOutput))?,
-                intermediate: dense(names.dense(LoraTarget::Intermediate))?,
-                output: dense(names.dense(LoraTarget::Output))?,
-                attention_norm_op: FrozenLayerNorm::new(&attention_norm.0, &attention_norm.1, eps)?,
-                output_norm_op: FrozenLayerNorm::new(&output_norm.0, &output_norm.1, eps)?,
-                attention_norm,
-                output_norm,
+            let qk_norm = match &names.qk_norm {
+                Some([q, k]) => Some([
+                    Norm::rms_norm(get(&format!("{q}.weight"))?, eps),
+                    Norm::rms_norm(get(&format!("{k}.weight"))?, eps),
+                ]),
+                None => None,
             };
+            let mut layer = EncoderLayer {
+                query: required(&names, LoraTarget::Query)?,
+                key: required(&names, LoraTarget::Key)?,
+                value: required(&names, LoraTarget::Value)?,
+                attention_output: required(&names, LoraTarget::AttentionOutput)?,
+                gate: dense(&names, LoraTarget::Gate)?,
+                intermediate: required(&names, LoraTarget::Intermediate)?,
+                output: required(&names, LoraTarget::Output)?,
+                attention_norm: norm_of(&names.attention_norm)?,
+                output_norm: norm_of(&names.output_norm)?,
+                qk_norm,
+            };
+            if (layer.gate.is_some()) != (config.activation == Activation::SwiGlu) {
+                return Err(Error::model(
+                    weights_path,
+                    "a gate layer goes with a SwiGLU feed-forward block and only with it",
+                ));
+            }
             for &target in &lora.targets {
-                let dense = layer.dense_mut(target);
+                // A target the block does not have (a gate in a BERT block) is skipped.
+                let Some(dense) = layer.dense_mut(target) else { continue };
                 let (out_f, in_f) = dense.base.weight().dims2()?;
                 if lora.full {
                     dense.update = Some(DenseUpdate::zeros(in_f, out_f)?);
@@ -277,7 +318,7 @@ impl EncoderClassifier {
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             for target in LoraTarget::ALL {
-                let dense = layer.dense(target);
+                let Some(dense) = layer.dense(target) else { continue };
                 if let Some(adapter) = &dense.adapter {
                     out.push((format!("layer.{i}.{target}.lora_a"), adapter.a.clone()));
                     out.push((format!("layer.{i}.{target}.lora_b"), adapter.b.clone()));
@@ -352,13 +393,18 @@ impl EncoderClassifier {
         let mask = Tensor::from_vec(mask, (b, s), &dev)?;
 
         let e = &self.embeddings;
-        let positions = e.position.narrow(0, self.config.position_offset(), s)?;
-        let positions = positions.unsqueeze(0)?.broadcast_as((b, s, h))?.reshape((b * s, h))?;
         let type_rows = if e.token_type.dims()[0] == 1 { types.zeros_like()? } else { types };
-        let x = ((e.word.index_select(&ids, 0)? + e.token_type.index_select(&type_rows, 0)?)? + positions)?;
-        let mut x = match &e.norm {
-            Some(norm) => norm.op.forward(&x)?,
-            None => x,
+        let mut x = (e.word.index_select(&ids, 0)? + e.token_type.index_select(&type_rows, 0)?)?;
+        if let Some(table) = &e.position {
+            let positions = table.narrow(0, self.config.position_offset(), s)?;
+            x = (x + positions.unsqueeze(0)?.broadcast_as((b, s, h))?.reshape((b * s, h))?)?;
+        }
+        if let Some(norm) = &e.norm {
+            x = norm.forward(&x)?;
+        }
+        let rotary = match self.config.rope_theta {
+            Some(theta) => Some(rotary_tables(theta, self.config.head_dim(), s)?),
+            None => None,
         };
 
         let mut bias = ((mask.ones_like()? - &mask)? * f64::from(MASK_BIAS))?.reshape((b, 1, 1, s))?;
@@ -368,10 +414,10 @@ impl EncoderClassifier {
             bias = bias.broadcast_add(&Tensor::from_vec(later, (1, 1, s, s), &dev)?)?;
         }
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, b, s, &bias, dropout.as_deref_mut())?;
+            x = self.layer_forward(layer, &x, (b, s), &bias, rotary.as_ref(), dropout.as_deref_mut())?;
         }
         if let Some(norm) = &self.final_norm {
-            x = norm.op.forward(&x)?;
+            x = norm.forward(&x)?;
         }
         let pooled = match self.pooling {
             Pooling::Mean => {
@@ -399,12 +445,12 @@ impl EncoderClassifier {
         &self,
         layer: &EncoderLayer,
         x: &Tensor,
-        b: usize,
-        s: usize,
+        (b, s): (usize, usize),
         bias: &Tensor,
+        rotary: Option<&(Tensor, Tensor)>,
         mut dropout: Option<&mut Dropout>,
     ) -> Result<Tensor> {
-        let (nh, hd, h) = (self.config.num_heads, self.config.head_dim(), self.config.hidden_size);
+        let (nh, kv, hd) = (self.config.num_heads, self.config.kv_heads(), self.config.head_dim());
         // LoRA dropout acts on the adapter's input (full updates take the input as it is); one
         // mask per distinct input tensor.
         let targets: &[LoraTarget] = if self.lora.full { &[] } else { &self.lora.targets };
@@ -417,29 +463,66 @@ impl EncoderClassifier {
         let pre_norm = self.config.norm_first;
         // Pre-norm: each sub-layer reads its input normalised and adds to it; post-norm (BERT):
         // each sub-layer's sum is normalised.
-        let a = if pre_norm { layer.attention_norm_op.forward(x)? } else { x.clone() };
+        let a = if pre_norm { layer.attention_norm.forward(x)? } else { x.clone() };
         let a_in = dropped(&a, &[LoraTarget::Query, LoraTarget::Key, LoraTarget::Value])?;
-        let heads = |t: Tensor| -> CandleResult<Tensor> { t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous() };
-        let q = heads(layer.query.forward(&a, &a_in)?)?;
-        let k = heads(layer.key.forward(&a, &a_in)?)?;
-        let v = heads(layer.value.forward(&a, &a_in)?)?;
+        let split = |t: Tensor, n: usize| t.reshape((b, s, n, hd));
+        let (mut q, mut k) = (split(layer.query.forward(&a, &a_in)?, nh)?, split(layer.key.forward(&a, &a_in)?, kv)?);
+        if let Some([q_norm, k_norm]) = &layer.qk_norm {
+            (q, k) = (q_norm.forward(&q)?, k_norm.forward(&k)?);
+        }
+        let heads = |t: Tensor| t.transpose(1, 2)?.contiguous();
+        let (mut q, mut k) = (heads(q)?, heads(k)?);
+        let v = heads(split(layer.value.forward(&a, &a_in)?, kv)?)?;
+        if let Some((cos, sin)) = rotary {
+            (q, k) = (rotate(&q, cos, sin)?, rotate(&k, cos, sin)?);
+        }
+        // Grouped-query attention: each key/value head serves nh / kv query heads in a row.
+        let repeat = |t: Tensor| -> CandleResult<Tensor> {
+            if kv == nh {
+                return Ok(t);
+            }
+            t.unsqueeze(2)?.broadcast_as((b, kv, nh / kv, s, hd))?.contiguous()?.reshape((b, nh, s, hd))
+        };
+        let (k, v) = (repeat(k)?, repeat(v)?);
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
         let probs = SoftmaxLastDim::forward(&scores.broadcast_add(bias)?)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, h))?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, nh * hd))?;
         let context_in = dropped(&context, &[LoraTarget::AttentionOutput])?;
         let attended = (layer.attention_output.forward(&context, &context_in)? + x)?;
-        let h1 = if pre_norm { attended } else { layer.attention_norm_op.forward(&attended)? };
-        let m = if pre_norm { layer.output_norm_op.forward(&h1)? } else { h1.clone() };
-        let m_in = dropped(&m, &[LoraTarget::Intermediate])?;
+        let h1 = if pre_norm { attended } else { layer.attention_norm.forward(&attended)? };
+        let m = if pre_norm { layer.output_norm.forward(&h1)? } else { h1.clone() };
+        let m_in = dropped(&m, &[LoraTarget::Gate, LoraTarget::Intermediate])?;
         let inner = layer.intermediate.forward(&m, &m_in)?;
-        let inner = match self.config.activation {
-            Activation::Gelu => Gelu::forward(&inner)?,
-            Activation::GeluTanh => inner.gelu()?,
+        let inner = match (self.config.activation, &layer.gate) {
+            (Activation::Gelu, _) => Gelu::forward(&inner)?,
+            (Activation::GeluTanh, _) => inner.gelu()?,
+            (Activation::SwiGlu, Some(gate)) => (gate.forward(&m, &m_in)?.silu()? * inner)?,
+            (Activation::SwiGlu, None) => return Err(Error::Internal("a SwiGLU block without a gate".into())),
         };
         let inner_in = dropped(&inner, &[LoraTarget::Output])?;
         let out = (layer.output.forward(&inner, &inner_in)? + h1)?;
-        Ok(if pre_norm { out } else { layer.output_norm_op.forward(&out)? })
+        Ok(if pre_norm { out } else { layer.output_norm.forward(&out)? })
     }
+}
+
+/// Rotary tables `cos`, `sin` (`[1, 1, seq, head_dim]`) as Hugging Face computes them in f32:
+/// frequency `j` is `θ^(−2j/d)`, each repeated for both halves of the head.
+fn rotary_tables(theta: f64, head_dim: usize, seq: usize) -> Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half).map(|j| (1.0 / theta.powf((2 * j) as f64 / head_dim as f64)) as f32).collect();
+    let inv = &inv;
+    let angles: Vec<f32> = (0..seq).flat_map(|p| (0..head_dim).map(move |c| (p as f32) * inv[c % half])).collect();
+    let table = |f: fn(f32) -> f32| {
+        Tensor::from_vec(angles.iter().map(|&a| f(a)).collect::<Vec<_>>(), (1, 1, seq, head_dim), &Device::Cpu)
+    };
+    Ok((table(f32::cos)?, table(f32::sin)?))
+}
+
+/// `x·cos + rotate_half(x)·sin` over the last axis (Llama's rotation, halves not interleaved).
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CandleResult<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let rotated = Tensor::cat(&[&x.narrow(D::Minus1, half, half)?.neg()?, &x.narrow(D::Minus1, 0, half)?], D::Minus1)?;
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
 /// A standard normal sample (Box–Muller), from the seeded generator.

@@ -12,7 +12,7 @@ use super::graph::{Attr, Dim, GraphBuilder};
 use super::proto::data_type;
 use crate::common::{Head, Taxonomy, names};
 use crate::encoder::config::Activation;
-use crate::encoder::model::MASK_BIAS;
+use crate::encoder::model::{MASK_BIAS, Norm};
 use crate::encoder::{EncoderClassifier, LoraTarget, Pooling};
 use crate::error::Result;
 
@@ -28,7 +28,7 @@ pub fn export(
     metadata: &[(&str, String)],
 ) -> Result<super::graph::OnnxFiles> {
     let cfg = &model.config;
-    let (h, nh, hd) = (cfg.hidden_size, cfg.num_heads, cfg.head_dim());
+    let (h, nh, kv, hd) = (cfg.hidden_size, cfg.num_heads, cfg.kv_heads(), cfg.head_dim());
     let mut g = GraphBuilder::new("prodcat_transformer_classifier");
     let dyn_dims = [Dim::Named("batch"), Dim::Named("sequence")];
     let ids = g.input(names::INPUT_IDS, data_type::INT64, &dyn_dims);
@@ -39,16 +39,18 @@ pub fn export(
     // Embeddings: word + position + token type, then LayerNorm.
     let e = &model.embeddings;
     let word_table = g.f32_tensor("embeddings.word", &[cfg.vocab_size, h], &values(&e.word)?);
-    let pos_table = g.f32_tensor("embeddings.position", &[e.position.dims()[0], h], &values(&e.position)?);
-    let word = g.op("Gather", &[&word_table, &ids], &[]);
+    let mut x = g.op("Gather", &[&word_table, &ids], &[]);
     let shape = g.op("Shape", &[&ids], &[]);
     let one = g.scalar_i64(1);
     let seq_len = g.op("Gather", &[&shape, &one], &[("axis", Attr::Int(0))]);
-    let offset = g.scalar_i64(cfg.position_offset() as i64);
-    let end = g.op("Add", &[&seq_len, &offset], &[]);
-    let pos_ids = g.op("Range", &[&offset, &end, &one], &[]);
-    let pos = g.op("Gather", &[&pos_table, &pos_ids], &[]);
-    let mut x = g.op("Add", &[&word, &pos], &[]);
+    if let Some(table) = &e.position {
+        let pos_table = g.f32_tensor("embeddings.position", &[table.dims()[0], h], &values(table)?);
+        let offset = g.scalar_i64(cfg.position_offset() as i64);
+        let end = g.op("Add", &[&seq_len, &offset], &[]);
+        let pos_ids = g.op("Range", &[&offset, &end, &one], &[]);
+        let pos = g.op("Gather", &[&pos_table, &pos_ids], &[]);
+        x = g.op("Add", &[&x, &pos], &[]);
+    }
     if let Some(types) = &types {
         let type_table = g.f32_tensor("embeddings.token_type", &[e.token_type.dims()[0], h], &values(&e.token_type)?);
         let typ = g.op("Gather", &[&type_table, types], &[]);
@@ -58,14 +60,8 @@ pub fn export(
         let row = g.f32_tensor("embeddings.token_type", &[h], &values(&e.token_type.get(0)?)?);
         x = g.op("Add", &[&x, &row], &[]);
     }
-    let eps = cfg.layer_norm_eps as f32;
-    let layer_norm = |g: &mut GraphBuilder, x: &str, w: &Tensor, b: &Tensor, name: &str| -> Result<String> {
-        let gamma = g.f32_tensor(&format!("{name}.weight"), &[h], &values(w)?);
-        let beta = g.f32_tensor(&format!("{name}.bias"), &[h], &values(b)?);
-        Ok(g.op("LayerNormalization", &[x, &gamma, &beta], &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))]))
-    };
     if let Some(norm) = &e.norm {
-        x = layer_norm(&mut g, &x, &norm.weight, &norm.bias, "embeddings.norm")?;
+        x = emit_norm(&mut g, &x, norm, "embeddings.norm")?;
     }
 
     // Additive attention bias [batch, 1, 1, seq] from the mask.
@@ -93,12 +89,28 @@ pub fn export(
     }
 
     let split_heads = g.ints(&[0, 0, nh as i64, hd as i64]);
-    let merge_heads = g.ints(&[0, 0, h as i64]);
+    let split_kv = g.ints(&[0, 0, kv as i64, hd as i64]);
+    let merge_heads = g.ints(&[0, 0, (nh * hd) as i64]);
     let scale = g.scalar_f32((hd as f32).sqrt());
+    let rotary = cfg.rope_theta.map(|theta| rotary_tables(&mut g, theta, hd, &seq_len));
+    // Grouped-query attention: each key/value head repeated for the nh / kv query heads it serves.
+    let repeat_kv = |g: &mut GraphBuilder, t: &str, shape: &[i64]| -> String {
+        if kv == nh {
+            return t.to_string();
+        }
+        let axis_2 = g.ints(&[2]);
+        let t = g.op("Unsqueeze", &[t, &axis_2], &[]);
+        let times = g.ints(&[1, 1, (nh / kv) as i64, 1, 1]);
+        let t = g.op("Expand", &[&t, &times], &[]);
+        let shape = g.ints(shape);
+        g.op("Reshape", &[&t, &shape], &[])
+    };
     for (i, layer) in model.layers.iter().enumerate() {
         let p = format!("layer.{i}");
         let dense = |g: &mut GraphBuilder, x: &str, target: LoraTarget| -> Result<String> {
-            let d = layer.dense(target);
+            let d = layer
+                .dense(target)
+                .ok_or_else(|| crate::error::Error::Internal(format!("the block has no {target} layer")))?;
             let w = d.merged_weight()?.t()?.contiguous()?;
             let (din, dout) = w.dims2()?;
             let w = g.f32_tensor(&format!("{p}.{target}.weight"), &[din, dout], &values(&w)?);
@@ -108,19 +120,29 @@ pub fn export(
         };
         // Pre-norm: each sub-layer reads its input normalised and adds to it; post-norm (BERT):
         // each sub-layer's sum is normalised.
-        let norm = |g: &mut GraphBuilder, x: &str, (w, b): &(Tensor, Tensor), name: &str| {
-            layer_norm(g, x, w, b, &format!("{p}.{name}"))
-        };
+        let norm =
+            |g: &mut GraphBuilder, x: &str, norm: &Norm, name: &str| emit_norm(g, x, norm, &format!("{p}.{name}"));
         let a = if cfg.norm_first { norm(&mut g, &x, &layer.attention_norm, "attention_norm")? } else { x.clone() };
         let q = dense(&mut g, &a, LoraTarget::Query)?;
         let k = dense(&mut g, &a, LoraTarget::Key)?;
         let v = dense(&mut g, &a, LoraTarget::Value)?;
-        let q = g.op("Reshape", &[&q, &split_heads], &[]);
-        let q = g.op("Transpose", &[&q], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
-        let k = g.op("Reshape", &[&k, &split_heads], &[]);
-        let k = g.op("Transpose", &[&k], &[("perm", Attr::Ints(vec![0, 2, 3, 1]))]);
-        let v = g.op("Reshape", &[&v, &split_heads], &[]);
+        let mut q = g.op("Reshape", &[&q, &split_heads], &[]);
+        let mut k = g.op("Reshape", &[&k, &split_kv], &[]);
+        if let Some([q_norm, k_norm]) = &layer.qk_norm {
+            q = norm(&mut g, &q, q_norm, "q_norm")?;
+            k = norm(&mut g, &k, k_norm, "k_norm")?;
+        }
+        let mut q = g.op("Transpose", &[&q], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+        let mut k = g.op("Transpose", &[&k], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+        if let Some((cos, sin)) = &rotary {
+            q = rotate(&mut g, &q, cos, sin, hd);
+            k = rotate(&mut g, &k, cos, sin, hd);
+        }
+        let k = g.op("Transpose", &[&k], &[("perm", Attr::Ints(vec![0, 1, 3, 2]))]);
+        let k = repeat_kv(&mut g, &k, &[0, nh as i64, hd as i64, -1]);
+        let v = g.op("Reshape", &[&v, &split_kv], &[]);
         let v = g.op("Transpose", &[&v], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+        let v = repeat_kv(&mut g, &v, &[0, nh as i64, -1, hd as i64]);
         let scores = g.op("MatMul", &[&q, &k], &[]);
         let scores = g.op("Div", &[&scores, &scale], &[]);
         let scores = g.op("Add", &[&scores, &bias], &[]);
@@ -137,13 +159,20 @@ pub fn export(
         let inner = match cfg.activation {
             Activation::Gelu => gelu(&mut g, &inner),
             Activation::GeluTanh => gelu_tanh(&mut g, &inner),
+            Activation::SwiGlu => {
+                // silu(gate·m) ⊙ (up·m)
+                let gate = dense(&mut g, &m, LoraTarget::Gate)?;
+                let sigmoid = g.op("Sigmoid", &[&gate], &[]);
+                let silu = g.op("Mul", &[&gate, &sigmoid], &[]);
+                g.op("Mul", &[&silu, &inner], &[])
+            }
         };
         let out = dense(&mut g, &inner, LoraTarget::Output)?;
         let out = g.op("Add", &[&out, &h1], &[]);
         x = if cfg.norm_first { out } else { norm(&mut g, &out, &layer.output_norm, "output_norm")? };
     }
     if let Some(norm) = &model.final_norm {
-        x = layer_norm(&mut g, &x, &norm.weight, &norm.bias, "final_norm")?;
+        x = emit_norm(&mut g, &x, norm, "final_norm")?;
     }
 
     let pooled = match model.pooling {
@@ -190,6 +219,61 @@ pub fn export(
     g.op_into("Add", &[&logits, &head_b], &[], names::LOGITS);
     g.head_outputs(head, classes, taxonomy);
     Ok(g.finish_files(metadata, super::graph::external_above()))
+}
+
+/// A norm over the last axis: LayerNormalization, or RMSNorm as `x / √(mean(x²) + ε) · γ` (the
+/// pattern ONNX Runtime fuses into SimplifiedLayerNormalization).
+fn emit_norm(g: &mut GraphBuilder, x: &str, norm: &Norm, name: &str) -> Result<String> {
+    let width = norm.weight.dims()[0];
+    let gamma = g.f32_tensor(&format!("{name}.weight"), &[width], &values(&norm.weight)?);
+    let eps = norm.eps as f32;
+    Ok(match &norm.bias {
+        Some(bias) => {
+            let beta = g.f32_tensor(&format!("{name}.bias"), &[width], &values(bias)?);
+            g.op("LayerNormalization", &[x, &gamma, &beta], &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))])
+        }
+        None => {
+            let two = g.scalar_f32(2.0);
+            let square = g.op("Pow", &[x, &two], &[]);
+            let mean = g.op("ReduceMean", &[&square], &[("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))]);
+            let eps = g.scalar_f32(eps);
+            let mean = g.op("Add", &[&mean, &eps], &[]);
+            let root = g.op("Sqrt", &[&mean], &[]);
+            let normed = g.op("Div", &[x, &root], &[]);
+            g.op("Mul", &[&normed, &gamma], &[])
+        }
+    })
+}
+
+/// Rotary tables `cos`, `sin` (`[seq, head_dim]`) computed in the graph for the batch's length,
+/// in f32 as Hugging Face does: angle = position · θ^(−2j/d), each frequency for both halves.
+fn rotary_tables(g: &mut GraphBuilder, theta: f64, head_dim: usize, seq_len: &str) -> (String, String) {
+    let half = head_dim / 2;
+    let inv: Vec<f32> =
+        (0..head_dim).map(|c| (1.0 / theta.powf((2 * (c % half)) as f64 / head_dim as f64)) as f32).collect();
+    let inv = g.f32_tensor("rotary.inv_freq", &[head_dim], &inv);
+    let (zero, one) = (g.scalar_i64(0), g.scalar_i64(1));
+    let positions = g.op("Range", &[&zero, seq_len, &one], &[]);
+    let positions = g.op("Cast", &[&positions], &[("to", Attr::Int(data_type::FLOAT as i64))]);
+    let axis_1 = g.ints(&[1]);
+    let positions = g.op("Unsqueeze", &[&positions, &axis_1], &[]);
+    let angles = g.op("Mul", &[&positions, &inv], &[]);
+    (g.op("Cos", &[&angles], &[]), g.op("Sin", &[&angles], &[]))
+}
+
+/// `x·cos + rotate_half(x)·sin` over the last axis of `x` (`[batch, heads, seq, head_dim]`).
+fn rotate(g: &mut GraphBuilder, x: &str, cos: &str, sin: &str, head_dim: usize) -> String {
+    let half = (head_dim / 2) as i64;
+    let axis = g.ints(&[-1]);
+    let (lo_start, lo_end) = (g.ints(&[0]), g.ints(&[half]));
+    let hi_end = g.ints(&[head_dim as i64]);
+    let low = g.op("Slice", &[x, &lo_start, &lo_end, &axis], &[]);
+    let high = g.op("Slice", &[x, &lo_end, &hi_end, &axis], &[]);
+    let high = g.op("Neg", &[&high], &[]);
+    let rotated = g.op("Concat", &[&high, &low], &[("axis", Attr::Int(-1))]);
+    let a = g.op("Mul", &[x, cos], &[]);
+    let b = g.op("Mul", &[&rotated, sin], &[]);
+    g.op("Add", &[&a, &b], &[])
 }
 
 /// GELU's tanh approximation (GPT-2's `gelu_new`): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.

@@ -40,14 +40,14 @@ impl Family for DistilBert {
     fn embeddings(&self) -> EmbeddingNames {
         EmbeddingNames {
             word: "embeddings.word_embeddings",
-            position: "embeddings.position_embeddings",
+            position: Some("embeddings.position_embeddings"),
             token_type: None,
             norm: Some("embeddings.LayerNorm"),
         }
     }
 
     fn layer(&self, i: usize) -> LayerNames {
-        LayerNames::under(
+        LayerNames::ungated(
             &format!("transformer.layer.{i}"),
             ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"],
             "sa_layer_norm",

@@ -51,16 +51,21 @@ impl Family for Gpt2 {
             norm_first: true,
             causal: true,
             activation: Activation::GeluTanh,
+            norm: Default::default(),
+            kv_heads: None,
+            head_width: None,
+            rope_theta: None,
+            qk_norm: false,
         }
         .checked(path)
     }
 
     fn embeddings(&self) -> EmbeddingNames {
-        EmbeddingNames { word: "wte", position: "wpe", token_type: None, norm: None }
+        EmbeddingNames { word: "wte", position: Some("wpe"), token_type: None, norm: None }
     }
 
     fn layer(&self, i: usize) -> LayerNames {
-        LayerNames::under(
+        LayerNames::ungated(
             &format!("h.{i}"),
             ["attn.q", "attn.k", "attn.v", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
             "ln_1",

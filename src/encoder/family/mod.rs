@@ -8,6 +8,7 @@
 mod bert;
 mod distilbert;
 mod gpt2;
+mod llama;
 mod roberta;
 
 use std::collections::{BTreeSet, HashMap};
@@ -17,7 +18,7 @@ use candle_core::Tensor;
 
 use serde_json::Value;
 
-use super::config::{EncoderConfig, EncoderFamily};
+use super::config::{EncoderConfig, EncoderFamily, NormKind};
 use super::lora::LoraTarget;
 use crate::error::{Error, IoContext, Result};
 
@@ -26,7 +27,8 @@ use crate::error::{Error, IoContext, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddingNames {
     pub word: &'static str,
-    pub position: &'static str,
+    /// None: rotary positions, no table.
+    pub position: Option<&'static str>,
     /// None: one token type (its row is zeros).
     pub token_type: Option<&'static str>,
     /// None: no norm after the embeddings (pre-norm decoders).
@@ -36,28 +38,46 @@ pub struct EmbeddingNames {
 /// Where a checkpoint keeps one block's dense layers and norms (names without `.weight` / `.bias`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerNames {
-    /// Each LoRA target's dense layer, in [`LoraTarget::ALL`] order.
-    pub dense: [String; 6],
-    /// The norm after attention (post-norm blocks).
+    /// The block's dense layers by LoRA target, in [`LoraTarget::ALL`] order (a gate only in
+    /// gated feed-forward blocks).
+    pub dense: Vec<(LoraTarget, String)>,
+    /// The norm after attention (post-norm blocks) or before it (pre-norm).
     pub attention_norm: String,
-    /// The norm after the feed-forward layers.
+    /// The norm after the feed-forward layers (post-norm) or before them (pre-norm).
     pub output_norm: String,
+    /// Each head's query and key norms (Qwen3).
+    pub qk_norm: Option<[String; 2]>,
 }
 
+/// The six dense layers of a block without a gate, in [`LoraTarget::ALL`] order.
+pub(crate) const UNGATED: [LoraTarget; 6] = [
+    LoraTarget::Query,
+    LoraTarget::Key,
+    LoraTarget::Value,
+    LoraTarget::AttentionOutput,
+    LoraTarget::Intermediate,
+    LoraTarget::Output,
+];
+
 impl LayerNames {
-    /// Block `block`'s names: each dense layer (in [`LoraTarget::ALL`] order) and norm under it.
-    pub(crate) fn under(block: &str, dense: [&str; 6], attention_norm: &str, output_norm: &str) -> Self {
+    /// Block `block`'s names: each dense layer (by target) and norm under it.
+    pub(crate) fn under(block: &str, dense: &[(LoraTarget, &str)], attention_norm: &str, output_norm: &str) -> Self {
         Self {
-            dense: dense.map(|d| format!("{block}.{d}")),
+            dense: dense.iter().map(|(t, d)| (*t, format!("{block}.{d}"))).collect(),
             attention_norm: format!("{block}.{attention_norm}"),
             output_norm: format!("{block}.{output_norm}"),
+            qk_norm: None,
         }
     }
 
-    /// The dense layer of `target`.
-    pub fn dense(&self, target: LoraTarget) -> &str {
-        let i = LoraTarget::ALL.iter().position(|t| *t == target).unwrap_or(0);
-        &self.dense[i]
+    /// A block without a gate: its six dense layers in [`UNGATED`] order.
+    pub(crate) fn ungated(block: &str, dense: [&str; 6], attention_norm: &str, output_norm: &str) -> Self {
+        Self::under(block, &UNGATED.into_iter().zip(dense).collect::<Vec<_>>(), attention_norm, output_norm)
+    }
+
+    /// The dense layer of `target`, if the block has one.
+    pub fn dense(&self, target: LoraTarget) -> Option<&str> {
+        self.dense.iter().find(|(t, _)| *t == target).map(|(_, n)| n.as_str())
     }
 }
 
@@ -90,6 +110,11 @@ pub trait Family: Sync {
     fn checkpoint_tensors(&self, config: &EncoderConfig) -> BTreeSet<String> {
         block_tensors(self, config)
     }
+    /// Whether the checkpoint holds a bias for `target`'s dense layer ([`Family::prepare`] gives
+    /// the others a zero bias).
+    fn has_bias(&self, _target: LoraTarget) -> bool {
+        true
+    }
 }
 
 impl EncoderConfig {
@@ -109,7 +134,8 @@ impl EncoderConfig {
 }
 
 /// Every family prodcat loads.
-pub const FAMILIES: [&dyn Family; 4] = [&bert::Bert, &distilbert::DistilBert, &roberta::Roberta, &gpt2::Gpt2];
+pub const FAMILIES: [&dyn Family; 7] =
+    [&bert::Bert, &distilbert::DistilBert, &roberta::Roberta, &gpt2::Gpt2, &llama::LLAMA, &llama::QWEN2, &llama::QWEN3];
 
 /// The family of `id`.
 pub fn of(id: EncoderFamily) -> &'static dyn Family {
@@ -190,7 +216,7 @@ impl<'a> Keys<'a> {
 
 /// The block names of BERT's layout (BERT and RoBERTa checkpoints).
 pub(crate) fn bert_layer(i: usize) -> LayerNames {
-    LayerNames::under(
+    LayerNames::ungated(
         &format!("encoder.layer.{i}"),
         [
             "attention.self.query",
@@ -208,7 +234,7 @@ pub(crate) fn bert_layer(i: usize) -> LayerNames {
 /// BERT's embedding names (BERT and RoBERTa checkpoints).
 pub(crate) const BERT_EMBEDDINGS: EmbeddingNames = EmbeddingNames {
     word: "embeddings.word_embeddings",
-    position: "embeddings.position_embeddings",
+    position: Some("embeddings.position_embeddings"),
     token_type: Some("embeddings.token_type_embeddings"),
     norm: Some("embeddings.LayerNorm"),
 };
@@ -239,6 +265,11 @@ pub(crate) fn sized(
         norm_first: false,
         causal: false,
         activation: Default::default(),
+        norm: NormKind::LayerNorm,
+        kv_heads: None,
+        head_width: None,
+        rope_theta: None,
+        qk_norm: false,
     }
     .checked(keys.path())
 }
@@ -280,18 +311,27 @@ pub fn tensor_names(config: &EncoderConfig) -> BTreeSet<String> {
 }
 
 /// The tensors the shared block reads under `family`'s names: the embeddings, each block's dense
-/// layers and norms (weights and biases), the final norm.
+/// layers (weights, and biases where the family has them) and norms (weights, and biases under
+/// LayerNorm), the final norm.
 fn block_tensors<F: Family + ?Sized>(family: &F, config: &EncoderConfig) -> BTreeSet<String> {
     let e = family.embeddings();
-    let mut tables: Vec<String> = vec![e.word.into(), e.position.into()];
-    tables.extend(e.token_type.map(String::from));
-    let mut layers: Vec<String> = e.norm.into_iter().chain(family.final_norm()).map(String::from).collect();
+    let mut weights: Vec<String> =
+        [Some(e.word), e.position, e.token_type].into_iter().flatten().map(String::from).collect();
+    let mut biases: Vec<String> = Vec::new();
+    let mut norms: Vec<String> = e.norm.into_iter().chain(family.final_norm()).map(String::from).collect();
     for i in 0..config.num_layers {
         let layer = family.layer(i);
-        layers.extend(layer.dense.iter().cloned());
-        layers.push(layer.attention_norm);
-        layers.push(layer.output_norm);
+        for (target, name) in layer.dense {
+            if family.has_bias(target) {
+                biases.push(name.clone());
+            }
+            weights.push(name);
+        }
+        norms.extend([layer.attention_norm, layer.output_norm].into_iter().chain(layer.qk_norm.into_iter().flatten()));
     }
-    let tables = tables.into_iter().map(|n| format!("{n}.weight"));
-    tables.chain(layers.iter().flat_map(|n| [format!("{n}.weight"), format!("{n}.bias")])).collect()
+    if config.norm == NormKind::LayerNorm {
+        biases.extend(norms.iter().cloned());
+    }
+    let weights = weights.into_iter().chain(norms).map(|n| format!("{n}.weight"));
+    weights.chain(biases.into_iter().map(|n| format!("{n}.bias"))).collect()
 }
