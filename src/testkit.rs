@@ -96,11 +96,11 @@ pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig
     use crate::encoder::config::{Activation, NormKind};
     let (types, pad, positions) = match family {
         EncoderFamily::Bert => (2, 0, 64),
-        EncoderFamily::Roberta => (1, 1, 66),
+        EncoderFamily::Roberta | EncoderFamily::Mpnet => (1, 1, 66),
         _ => (1, 0, 64),
     };
-    let decoder = !matches!(family, EncoderFamily::Bert | EncoderFamily::Roberta | EncoderFamily::DistilBert);
     let llama = matches!(family, EncoderFamily::Llama | EncoderFamily::Qwen2 | EncoderFamily::Qwen3);
+    let decoder = llama || family == EncoderFamily::Gpt2;
     let activation = match family {
         EncoderFamily::Gpt2 => Activation::GeluTanh,
         _ if llama => Activation::SwiGlu,
@@ -131,6 +131,7 @@ pub fn tiny_config_of(family: EncoderFamily, vocab_size: usize) -> EncoderConfig
         head_width: (family == EncoderFamily::Qwen3).then_some(16),
         rope_theta: llama.then_some(if family == EncoderFamily::Llama { 10_000.0 } else { 1_000_000.0 }),
         qk_norm: family == EncoderFamily::Qwen3,
+        relative_buckets: (family == EncoderFamily::Mpnet).then_some(32),
     }
 }
 
@@ -145,6 +146,9 @@ pub enum TinyCheckpoint {
     Roberta,
     /// XLM-RoBERTa: a SentencePiece Unigram tokenizer, RoBERTa's tensors, `model_type: xlm-roberta`.
     XlmRoberta,
+    /// MPNet: WordPiece with `<s>`/`</s>` around the text, padding id 1, tensors without a prefix
+    /// (`MPNetModel`), the shared relative position bias.
+    Mpnet,
     /// GPT-2: byte-level BPE with no special tokens added, `transformer.` tensors in Conv1D layout
     /// (`[in, out]`, query/key/value fused in `c_attn`), the causal-mask buffers.
     Gpt2,
@@ -158,11 +162,12 @@ pub enum TinyCheckpoint {
 }
 
 impl TinyCheckpoint {
-    pub const ALL: [TinyCheckpoint; 8] = [
+    pub const ALL: [TinyCheckpoint; 9] = [
         Self::Bert,
         Self::DistilBert,
         Self::Roberta,
         Self::XlmRoberta,
+        Self::Mpnet,
         Self::Gpt2,
         Self::Llama,
         Self::Qwen2,
@@ -176,6 +181,7 @@ impl TinyCheckpoint {
             Self::DistilBert => EncoderFamily::DistilBert,
             Self::Roberta | Self::XlmRoberta => EncoderFamily::Roberta,
             Self::Gpt2 => EncoderFamily::Gpt2,
+            Self::Mpnet => EncoderFamily::Mpnet,
             Self::Llama => EncoderFamily::Llama,
             Self::Qwen2 => EncoderFamily::Qwen2,
             Self::Qwen3 => EncoderFamily::Qwen3,
@@ -204,11 +210,26 @@ fn tok_err(e: Box<dyn std::error::Error + Send + Sync>) -> Error {
     Error::Internal(format!("building a tiny tokenizer: {e}"))
 }
 
-/// A BERT WordPiece tokenizer: the special tokens, single characters (as word starts and `##`
-/// continuations) and every catalogue word, so any ASCII text tokenizes without unknown tokens.
-/// Returns it and its vocabulary size.
-fn wordpiece_tokenizer(dir: &Path) -> Result<(Tokenizer, usize)> {
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec();
+/// BERT's special tokens, at their ids, and the two around a text.
+const BERT_SPECIALS: WordPieceSpecials =
+    WordPieceSpecials { tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], unk: 1, start: 2, end: 3 };
+/// MPNet's.
+const MPNET_SPECIALS: WordPieceSpecials =
+    WordPieceSpecials { tokens: ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], unk: 3, start: 0, end: 2 };
+
+/// A WordPiece vocabulary's special tokens and which of them is unknown, starts and ends a text.
+struct WordPieceSpecials {
+    tokens: [&'static str; 5],
+    unk: usize,
+    start: usize,
+    end: usize,
+}
+
+/// A WordPiece tokenizer (BERT's, or MPNet's specials): the special tokens, single characters (as
+/// word starts and `##` continuations) and every catalogue word, so any ASCII text tokenizes
+/// without unknown tokens. Returns it and its vocabulary size.
+fn wordpiece_tokenizer(dir: &Path, specials: &WordPieceSpecials) -> Result<(Tokenizer, usize)> {
+    let mut vocab: Vec<String> = specials.tokens.map(String::from).to_vec();
     for c in CHARS.chars() {
         vocab.push(c.to_string());
         vocab.push(format!("##{c}"));
@@ -219,15 +240,16 @@ fn wordpiece_tokenizer(dir: &Path) -> Result<(Tokenizer, usize)> {
     let vocab_path = dir.join("vocab.txt");
     std::fs::write(&vocab_path, vocab.join("\n") + "\n").at(&vocab_path)?;
     let vocab_file = vocab_path.to_str().ok_or_else(|| Error::Internal("non-UTF-8 temp path".into()))?;
-    let wordpiece = WordPiece::from_file(vocab_file).unk_token("[UNK]".into()).build().map_err(tok_err)?;
+    let [start, end, unk] = [specials.start, specials.end, specials.unk].map(|i| specials.tokens[i]);
+    let wordpiece = WordPiece::from_file(vocab_file).unk_token(unk.into()).build().map_err(tok_err)?;
     let mut tokenizer = Tokenizer::new(wordpiece);
     tokenizer.with_normalizer(Some(BertNormalizer::new(true, true, None, true))).map_err(tok_err)?;
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
     let template = TemplateProcessing::builder()
-        .try_single("[CLS] $A [SEP]")
-        .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
+        .try_single(format!("{start} $A {end}"))
+        .and_then(|b| b.try_pair(format!("{start} $A {end} $B:1 {end}:1")))
         .map_err(|e| Error::Internal(format!("building tiny tokenizer template: {e}")))?
-        .special_tokens(vec![("[CLS]", 2), ("[SEP]", 3)])
+        .special_tokens(vec![(start, specials.start as u32), (end, specials.end as u32)])
         .build()
         .map_err(|e| Error::Internal(format!("building tiny tokenizer template: {e}")))?;
     tokenizer.with_post_processor(Some(template));
@@ -304,7 +326,8 @@ fn unigram_tokenizer() -> Result<(Tokenizer, usize)> {
 pub fn tiny_checkpoint(kind: TinyCheckpoint, dir: &Path, seed: u64) -> Result<EncoderConfig> {
     std::fs::create_dir_all(dir).at(dir)?;
     let (tokenizer, vocab_size) = match kind {
-        TinyCheckpoint::Bert | TinyCheckpoint::DistilBert => wordpiece_tokenizer(dir)?,
+        TinyCheckpoint::Bert | TinyCheckpoint::DistilBert => wordpiece_tokenizer(dir, &BERT_SPECIALS)?,
+        TinyCheckpoint::Mpnet => wordpiece_tokenizer(dir, &MPNET_SPECIALS)?,
         TinyCheckpoint::Roberta => byte_level_bpe_tokenizer(&ROBERTA_SPECIALS, true)?,
         TinyCheckpoint::Gpt2 | TinyCheckpoint::Llama | TinyCheckpoint::Qwen2 | TinyCheckpoint::Qwen3 => {
             byte_level_bpe_tokenizer(&["<|endoftext|>"], false)?
@@ -325,7 +348,7 @@ pub fn tiny_checkpoint(kind: TinyCheckpoint, dir: &Path, seed: u64) -> Result<En
         EncoderFamily::Roberta => "roberta.",
         EncoderFamily::Gpt2 => "transformer.",
         EncoderFamily::Llama | EncoderFamily::Qwen2 | EncoderFamily::Qwen3 => "model.",
-        EncoderFamily::Bert => "",
+        EncoderFamily::Bert | EncoderFamily::Mpnet => "",
     };
     let mut tensors = tiny_weights(&config, seed)?;
     if kind == TinyCheckpoint::Gpt2 {
@@ -363,6 +386,10 @@ fn tiny_weights(config: &EncoderConfig, seed: u64) -> Result<HashMap<String, Ten
     }
     if let Some(types) = e.token_type {
         tensors.insert(format!("{types}.weight"), random(&[config.type_vocab_size, h], 0.1)?);
+    }
+    if let Some(name) = family.relative_bias() {
+        let buckets = config.relative_buckets.unwrap_or(32);
+        tensors.insert(format!("{name}.weight"), random(&[buckets, config.num_heads], 1.0)?);
     }
     let rms = config.norm == crate::encoder::config::NormKind::RmsNorm;
     // LayerNorm: γ = 1, β = 0; RMSNorm: γ about 1 (each norm its own, so a swapped one shows).

@@ -11,7 +11,7 @@ use prodcat::encoder::family::tensor_names;
 use prodcat::encoder::{EncoderConfig, EncoderFamily, load_base_weights};
 use prodcat::testkit::TinyCheckpoint;
 
-const FAMILIES: [TinyCheckpoint; 8] = TinyCheckpoint::ALL;
+const FAMILIES: [TinyCheckpoint; 9] = TinyCheckpoint::ALL;
 
 fn base_of(fx: &Fixture, kind: TinyCheckpoint) -> PathBuf {
     let dir = fx.path(&format!("base-{kind:?}"));
@@ -26,6 +26,8 @@ fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
         let (base, family) = (base_of(&fx, kind), kind.family());
         let config = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap();
         assert_eq!((config.family, config.hidden_size, config.num_layers), (family, 32, 2), "{kind:?}");
+        let written = prodcat::testkit::tiny_config_of(family, config.vocab_size);
+        assert_eq!(config, written, "{kind:?}: config.json reads back as the architecture it was written from");
         let raw: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();
         if family == EncoderFamily::DistilBert {
@@ -44,6 +46,7 @@ fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
             TinyCheckpoint::DistilBert => ("WordPiece", "distilbert"),
             TinyCheckpoint::Roberta => ("BPE", "roberta"),
             TinyCheckpoint::XlmRoberta => ("Unigram", "xlm-roberta"),
+            TinyCheckpoint::Mpnet => ("WordPiece", "mpnet"),
             TinyCheckpoint::Gpt2 => ("BPE", "gpt2"),
             TinyCheckpoint::Llama => ("BPE", "llama"),
             TinyCheckpoint::Qwen2 => ("BPE", "qwen2"),

@@ -24,6 +24,8 @@ pub enum EncoderFamily {
     Llama,
     /// Qwen2: Llama's block with biases on query, key and value.
     Qwen2,
+    /// MPNet: BERT's block under other names with a relative position bias, positions as RoBERTa.
+    Mpnet,
     /// Qwen3: Llama's block with RMSNorm on each head's query and key, and an explicit head width.
     Qwen3,
 }
@@ -88,6 +90,9 @@ pub struct EncoderConfig {
     /// RMSNorm on each head's query and key before the rotation (Qwen3).
     #[serde(default)]
     pub qk_norm: bool,
+    /// A relative position bias over this many buckets, shared by every block (MPNet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_buckets: Option<usize>,
 }
 
 impl EncoderConfig {
@@ -128,7 +133,7 @@ impl EncoderConfig {
     /// The first position id used for real tokens (RoBERTa counts from `pad_token_id + 1`).
     pub fn position_offset(&self) -> usize {
         match self.family {
-            EncoderFamily::Roberta => self.pad_token_id as usize + 1,
+            EncoderFamily::Roberta | EncoderFamily::Mpnet => self.pad_token_id as usize + 1,
             _ => 0,
         }
     }

@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::{Activation, EncoderConfig, NormKind};
+use super::family::relative_bucket;
 use super::lora::{AdaptedLinear, DenseUpdate, LoraAdapter, LoraSettings, LoraTarget};
 use super::ops::{FrozenLayerNorm, FrozenLinear, Gelu, SoftmaxLastDim};
 use crate::error::{Error, Result};
@@ -180,6 +181,8 @@ pub struct EncoderClassifier {
     pub layers: Vec<EncoderLayer>,
     /// The norm after the last block (pre-norm decoders).
     pub final_norm: Option<Norm>,
+    /// The relative position bias table shared by every block (`[buckets, heads]`, MPNet).
+    pub relative_bias: Option<Tensor>,
     pub head: ClassifierHead,
     /// Parameters of the frozen base (for the trainable-% report).
     pub base_parameters: usize,
@@ -243,6 +246,7 @@ impl EncoderClassifier {
             norm: names.norm.map(norm_of).transpose()?,
         };
         let final_norm = family.final_norm().map(norm_of).transpose()?;
+        let relative_bias = family.relative_bias().map(|name| get(&format!("{name}.weight"))).transpose()?;
         let dense = |names: &super::family::LayerNames, target: LoraTarget| -> Result<Option<AdaptedLinear>> {
             let Some(name) = names.dense(target) else { return Ok(None) };
             Ok(Some(AdaptedLinear {
@@ -305,7 +309,7 @@ impl EncoderClassifier {
             .filter(|(name, _)| !name.ends_with("position_ids") && !name.starts_with("pooler."))
             .map(|(_, t)| t.elem_count())
             .sum();
-        Ok(Self { config, pooling, lora, embeddings, layers, final_norm, head, base_parameters })
+        Ok(Self { config, pooling, lora, embeddings, layers, final_norm, relative_bias, head, base_parameters })
     }
 
     /// Number of classes the head predicts.
@@ -412,6 +416,16 @@ impl EncoderClassifier {
             // A later position is masked for every earlier one.
             let later: Vec<f32> = (0..s * s).map(|k| if k % s > k / s { MASK_BIAS } else { 0.0 }).collect();
             bias = bias.broadcast_add(&Tensor::from_vec(later, (1, 1, s, s), &dev)?)?;
+        }
+        if let Some(table) = &self.relative_bias {
+            // Each head's bias for key j seen from query i: its bucket of j − i.
+            let buckets = self.config.relative_buckets.unwrap_or(table.dims()[0]);
+            let index: Vec<u32> =
+                (0..s * s).map(|k| relative_bucket((k % s) as i64 - (k / s) as i64, buckets) as u32).collect();
+            let heads = table.dims()[1];
+            let relative = table.index_select(&Tensor::from_vec(index, s * s, &dev)?, 0)?;
+            let relative = relative.reshape((s, s, heads))?.permute((2, 0, 1))?.unsqueeze(0)?;
+            bias = bias.broadcast_add(&relative)?;
         }
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, (b, s), &bias, rotary.as_ref(), dropout.as_deref_mut())?;

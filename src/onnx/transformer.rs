@@ -88,6 +88,30 @@ pub fn export(
         bias = g.op("Add", &[&bias, &later], &[]);
     }
 
+    if let Some(table) = &model.relative_bias {
+        // [1, heads, seq, seq]: each head's bias for key j seen from query i, by the bucket of
+        // j − i (a constant lookup over every distance the positions allow).
+        let buckets = cfg.relative_buckets.unwrap_or(table.dims()[0]);
+        let longest = cfg.max_sequence() as i64;
+        let by_distance: Vec<i64> =
+            (-(longest - 1)..longest).map(|d| crate::encoder::family::relative_bucket(d, buckets) as i64).collect();
+        let by_distance = g.i64_tensor("relative.bucket_of_distance", &[by_distance.len()], &by_distance);
+        let table = g.f32_tensor("relative.bias", &[table.dims()[0], table.dims()[1]], &values(table)?);
+        let zero = g.scalar_i64(0);
+        let steps = g.op("Range", &[&zero, &seq_len, &one], &[]);
+        let (axis_0, axis_1) = (g.ints(&[0]), g.ints(&[1]));
+        let keys = g.op("Unsqueeze", &[&steps, &axis_0], &[]);
+        let queries = g.op("Unsqueeze", &[&steps, &axis_1], &[]);
+        let distance = g.op("Sub", &[&keys, &queries], &[]);
+        let shift = g.scalar_i64(longest - 1);
+        let distance = g.op("Add", &[&distance, &shift], &[]);
+        let buckets = g.op("Gather", &[&by_distance, &distance], &[]);
+        let relative = g.op("Gather", &[&table, &buckets], &[]); // [seq, seq, heads]
+        let relative = g.op("Transpose", &[&relative], &[("perm", Attr::Ints(vec![2, 0, 1]))]);
+        let relative = g.op("Unsqueeze", &[&relative, &axis_0], &[]);
+        bias = g.op("Add", &[&bias, &relative], &[]);
+    }
+
     let split_heads = g.ints(&[0, 0, nh as i64, hd as i64]);
     let split_kv = g.ints(&[0, 0, kv as i64, hd as i64]);
     let merge_heads = g.ints(&[0, 0, (nh * hd) as i64]);

@@ -56,6 +56,7 @@ impl Family for Gpt2 {
             head_width: None,
             rope_theta: None,
             qk_norm: false,
+            relative_buckets: None,
         }
         .checked(path)
     }

@@ -131,6 +131,7 @@ impl Family for Llama {
             head_width: keys.optional_usize("head_dim")?,
             rope_theta: Some(self.rope_theta(&keys, raw)?),
             qk_norm: self.qk_norm,
+            relative_buckets: None,
         }
         .checked(path)
     }

@@ -9,7 +9,10 @@ mod bert;
 mod distilbert;
 mod gpt2;
 mod llama;
+mod mpnet;
 mod roberta;
+
+pub use mpnet::relative_bucket;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -110,6 +113,10 @@ pub trait Family: Sync {
     fn checkpoint_tensors(&self, config: &EncoderConfig) -> BTreeSet<String> {
         block_tensors(self, config)
     }
+    /// Where the checkpoint keeps a relative position bias shared by every block (MPNet), if any.
+    fn relative_bias(&self) -> Option<&'static str> {
+        None
+    }
     /// Whether the checkpoint holds a bias for `target`'s dense layer ([`Family::prepare`] gives
     /// the others a zero bias).
     fn has_bias(&self, _target: LoraTarget) -> bool {
@@ -134,8 +141,16 @@ impl EncoderConfig {
 }
 
 /// Every family prodcat loads.
-pub const FAMILIES: [&dyn Family; 7] =
-    [&bert::Bert, &distilbert::DistilBert, &roberta::Roberta, &gpt2::Gpt2, &llama::LLAMA, &llama::QWEN2, &llama::QWEN3];
+pub const FAMILIES: [&dyn Family; 8] = [
+    &bert::Bert,
+    &distilbert::DistilBert,
+    &roberta::Roberta,
+    &mpnet::Mpnet,
+    &gpt2::Gpt2,
+    &llama::LLAMA,
+    &llama::QWEN2,
+    &llama::QWEN3,
+];
 
 /// The family of `id`.
 pub fn of(id: EncoderFamily) -> &'static dyn Family {
@@ -270,6 +285,7 @@ pub(crate) fn sized(
         head_width: None,
         rope_theta: None,
         qk_norm: false,
+        relative_buckets: None,
     }
     .checked(keys.path())
 }
@@ -315,8 +331,8 @@ pub fn tensor_names(config: &EncoderConfig) -> BTreeSet<String> {
 /// LayerNorm), the final norm.
 fn block_tensors<F: Family + ?Sized>(family: &F, config: &EncoderConfig) -> BTreeSet<String> {
     let e = family.embeddings();
-    let mut weights: Vec<String> =
-        [Some(e.word), e.position, e.token_type].into_iter().flatten().map(String::from).collect();
+    let tables = [Some(e.word), e.position, e.token_type, family.relative_bias()];
+    let mut weights: Vec<String> = tables.into_iter().flatten().map(String::from).collect();
     let mut biases: Vec<String> = Vec::new();
     let mut norms: Vec<String> = e.norm.into_iter().chain(family.final_norm()).map(String::from).collect();
     for i in 0..config.num_layers {
