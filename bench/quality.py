@@ -3,7 +3,7 @@ same rows, on every data set in ../shared/data, in one run.
 
     python3 bench/quality.py [--prodcat target/debug/prodcat] [--work /tmp/prodcat-quality]
                              [--seeds 42,43,44,45,46] [--split 0.7,0.1,0.2] [--transformer] [--auto]
-                             [--auto-folds K] [--epochs N] [--sets amazon-2023,4-class]
+                             [--auto-folds K] [--mpnet] [--epochs N] [--sets amazon-2023,4-class]
 
 For each data set: `prodcat split` writes the train/validation/test assignment `prodcat train`
 uses (PriceRunner grouped by cluster; the others stratified; 70/10/20 by default, so the test set
@@ -119,6 +119,8 @@ def main() -> None:
     p.add_argument("--prodcat", default=str(ROOT / "target/debug/prodcat"))
     p.add_argument("--work", default="/tmp/prodcat-quality", type=Path)
     p.add_argument("--transformer", action="store_true", help="also fine-tune MiniLM (with --refit)")
+    p.add_argument("--mpnet", action="store_true",
+                   help="also fine-tune all-mpnet-base-v2 (with --refit; `bash scripts/provision.sh mpnet`)")
     p.add_argument("--auto", action="store_true",
                    help="also --model-type auto --refit: lexical, MiniLM, ensemble, cascade; the best on "
                         "validation, refitted on train + validation (and each candidate as auto scored it)")
@@ -146,6 +148,12 @@ def main() -> None:
     minilm = ["--base", ROOT / ".deps/models/all-MiniLM-L6-v2"] + (["--epochs", args.epochs] if args.epochs else [])
     if args.transformer:
         families.append(("lora-refit", minilm + ["--refit"]))
+    if args.mpnet:
+        mpnet = ROOT / ".deps/models/all-mpnet-base-v2"
+        if not (mpnet / "model.safetensors").exists():
+            sys.exit(f"{mpnet} is absent: bash scripts/provision.sh mpnet")
+        epochs = ["--epochs", args.epochs] if args.epochs else []
+        families.append(("mpnet-lora-refit", ["--base", mpnet, "--refit"] + epochs))
     if args.auto:
         # Chosen on validation, then refitted on train + validation: the baseline's rows.
         families.append(("auto", ["--model-type", "auto", "--refit"] + minilm))

@@ -41,13 +41,16 @@ def pool(hidden, mask, how):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", help="where the checkpoints go (default: a temporary folder)")
+    ap.add_argument("--base", action="append", default=[],
+                    help="also a real Hugging Face folder (e.g. .deps/models/all-mpnet-base-v2); repeatable")
     args = ap.parse_args()
     root = pathlib.Path(__file__).resolve().parent.parent
     out = pathlib.Path(args.out or tempfile.mkdtemp(prefix="prodcat-reference-"))
     subprocess.run(["cargo", "build", "-q", "--example", "bench_reference"], cwd=root, check=True)
     target_dir = json.loads(subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
                                            cwd=root, check=True, capture_output=True).stdout)["target_directory"]
-    dirs = subprocess.run([f"{target_dir}/debug/examples/bench_reference", str(out)], cwd=root, check=True,
+    bases = [str(pathlib.Path(b).resolve()) for b in args.base]
+    dirs = subprocess.run([f"{target_dir}/debug/examples/bench_reference", str(out), *bases], cwd=root, check=True,
                           capture_output=True, text=True).stdout.split()
     torch.set_grad_enabled(False)
     transformers.logging.set_verbosity_error()
@@ -56,7 +59,7 @@ def main():
     rows = []
     for d in map(pathlib.Path, dirs):
         rec = json.loads((d / "prodcat.json").read_text())
-        model, info = AutoModel.from_pretrained(d, attn_implementation="eager", dtype=torch.float32,
+        model, info = AutoModel.from_pretrained(rec["base"], attn_implementation="eager", dtype=torch.float32,
                                                 output_loading_info=True)
         model.eval()
         # Everything the reference computes with comes from the checkpoint (only BERT's pooler,

