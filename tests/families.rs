@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Fixture, relabel_titles, run_strings, stderr, train_args};
+use common::{Fixture, prodcat_env, relabel_titles, stderr, train_args};
 use prodcat::encoder::family::tensor_names;
 use prodcat::encoder::{EncoderConfig, EncoderFamily, load_base_weights};
 use prodcat::testkit::TinyCheckpoint;
@@ -69,8 +69,15 @@ fn every_family_reads_its_own_config_keys_and_consumes_every_tensor() {
     assert!(err.contains("`t5`") && err.contains("distilbert") && err.contains("xlm-roberta"), "{err}");
 }
 
+/// Every family trains, exports with parity — its weights in ONNX external data, as a model past
+/// 2 GiB would be (the threshold lowered to one byte) —, serves through relabel, and converts to
+/// fp16 and int8 within their tolerances.
 #[test]
 fn every_family_trains_exports_with_parity_and_serves_through_relabel() {
+    use prodcat::models::quantize::{Precision, QuantizeJob, quantize_model};
+    use prodcat::onnx::quantize::QuantizeSettings;
+    use prodcat::registry::{ModelCard, ModelVersion, files};
+    use prodcat::serve::SessionSettings;
     let fx = Fixture::new(120);
     for kind in FAMILIES {
         let base = base_of(&fx, kind);
@@ -82,9 +89,11 @@ fn every_family_trains_exports_with_parity_and_serves_through_relabel() {
             let at = args.iter().position(|a| a == flag).expect("the standard run names it") + 1;
             args[at] = value;
         }
-        let o = run_strings(&args);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = prodcat_env(&refs, &[("PRODCAT_ONNX_EXTERNAL_BYTES", "1")]);
         assert!(o.status.success(), "{kind:?}: {}", stderr(&o));
         let model = registry.join(&name).join("current");
+        assert!(model.join("model.onnx.data").is_file(), "{kind:?}: the weights in external data");
         let card: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(model.join("card.json")).unwrap()).unwrap();
         let parity = card["parity"]["max_abs_diff"].as_f64().expect("a parity figure");
@@ -103,6 +112,31 @@ fn every_family_trains_exports_with_parity_and_serves_through_relabel() {
         let categories: Vec<&str> = prodcat::testkit::CATEGORIES.iter().map(|(c, _)| *c).collect();
         assert!(labels.iter().all(|l| categories.contains(&l.as_str())), "{kind:?}: {labels:?}");
         std::fs::remove_dir_all(fx.path("out")).ok();
+
+        // fp16 (run by the CPU provider as CUDA would) and int8, each against fp32 on the rows.
+        let int8 = Precision::Int8(QuantizeSettings { min_dim: 8, ..Default::default() });
+        for (suffix, precision) in [("fp16", Precision::fp16()), ("int8", int8)] {
+            let job = QuantizeJob {
+                model: ModelVersion::open(&registry.join(&name)).unwrap(),
+                texts: fx.products.iter().map(|p| p.title.clone()).collect(),
+                labels: fx.products.iter().map(|p| p.category.clone()).collect(),
+                origin: "fixture".into(),
+                registry: registry.clone(),
+                name: format!("{name}-{suffix}"),
+                tolerance: 1.0,
+                precision,
+                session: SessionSettings::default(),
+            };
+            let dir = quantize_model(job)
+                .unwrap_or_else(|e| panic!("{kind:?} {suffix}: {e}"))
+                .publish(true)
+                .unwrap_or_else(|e| panic!("{kind:?} {suffix}: {e}"));
+            let card = ModelCard::read(&dir.join(files::CARD)).unwrap();
+            let q = card.model.transformer().and_then(|t| t.quantization.clone()).expect("a conversion record");
+            assert!(q.agreement >= 0.95, "{kind:?} {suffix}: agrees with fp32 on only {:.3}", q.agreement);
+            let served = prodcat::models::open(&dir, &SessionSettings::default()).unwrap();
+            assert_eq!(served.labels().len(), categories.len(), "{kind:?} {suffix}");
+        }
     }
 }
 

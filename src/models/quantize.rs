@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, IoContext, Result};
 use crate::eval::{evaluate, label_ids};
+use crate::onnx::graph::OnnxFiles;
 use crate::onnx::half::{HalfSettings, convert_to_fp16};
 use crate::onnx::quantize::{QuantizeSettings, quantize_dynamic};
 use crate::registry::card::QuantizationInfo;
@@ -74,17 +75,14 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
     if section.quantization.is_some() {
         return Err(Error::model(&source_dir, "this model is already quantized"));
     }
-    if source_dir.join(files::MODEL_DATA).is_file() {
-        return Err(Error::model(
-            &source_dir,
-            format!(
-                "its weights are in {} (a graph past 2 GiB); converting such a model is not supported yet",
-                files::MODEL_DATA
-            ),
-        ));
-    }
     let fp32 = super::transformer::open(job.model.clone(), &job.session)?;
     let bytes = std::fs::read(source_dir.join(files::MODEL)).at(source_dir.join(files::MODEL))?;
+    // A model past 2 GiB keeps its weights in external data: read back in for the conversion, and
+    // the converted model split again if it still passes the limit.
+    let data_path = source_dir.join(files::MODEL_DATA);
+    let data = data_path.is_file().then(|| std::fs::read(&data_path).at(&data_path)).transpose()?;
+    let bytes = OnnxFiles::inlined(bytes, data.as_deref().map(|d| (d, data_path.as_path())))?;
+    drop(data);
     let precision = job.precision.name();
     let (converted_bytes, method) = match &job.precision {
         Precision::Int8(settings) => {
@@ -124,7 +122,8 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
     let registry = ModelRegistry::new(&job.registry);
     let staged = registry.stage(&job.name)?;
     let dir = staged.dir.clone();
-    std::fs::write(dir.join(files::MODEL), &converted_bytes).at(dir.join(files::MODEL))?;
+    let converted_files = OnnxFiles::split(converted_bytes, crate::onnx::graph::external_above())?;
+    converted_files.write(&dir)?;
     for file in [files::TOKENIZER, files::LABELS] {
         std::fs::copy(source_dir.join(file), dir.join(file)).at(dir.join(file))?;
     }
@@ -136,7 +135,7 @@ pub fn quantize_model(job: QuantizeJob) -> Result<Candidate> {
     card.created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     if let Some(onnx) = card.onnx.as_mut() {
         onnx.precision = precision.into();
-        onnx.file_bytes = converted_bytes.len() as u64;
+        onnx.file_bytes = converted_files.bytes() as u64;
     }
     card.write(&dir.join(files::CARD))?;
     let converted = super::transformer::open(ModelVersion::at(&dir)?, &job.session)?;

@@ -39,6 +39,76 @@ impl OnnxFiles {
     }
 }
 
+/// Moves every initializer of 1 KiB or more into external data (64-byte aligned, ONNX Runtime
+/// reads it from beside the model) when the initializers pass `external_above` bytes; returns the
+/// data, or None when they stay inside.
+fn externalize(graph: &mut GraphProto, external_above: usize) -> Option<Vec<u8>> {
+    let total: usize = graph.initializer.iter().map(|t| t.raw_data.as_ref().map_or(0, Vec::len)).sum();
+    (total > external_above).then(|| {
+        let mut data: Vec<u8> = Vec::with_capacity(total);
+        for tensor in &mut graph.initializer {
+            let Some(raw) = tensor.raw_data.take_if(|r| r.len() >= 1024) else { continue };
+            data.resize(data.len().next_multiple_of(64), 0);
+            let entry = |key: &str, value: String| StringStringEntryProto { key: Some(key.into()), value: Some(value) };
+            tensor.external_data = vec![
+                entry("location", names::EXTERNAL_DATA_FILE.into()),
+                entry("offset", data.len().to_string()),
+                entry("length", raw.len().to_string()),
+            ];
+            tensor.data_location = Some(data_location::EXTERNAL);
+            data.extend_from_slice(&raw);
+        }
+        data
+    })
+}
+
+impl OnnxFiles {
+    /// A model's files as one serialized model with every initializer inside (what the int8 and
+    /// fp16 conversions read): `model` alone, or with its external `data` (the file beside it,
+    /// `data_path` for errors) read back in.
+    pub fn inlined(model: Vec<u8>, data: Option<(&[u8], &std::path::Path)>) -> crate::error::Result<Vec<u8>> {
+        let Some((data, data_path)) = data else { return Ok(model) };
+        let bad = |what: String| crate::error::Error::model(data_path, what);
+        let mut proto =
+            ModelProto::decode(model.as_slice()).map_err(|e| bad(format!("model.onnx is not ONNX: {e}")))?;
+        let graph = proto.graph.as_mut().ok_or_else(|| bad("model.onnx has no graph".into()))?;
+        for tensor in &mut graph.initializer {
+            if tensor.data_location != Some(data_location::EXTERNAL) {
+                continue;
+            }
+            let field = |key: &str| {
+                tensor.external_data.iter().find(|e| e.key.as_deref() == Some(key)).and_then(|e| e.value.clone())
+            };
+            let number = |key: &str| field(key).and_then(|v| v.parse::<usize>().ok());
+            let name = tensor.name.clone().unwrap_or_default();
+            let (offset, length) = (number("offset").unwrap_or(0), number("length"));
+            let end = length.map(|l| offset + l).unwrap_or(data.len());
+            let raw = data.get(offset..end).ok_or_else(|| {
+                bad(format!("tensor `{name}` lies at {offset}..{end}, past the file's {} bytes", data.len()))
+            })?;
+            tensor.raw_data = Some(raw.to_vec());
+            tensor.external_data.clear();
+            tensor.data_location = None;
+        }
+        Ok(proto.encode_to_vec())
+    }
+
+    /// A serialized model as the files to write, its initializers moved to external data when they
+    /// pass `external_above` bytes (as an export does).
+    pub fn split(model: Vec<u8>, external_above: usize) -> crate::error::Result<Self> {
+        if model.len() <= external_above {
+            return Ok(Self { model, data: None });
+        }
+        let mut proto = ModelProto::decode(model.as_slice())
+            .map_err(|e| crate::error::Error::Onnx(format!("a converted model is not valid ONNX: {e}")))?;
+        let data = proto.graph.as_mut().and_then(|g| externalize(g, external_above));
+        Ok(Self { model: proto.encode_to_vec(), data })
+    }
+}
+
+/// A node's `doc_string` that keeps it in fp32 through an fp16 conversion ([`GraphBuilder::op_fp32`]).
+pub const KEEP_FP32: &str = "prodcat:keep-fp32";
+
 /// Initializer bytes past which an export puts its weights in external data: the
 /// `PRODCAT_ONNX_EXTERNAL_BYTES` environment variable, else 1.75 GiB (under protobuf's 2 GiB with
 /// room for the graph).
@@ -223,6 +293,16 @@ impl GraphBuilder {
         self.node(op_type, "", inputs, attrs, &[output]);
     }
 
+    /// Adds a node in the default domain that an fp16 conversion must leave in fp32 (rotary angles:
+    /// fp16 cannot hold position × frequency to a useful precision), with one fresh output.
+    pub fn op_fp32(&mut self, op_type: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+        let out = self.op(op_type, inputs, attrs);
+        if let Some(node) = self.graph.node.last_mut() {
+            node.doc_string = Some(KEEP_FP32.into());
+        }
+        out
+    }
+
     /// Adds a node in the `com.microsoft` domain (ONNX Runtime contrib ops) with one output.
     pub fn ms_op(&mut self, op_type: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
         self.uses_microsoft_domain = true;
@@ -275,24 +355,7 @@ impl GraphBuilder {
     /// every initializer of 1 KiB or more (ONNX external data, 64-byte aligned; ONNX Runtime
     /// reads it from beside the model).
     pub fn finish_files(mut self, metadata: &[(&str, String)], external_above: usize) -> OnnxFiles {
-        let total: usize = self.graph.initializer.iter().map(|t| t.raw_data.as_ref().map_or(0, Vec::len)).sum();
-        let data = (total > external_above).then(|| {
-            let mut data: Vec<u8> = Vec::with_capacity(total);
-            for tensor in &mut self.graph.initializer {
-                let Some(raw) = tensor.raw_data.take_if(|r| r.len() >= 1024) else { continue };
-                data.resize(data.len().next_multiple_of(64), 0);
-                let entry =
-                    |key: &str, value: String| StringStringEntryProto { key: Some(key.into()), value: Some(value) };
-                tensor.external_data = vec![
-                    entry("location", names::EXTERNAL_DATA_FILE.into()),
-                    entry("offset", data.len().to_string()),
-                    entry("length", raw.len().to_string()),
-                ];
-                tensor.data_location = Some(data_location::EXTERNAL);
-                data.extend_from_slice(&raw);
-            }
-            data
-        });
+        let data = externalize(&mut self.graph, external_above);
         OnnxFiles { model: self.finish(metadata), data }
     }
 

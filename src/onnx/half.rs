@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
+use super::graph::KEEP_FP32;
 use super::proto::{
     AttributeProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto, attribute_type, data_type,
 };
@@ -66,10 +67,11 @@ fn output_type(node: &NodeProto, types: &HashMap<String, i32>) -> Option<i32> {
         "Cast" => node.attribute.iter().find(|a| a.name.as_deref() == Some("to")).and_then(|a| a.i).map(|t| t as i32),
         "Shape" => Some(data_type::INT64),
         "Where" => input(1),
+        "Greater" | "Less" | "Equal" | "GreaterOrEqual" | "LessOrEqual" | "Not" | "And" | "Or" => Some(data_type::BOOL),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Pow" | "MatMul" | "Gemm" | "Gather" | "Softmax"
         | "LayerNormalization" | "ReduceSum" | "ReduceMean" | "Reshape" | "Transpose" | "Unsqueeze" | "Squeeze"
         | "Erf" | "Tanh" | "Sqrt" | "Relu" | "Neg" | "Range" | "Concat" | "Slice" | "Expand" | "Identity"
-        | "ScatterElements" => input(0),
+        | "ScatterElements" | "GatherElements" | "Sigmoid" | "Cos" | "Sin" | "Exp" | "Log" => input(0),
         _ => None,
     }
 }
@@ -125,10 +127,16 @@ pub fn convert_to_fp16(model: &[u8], settings: &HalfSettings) -> Result<(Vec<u8>
     keep.extend(ALWAYS_FP32);
     let mut summary = HalfSummary { bytes_before: model.len(), ..Default::default() };
 
-    // Initializers: float → float16.
+    // A node computes in fp32 when its op type is kept or the exporter marked it so.
+    let in_fp32 = |node: &NodeProto| {
+        keep.contains(node.op_type.as_deref().unwrap_or_default()) || node.doc_string.as_deref() == Some(KEEP_FP32)
+    };
+    // Initializers: float → float16, but for those only fp32 nodes read.
+    let read_in_fp16: HashSet<String> =
+        graph.node.iter().filter(|n| !in_fp32(n)).flat_map(|n| n.input.iter().cloned()).collect();
     let mut types: HashMap<String, i32> = HashMap::new();
     for t in &mut graph.initializer {
-        if t.data_type == Some(data_type::FLOAT) {
+        if t.data_type == Some(data_type::FLOAT) && t.name.as_ref().is_some_and(|n| read_in_fp16.contains(n)) {
             let mut raw = Vec::with_capacity(t.raw_data.as_ref().map_or(0, |r| r.len() / 2));
             for x in f32_values(t)? {
                 let (h, clamped) = to_f16(x);
@@ -158,7 +166,7 @@ pub fn convert_to_fp16(model: &[u8], settings: &HalfSettings) -> Result<(Vec<u8>
     let mut casts: HashMap<(String, i32), String> = HashMap::new();
     for mut node in std::mem::take(&mut graph.node) {
         let op = node.op_type.clone().unwrap_or_default();
-        let precision = if keep.contains(op.as_str()) { data_type::FLOAT } else { data_type::FLOAT16 };
+        let precision = if in_fp32(&node) { data_type::FLOAT } else { data_type::FLOAT16 };
         for input in &mut node.input {
             let Some(&ty) = types.get(input.as_str()) else { continue };
             if is_float(ty) && ty != precision {

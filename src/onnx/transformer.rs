@@ -278,11 +278,13 @@ fn rotary_tables(g: &mut GraphBuilder, theta: f64, head_dim: usize, seq_len: &st
     let inv = g.f32_tensor("rotary.inv_freq", &[head_dim], &inv);
     let (zero, one) = (g.scalar_i64(0), g.scalar_i64(1));
     let positions = g.op("Range", &[&zero, seq_len, &one], &[]);
-    let positions = g.op("Cast", &[&positions], &[("to", Attr::Int(data_type::FLOAT as i64))]);
+    // In fp32 even in an fp16 model (as Hugging Face computes them): fp16 would put a position's
+    // angle off by up to half a radian at 1,000.
+    let positions = g.op_fp32("Cast", &[&positions], &[("to", Attr::Int(data_type::FLOAT as i64))]);
     let axis_1 = g.ints(&[1]);
-    let positions = g.op("Unsqueeze", &[&positions, &axis_1], &[]);
-    let angles = g.op("Mul", &[&positions, &inv], &[]);
-    (g.op("Cos", &[&angles], &[]), g.op("Sin", &[&angles], &[]))
+    let positions = g.op_fp32("Unsqueeze", &[&positions, &axis_1], &[]);
+    let angles = g.op_fp32("Mul", &[&positions, &inv], &[]);
+    (g.op_fp32("Cos", &[&angles], &[]), g.op_fp32("Sin", &[&angles], &[]))
 }
 
 /// `x·cos + rotate_half(x)·sin` over the last axis of `x` (`[batch, heads, seq, head_dim]`).
