@@ -595,3 +595,60 @@ fn a_learner_instance_stores_every_trusted_label_and_writes_nothing() {
         assert!(read_topic(&brokers, topic, usize::MAX, Duration::from_secs(2), false).is_empty(), "{topic} written");
     }
 }
+
+/// Every encoder family (#27) serves through the Kafka pipeline: a tiny checkpoint of each in its
+/// Hugging Face layout, trained, published, and run by `prodcat run` — every record labeled. BERT
+/// is what the tests above serve; the others run side by side, one pipeline each.
+#[test]
+fn every_encoder_family_serves_through_kafka() {
+    use prodcat::encoder::{EncoderConfig, Pooling};
+    use prodcat::testkit::{TinyCheckpoint, tiny_checkpoint};
+    let Some(brokers) = broker() else { return };
+    let fx = Fixture::new(200);
+    let data = fixture_data(&fx);
+    let kinds: Vec<TinyCheckpoint> = TinyCheckpoint::ALL.into_iter().filter(|k| *k != TinyCheckpoint::Bert).collect();
+    let mut runs = Vec::new();
+    for kind in &kinds {
+        let name = format!("{kind:?}").to_lowercase();
+        let base = fx.path(&format!("base-{name}"));
+        tiny_checkpoint(*kind, &base, 7).unwrap();
+        let causal = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap().causal;
+        let registry = fx.path(&format!("registry-{name}"));
+        let job = prodcat::train::TrainJob {
+            data: &data,
+            source: prodcat::train::DataSource::default(),
+            base_dir: base,
+            registry: registry.clone(),
+            name: "tiny".into(),
+            settings: prodcat::train::TrainSettings {
+                epochs: 1,
+                learning_rate: 1e-2,
+                max_length: 32,
+                pooling: if causal { Pooling::Last } else { Pooling::Mean },
+                ..Default::default()
+            },
+            resume: false,
+            session: prodcat::serve::SessionSettings::default(),
+            show_progress: false,
+            cancel: None,
+            labels: None,
+        };
+        prodcat::train::fit(job).unwrap().publish(true).unwrap();
+        let t = Topics::new(&brokers, &format!("family-{name}"), 2);
+        let (pipeline, port) = pipeline_file(&fx, &brokers, &t, &registry, "");
+        let mut child = start(&pipeline);
+        wait_ready(port, &mut child);
+        runs.push((kind, t, child));
+    }
+    let messages: Vec<(String, Vec<u8>)> = (0..60).map(|i| product(&fx, i)).collect();
+    for (_, t, _) in &runs {
+        produce(&brokers, &t.input, &messages);
+    }
+    let labels = ["Books", "Fridges", "Laptops", "Phones", "Shoes"];
+    for (kind, t, child) in runs {
+        let out = read_topic(&brokers, &t.output, messages.len(), Duration::from_secs(120), false);
+        stop(child);
+        assert_eq!(ids(&out).len(), messages.len(), "{kind:?}: every record labeled");
+        assert!(out.iter().all(|r| labels.contains(&r.json()["label"].as_str().unwrap())), "{kind:?}");
+    }
+}
