@@ -291,3 +291,37 @@ fn every_family_merged_equals_its_adapter_model() {
         assert!(diff < 1e-4, "{kind:?}: merged and adapter models differ by {diff}");
     }
 }
+
+#[test]
+fn lora_targets_take_each_familys_own_module_names_as_peft_does() {
+    use prodcat::encoder::LoraTarget::{self, *};
+    use prodcat::encoder::family::{lora_targets, of};
+    let pick = |family: EncoderFamily, names: &[&str]| -> Result<Vec<LoraTarget>, String> {
+        lora_targets(of(family), &names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).map_err(|e| e.to_string())
+    };
+    assert_eq!(pick(EncoderFamily::Llama, &["q_proj", "v_proj", "gate_proj"]), Ok(vec![Query, Value, Gate]));
+    assert_eq!(pick(EncoderFamily::Qwen3, &["up_proj", "down_proj", "key"]), Ok(vec![Key, Intermediate, Output]));
+    // GPT-2's fused c_attn is query, key and value; `c_proj` ends both projections' names.
+    assert_eq!(pick(EncoderFamily::Gpt2, &["c_attn"]), Ok(vec![Query, Key, Value]));
+    assert_eq!(pick(EncoderFamily::Gpt2, &["c_proj"]), Ok(vec![AttentionOutput, Output]));
+    assert_eq!(pick(EncoderFamily::Bert, &["query", "attention.output.dense"]), Ok(vec![Query, AttentionOutput]));
+    assert_eq!(pick(EncoderFamily::DistilBert, &["q_lin", "lin1"]), Ok(vec![Query, Intermediate]));
+    assert_eq!(pick(EncoderFamily::Mpnet, &["attn.q", "attn.v"]), Ok(vec![Query, Value]));
+    // A name no module of the family ends is refused, naming both vocabularies.
+    let err = pick(EncoderFamily::Bert, &["q_proj"]).unwrap_err();
+    assert!(err.contains("`q_proj`") && err.contains("attention_output") && err.contains("query"), "{err}");
+
+    // Through `prodcat train`: the card records the targets by prodcat's names.
+    let fx = Fixture::new(60);
+    let base = base_of(&fx, TinyCheckpoint::Qwen3);
+    let mut args = train_args(&fx, "registry", &["--epochs", "1", "--lora-targets", "q_proj,v_proj,gate_proj"]);
+    let at = args.iter().position(|a| a == "--base").unwrap() + 1;
+    args[at] = base.display().to_string();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = prodcat_env(&refs, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card = std::fs::read_to_string(fx.path("registry/tiny/current/card.json")).unwrap();
+    let card: serde_json::Value = serde_json::from_str(&card).unwrap();
+    let lora = &card["model"]["encoder"]["lora"]["targets"];
+    assert_eq!(lora, &serde_json::json!(["query", "value", "gate"]), "{card}");
+}

@@ -139,9 +139,12 @@ pub struct TrainArgs {
     lora_alpha: f64,
     #[arg(long, default_value_t = 0.05)]
     lora_dropout: f32,
-    /// Dense layers that get adapters: query,key,value,attention_output,intermediate,output.
-    #[arg(long, value_delimiter = ',', default_value = "query,key,value,attention_output,intermediate,output")]
-    lora_targets: Vec<LoraTarget>,
+    /// Dense layers that get adapters (default: every one, attention and feed-forward — a gate
+    /// too where the block has one): prodcat's names (query, key, value, attention_output, gate,
+    /// intermediate, output) or the checkpoint's module names as PEFT takes them (q_proj, v_proj,
+    /// c_attn, attention.self.query, ...).
+    #[arg(long, value_delimiter = ',')]
+    lora_targets: Option<Vec<String>>,
     /// Train only the classification head on the frozen encoder (no adapters): the baseline.
     #[arg(long)]
     head_only: bool,
@@ -254,7 +257,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
             pool.install(|| fit_lexical(job))?
         }
         ModelType::One(Kind::Transformer) => {
-            let job = transformer_job(&args, &data, source, base()?, session, split);
+            let job = transformer_job(&args, &data, source, base()?, session, split)?;
             pool.install(|| fit(job))?
         }
         ModelType::One(composite @ (Kind::Ensemble | Kind::Cascade)) => {
@@ -263,7 +266,7 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         ModelType::Auto => {
             let job = AutoJob {
                 lexical: lexical_job(&args, &data, source.clone(), session.clone(), split),
-                transformer: transformer_job(&args, &data, source, base()?, session.clone(), split),
+                transformer: transformer_job(&args, &data, source, base()?, session.clone(), split)?,
                 session,
                 eligible: args.candidates.clone(),
             };
@@ -482,7 +485,7 @@ fn transformer_job<'a>(
     base: PathBuf,
     session: SessionSettings,
     split: [f64; 3],
-) -> TrainJob<'a> {
+) -> anyhow::Result<TrainJob<'a>> {
     let defaults = TrainSettings::default();
     let settings = TrainSettings {
         epochs: args.epochs.unwrap_or_else(|| {
@@ -503,7 +506,7 @@ fn transformer_job<'a>(
             rank: args.lora_rank,
             alpha: args.lora_alpha,
             dropout: args.lora_dropout,
-            targets: if args.head_only { Vec::new() } else { args.lora_targets.clone() },
+            targets: if args.head_only { Vec::new() } else { lora_targets(args.lora_targets.as_deref(), &base)? },
             full: args.full_finetune,
         },
         pooling: args.pooling.unwrap_or_else(|| default_pooling(&base)),
@@ -512,7 +515,7 @@ fn transformer_job<'a>(
         encoder_learning_rate: args.encoder_lr,
         ..Default::default()
     };
-    TrainJob {
+    Ok(TrainJob {
         data,
         source,
         base_dir: base,
@@ -524,12 +527,19 @@ fn transformer_job<'a>(
         show_progress: !args.no_progress,
         cancel: None,
         labels: None,
-    }
+    })
 }
 
 /// The pooling of a base model's family: the last token's state for decoders (the only one that
 /// has seen the whole text), the mean otherwise (also when the base cannot be read: training
 /// reports that).
+/// The LoRA targets `names` select in `base`'s family (none given: every dense layer).
+fn lora_targets(names: Option<&[String]>, base: &std::path::Path) -> anyhow::Result<Vec<LoraTarget>> {
+    let Some(names) = names else { return Ok(LoraTarget::ALL.to_vec()) };
+    let config = prodcat::encoder::EncoderConfig::from_hf_file(&base.join("config.json"))?;
+    Ok(prodcat::encoder::family::lora_targets(prodcat::encoder::family::of(config.family), names)?)
+}
+
 fn default_pooling(base: &std::path::Path) -> Pooling {
     let config = prodcat::encoder::EncoderConfig::from_hf_file(&base.join("config.json")).ok();
     if config.is_some_and(|c| c.causal) { Pooling::Last } else { Pooling::Mean }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{EmbeddingNames, Family, Keys, LayerNames};
 use crate::encoder::config::{Activation, EncoderConfig, EncoderFamily};
+use crate::encoder::lora::LoraTarget;
 use crate::error::{Error, Result};
 
 pub struct Gpt2;
@@ -72,6 +73,15 @@ impl Family for Gpt2 {
             "ln_1",
             "ln_2",
         )
+    }
+
+    fn lora_modules(&self) -> Vec<(String, Vec<LoraTarget>)> {
+        vec![
+            ("h.0.attn.c_attn".into(), vec![LoraTarget::Query, LoraTarget::Key, LoraTarget::Value]),
+            ("h.0.attn.c_proj".into(), vec![LoraTarget::AttentionOutput]),
+            ("h.0.mlp.c_fc".into(), vec![LoraTarget::Intermediate]),
+            ("h.0.mlp.c_proj".into(), vec![LoraTarget::Output]),
+        ]
     }
 
     fn final_norm(&self) -> Option<&'static str> {

@@ -117,6 +117,11 @@ pub trait Family: Sync {
     fn relative_bias(&self) -> Option<&'static str> {
         None
     }
+    /// The checkpoint's dense modules as PEFT's `target_modules` names them (block 0), each with
+    /// the LoRA targets it stands for: most families one each, GPT-2's fused `c_attn` three.
+    fn lora_modules(&self) -> Vec<(String, Vec<LoraTarget>)> {
+        self.layer(0).dense.into_iter().map(|(target, name)| (name, vec![target])).collect()
+    }
     /// Whether the checkpoint holds a bias for `target`'s dense layer ([`Family::prepare`] gives
     /// the others a zero bias).
     fn has_bias(&self, _target: LoraTarget) -> bool {
@@ -165,6 +170,40 @@ pub fn by_model_type(model_type: Option<&str>, path: &Path) -> Result<&'static d
         let known: Vec<&str> = FAMILIES.iter().flat_map(|f| f.model_types().iter().copied()).collect();
         Error::model(path, format!("model_type `{wanted}` is not supported yet (supported: {})", known.join(", ")))
     })
+}
+
+/// The LoRA targets `names` select in `family`'s blocks, in block order: prodcat's own names
+/// (`query`, `key`, `value`, `attention_output`, `gate`, `intermediate`, `output`) or the
+/// checkpoint's module names as PEFT's `target_modules` takes them — a name matches every dense
+/// module it ends (`q_proj`, `c_attn`, `attention.self.query`; GPT-2's `c_proj` both projections).
+pub fn lora_targets(family: &dyn Family, names: &[String]) -> Result<Vec<LoraTarget>> {
+    let modules = family.lora_modules();
+    let mut targets = BTreeSet::new();
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if let Ok(target) = name.parse::<LoraTarget>() {
+            targets.insert(target);
+            continue;
+        }
+        let matched: Vec<&LoraTarget> = modules
+            .iter()
+            .filter(|(module, _)| module == name || module.ends_with(&format!(".{name}")))
+            .flat_map(|(_, t)| t)
+            .collect();
+        if matched.is_empty() {
+            let ours = LoraTarget::ALL.map(LoraTarget::as_str).join(", ");
+            let theirs: Vec<&str> = modules.iter().map(|(m, _)| m.rsplit('.').next().unwrap_or(m)).collect();
+            return Err(Error::Config {
+                key: "lora_targets".into(),
+                message: format!(
+                    "`{name}` names no dense layer of a {:?} block (prodcat's names: {ours}; this checkpoint's: {})",
+                    family.id(),
+                    theirs.join(", ")
+                ),
+            });
+        }
+        targets.extend(matched);
+    }
+    Ok(targets.into_iter().collect())
 }
 
 /// Config keys every family reads alike.
