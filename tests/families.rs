@@ -325,3 +325,73 @@ fn lora_targets_take_each_familys_own_module_names_as_peft_does() {
     let lora = &card["model"]["encoder"]["lora"]["targets"];
     assert_eq!(lora, &serde_json::json!(["query", "value", "gate"]), "{card}");
 }
+
+/// `auto` over two bases (a BERT and a Qwen3 checkpoint): a transformer from each and each one's
+/// ensemble and cascade with the lexical model, every candidate naming its base; the refit trains
+/// the winner's own base again. `--folds` takes one base.
+#[test]
+fn auto_compares_several_bases_and_refits_the_winners_own() {
+    let fx = Fixture::new(300);
+    let qwen = base_of(&fx, TinyCheckpoint::Qwen3);
+    let bases = format!("{},{}", fx.base.display(), qwen.display());
+    let report = fx.path("auto-report");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["train", "--model-type", "auto", "--base", &bases]
+            .into_iter()
+            .chain(["--data", &fx.csv.display().to_string(), "--text-column", "title", "--label-column", "category"])
+            .chain(["--group-column", "group", "--epochs", "2", "--lr", "1e-2", "--max-length", "32"])
+            .chain(["--buckets", "65536", "--out", &fx.path("registry").display().to_string(), "--no-progress"])
+            .map(str::to_string)
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |a: Vec<String>| prodcat_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let o = run(args(&[
+        "--name",
+        "multi",
+        "--refit",
+        "--candidates",
+        "transformer",
+        "--report",
+        &report.display().to_string(),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let comparison: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("comparison.json")).unwrap()).unwrap();
+    let scores = comparison["candidates"].as_array().unwrap();
+    let named: Vec<(String, String)> = scores
+        .iter()
+        .map(|s| (s["model"].as_str().unwrap().to_string(), s["base"].as_str().unwrap_or("-").to_string()))
+        .collect();
+    let base_name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().to_string();
+    let (bert, qwen_name) = (base_name(&fx.base), base_name(&qwen));
+    let expected: Vec<(String, String)> = [
+        ("lexical", "-"),
+        ("transformer", bert.as_str()),
+        ("transformer", qwen_name.as_str()),
+        ("ensemble", bert.as_str()),
+        ("cascade", bert.as_str()),
+        ("ensemble", qwen_name.as_str()),
+        ("cascade", qwen_name.as_str()),
+    ]
+    .map(|(m, b)| (m.to_string(), b.to_string()))
+    .to_vec();
+    assert_eq!(named, expected, "{stdout}");
+    assert!(stdout.contains(&format!("transformer [{qwen_name}]")), "{stdout}");
+    let chosen: Vec<&serde_json::Value> = scores.iter().filter(|s| s["chosen"].as_bool().unwrap()).collect();
+    assert_eq!(chosen.len(), 1);
+    assert_eq!(chosen[0]["model"], "transformer");
+    // The published refit is of the chosen candidate's base.
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.path("registry/multi/current/card.json")).unwrap()).unwrap();
+    let published = card["model"]["encoder"]["base_model"]["path"].as_str().unwrap().to_string();
+    assert_eq!(base_name(std::path::Path::new(&published)), chosen[0]["base"].as_str().unwrap(), "{card}");
+    assert!(card["training"]["refit_rows"].as_u64().is_some(), "a refit: {card}");
+
+    // Out of fold, one base only: refused before any training.
+    let o = run(args(&["--name", "folds", "--folds", "3"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("auto --folds takes one base"), "{}", stderr(&o));
+}

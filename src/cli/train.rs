@@ -56,9 +56,15 @@ pub struct TrainArgs {
     #[arg(long)]
     folds: Option<usize>,
     /// Hugging Face base model folder (config.json, model.safetensors, tokenizer.json); needed
-    /// for transformer models.
-    #[arg(long, env = "PRODCAT_BASE_MODEL", required_if_eq_any([("model_type", "transformer"), ("model_type", "auto")]))]
-    base: Option<PathBuf>,
+    /// for transformer models. `auto` takes several (`--base a,b` or `--base a --base b`): a
+    /// transformer from each, and their ensembles and cascades, compared on validation.
+    #[arg(
+        long,
+        env = "PRODCAT_BASE_MODEL",
+        value_delimiter = ',',
+        required_if_eq_any([("model_type", "transformer"), ("model_type", "auto")])
+    )]
+    base: Vec<PathBuf>,
     /// Model family: transformer (LoRA on the base encoder), lexical (hashed n-grams, linear), or
     /// auto (all of them and their ensemble and cascade; the best on validation is published).
     #[arg(long, value_enum, default_value = "transformer")]
@@ -227,7 +233,11 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
             "--folds applies to lexical and auto models; a transformer alone chooses its epochs on the validation split"
         );
     }
-    let base = || args.base.clone().context("--base is required for a transformer model");
+    let base = || match args.base.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(anyhow::anyhow!("--base is required for a transformer model")),
+        _ => Err(anyhow::anyhow!("--base takes one folder for a transformer (several are for --model-type auto)")),
+    };
     let candidate = match args.model_type {
         ModelType::One(Kind::Lexical) => {
             let mut job = lexical_job(&args, &data, source, session, split);
@@ -266,7 +276,11 @@ pub fn run(args: TrainArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         ModelType::Auto => {
             let job = AutoJob {
                 lexical: lexical_job(&args, &data, source.clone(), session.clone(), split),
-                transformer: transformer_job(&args, &data, source, base()?, session.clone(), split)?,
+                transformers: args
+                    .base
+                    .iter()
+                    .map(|b| transformer_job(&args, &data, source.clone(), b.clone(), session.clone(), split))
+                    .collect::<anyhow::Result<_>>()?,
                 session,
                 eligible: args.candidates.clone(),
             };
@@ -354,14 +368,20 @@ fn lexical_job<'a>(
 fn auto_report(args: &TrainArgs, outcome: &AutoOutcome) -> anyhow::Result<()> {
     let scores: &[CandidateScore] = &outcome.candidates;
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    // With several bases, each candidate holding a transformer names its base.
+    let label = |s: &CandidateScore| match &s.base {
+        Some(base) => format!("{} [{base}]", s.model),
+        None => s.model.to_string(),
+    };
+    let w = scores.iter().map(|s| label(s).chars().count()).max().unwrap_or(0).max(12);
     println!(
-        "{:<12} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}",
+        "{:<w$} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}",
         "model", "val F1", "val acc", "test F1", "test acc", "worst AUC", "titles/s", "train s"
     );
     for s in scores {
         println!(
-            "{:<12} {:>10.4} {:>9.4} {:>9} {:>9} {:>10} {:>10.0} {:>8.1}{}",
-            s.model,
+            "{:<w$} {:>10.4} {:>9.4} {:>9} {:>9} {:>10} {:>10.0} {:>8.1}{}",
+            label(s),
             s.validation_macro_f1,
             s.validation_accuracy,
             opt(s.test_macro_f1),
@@ -386,7 +406,7 @@ fn auto_report(args: &TrainArgs, outcome: &AutoOutcome) -> anyhow::Result<()> {
     }
     if let Some(r) = &outcome.refit {
         println!(
-            "{:<12} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8.1}  ← published: the chosen {} refitted on {} rows",
+            "{:<w$} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8.1}  ← published: the chosen {} refitted on {} rows",
             "refit",
             "-",
             "-",

@@ -132,12 +132,12 @@ fn out_of_fold(job: &AutoJob<'_>, pool: &LabeledData, taxonomy: &[String], scrat
         lexical.registry = scratch.to_path_buf();
         lexical.settings.folds = 0;
         lexical.settings.refit = false;
-        let mut transformer = job.transformer.clone();
+        let mut transformer = job.transformers[0].clone();
         transformer.data = &data;
         transformer.labels = Some(taxonomy.to_vec());
         transformer.registry = scratch.to_path_buf();
         // Each fold's data differ (their split), so each fold has its own checkpoint to resume.
-        transformer.resume = job.transformer.resume;
+        transformer.resume = job.transformers[0].resume;
         transformer.settings.refit = false;
         tracing::info!(fold = i + 1, folds = k, held_out = held.len(), "auto: training the fold's members");
         let started = Instant::now();
@@ -191,7 +191,7 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let pool = data.select(&pool_rows);
     let (registry, name) = (job.lexical.registry.clone(), job.lexical.name.clone());
     let mut scratch = Scratch { dir: registry.join(&name).join(".folds"), finished: false };
-    if !job.transformer.resume {
+    if !job.transformers[0].resume {
         let _ = std::fs::remove_dir_all(&scratch.dir);
     }
     std::fs::create_dir_all(&scratch.dir).at(&scratch.dir)?;
@@ -221,6 +221,7 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
         .into_iter()
         .map(|model| (model, figures_of(model)))
         .map(|(model, ((f1, acc), rate, seconds))| CandidateScore {
+            base: None,
             model,
             validation_macro_f1: f1,
             validation_accuracy: acc,
@@ -254,7 +255,7 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
         fit_lexical(lexical)
     };
     let transformer = || {
-        let mut transformer = job.transformer.clone();
+        let mut transformer = job.transformers[0].clone();
         transformer.labels = Some(taxonomy.clone());
         transformer.settings.refit = false;
         transformer.settings.epochs = median(&oof.best_epochs).unwrap_or(transformer.settings.epochs).max(1);

@@ -1,7 +1,8 @@
-//! `auto` on the validation split: the lexical model and the transformer trained on the training
-//! rows, their ensemble and cascade built from them, all four scored through the serving code on
-//! the validation rows (and the test rows for the report), the winner picked and, with
-//! `--refit`, trained again on train + validation with the choices it made.
+//! `auto` on the validation split: the lexical model and a transformer per base trained on the
+//! training rows, each transformer's ensemble and cascade with the lexical model built from them,
+//! all scored through the serving code on the validation rows (and the test rows for the report),
+//! the winner picked and, with `--refit`, trained again on train + validation with the choices it
+//! made.
 
 use std::time::Instant;
 
@@ -18,12 +19,21 @@ use crate::train::fit;
 
 /// Chooses on the validation split (see the module documentation).
 pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
-    let AutoJob { mut lexical, mut transformer, session, eligible } = job;
+    let AutoJob { mut lexical, mut transformers, session, eligible } = job;
     // The search trains on the training split only; the refit (if asked) comes after the choice.
-    let refit = lexical.settings.refit || transformer.settings.refit;
+    let refit = lexical.settings.refit || transformers.iter().any(|t| t.settings.refit);
     lexical.settings.refit = false;
-    transformer.settings.refit = false;
-    let refit_jobs = refit.then(|| (lexical.clone(), transformer.clone()));
+    transformers.iter_mut().for_each(|t| t.settings.refit = false);
+    let refit_jobs = refit.then(|| (lexical.clone(), transformers.clone()));
+    // With several bases, each transformer-holding candidate names its base.
+    let base_names: Vec<Option<String>> = transformers
+        .iter()
+        .map(|t| {
+            let name =
+                t.base_dir.file_name().map_or_else(|| t.base_dir.display().to_string(), |n| n.to_string_lossy().into());
+            (transformers.len() > 1).then_some(name)
+        })
+        .collect();
     let data = lexical.data;
     let (registry, name) = (lexical.registry.clone(), lexical.name.clone());
     let (_, _, split) = crate::data::prepare::prepare_data(
@@ -50,10 +60,6 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let started = Instant::now();
     let lexical_candidate = fit_lexical(lexical)?;
     let lexical_seconds = started.elapsed().as_secs_f64();
-    tracing::info!("auto: training the transformer");
-    let started = Instant::now();
-    let transformer_candidate = fit(transformer)?;
-    let transformer_seconds = started.elapsed().as_secs_f64();
     let composite = |lexical: &Candidate, transformer: &Candidate, validation: bool| -> Result<CompositeJob> {
         Ok(CompositeJob {
             lexical: ModelVersion::at(&lexical.staged.dir)?,
@@ -65,24 +71,32 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
             session: session.clone(),
         })
     };
-    let members = || composite(&lexical_candidate, &transformer_candidate, true);
-    tracing::info!("auto: building the ensemble and the cascade");
-    let started = Instant::now();
-    let ensemble = build_ensemble(EnsembleJob { members: members()?, lexical_weight: None })?.0;
-    let ensemble_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let cascade = build_cascade(CascadeJob::tuned(members()?))?.0;
-    let cascade_seconds = started.elapsed().as_secs_f64();
-    let both = lexical_seconds + transformer_seconds;
-    let mut candidates = vec![
-        (lexical_candidate, lexical_seconds),
-        (transformer_candidate, transformer_seconds),
-        (ensemble, both + ensemble_seconds),
-        (cascade, both + cascade_seconds),
-    ];
+    // (candidate, seconds to train, index of its base's transformer)
+    let mut candidates: Vec<(Candidate, f64, Option<usize>)> = Vec::new();
+    let mut composites = Vec::new();
+    for (b, transformer) in transformers.into_iter().enumerate() {
+        tracing::info!(base = %transformer.base_dir.display(), "auto: training the transformer");
+        let started = Instant::now();
+        let transformer_candidate = fit(transformer)?;
+        let transformer_seconds = started.elapsed().as_secs_f64();
+        let members = || composite(&lexical_candidate, &transformer_candidate, true);
+        tracing::info!("auto: building the ensemble and the cascade");
+        let started = Instant::now();
+        let ensemble = build_ensemble(EnsembleJob { members: members()?, lexical_weight: None })?.0;
+        let ensemble_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let cascade = build_cascade(CascadeJob::tuned(members()?))?.0;
+        let cascade_seconds = started.elapsed().as_secs_f64();
+        let both = lexical_seconds + transformer_seconds;
+        candidates.push((transformer_candidate, transformer_seconds, Some(b)));
+        composites.push((ensemble, both + ensemble_seconds, Some(b)));
+        composites.push((cascade, both + cascade_seconds, Some(b)));
+    }
+    candidates.insert(0, (lexical_candidate, lexical_seconds, None));
+    candidates.extend(composites);
 
     let mut scores = Vec::new();
-    for (candidate, train_seconds) in &candidates {
+    for (candidate, train_seconds, base) in &candidates {
         let model = crate::models::load(ModelVersion::at(&candidate.staged.dir)?, &session)?;
         let y = label_ids(model.labels(), &validation.labels, &validation.origin)?;
         let started = Instant::now();
@@ -91,6 +105,7 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
         let test_report = candidate.test.as_ref().map(|t| &t.report);
         scores.push(CandidateScore {
             model: candidate.card.model.kind(),
+            base: base.and_then(|b| base_names[b].clone()),
             validation_macro_f1: evaluation.report.macro_f1,
             validation_accuracy: evaluation.report.accuracy,
             test_macro_f1: test_report.map(|r| r.macro_f1),
@@ -110,10 +125,14 @@ pub(super) fn train(job: AutoJob<'_>) -> Result<AutoOutcome> {
     let winner = pick(&scores, &eligible).ok_or_else(|| Error::Internal("no candidates".into()))?;
     scores[winner].chosen = true;
     // The composites copied their members, so the members' staged folders may go with the rest.
-    let (winner, _) = candidates.swap_remove(winner);
+    let (winner, _, winner_base) = candidates.swap_remove(winner);
     drop(candidates);
-    let Some((mut lexical, mut transformer)) = refit_jobs else {
+    let Some((mut lexical, transformers)) = refit_jobs else {
         return Ok(AutoOutcome { candidates: scores, refit: None, folds: None, winner });
+    };
+    // The winner's own base (the lexical model's: any, unused).
+    let Some(mut transformer) = transformers.into_iter().nth(winner_base.unwrap_or(0)) else {
+        return Err(Error::Internal("the winner's base has no training job".into()));
     };
 
     tracing::info!(model = winner.card.model.name(), "auto: refitting the winner on train + validation");

@@ -43,10 +43,11 @@ pub const TIE: f64 = 0.002;
 /// accuracy: the tie margin).
 pub const SMALL_VALIDATION: usize = 500;
 
-/// The two trainings `auto` starts from (same data, split fractions and seed).
+/// The trainings `auto` starts from (same data, split fractions and seed): the lexical model and
+/// one transformer per base (at least one; several only on the validation split, not `--folds`).
 pub struct AutoJob<'a> {
     pub lexical: LexicalJob<'a>,
-    pub transformer: TrainJob<'a>,
+    pub transformers: Vec<TrainJob<'a>>,
     pub session: SessionSettings,
     /// Kinds that may be published (all are built and reported); empty: any kind.
     pub eligible: Vec<Kind>,
@@ -57,6 +58,9 @@ pub struct AutoJob<'a> {
 pub struct CandidateScore {
     /// Kind of the candidate.
     pub model: Kind,
+    /// The base its transformer was fine-tuned from (folder name), when `auto` compared several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     pub validation_macro_f1: f64,
     pub validation_accuracy: f64,
     pub test_macro_f1: Option<f64>,
@@ -153,7 +157,20 @@ pub(crate) fn rebuild_composite(section: &ModelKind, members: CompositeJob) -> R
 
 /// Trains every family, scores each on validation and test rows, and returns the winner.
 pub fn train_auto(job: AutoJob<'_>) -> Result<AutoOutcome> {
-    if job.lexical.settings.folds > 1 { folds::train(job) } else { holdout::train(job) }
+    if job.transformers.is_empty() {
+        return Err(Error::config("base", "auto needs a base model for its transformer"));
+    }
+    if job.lexical.settings.folds > 1 {
+        if job.transformers.len() > 1 {
+            return Err(Error::config(
+                "base",
+                "auto --folds takes one base; several bases are compared on the validation split (without --folds)",
+            ));
+        }
+        folds::train(job)
+    } else {
+        holdout::train(job)
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +180,7 @@ mod tests {
     fn score(model: Kind, f1: f64, speed: f64) -> CandidateScore {
         CandidateScore {
             model,
+            base: None,
             validation_macro_f1: f1,
             validation_accuracy: f1,
             test_macro_f1: None,
