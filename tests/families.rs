@@ -395,3 +395,59 @@ fn auto_compares_several_bases_and_refits_the_winners_own() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("auto --folds takes one base"), "{}", stderr(&o));
 }
+
+/// The backward pass through every family's block (RMSNorm, rotary positions, grouped-query
+/// heads, SwiGLU, q/k norm, relative bias, causal mask — all composed of candle ops) against finite
+/// differences: the gradient of a fixed function of the logits with respect to a LoRA adapter of
+/// the first block, whose effect runs through every later op.
+#[test]
+fn every_familys_backward_pass_matches_finite_differences() {
+    use candle_core::{Device, Tensor};
+    use prodcat::encoder::{EncoderClassifier, LoraSettings, LoraTarget, Pooling};
+    use prodcat::tokenize::{PaddedBatch, TextTokenizer};
+    let fx = Fixture::new(10);
+    for kind in FAMILIES {
+        let base = base_of(&fx, kind);
+        let config = EncoderConfig::from_hf_file(&base.join("config.json")).unwrap();
+        let pooling = if config.causal { Pooling::Last } else { Pooling::Mean };
+        let path = base.join("model.safetensors");
+        let weights = load_base_weights(&path).unwrap();
+        let lora = LoraSettings { dropout: 0.0, ..LoraSettings::default() };
+        let model = EncoderClassifier::new(config, &weights, &path, lora, pooling, 3, 1).unwrap();
+        let tokenizer = TextTokenizer::from_file(&base.join("tokenizer.json"), 32).unwrap();
+        let tokens = tokenizer.encode_batch(&["phone", "laptop ssd ram intel ryzen", "novel"]).unwrap();
+        let batch = PaddedBatch::from_tokens(tokens.iter());
+        let adapter = model.layers[0].dense(LoraTarget::Query).and_then(|d| d.adapter.clone()).unwrap();
+        adapter.b.set(&adapter.b.as_tensor().randn_like(0.0, 0.3).unwrap()).unwrap();
+        let mix = Tensor::new(&[[1.0f32, -2.0, 0.5], [0.3, 1.0, -1.0], [-0.7, 0.2, 1.5]], &Device::Cpu).unwrap();
+        let loss =
+            |m: &EncoderClassifier| -> Tensor { (m.forward(&batch, None).unwrap() * &mix).unwrap().sum_all().unwrap() };
+        let grads = loss(&model).backward().unwrap();
+        for var in [&adapter.a, &adapter.b] {
+            let analytic =
+                grads.get(var.as_tensor()).expect("a gradient").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let values = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // The three largest entries of the gradient, each checked by a central difference.
+            let mut order: Vec<usize> = (0..analytic.len()).collect();
+            order.sort_by(|&i, &j| analytic[j].abs().total_cmp(&analytic[i].abs()));
+            assert!(analytic[order[0]].abs() > 1e-3, "{kind:?}: the adapter moves the loss");
+            for &i in &order[..3] {
+                let h = 1e-2f32;
+                let at = |delta: f32| -> f32 {
+                    let mut v = values.clone();
+                    v[i] += delta;
+                    var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                    loss(&model).to_scalar::<f32>().unwrap()
+                };
+                let numeric = (at(h) - at(-h)) / (2.0 * h);
+                var.set(&Tensor::from_vec(values.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let error = (numeric - analytic[i]).abs() / analytic[i].abs().max(1e-3);
+                assert!(
+                    error < 2e-2,
+                    "{kind:?}: ∂loss/∂{i} = {} by autograd, {numeric} by finite differences",
+                    analytic[i]
+                );
+            }
+        }
+    }
+}
