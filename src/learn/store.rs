@@ -150,12 +150,13 @@ fn create_wal(dir: &Path, number: u64) -> Result<BufWriter<File>> {
 fn replay_wal(path: &Path) -> Result<Vec<TrustedLabel>> {
     let file = File::open(path).at(path)?;
     let mut rows = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+    // Lines as bytes: a corrupted line (even invalid UTF-8) is skipped, never the whole segment.
+    for (n, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
         let line = line.at(path)?;
-        if line.trim().is_empty() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        match serde_json::from_str::<TrustedLabel>(&line) {
+        match serde_json::from_slice::<TrustedLabel>(&line) {
             Ok(row) => rows.push(row),
             Err(e) => {
                 tracing::warn!(file = %path.display(), line = n + 1, error = %e, "label store: unreadable write-ahead line skipped (torn write)")
