@@ -7,6 +7,7 @@
 #   scripts/kafka-broker.sh start     # starts on 127.0.0.1:$KAFKA_PORT, waits until it listens
 #   scripts/kafka-broker.sh stop      # stops the broker this script started
 #   scripts/kafka-broker.sh addr      # prints 127.0.0.1:$KAFKA_PORT
+#   scripts/kafka-broker.sh binary    # prints the broker binary's path (tests start their own)
 # Env: KAFKA_DIR (default <repo>/.deps/kafka), KAFKA_PORT (default 9092), PYTHON (default python3).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -63,5 +64,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   addr) echo "127.0.0.1:$KAFKA_PORT" ;;
-  *) echo "usage: $0 install|start|stop|addr" >&2; exit 2 ;;
+  binary) install >/dev/null; binary ;;
+  *) echo "usage: $0 install|start|stop|addr|binary" >&2; exit 2 ;;
 esac

@@ -19,6 +19,9 @@ export KAFKA_PORT=${KAFKA_PORT:-19092}
 bash scripts/kafka-broker.sh start
 trap 'bash scripts/kafka-broker.sh stop' EXIT
 export PRODCAT_TEST_KAFKA=127.0.0.1:$KAFKA_PORT
+# The broker binary, for tests that start a broker of their own behind a fault proxy.
+PRODCAT_TANSU=$(bash scripts/kafka-broker.sh binary)
+export PRODCAT_TANSU
 # Kafka tests fail (not skip) when the broker this script started is missing or unreachable.
 export PRODCAT_REQUIRE_KAFKA=1
 if cargo nextest --version >/dev/null 2>&1; then

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
@@ -26,11 +25,9 @@ async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.failed.load(Ordering::Relaxed) {
-        let why = s.health.failure.get().map_or("", String::as_str);
-        (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {why}\n"))
-    } else {
-        (StatusCode::OK, "ok\n".to_string())
+    match s.health.unhealthy() {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        None => (StatusCode::OK, "ok\n".to_string()),
     }
 }
 

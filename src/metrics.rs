@@ -28,6 +28,8 @@ pub struct Metrics {
     pub label_store_records: IntGauge,
     pub end_to_end_seconds: Histogram,
     pub transactions: IntCounterVec,
+    pub kafka_connected: GaugeVec,
+    pub kafka_disconnections: IntCounterVec,
     pub record_latency: HistogramVec,
 }
 
@@ -90,6 +92,11 @@ impl Metrics {
             "Records behind the partition end, per topic partition.",
             &["topic", "partition"],
         );
+        let kafka_connected = gauge_vec(
+            "prodcat_kafka_connected",
+            "1 while the Kafka client (consumer, producer) reaches a broker that answers, 0 while it is cut off.",
+            &["client"],
+        );
         let model_info = gauge_vec("prodcat_model_info", "1 for the model version now serving.", &["name", "version"]);
         let training_eval_macro_f1 =
             Gauge::new("prodcat_training_eval_macro_f1", "Held-out macro-F1 of the last trained candidate.")
@@ -117,6 +124,13 @@ impl Metrics {
                 "prodcat_kafka_transactions_total",
                 "Exactly-once transactions ended, by outcome (committed, aborted).",
                 &["outcome"],
+            ),
+            kafka_connected,
+            kafka_disconnections: counter_vec(
+                &r,
+                "prodcat_kafka_disconnections_total",
+                "Times a Kafka client (consumer, producer) lost every broker or found them stalled.",
+                &["client"],
             ),
             records_labeled: counter_vec(&r, "prodcat_records_labeled_total", "Records labeled, by label.", &["label"]),
             records_rejected: counter_vec(

@@ -40,6 +40,9 @@ struct Fence {
     current: u64,
     /// The newest generation the sink has honoured (open transaction aborted).
     honoured: u64,
+    /// The sink aborted a transaction on its own (its commit was refused, e.g. after the group
+    /// moved on during a broker outage): the consumer must read again from the committed offsets.
+    rewind: bool,
 }
 
 impl AckTracker {
@@ -148,6 +151,29 @@ impl AckTracker {
         fence.honoured = fence.honoured.max(generation);
         drop(fence);
         self.fence_changed.notify_all();
+    }
+
+    /// The sink aborted its open transaction on its own: starts a new generation (chunks read
+    /// before are dropped) and asks the consumer to read again from the committed offsets.
+    pub fn request_rewind(&self) -> u64 {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        fence.current += 1;
+        fence.honoured = fence.current;
+        fence.rewind = true;
+        let generation = fence.current;
+        drop(fence);
+        self.fence_changed.notify_all();
+        generation
+    }
+
+    /// Whether a rewind is waiting for the consumer (records read before it must not be handed on).
+    pub fn rewind_requested(&self) -> bool {
+        self.fence.lock().unwrap_or_else(|p| p.into_inner()).rewind
+    }
+
+    /// The consumer: whether a rewind was asked for since the last call.
+    pub fn take_rewind(&self) -> bool {
+        std::mem::take(&mut self.fence.lock().unwrap_or_else(|p| p.into_inner()).rewind)
     }
 
     /// Forgets partitions this instance no longer owns.

@@ -12,11 +12,12 @@
 
 pub mod acks;
 pub mod decode;
+pub mod reach;
 mod settings;
 mod sink;
 mod source;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use serde::Serialize;
 
 pub use acks::{AckTracker, TopicPartition};
 pub use decode::{ProductRecord, RecordRules, Rejection, decode};
-pub use settings::{KafkaSettings, LABEL_HEADROOM_BYTES, PRODUCER_MESSAGE_MAX_BYTES};
+pub use settings::{ClientProperties, KafkaSettings, LABEL_HEADROOM_BYTES, PRODUCER_MESSAGE_MAX_BYTES};
 
 use crate::common::TextSpec;
 use crate::error::{Error, Result};
@@ -93,6 +94,10 @@ pub struct Health {
     pub stopping: AtomicBool,
     /// The first fatal error, `stage: message` (what `/healthz` answers with).
     pub failure: OnceLock<String>,
+    /// Whether the Kafka clients reach their brokers.
+    pub reach: Arc<reach::Reach>,
+    /// `/healthz` fails once the brokers have been unreachable this long, in ms (0: never).
+    pub unhealthy_after_disconnected_ms: AtomicU64,
 }
 
 impl Health {
@@ -102,6 +107,24 @@ impl Health {
             && self.consuming.load(Ordering::Relaxed)
             && !self.failed.load(Ordering::Relaxed)
             && !self.stopping.load(Ordering::Relaxed)
+            && self.reach.disconnected_for().is_none()
+    }
+
+    /// Why `/healthz` fails, if it does: a stage failed, or the brokers have been unreachable for
+    /// longer than the limit (this one passes again once they answer).
+    pub fn unhealthy(&self) -> Option<String> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Some(format!("failed: {}", self.failure.get().map_or("", String::as_str)));
+        }
+        let limit = Duration::from_millis(self.unhealthy_after_disconnected_ms.load(Ordering::Relaxed));
+        match self.reach.disconnected_for() {
+            Some(cut) if !limit.is_zero() && cut > limit => Some(format!(
+                "kafka brokers unreachable for {:.0} s (kafka.unhealthy_after_disconnected_ms = {} ms)",
+                cut.as_secs_f64(),
+                limit.as_millis()
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -203,6 +226,7 @@ pub fn run_with_slot(
 ) -> Result<StreamSummary> {
     let (engine_tx, engine) = LabelingEngine::<KafkaPart>::start(slot.clone(), job.engine.clone(), metrics.clone())?;
     health.model_ready.store(true, Ordering::Relaxed);
+    health.unhealthy_after_disconnected_ms.store(job.kafka.unhealthy_after_disconnected_ms, Ordering::Relaxed);
     let tracker = Arc::new(AckTracker::new());
     let fatal = Arc::new(Fatal::reporting_to(health.clone()));
     // Continuous learning and hot swap run beside the data path.
@@ -238,6 +262,7 @@ pub fn run_with_slot(
         fatal.clone(),
         consumer.context().group.clone(),
         barrier,
+        health.reach.clone(),
     )?;
     let summary = Arc::new(std::sync::Mutex::new(StreamSummary::default()));
     let sink_summary = summary.clone();

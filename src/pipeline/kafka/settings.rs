@@ -39,16 +39,71 @@ pub struct KafkaSettings {
     pub commit_interval_ms: u64,
     /// Longest a revoke or shutdown waits for in-flight records, in ms.
     pub drain_timeout_ms: u64,
+    /// `/healthz` fails once the brokers have been unreachable (every connection down, or
+    /// stalled) for longer than this, in ms; `/readyz` is not ready from the first second. 0 =
+    /// never (only `/readyz` says so). The pipeline reconnects on its own either way.
+    pub unhealthy_after_disconnected_ms: u64,
     /// A learner instance: its own consumer group reads every partition (and the feedback
     /// topic) only to feed the label store and train; it writes no records (output, dead-letter
     /// and review topics must be empty), while the serving instances' group labels the stream.
     pub learn_only: bool,
-    /// librdkafka properties for both the consumer and the producer, passed through unchanged.
-    pub properties: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties for both the consumer and the producer, passed through unchanged
+    /// (SASL/TLS settings among them; secrets are never printed).
+    pub properties: ClientProperties,
     /// librdkafka properties for the consumer only.
-    pub consumer_properties: std::collections::BTreeMap<String, String>,
+    pub consumer_properties: ClientProperties,
     /// librdkafka properties for the producer only.
-    pub producer_properties: std::collections::BTreeMap<String, String>,
+    pub producer_properties: ClientProperties,
+}
+
+/// librdkafka properties as given, passed to the client unchanged. Their `Debug` form shows
+/// secrets (passwords, client secrets, private keys) as `[redacted]`, so no log, error or
+/// summary that prints settings can leak one.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientProperties(pub std::collections::BTreeMap<String, String>);
+
+impl ClientProperties {
+    /// Whether a property's value is a secret: librdkafka's sensitive properties (passwords,
+    /// `sasl.oauthbearer.client.secret`, `sasl.oauthbearer.config`, the private key `ssl.key.pem`).
+    pub fn is_secret(key: &str) -> bool {
+        let key = key.trim().to_ascii_lowercase();
+        key.contains("password")
+            || key.contains("secret")
+            || matches!(key.as_str(), "ssl.key.pem" | "ssl_key" | "sasl.oauthbearer.config")
+    }
+
+    /// The value as it may be shown: `[redacted]` for a secret.
+    pub fn shown<'a>(key: &str, value: &'a str) -> &'a str {
+        if Self::is_secret(key) { "[redacted]" } else { value }
+    }
+}
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter().map(|(k, v)| (k, Self::shown(k, v)))).finish()
+    }
+}
+
+impl std::ops::Deref for ClientProperties {
+    type Target = std::collections::BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ClientProperties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a ClientProperties {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 impl Default for KafkaSettings {
@@ -70,6 +125,7 @@ impl Default for KafkaSettings {
             chunk_wait_ms: 1,
             commit_interval_ms: 1000,
             drain_timeout_ms: 30_000,
+            unhealthy_after_disconnected_ms: 300_000,
             learn_only: false,
             properties: Default::default(),
             consumer_properties: Default::default(),
@@ -124,5 +180,26 @@ mod tests {
         k.properties.insert("message.max.bytes".into(), "lots".into());
         k.producer_properties.clear();
         assert!(k.producer_message_max_bytes().is_err());
+    }
+
+    #[test]
+    fn secrets_pass_through_but_never_print() {
+        let mut k = KafkaSettings::default();
+        for (key, value) in [
+            ("sasl.password", "hunter2-sasl"),
+            ("ssl.key.password", "hunter2-key"),
+            ("sasl.oauthbearer.client.secret", "hunter2-oauth"),
+            ("ssl.key.pem", "-----BEGIN PRIVATE KEY----- hunter2"),
+            ("sasl.username", "prodcat"),
+            ("security.protocol", "SASL_SSL"),
+        ] {
+            k.properties.insert(key.into(), value.into());
+        }
+        k.producer_properties.insert("ssl.keystore.password".into(), "hunter2-store".into());
+        let shown = format!("{k:?} {k:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("prodcat") && shown.contains("SASL_SSL") && shown.contains("[redacted]"), "{shown}");
+        // The client gets them unchanged.
+        assert_eq!(k.properties.get("sasl.password").map(String::as_str), Some("hunter2-sasl"));
     }
 }

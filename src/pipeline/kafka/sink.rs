@@ -20,6 +20,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use super::acks::{AckTracker, TopicPartition};
+use super::reach::{Link, Reach, STATISTICS_INTERVAL_MS};
 use super::settings::dead_letter_payload;
 use super::source::client_config;
 use super::{Fatal, KafkaJob, KafkaPart, MODEL_VERSION_HEADER, StreamSummary};
@@ -62,9 +63,19 @@ impl ChunkAck {
 /// (its offset is never committed, so a restart redelivers it).
 pub struct SinkContext {
     fatal: Arc<Fatal>,
+    /// Whether the producer reaches its brokers.
+    link: Link,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.link.error(&error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.link.statistics(&statistics);
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Option<Arc<ChunkAck>>>;
@@ -128,6 +139,14 @@ pub struct Sink {
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// One attempt at a commit or abort; a timed-out attempt is retried (the transaction stays).
+const TXN_ATTEMPT: Duration = Duration::from_secs(5);
+/// How long an abort is retried while the brokers do not answer (a revoke waits for it:
+/// `source::FENCE_WAIT` is longer).
+const ABORT_RETRY_LIMIT: Duration = Duration::from_secs(60);
+/// How long a transaction commit is retried while the brokers do not answer (below the
+/// `transaction.timeout.ms` the producer is given, after which the broker aborts it).
+const TXN_RETRY_LIMIT: Duration = Duration::from_secs(540);
 
 impl Sink {
     /// Creates the producer (transactional with exactly-once) and the optional file sink.
@@ -138,18 +157,27 @@ impl Sink {
         fatal: Arc<Fatal>,
         group: Arc<Mutex<Option<ConsumerGroupMetadata>>>,
         labels: Option<LabelBarrier>,
+        reach: Arc<Reach>,
     ) -> Result<Self> {
         let k = &job.kafka;
         let mut c = rdkafka::config::ClientConfig::new();
-        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         if k.exactly_once {
-            c.set("transactional.id", &k.transactional_id);
+            // The broker aborts a transaction left open this long (librdkafka's default, 60 s,
+            // would abort every transaction open across a broker outage of a minute).
+            c.set("transactional.id", &k.transactional_id).set("transaction.timeout.ms", "600000");
         }
         for (key, value) in client_config(k, &k.producer_properties).config_map() {
             c.set(key, value);
         }
         let producer: ThreadedProducer<SinkContext> = c
-            .create_with_context(SinkContext { fatal: fatal.clone() })
+            .create_with_context(SinkContext {
+                fatal: fatal.clone(),
+                link: Link::new("producer", reach, metrics.clone(), true),
+            })
             .map_err(|e| Error::config("kafka", format!("cannot create the producer: {e}")))?;
         if k.exactly_once {
             producer
@@ -427,21 +455,60 @@ impl Sink {
             self.abort_transaction();
             return Err(self.fail(format!("trusted labels are not durable, transaction aborted: {e}")));
         }
-        let guard = self.group.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(group) = guard.as_ref() else {
-            return Err(self.fail("no consumer group metadata for the transaction".into()));
-        };
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &self.txn.positions {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))
                 .map_err(|e| Error::Kafka(format!("transaction offsets: {e}")))?;
         }
-        let result = self
-            .producer
-            .send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT)
-            .and_then(|()| self.producer.commit_transaction(TXN_TIMEOUT));
-        drop(guard);
+        // A commit that times out while the brokers are unreachable is retried until they answer
+        // (librdkafka: a retriable error leaves the transaction to be committed again; nothing
+        // new may be produced meanwhile, so the sink waits here and backpressure holds the
+        // consumer). The transaction timeout prodcat sets (10 minutes) spans such an outage.
+        let first_try = Instant::now();
+        let result = loop {
+            let guard = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(group) = guard.as_ref() else {
+                return Err(self.fail("no consumer group metadata for the transaction".into()));
+            };
+            let result = self
+                .producer
+                .send_offsets_to_transaction(&tpl, group, TXN_ATTEMPT)
+                .and_then(|()| self.producer.commit_transaction(TXN_ATTEMPT));
+            drop(guard);
+            match result {
+                Err(KafkaError::Transaction(t))
+                    if t.is_retriable()
+                        && !t.txn_requires_abort()
+                        && !self.fatal.is_set()
+                        && self.tracker.fence_pending(self.generation).is_none()
+                        && first_try.elapsed() < TXN_RETRY_LIMIT =>
+                {
+                    self.metrics.transactions.with_label_values(&["retried"]).inc();
+                    tracing::warn!(error = %t, "transaction commit not finished (brokers unreachable?); retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => break other,
+            }
+        };
         if let Err(e) = result {
+            if self.tracker.fence_pending(self.generation).is_some() {
+                // A revoke gave up on this transaction meanwhile: abort it for the fence.
+                self.honour_fence();
+                return Ok(());
+            }
+            // The broker refused the commit but the producer lives on (e.g. the consumer group
+            // moved on to a new generation while the brokers were unreachable): abort, and read
+            // every partition again from its committed offsets — nothing lost, nothing twice.
+            if let KafkaError::Transaction(t) = &e
+                && t.txn_requires_abort()
+                && !t.is_fatal()
+                && !self.fatal.is_set()
+            {
+                self.abort_transaction();
+                self.generation = self.tracker.request_rewind();
+                tracing::warn!(error = %e, "transaction commit refused; aborted, reading again from the committed offsets");
+                return Ok(());
+            }
             self.abort_transaction();
             return Err(self.fail(format!("transaction commit failed (aborted; records will be redelivered): {e}")));
         }
@@ -459,7 +526,19 @@ impl Sink {
         if !self.txn.open {
             return;
         }
-        match self.producer.abort_transaction(TXN_TIMEOUT) {
+        // Retried while the brokers do not answer (a timed-out abort is retriable), so the next
+        // transaction can begin once they do.
+        let first_try = Instant::now();
+        let aborted = loop {
+            match self.producer.abort_transaction(TXN_ATTEMPT) {
+                Err(KafkaError::Transaction(t)) if t.is_retriable() && first_try.elapsed() < ABORT_RETRY_LIMIT => {
+                    tracing::warn!(error = %t, "transaction abort not finished (brokers unreachable?); retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => break other,
+            }
+        };
+        match aborted {
             Ok(()) => {
                 self.metrics.transactions.with_label_values(&["aborted"]).inc();
                 tracing::warn!(records = self.txn.offsets.len(), "transaction aborted; its records will be read again")

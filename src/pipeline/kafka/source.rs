@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -15,6 +16,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::acks::{AckTracker, TopicPartition};
 use super::decode::KnownTexts;
 use super::decode::{RecordRules, decode};
+use super::reach::{Link, STATISTICS_INTERVAL_MS};
 use super::{DeadMessage, Fatal, Health, InRecord, KafkaJob, KafkaPart, KafkaSettings};
 use crate::error::{Error, Result};
 use crate::learn::intake::{LabelBarrier, LabelEvent};
@@ -22,8 +24,9 @@ use crate::learn::store::LabelSource;
 use crate::metrics::Metrics;
 use crate::pipeline::engine::TextChunk;
 
-/// How long a revoke that could not drain waits for the sink to abort its open transaction.
-const FENCE_WAIT: Duration = Duration::from_secs(30);
+/// How long a revoke that could not drain waits for the sink to abort its open transaction (one
+/// commit attempt and an abort retried for up to a minute while the brokers do not answer).
+const FENCE_WAIT: Duration = Duration::from_secs(90);
 
 /// The chunk being filled by the consumer thread.
 #[derive(Default)]
@@ -48,6 +51,8 @@ pub struct SourceContext {
     /// With continuous learning: every commit first waits until the labels handed over are
     /// durable in the label store.
     labels: Option<LabelBarrier>,
+    /// Whether the consumer reaches its brokers.
+    link: Link,
 }
 
 /// The consumer type of the pipeline.
@@ -64,6 +69,10 @@ impl SourceContext {
             std::mem::take(&mut *pending)
         };
         part.generation = self.tracker.generation();
+        if self.tracker.rewind_requested() {
+            // Read before the sink aborted a transaction: read again after the rewind.
+            return Ok(());
+        }
         part.handed_at = Some(Instant::now());
         let chunk = self.metrics.record_latency.with_label_values(&["chunk"]);
         for r in &part.records {
@@ -114,7 +123,12 @@ fn commit(consumer: &PipelineConsumer, positions: &[(TopicPartition, i64)], mode
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.link.error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
+        self.link.statistics(&statistics);
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // librdkafka's lag counts from the consumer's own commits; with exactly-once the
@@ -181,7 +195,7 @@ impl ConsumerContext for SourceContext {
 }
 
 /// The librdkafka configuration shared by consumer and producer, plus role-specific properties.
-pub fn client_config(kafka: &KafkaSettings, role: &std::collections::BTreeMap<String, String>) -> ClientConfig {
+pub fn client_config(kafka: &KafkaSettings, role: &super::settings::ClientProperties) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &kafka.brokers);
     for (k, v) in kafka.properties.iter().chain(role) {
@@ -207,7 +221,7 @@ pub fn create_consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         // Latency: a fetch returns after at most 10 ms even when little data is there
         // (librdkafka's default is 500 ms, which some brokers hold a fetch for).
         .set("fetch.wait.max.ms", "10");
@@ -217,6 +231,10 @@ pub fn create_consumer(
     for (key, value) in client_config(k, &k.consumer_properties).config_map() {
         c.set(key, value);
     }
+    // A fetch the broker may hold longer than the stall limit is not a stall.
+    let fetch_wait = c.get("fetch.wait.max.ms").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(500);
+    let link = Link::new("consumer", health.reach.clone(), metrics.clone(), false)
+        .stalled_after(Duration::from_millis(fetch_wait.saturating_mul(2)));
     let context = SourceContext {
         tracker,
         pending: Mutex::new(Pending::default()),
@@ -228,6 +246,7 @@ pub fn create_consumer(
         fatal,
         group: Arc::default(),
         labels,
+        link,
     };
     let consumer: PipelineConsumer = c
         .create_with_context(context)
@@ -295,6 +314,9 @@ pub fn consume(
         (metrics.records_received.with_label_values(&["kafka"]), metrics.record_latency.with_label_values(&["fetch"]));
     let result = (|| -> Result<()> {
         while !stop.load(Ordering::Relaxed) && !failed() {
+            if tracker.take_rewind() {
+                rewind(&consumer, &tracker, &stop, &fatal)?;
+            }
             match consumer.poll(chunk_wait) {
                 Some(Ok(message)) if let Some(f) = feedback.as_ref().filter(|f| f.topic == message.topic()) => {
                     let tp = (message.topic().to_string(), message.partition());
@@ -408,6 +430,40 @@ pub fn consume(
     result?;
     flushed.or_else(|e| if failed() { Ok(()) } else { Err(e) })?;
     Ok(received)
+}
+
+/// Exactly-once, after the sink aborted a transaction on its own: drops what was read and not
+/// handed on, and seeks every assigned partition back to its committed offset (the beginning
+/// where none was committed), retrying while the brokers do not answer.
+fn rewind(consumer: &PipelineConsumer, tracker: &AckTracker, stop: &AtomicBool, fatal: &Fatal) -> Result<()> {
+    let dropped = std::mem::take(&mut *consumer.context().pending.lock().unwrap_or_else(|p| p.into_inner()));
+    let limit = Duration::from_secs(10);
+    loop {
+        let attempt = (|| -> std::result::Result<Vec<TopicPartition>, KafkaError> {
+            let assignment = consumer.assignment()?;
+            let committed = consumer.committed_offsets(assignment.clone(), limit)?;
+            for e in committed.elements() {
+                let to = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                consumer.seek(e.topic(), e.partition(), to, limit)?;
+            }
+            Ok(partitions(&assignment))
+        })();
+        match attempt {
+            Ok(rewound) => {
+                tracker.forget(&rewound);
+                tracing::warn!(partitions = ?rewound, dropped = dropped.part.records.len(), "read again from the committed offsets");
+                return Ok(());
+            }
+            Err(e) if !stop.load(Ordering::Relaxed) && !fatal.is_set() => {
+                tracing::warn!(error = %e, "cannot rewind to the committed offsets yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(fatal.fail("rewind", format!("cannot read again from the committed offsets: {e}"))),
+        }
+    }
 }
 
 /// Unsubscribes and drops the consumer on a helper thread with a time limit: librdkafka's
