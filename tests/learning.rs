@@ -121,8 +121,10 @@ fn learner_promotes_a_better_model_and_grows_the_taxonomy() {
 fn a_rare_class_waits_and_a_candidate_that_could_forget_a_class_is_refused() {
     let fx = Fixture::new(600);
     let current = model_without_books(&fx);
-    // A version from before replay samples: the candidate can learn from the label store alone.
+    // A version from before replay samples (and checksums): the candidate can learn from the
+    // label store alone.
     std::fs::remove_file(fx.path("registry/tiny/v1/replay.jsonl")).unwrap();
+    std::fs::remove_file(fx.path("registry/tiny/v1/SHA256SUMS")).unwrap();
     let slot = ModelSlot::new(prodcat::models::open(&current, &SessionSettings::default()).unwrap());
     let target = RegistryTarget::of(&ModelVersion::open(&current).unwrap()).unwrap();
     let learner = Learner::new(

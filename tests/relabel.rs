@@ -241,12 +241,15 @@ fn bad_relabel_input_gives_clear_errors_and_no_partial_output() {
     // A version the hot-swap watcher would refuse does not serve a relabel either.
     let v1 = fx.path("registry/tiny/v1");
     let mut card = prodcat::registry::ModelCard::read(&v1.join("card.json")).unwrap();
+    // (Sealed again as publishing would: a changed card is otherwise refused as corrupt first.)
     card.parity.as_mut().unwrap().passed = false;
     card.write(&v1.join("card.json")).unwrap();
+    prodcat::registry::checksums::seal(&v1).unwrap();
     let o = relabel(&registry, &good, &out_arg, &[]);
     assert_clean_failure(&o, &["parity check failed"]);
     card.parity.as_mut().unwrap().passed = true;
     card.write(&v1.join("card.json")).unwrap();
+    prodcat::registry::checksums::seal(&v1).unwrap();
     // An output "folder" that is a file cannot be created.
     let blocked = fx.path("blocked");
     std::fs::write(&blocked, "").unwrap();

@@ -73,6 +73,7 @@ pub fn run(args: EvalArgs, ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
         // Written beside and renamed over, so a reader never sees half a card.
         let card_path = cascade.version.dir.join(files::CARD);
         cascade.version.card.write(&card_path)?;
+        prodcat::registry::checksums::seal(&cascade.version.dir)?;
         println!("threshold {:.3} stored in {}\n", tuning.threshold.chosen.threshold, card_path.display());
         std::sync::Arc::new(cascade)
     } else {

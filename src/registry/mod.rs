@@ -6,6 +6,7 @@
 //! `create_dir`, so two publishers (the pipeline's trainer and a `prodcat train`) never collide.
 
 pub mod card;
+pub mod checksums;
 mod held_out;
 pub mod replay;
 
@@ -132,6 +133,7 @@ impl ModelRegistry {
                 return Err(Error::model(&staged.dir, format!("{required} was not written")));
             }
         }
+        checksums::seal(&staged.dir)?;
         crate::fsutil::fsync_tree(&staged.dir)?;
         // Replaces the empty reserved folder atomically.
         crate::fsutil::durable_rename(&staged.dir, &target)?;
@@ -275,14 +277,15 @@ impl ModelVersion {
         Ok(Self { dir: dir.to_path_buf(), card: ModelCard::read(&card_path)?, follows: None })
     }
 
-    /// Checks that every file the card's kind needs is present.
+    /// Checks that every file the card's kind needs is present, and that every file matches
+    /// the checksum it was published with (`SHA256SUMS`).
     pub fn check_files(&self) -> Result<()> {
         for required in self.card.model.required_files() {
             if !self.dir.join(required).is_file() {
                 return Err(Error::model(&self.dir, format!("{required} is missing")));
             }
         }
-        Ok(())
+        checksums::verify(&self.dir)
     }
 
     /// `labels.json`, checked against the card's label count.
