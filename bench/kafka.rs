@@ -5,7 +5,10 @@
 //! produce) — the saturated run and each load run twice in the same run: today's defaults
 //! (continuous batching, 10 ms fetch wait, 1 ms chunk wait) and the earlier ones (windowed
 //! batching, librdkafka's 500 ms fetch wait, 5 ms chunk wait) as the baseline — beside the raw
-//! ONNX Runtime ceiling.
+//! ONNX Runtime ceiling. The floor runs beside them in the same run, at the same loads: a
+//! pass-through consumer with prodcat's client settings that decodes each record, adds a label
+//! field and produces it, committing every second — no model, no engine — what any consumer on
+//! this machine, broker and load generator would see.
 //!
 //!     bash scripts/kafka-broker.sh start   # KAFKA_PORT=19092
 //!     cargo run --example bench_kafka -- --model .prodcat/registry/demo/current --brokers 127.0.0.1:19092
@@ -120,12 +123,13 @@ fn main() -> anyhow::Result<()> {
     let mut throughput = f64::NAN;
     // (phase, load, configuration): the saturated run, then every load with today's defaults and
     // (as the same-run baseline) the earlier ones.
-    let mut phases: Vec<(&str, f64, &str)> = vec![("throughput", 1.0, "current")];
+    let mut phases: Vec<(&str, f64, &str)> = vec![("throughput", 1.0, "current"), ("throughput", 1.0, "floor")];
     if !args.no_baseline {
         phases.push(("throughput", 1.0, "baseline"));
     }
     for &load in &args.loads {
         phases.push(("latency", load, "current"));
+        phases.push(("latency", load, "floor"));
         if !args.no_baseline {
             phases.push(("latency", load, "baseline"));
         }
@@ -169,12 +173,17 @@ fn main() -> anyhow::Result<()> {
         config.kafka.producer_properties.insert("linger.ms".into(), "1".into());
         config.validate("bench")?;
         let job = config.kafka_job(None)?;
-        let model = prodcat::models::load(job.model.clone(), &job.session)?;
         let (metrics, health, stop) =
             (Arc::new(Metrics::new()), Arc::new(Health::default()), Arc::new(AtomicBool::new(false)));
-        let pipeline = {
+        let pipeline = if setup == "floor" {
+            let (health, stop) = (health.clone(), stop.clone());
+            std::thread::spawn(move || pass_through(&job.kafka, &health, &stop))
+        } else {
+            let model = prodcat::models::load(job.model.clone(), &job.session)?;
             let (metrics, health, stop) = (metrics.clone(), health.clone(), stop.clone());
-            std::thread::spawn(move || kafka::run(&job, model, metrics, health, stop))
+            std::thread::spawn(move || {
+                kafka::run(&job, model, metrics, health, stop).map(|_| ()).map_err(anyhow::Error::from)
+            })
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while health.partitions.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
@@ -247,7 +256,10 @@ fn main() -> anyhow::Result<()> {
             lat.sort_by(f64::total_cmp);
             let stage = |name: &str| {
                 let h = metrics.record_latency.with_label_values(&[name]);
-                1e3 * h.get_sample_sum() / h.get_sample_count().max(1) as f64
+                if h.get_sample_count() == 0 {
+                    return f64::NAN;
+                }
+                1e3 * h.get_sample_sum() / h.get_sample_count() as f64
             };
             latency_rows.push(format!(
                 "{:>5.0}% {:>8.0} {:<9} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
@@ -305,7 +317,66 @@ fn main() -> anyhow::Result<()> {
         println!("{row}");
     }
     println!(
-        "setup: current = continuous batching, fetch.wait.max.ms 10, chunk_wait_ms 1; baseline = windowed batching (max_wait 5 ms), fetch.wait.max.ms 500, chunk_wait_ms 5"
+        "setup: current = continuous batching, fetch.wait.max.ms 10, chunk_wait_ms 1; floor = pass-through consumer (decode, produce, commit every second; no model) with the same client settings; baseline = windowed batching (max_wait 5 ms), fetch.wait.max.ms 500, chunk_wait_ms 5"
     );
+    Ok(())
+}
+
+/// The floor: a consumer with prodcat's client settings (same group options, fetch wait,
+/// idempotent acks=all producer, linger) that decodes each record, adds a label and produces it,
+/// committing its position every `commit_interval_ms` — everything of the Kafka path but the
+/// model, the engine and prodcat's bookkeeping.
+fn pass_through(k: &kafka::KafkaSettings, health: &Health, stop: &AtomicBool) -> anyhow::Result<()> {
+    use rdkafka::consumer::CommitMode;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10");
+    for (key, value) in k.properties.iter().chain(&k.consumer_properties) {
+        c.set(key, value);
+    }
+    let consumer: BaseConsumer = c.create()?;
+    consumer.subscribe(&[&k.input_topic])?;
+    let mut p = ClientConfig::new();
+    p.set("bootstrap.servers", &k.brokers).set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+    for (key, value) in k.properties.iter().chain(&k.producer_properties) {
+        p.set(key, value);
+    }
+    let producer: BaseProducer = p.create()?;
+    let commit_every = Duration::from_millis(k.commit_interval_ms.max(10));
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(a) = consumer.assignment() {
+            health.partitions.store(a.count(), Ordering::Relaxed);
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(1)) {
+            let mut v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+            v["label"] = serde_json::json!("floor");
+            let json = serde_json::to_vec(&v)?;
+            let key = v["id"].as_str().unwrap_or_default().to_string();
+            let mut record = BaseRecord::to(&k.output_topic).key(key.as_bytes()).payload(&json);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                }
+            }
+            consumer.store_offset_from_message(&m)?;
+        }
+        producer.poll(Duration::ZERO);
+        if last_commit.elapsed() >= commit_every {
+            // The read positions, delivered or not: a floor, cheaper than prodcat's commit of
+            // delivered records only.
+            let _ = consumer.commit_consumer_state(CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
     Ok(())
 }
