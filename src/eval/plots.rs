@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansCondensed.ttf");
 static FONT_ONCE: Once = Once::new();
 
-pub(crate) fn register_font() {
+/// Registers the embedded font as `sans-serif` (once); every plot calls it first.
+pub fn register_font() {
     FONT_ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
             if plotters::style::register_font("sans-serif", style, FONT).is_err() {
