@@ -120,3 +120,28 @@ pub fn relabel_once(
     let summary = runtime.block_on(relabel(config.relabel_job(None)?, metrics.clone()))?;
     Ok((summary, started.elapsed().as_secs_f64(), metrics))
 }
+
+/// Whether a Kafka broker answers at `brokers`; prints the skip message when none does.
+pub fn broker_answers(brokers: &str) -> bool {
+    let up = std::net::TcpStream::connect(brokers).is_ok();
+    if !up {
+        println!("skipped: no Kafka broker at {brokers} (start one with `bash scripts/kafka-broker.sh start`)");
+    }
+    up
+}
+
+/// Sends `record`, polling the producer while its queue is full.
+pub fn send_blocking<C: rdkafka::producer::ProducerContext>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                producer.poll(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+}

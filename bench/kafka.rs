@@ -109,8 +109,7 @@ fn drain(brokers: &str, topic: &str, n: usize, timeout: Duration) -> anyhow::Res
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if std::net::TcpStream::connect(&args.brokers).is_err() {
-        println!("skipped: no Kafka broker at {} (start one with `bash scripts/kafka-broker.sh start`)", args.brokers);
+    if !common::broker_answers(&args.brokers) {
         return Ok(());
     }
     let titles = titles(root)?;
@@ -194,16 +193,11 @@ fn main() -> anyhow::Result<()> {
         let send = |i: usize, extra: &str| -> anyhow::Result<()> {
             let payload =
                 format!(r#"{{"id": "r{i}", "title": {}{extra}}}"#, serde_json::to_string(&titles[i % titles.len()])?);
-            let mut record = BaseRecord::to(&input).key(payload.as_bytes()).payload(payload.as_bytes());
-            loop {
-                match producer.send(record) {
-                    Ok(()) => return Ok(()),
-                    Err((_, back)) => {
-                        record = back;
-                        producer.poll(Duration::from_millis(1));
-                    }
-                }
-            }
+            common::send_blocking(
+                &producer,
+                BaseRecord::to(&input).key(payload.as_bytes()).payload(payload.as_bytes()),
+            );
+            Ok(())
         };
         if phase == "throughput" {
             let started = Instant::now();
@@ -357,16 +351,7 @@ fn pass_through(k: &kafka::KafkaSettings, health: &Health, stop: &AtomicBool) ->
             v["label"] = serde_json::json!("floor");
             let json = serde_json::to_vec(&v)?;
             let key = v["id"].as_str().unwrap_or_default().to_string();
-            let mut record = BaseRecord::to(&k.output_topic).key(key.as_bytes()).payload(&json);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        producer.poll(Duration::from_millis(1));
-                    }
-                }
-            }
+            common::send_blocking(&producer, BaseRecord::to(&k.output_topic).key(key.as_bytes()).payload(&json[..]));
             consumer.store_offset_from_message(&m)?;
         }
         producer.poll(Duration::ZERO);

@@ -127,8 +127,7 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if std::net::TcpStream::connect(&args.brokers).is_err() {
-        println!("skipped: no Kafka broker at {} (start one with `bash scripts/kafka-broker.sh start`)", args.brokers);
+    if !common::broker_answers(&args.brokers) {
         return Ok(());
     }
     let prodcat = prodcat_binary();
@@ -300,16 +299,10 @@ class_regression_tolerance = 1.0
                     }
                     let payload = v.to_string();
                     let key = format!("s{i}");
-                    let mut record = BaseRecord::to(&input).key(&key).payload(&payload);
-                    loop {
-                        match producer.send(record) {
-                            Ok(()) => break,
-                            Err((_, back)) => {
-                                record = back;
-                                producer.poll(Duration::from_millis(1));
-                            }
-                        }
-                    }
+                    common::send_blocking(
+                        &producer,
+                        BaseRecord::to(&input).key(key.as_bytes()).payload(payload.as_bytes()),
+                    );
                     i += 1;
                     produced.store(i, Ordering::Relaxed);
                 }

@@ -79,16 +79,8 @@ fn a_corrupt_model_file_is_refused_naming_it_and_never_served() {
             assert!(err.contains(file), "{file} {how:?}: the error does not name the file: {err}");
             // So does `prodcat relabel`, which exits non-zero without output.
             let out = fx.path(&format!("out-{cases}"));
-            let o = prodcat(&[
-                "relabel",
-                "--no-progress",
-                "--model",
-                &dir.display().to_string(),
-                "--input",
-                &catalogue.display().to_string(),
-                "--output",
-                &out.display().to_string(),
-            ]);
+            let o =
+                relabel(&dir.display().to_string(), &catalogue.display().to_string(), &out.display().to_string(), &[]);
             assert_clean_failure(&o, &[file]);
             assert!(read_parquet_dir_if_any(&out).is_empty(), "{file} {how:?}: output written from a corrupt model");
             cases += 1;
@@ -142,36 +134,20 @@ fn a_corrupt_base_model_gives_a_clear_error_naming_the_file() {
             let base = fx.path(&format!("base-{file}-{how:?}"));
             copy_dir(&fx.base, &base);
             damage(&base.join(file), how);
-            let registry = fx.path(&format!("reg-{cases}"));
-            let o = prodcat(&[
-                "train",
-                "--data",
-                &fx.csv.display().to_string(),
-                "--text-column",
-                "title",
-                "--label-column",
-                "category",
-                "--group-column",
-                "group",
-                "--base",
-                &base.display().to_string(),
-                "--out",
-                &registry.display().to_string(),
-                "--name",
-                "m",
-                "--epochs",
-                "1",
-                "--max-length",
-                "16",
-                "--no-progress",
-            ]);
+            let registry = format!("reg-{cases}");
+            // The fixture's training command with the damaged base in place of its own.
+            let mut args = train_args(&fx, &registry, &["--epochs", "1", "--max-length", "16"]);
+            let at = args.iter().position(|a| a == "--base").unwrap() + 1;
+            args[at] = base.display().to_string();
+            let o = run_strings(&args);
+            let registry = fx.path(&registry);
             let err = stderr(&o);
             assert!(!err.contains("panicked"), "{file} {how:?}: {err}");
             if o.status.success() {
                 // A cut file never trains; a flipped bit may leave a valid file with another value
                 // in it (a weight, a JSON number or key), which no reader can tell from intended.
                 assert!(matches!(how, Damage::Flip(_)), "{file} {how:?}: a truncated base model trained");
-                assert!(registry.join("m/current").exists(), "{file} {how:?}: succeeded without a model");
+                assert!(registry.join("tiny/current").exists(), "{file} {how:?}: succeeded without a model");
                 trained_on.push(format!("{file} {how:?}"));
             } else {
                 assert!(err.contains(file), "{file} {how:?}: the error does not name the file: {err}");
@@ -203,16 +179,7 @@ fn corrupt_parquet_input_ends_in_a_clear_error_or_a_finished_relabel_never_a_pan
         std::fs::copy(&clean, &input).unwrap();
         damage(&input, *how);
         let out = fx.path(&format!("out-{i}"));
-        let o = prodcat(&[
-            "relabel",
-            "--no-progress",
-            "--model",
-            &registry,
-            "--input",
-            &input.display().to_string(),
-            "--output",
-            &out.display().to_string(),
-        ]);
+        let o = relabel(&registry, &input.display().to_string(), &out.display().to_string(), &[]);
         let err = stderr(&o);
         assert!(!err.contains("panicked"), "{how:?}: {err}");
         if o.status.success() {

@@ -23,13 +23,6 @@ fn with_catalogue(name: &str, rows: usize) -> (Fixture, String, String) {
     (fx, registry, input.display().to_string())
 }
 
-/// `prodcat relabel --model MODEL --input INPUT --output OUTPUT`, then `extra` flags.
-fn relabel(model: &str, input: &str, output: &str, extra: &[&str]) -> std::process::Output {
-    let mut all = vec!["relabel", "--no-progress", "--model", model, "--input", input, "--output", output];
-    all.extend_from_slice(extra);
-    prodcat(&all)
-}
-
 #[test]
 fn labels_every_row_and_dead_letters_the_bad_ones() {
     let fx = Fixture::new(300);

@@ -342,3 +342,10 @@ pub fn relabel_titles(fx: &Fixture, model: &Path, titles: &[&str]) -> Vec<arrow:
     assert!(o.status.success(), "relabel failed: {}", stderr(&o));
     read_parquet_dir(&out)
 }
+
+/// `prodcat relabel --model MODEL --input INPUT --output OUTPUT`, then `extra` flags.
+pub fn relabel(model: &str, input: &str, output: &str, extra: &[&str]) -> Output {
+    let mut all = vec!["relabel", "--no-progress", "--model", model, "--input", input, "--output", output];
+    all.extend_from_slice(extra);
+    prodcat(&all)
+}

@@ -230,4 +230,19 @@ mod tests {
         t.forget(&[tp(0)]);
         assert!(t.take_commits().is_empty(), "a forgotten partition is not committed");
     }
+
+    #[test]
+    fn a_rewind_starts_a_new_generation_already_honoured_and_is_taken_once() {
+        let t = AckTracker::new();
+        let before = t.generation();
+        assert!(!t.rewind_requested() && !t.take_rewind());
+        let g = t.request_rewind();
+        assert!(g > before && t.generation() == g);
+        // The sink aborted on its own: no fence is left for it to honour at g.
+        assert_eq!(t.fence_pending(g), None);
+        assert!(t.rewind_requested());
+        assert!(t.take_rewind());
+        assert!(!t.rewind_requested() && !t.take_rewind(), "taken once");
+        assert_eq!(t.fence_pending(g), None);
+    }
 }
