@@ -464,17 +464,25 @@ impl Sink {
         // (librdkafka: a retriable error leaves the transaction to be committed again; nothing
         // new may be produced meanwhile, so the sink waits here and backpressure holds the
         // consumer). The transaction timeout prodcat sets (10 minutes) spans such an outage.
+        // A timed-out call is resumed by calling the *same* API again: once the offsets are in
+        // the transaction only the commit is retried (calling send_offsets again while a commit
+        // is pending is refused as a conflicting call).
         let first_try = Instant::now();
+        let mut offsets_sent = false;
         let result = loop {
-            let guard = self.group.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(group) = guard.as_ref() else {
-                return Err(self.fail("no consumer group metadata for the transaction".into()));
+            let result = if offsets_sent {
+                Ok(())
+            } else {
+                let guard = self.group.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(group) = guard.as_ref() else {
+                    return Err(self.fail("no consumer group metadata for the transaction".into()));
+                };
+                self.producer.send_offsets_to_transaction(&tpl, group, TXN_ATTEMPT)
             };
-            let result = self
-                .producer
-                .send_offsets_to_transaction(&tpl, group, TXN_ATTEMPT)
-                .and_then(|()| self.producer.commit_transaction(TXN_ATTEMPT));
-            drop(guard);
+            let result = result.and_then(|()| {
+                offsets_sent = true;
+                self.producer.commit_transaction(TXN_ATTEMPT)
+            });
             match result {
                 Err(KafkaError::Transaction(t))
                     if t.is_retriable()
