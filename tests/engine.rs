@@ -77,3 +77,69 @@ fn a_lone_record_is_labeled_within_the_wait_bound() {
     drop(tx);
     engine.join();
 }
+
+/// A model that records its batch sizes and holds its first batch until released.
+#[derive(Debug)]
+struct Held {
+    inner: Arc<dyn prodcat::serve::Model>,
+    sizes: std::sync::Mutex<Vec<usize>>,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl prodcat::serve::Model for Held {
+    fn version(&self) -> &prodcat::registry::ModelVersion {
+        self.inner.version()
+    }
+    fn labels(&self) -> &[String] {
+        self.inner.labels()
+    }
+    fn prepare(&self, texts: &[&str]) -> prodcat::error::Result<Vec<prodcat::tokenize::TokenizedText>> {
+        self.inner.prepare(texts)
+    }
+    fn score(
+        &self,
+        batch: &prodcat::tokenize::PaddedBatch,
+        texts: &[&str],
+    ) -> prodcat::error::Result<prodcat::serve::Scored> {
+        self.sizes.lock().unwrap().push(batch.batch);
+        if let Some(release) = self.release.lock().unwrap().take() {
+            let _ = release.recv();
+        }
+        self.inner.score(batch, texts)
+    }
+}
+
+#[test]
+fn records_arriving_while_a_batch_runs_form_one_batch() {
+    // Continuous batching: while the inference thread is busy the next window grows until it is
+    // free; `max_wait` does not cut it into small batches that would queue behind the running one.
+    let fx = Fixture::new(300);
+    let inner = prodcat::models::open(&tiny_registry(&fx), &SessionSettings::default()).unwrap();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let held = Arc::new(Held { inner, sizes: Default::default(), release: std::sync::Mutex::new(Some(release_rx)) });
+    let settings = EngineSettings { window: 1000, max_wait: Duration::from_millis(2), ..Default::default() };
+    let (tx, engine) = LabelingEngine::<usize>::start(ModelSlot::new(held.clone()), settings, Arc::new(Metrics::new()))
+        .unwrap();
+    let send = |i: usize| tx.send(TextChunk { texts: vec![format!("smartphone dual sim {i}")], payload: i, flush: false });
+    send(0).unwrap();
+    // The first batch (one record) is running and held: ten more arrive 10 ms apart, five times
+    // the wait bound.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.sizes.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 1..=10 {
+        std::thread::sleep(Duration::from_millis(10));
+        send(i).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    release_tx.send(()).unwrap();
+    let rx = engine.receiver();
+    for i in 0..=10 {
+        let labeled = rx.recv_timeout(Duration::from_secs(10)).expect("every record comes back").unwrap();
+        assert_eq!(labeled.payload, i);
+    }
+    drop(tx);
+    engine.join();
+    assert_eq!(*held.sizes.lock().unwrap(), vec![1, 10]);
+}

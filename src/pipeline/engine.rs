@@ -10,7 +10,7 @@
 //!
 //! Continuous batching: the prep thread dispatches what it holds the moment the inference thread
 //! has nothing to run, so a lone record is labeled at once; while a batch runs, the next one grows
-//! (up to `window` texts, or `max_wait`), so under load batches fill by themselves. The prep thread
+//! (up to `window` texts), so under load batches fill by themselves. The prep thread
 //! takes the current model from the [`ModelSlot`] for each window; a batch carries the model it
 //! was prepared for, so a hot swap never mixes tokenizers and batches in flight finish on the old
 //! model.
@@ -33,8 +33,9 @@ pub struct EngineSettings {
     pub limits: BatchLimits,
     /// Texts collected before sorting and batching.
     pub window: usize,
-    /// Longest a text waits in a window that is not full while the inference thread is busy
-    /// (with `continuous`, an idle inference thread takes the window at once).
+    /// Windowed batching (`continuous = false`) only: longest a text waits in a window that is
+    /// not full. Continuous batching has no deadline: an idle inference thread takes the window at
+    /// once, a busy one takes it when it finishes.
     #[serde(with = "millis")]
     pub max_wait: Duration,
     /// Top-k classes kept per prediction.
@@ -219,30 +220,29 @@ fn prep_loop<P>(
             // The inference thread is free: what is here goes now.
             flush(&mut window, &window_model, settings, metrics, work, busy)?;
             continue;
-        } else {
-            let deadline = window_started + settings.max_wait;
-            if settings.continuous {
-                // A batch is running: grow this one until it finishes (or the deadline). A stale
-                // signal is cleared first, then the count looked at again, so a batch that
-                // finished in between is not waited for.
-                let _ = busy.idle_rx.try_recv();
-                if !busy.running() {
-                    flush(&mut window, &window_model, settings, metrics, work, busy)?;
-                    continue;
-                }
-                flume::Selector::new()
-                    .recv(input, |r| r.map_err(|_| flume::RecvTimeoutError::Disconnected))
-                    .recv(&busy.idle_rx, |_| Err(flume::RecvTimeoutError::Timeout))
-                    .wait_deadline(deadline)
-                    .unwrap_or(Err(flume::RecvTimeoutError::Timeout))
-            } else {
-                input.recv_deadline(deadline)
+        } else if settings.continuous {
+            // A batch is running: grow this window until it finishes (or the window is full). A
+            // deadline would only split it: a batch queued behind the running one starts no
+            // sooner, and many small batches cost more than one (a transformer at half load
+            // fell behind on batches of one or two, cut every `max_wait`). A stale signal is
+            // cleared first, then the count looked at again, so a batch that finished in
+            // between is not waited for.
+            let _ = busy.idle_rx.try_recv();
+            if !busy.running() {
+                flush(&mut window, &window_model, settings, metrics, work, busy)?;
+                continue;
             }
+            flume::Selector::new()
+                .recv(input, |r| r.map_err(|_| flume::RecvTimeoutError::Disconnected))
+                .recv(&busy.idle_rx, |_| Err(flume::RecvTimeoutError::Timeout))
+                .wait()
+        } else {
+            input.recv_deadline(window_started + settings.max_wait)
         };
         let chunk = match received {
             Ok(chunk) => chunk,
             Err(flume::RecvTimeoutError::Timeout) => {
-                if !settings.continuous || Instant::now() >= window_started + settings.max_wait || !busy.running() {
+                if !settings.continuous || !busy.running() {
                     flush(&mut window, &window_model, settings, metrics, work, busy)?;
                 }
                 continue;

@@ -213,7 +213,6 @@ chunk_wait_ms = 5
 listen = "127.0.0.1:{port}"
 [engine]
 window = 64
-max_wait = 5
 "#,
         model = model.display(),
         group = t.group,
