@@ -72,6 +72,41 @@ struct Args {
     /// Titles the ONNX Runtime ceiling is measured on (default: 5,000 on CPU, 30,000 on CUDA).
     #[arg(long)]
     ceiling_rows: Option<usize>,
+    /// A pipeline setting for prodcat's runs (the floor takes only its Kafka client properties), as
+    /// `section.key=value` (repeat for several), e.g. `--set model.intra_op_spinning=false`.
+    #[arg(long = "set")]
+    settings: Vec<String>,
+    /// Print each latency run's p50, p99 and maximum per second of the run (by send time): shows
+    /// whether slow records come in bursts, at the start, or throughout.
+    #[arg(long)]
+    timeline: bool,
+}
+
+/// Per second of send time: records, p50, p99 and maximum latency (ms).
+fn timeline(out: &[(Instant, i64, Vec<u8>)], load: f64, setup: &str) {
+    let mut sent: Vec<(f64, f64)> = out
+        .iter()
+        .filter_map(|(_, produced_ms, payload)| {
+            let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+            let sent_ms = v["sent_us"].as_f64()? / 1e3;
+            Some((sent_ms, *produced_ms as f64 - sent_ms))
+        })
+        .collect();
+    sent.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let Some(&(start, _)) = sent.first() else { return };
+    println!("\ntimeline, {:.0}% load, {setup}: second, records, p50, p99, max (ms)", load * 100.0);
+    for second in sent.chunk_by(|a, b| ((a.0 - start) / 1e3) as u64 == ((b.0 - start) / 1e3) as u64) {
+        let mut lat: Vec<f64> = second.iter().map(|s| s.1).collect();
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "{:>4} {:>6} {:>8.1} {:>8.1} {:>8.1}",
+            ((second[0].0 - start) / 1e3) as u64,
+            lat.len(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat[lat.len() - 1]
+        );
+    }
 }
 
 fn titles(root: &Path) -> anyhow::Result<Vec<String>> {
@@ -168,7 +203,10 @@ fn main() -> anyhow::Result<()> {
                 format!("kafka.dead_letter_topic={dead}"),
                 "http.listen=".into(),
                 "engine.max_wait=5".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(args.settings.iter().cloned())
+            .collect::<Vec<_>>(),
         )?;
         if config.model.device == ExecutionTarget::Cpu {
             // Two CPU cores: a short window keeps latency low; a GPU keeps its own defaults.
@@ -260,6 +298,9 @@ fn main() -> anyhow::Result<()> {
                     Some(*produced_ms as f64 - sent_us / 1e3)
                 })
                 .collect();
+            if args.timeline {
+                timeline(&out, load, setup);
+            }
             lat.sort_by(f64::total_cmp);
             p99s.push((load, setup, percentile(&lat, 0.99)));
             let stage = |name: &str| {
@@ -269,8 +310,13 @@ fn main() -> anyhow::Result<()> {
                 }
                 1e3 * h.get_sample_sum() / h.get_sample_count() as f64
             };
+            // The batches the engine formed at this load: mean records per batch and mean
+            // inference time per batch.
+            let batch = metrics.batch_records.get_sample_sum() / metrics.batch_records.get_sample_count() as f64;
+            let infer = metrics.stage_seconds.with_label_values(&["infer"]);
+            let infer_ms = 1e3 * infer.get_sample_sum() / infer.get_sample_count() as f64;
             latency_rows.push(format!(
-                "{:>5.0}% {:>8.0} {:<9} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                "{:>5.0}% {:>8.0} {:<9} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6.1} {:>7.1}",
                 load * 100.0,
                 rate,
                 setup,
@@ -282,6 +328,8 @@ fn main() -> anyhow::Result<()> {
                 stage("chunk"),
                 stage("engine"),
                 stage("produce"),
+                batch,
+                infer_ms,
             ));
         }
         stop.store(true, Ordering::Relaxed);
@@ -322,8 +370,8 @@ fn main() -> anyhow::Result<()> {
     println!("\nsaturated throughput = {:.2} × the ONNX Runtime ceiling", throughput / ceiling);
     println!("one batch's inference: {batch_ms:.1} ms ({full_batch} titles at the ceiling's rate)");
     println!(
-        "\nproduce → labeled record latency (ms), and the mean per record of each stage (ms)\n\n{:>6} {:>8} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "load", "rec/s", "setup", "records", "p50", "p99", "p99.9", "fetch", "chunk", "engine", "produce"
+        "\nproduce → labeled record latency (ms), the mean per record of each stage (ms), and the engine's batches (mean records, mean inference ms)\n\n{:>6} {:>8} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7}",
+        "load", "rec/s", "setup", "records", "p50", "p99", "p99.9", "fetch", "chunk", "engine", "produce", "batch", "infer"
     );
     for row in &latency_rows {
         println!("{row}");
