@@ -29,6 +29,7 @@ use prodcat::common::BatchLimits;
 use prodcat::config::PipelineConfig;
 use prodcat::metrics::Metrics;
 use prodcat::pipeline::kafka::{self, Health};
+use prodcat::registry::ModelKind;
 use prodcat::serve::plan_batches;
 use prodcat::serve::{ExecutionTarget, SessionSettings};
 use prodcat::tokenize::PaddedBatch;
@@ -82,16 +83,8 @@ struct Args {
     timeline: bool,
 }
 
-/// Per second of send time: records, p50, p99 and maximum latency (ms).
-fn timeline(out: &[(Instant, i64, Vec<u8>)], load: f64, setup: &str) {
-    let mut sent: Vec<(f64, f64)> = out
-        .iter()
-        .filter_map(|(_, produced_ms, payload)| {
-            let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-            let sent_ms = v["sent_us"].as_f64()? / 1e3;
-            Some((sent_ms, *produced_ms as f64 - sent_ms))
-        })
-        .collect();
+/// Per second of send time: records, p50, p99 and maximum latency (ms), from (sent, latency) ms.
+fn timeline(mut sent: Vec<(f64, f64)>, load: f64, setup: &str) {
     sent.sort_by(|a, b| a.0.total_cmp(&b.0));
     let Some(&(start, _)) = sent.first() else { return };
     println!("\ntimeline, {:.0}% load, {setup}: second, records, p50, p99, max (ms)", load * 100.0);
@@ -289,18 +282,20 @@ fn main() -> anyhow::Result<()> {
             }
             producer.flush(Duration::from_secs(60))?;
             let out = drain(&args.brokers, &output, n, Duration::from_secs(600))?;
-            let mut lat: Vec<f64> = out
+            // (sent, latency) in ms: produced upstream → labeled record produced downstream (the
+            // record's timestamp).
+            let sent: Vec<(f64, f64)> = out
                 .iter()
                 .filter_map(|(_, produced_ms, payload)| {
-                    // Read → labeled record produced downstream (the record's timestamp).
                     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-                    let sent_us = v["sent_us"].as_f64()?;
-                    Some(*produced_ms as f64 - sent_us / 1e3)
+                    let sent_ms = v["sent_us"].as_f64()? / 1e3;
+                    Some((sent_ms, *produced_ms as f64 - sent_ms))
                 })
                 .collect();
             if args.timeline {
-                timeline(&out, load, setup);
+                timeline(sent.clone(), load, setup);
             }
+            let mut lat: Vec<f64> = sent.iter().map(|s| s.1).collect();
             lat.sort_by(f64::total_cmp);
             p99s.push((load, setup, percentile(&lat, 0.99)));
             let stage = |name: &str| {
@@ -371,15 +366,27 @@ fn main() -> anyhow::Result<()> {
     println!("one batch's inference: {batch_ms:.1} ms ({full_batch} titles at the ceiling's rate)");
     println!(
         "\nproduce → labeled record latency (ms), the mean per record of each stage (ms), and the engine's batches (mean records, mean inference ms)\n\n{:>6} {:>8} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7}",
-        "load", "rec/s", "setup", "records", "p50", "p99", "p99.9", "fetch", "chunk", "engine", "produce", "batch", "infer"
+        "load",
+        "rec/s",
+        "setup",
+        "records",
+        "p50",
+        "p99",
+        "p99.9",
+        "fetch",
+        "chunk",
+        "engine",
+        "produce",
+        "batch",
+        "infer"
     );
     for row in &latency_rows {
         println!("{row}");
     }
     // Issue #28's targets: p99 over the floor's within 25 ms (lexical) or two batches' inference
     // (a transformer, whose batches take tens of milliseconds or more).
-    let kind = model.identity().kind;
-    let (allowed, why) = if kind == "lexical" {
+    let kind = model.card().model.name();
+    let (allowed, why) = if matches!(model.card().model, ModelKind::Lexical(_)) {
         (25.0, "25 ms".to_string())
     } else {
         (2.0 * batch_ms, format!("2 × one batch = {:.1} ms", 2.0 * batch_ms))

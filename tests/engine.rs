@@ -118,9 +118,10 @@ fn records_arriving_while_a_batch_runs_form_one_batch() {
     let (release_tx, release_rx) = std::sync::mpsc::channel();
     let held = Arc::new(Held { inner, sizes: Default::default(), release: std::sync::Mutex::new(Some(release_rx)) });
     let settings = EngineSettings { window: 1000, max_wait: Duration::from_millis(2), ..Default::default() };
-    let (tx, engine) = LabelingEngine::<usize>::start(ModelSlot::new(held.clone()), settings, Arc::new(Metrics::new()))
-        .unwrap();
-    let send = |i: usize| tx.send(TextChunk { texts: vec![format!("smartphone dual sim {i}")], payload: i, flush: false });
+    let (tx, engine) =
+        LabelingEngine::<usize>::start(ModelSlot::new(held.clone()), settings, Arc::new(Metrics::new())).unwrap();
+    let send =
+        |i: usize| tx.send(TextChunk { texts: vec![format!("smartphone dual sim {i}")], payload: i, flush: false });
     send(0).unwrap();
     // The first batch (one record) is running and held: ten more arrive 10 ms apart, five times
     // the wait bound.
